@@ -1,1 +1,1019 @@
-//! Run analysis (placeholder).
+//! Run analysis for the failover demo (`run_test.sh`, SPEC §6): what the subscriber received
+//! compared with what `test_publisher` had ACKed, and a picture of the run.
+//!
+//! This module owns three things, none of which touch a socket or a file:
+//! - **Parsing** the two data streams the demo records: the subscriber's stdout
+//!   (`<unix_ms> [PRIMARY] <seq>`, see [`parse_delivery`]) and `test_publisher`'s stdout
+//!   (`<unix_ms> ACK <seq>`, see [`parse_ack`]). [`parse_log`] applies either to a whole file
+//!   and counts the lines it could not read instead of failing on them.
+//! - **Judging** a run: [`analyse`] turns deliveries and ACKs into a [`RunReport`] (missing
+//!   ACKed messages, duplicates, order inversions, the longest silence around the kill), whose
+//!   `Display` is the human report and whose [`RunReport::passed`] is the PASS/FAIL rule.
+//! - **Drawing** the run: [`render_svg`] plots sequence number against time, one dot per
+//!   delivery, coloured by the broker that delivered it, with the kill marked.
+//!
+//! The `report` program is a thin wrapper: read the files, call these, print, exit 0/1.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::{self, Write as _};
+
+/// How far before the kill the silence search looks, in ms.
+pub const SILENCE_WINDOW_BEFORE_MS: u64 = 5_000;
+/// How far after the kill the silence search looks, in ms.
+pub const SILENCE_WINDOW_AFTER_MS: u64 = 10_000;
+/// The default limit on the silence around the kill for a run to pass, in ms.
+pub const DEFAULT_MAX_SILENCE_MS: u64 = 1_000;
+/// How many missing sequence numbers the report lists before shortening the list.
+pub const MISSING_SHOWN: usize = 20;
+/// How many unparsed lines [`parse_log`] keeps as examples.
+pub const UNPARSED_EXAMPLES: usize = 3;
+
+/// The broker a message was delivered by, as labelled in the subscriber's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Delivered on the connection to the broker started as primary (`[PRIMARY]`).
+    Primary,
+    /// Delivered on the connection to the broker started as backup (`[BACKUP]`).
+    Backup,
+}
+
+impl Source {
+    /// The label the subscriber prints for this source, brackets included.
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Primary => "[PRIMARY]",
+            Source::Backup => "[BACKUP]",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Primary => "PRIMARY",
+            Source::Backup => "BACKUP",
+        })
+    }
+}
+
+/// One line of subscriber output: a message delivered to the subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// When the subscriber printed it, in unix milliseconds (0 when the line had no timestamp).
+    pub at_ms: u64,
+    /// Which broker delivered it.
+    pub source: Source,
+    /// The payload, a `test_publisher` sequence number.
+    pub seq: u64,
+}
+
+/// Splits an optional leading `<unix_ms> ` off a line: `(timestamp or 0, rest)`.
+fn split_timestamp(line: &str) -> (u64, &str) {
+    let line = line.trim();
+    if let Some((first, rest)) = line.split_once(char::is_whitespace)
+        && is_digits(first)
+        && let Ok(at_ms) = first.parse()
+    {
+        return (at_ms, rest.trim_start());
+    }
+    (0, line)
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Parses a decimal sequence number; unlike `str::parse` it refuses a sign.
+fn parse_seq(s: &str) -> Option<u64> {
+    if is_digits(s) { s.parse().ok() } else { None }
+}
+
+/// Parses `<word> <seq>` where the word is exactly `word` and the seq the whole remainder.
+fn parse_tagged(rest: &str, word: &str) -> Option<u64> {
+    let after = rest.strip_prefix(word)?;
+    if !after.starts_with(char::is_whitespace) {
+        return None;
+    }
+    parse_seq(after.trim())
+}
+
+/// Parses one line of subscriber output, `<unix_ms> [PRIMARY] <seq>` or
+/// `<unix_ms> [BACKUP] <seq>`; the timestamp may be absent (`[PRIMARY] 17`, `at_ms` = 0).
+///
+/// Returns `None` for anything else, including a payload that is not a decimal number.
+pub fn parse_delivery(line: &str) -> Option<Delivery> {
+    let (at_ms, rest) = split_timestamp(line);
+    [Source::Primary, Source::Backup]
+        .into_iter()
+        .find_map(|source| {
+            parse_tagged(rest, source.label()).map(|seq| Delivery { at_ms, source, seq })
+        })
+}
+
+/// Parses one line of `test_publisher` output, `<unix_ms> ACK <seq>`, into `(at_ms, seq)`;
+/// the timestamp may be absent (`ACK 17`, `at_ms` = 0).
+pub fn parse_ack(line: &str) -> Option<(u64, u64)> {
+    let (at_ms, rest) = split_timestamp(line);
+    parse_tagged(rest, "ACK").map(|seq| (at_ms, seq))
+}
+
+/// The result of parsing a whole log with [`parse_log`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedLog<T> {
+    /// The parsed lines, in file order.
+    pub items: Vec<T>,
+    /// How many non-blank lines did not parse.
+    pub unparsed: usize,
+    /// The first few lines that did not parse, as `(1-based line number, line)`.
+    pub unparsed_examples: Vec<(usize, String)>,
+}
+
+/// Parses every line of `text` with `parse` (e.g. [`parse_delivery`] or [`parse_ack`]).
+///
+/// Blank lines are skipped; other lines that do not parse are counted, not fatal, so one
+/// stray line in a log does not hide the rest of the run.
+pub fn parse_log<T>(text: &str, parse: impl Fn(&str) -> Option<T>) -> ParsedLog<T> {
+    let mut log = ParsedLog {
+        items: Vec::new(),
+        unparsed: 0,
+        unparsed_examples: Vec::new(),
+    };
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse(line) {
+            Some(item) => log.items.push(item),
+            None => {
+                log.unparsed += 1;
+                if log.unparsed_examples.len() < UNPARSED_EXAMPLES {
+                    log.unparsed_examples.push((i + 1, line.to_string()));
+                }
+            }
+        }
+    }
+    log
+}
+
+/// The longest gap between consecutive deliveries around the kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Silence {
+    /// Start of the gap (a delivery, or the kill moment if nothing was delivered before it), ms.
+    pub from_ms: u64,
+    /// End of the gap (a delivery, or the end of the search window if `open_ended`), ms.
+    pub to_ms: u64,
+    /// True when nothing was delivered after the kill: the gap has no end, and `to_ms` is
+    /// only where the search stopped looking.
+    pub open_ended: bool,
+}
+
+impl Silence {
+    /// Length of the gap in ms (a lower bound when `open_ended`).
+    pub fn ms(&self) -> u64 {
+        self.to_ms.saturating_sub(self.from_ms)
+    }
+}
+
+/// What a run did, computed by [`analyse`]; `Display` prints the human report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// Messages the publisher sent (given, or the highest seq seen in ACKs or deliveries).
+    pub sent: u64,
+    /// Distinct sequence numbers the publisher had ACKed.
+    pub acked: usize,
+    /// Distinct sequence numbers delivered to the subscriber.
+    pub received: usize,
+    /// Delivery lines, duplicates included.
+    pub delivered_lines: usize,
+    /// Delivery lines from the primary.
+    pub from_primary: usize,
+    /// Delivery lines from the backup.
+    pub from_backup: usize,
+    /// ACKed sequence numbers never delivered, ascending.
+    pub missing: Vec<u64>,
+    /// Delivery lines whose seq had already been delivered (from either broker).
+    pub duplicates: usize,
+    /// Delivery lines (not duplicates) whose seq is lower than one delivered before them.
+    pub inversions: usize,
+    /// The kill moment, unix ms, if the run had one.
+    pub kill_at_ms: Option<u64>,
+    /// The longest silence around the kill; `None` without a kill or without any delivery.
+    pub longest_silence: Option<Silence>,
+    /// The last delivery at or before the kill.
+    pub last_before_kill: Option<Delivery>,
+    /// The first delivery after the kill.
+    pub first_after_kill: Option<Delivery>,
+    /// The silence limit `Display` judges against (set by the caller; default
+    /// [`DEFAULT_MAX_SILENCE_MS`]).
+    pub max_silence_ms: u64,
+    /// Subscriber lines that did not parse (set by whoever parsed the log; informational).
+    pub unparsed_sub_lines: usize,
+    /// Publisher lines that did not parse (set by whoever parsed the log; informational).
+    pub unparsed_ack_lines: usize,
+}
+
+/// Analyses one run.
+///
+/// `deliveries` are in the order the subscriber printed them; `acked` are the seqs the
+/// publisher got an ACK for (any order, repeats ignored); `sent` defaults to the highest seq
+/// seen; `kill_at_ms` is when the primary was killed, if it was.
+pub fn analyse(
+    deliveries: &[Delivery],
+    acked: &[u64],
+    sent: Option<u64>,
+    kill_at_ms: Option<u64>,
+) -> RunReport {
+    let acked_set: BTreeSet<u64> = acked.iter().copied().collect();
+
+    let mut seen = HashSet::new();
+    let mut highest: Option<u64> = None;
+    let (mut duplicates, mut inversions) = (0, 0);
+    let (mut from_primary, mut from_backup) = (0, 0);
+    for d in deliveries {
+        match d.source {
+            Source::Primary => from_primary += 1,
+            Source::Backup => from_backup += 1,
+        }
+        if !seen.insert(d.seq) {
+            duplicates += 1;
+            continue;
+        }
+        if highest.is_some_and(|h| d.seq < h) {
+            inversions += 1;
+        }
+        highest = highest.max(Some(d.seq));
+    }
+
+    let missing = acked_set
+        .iter()
+        .copied()
+        .filter(|seq| !seen.contains(seq))
+        .collect();
+    let highest_seen = acked_set.last().copied().max(highest).unwrap_or(0);
+
+    let (last_before_kill, first_after_kill, longest_silence) = match kill_at_ms {
+        Some(kill) => {
+            let last_before = deliveries
+                .iter()
+                .filter(|d| d.at_ms <= kill)
+                .max_by_key(|d| d.at_ms)
+                .copied();
+            let first_after = deliveries
+                .iter()
+                .filter(|d| d.at_ms > kill)
+                .min_by_key(|d| d.at_ms)
+                .copied();
+            let silence = silence_around(deliveries, kill, last_before, first_after);
+            (last_before, first_after, silence)
+        }
+        None => (None, None, None),
+    };
+
+    RunReport {
+        sent: sent.unwrap_or(highest_seen),
+        acked: acked_set.len(),
+        received: seen.len(),
+        delivered_lines: deliveries.len(),
+        from_primary,
+        from_backup,
+        missing,
+        duplicates,
+        inversions,
+        kill_at_ms,
+        longest_silence,
+        last_before_kill,
+        first_after_kill,
+        max_silence_ms: DEFAULT_MAX_SILENCE_MS,
+        unparsed_sub_lines: 0,
+        unparsed_ack_lines: 0,
+    }
+}
+
+/// The longest gap between consecutive delivery times within the window around the kill,
+/// always counting the gap that spans the kill even if its ends lie outside the window.
+fn silence_around(
+    deliveries: &[Delivery],
+    kill: u64,
+    last_before: Option<Delivery>,
+    first_after: Option<Delivery>,
+) -> Option<Silence> {
+    if deliveries.is_empty() {
+        return None;
+    }
+    let window_start = kill.saturating_sub(SILENCE_WINDOW_BEFORE_MS);
+    let window_end = kill.saturating_add(SILENCE_WINDOW_AFTER_MS);
+    let mut times: Vec<u64> = deliveries
+        .iter()
+        .map(|d| d.at_ms)
+        .filter(|&t| (window_start..=window_end).contains(&t))
+        .collect();
+    // The gap across the kill starts at the last delivery before it, or at the kill itself
+    // if nothing came before (the subscriber cannot have been silent before it existed).
+    times.push(last_before.map_or(kill, |d| d.at_ms));
+    if let Some(d) = first_after {
+        times.push(d.at_ms);
+    }
+    times.sort_unstable();
+    times.dedup();
+
+    let mut longest = times
+        .windows(2)
+        .map(|w| Silence {
+            from_ms: w[0],
+            to_ms: w[1],
+            open_ended: false,
+        })
+        .max_by_key(Silence::ms);
+    if first_after.is_none() {
+        // Nothing after the kill: the silence never ended; measure it to the window's end.
+        let from_ms = times.last().copied().unwrap_or(kill);
+        let open = Silence {
+            from_ms,
+            to_ms: window_end.max(from_ms),
+            open_ended: true,
+        };
+        if longest.is_none_or(|l| open.ms() >= l.ms()) {
+            longest = Some(open);
+        }
+    }
+    longest.or(Some(Silence {
+        from_ms: kill,
+        to_ms: kill,
+        open_ended: false,
+    }))
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+impl RunReport {
+    /// Sets the silence limit `Display` judges against.
+    pub fn with_max_silence_ms(mut self, max_silence_ms: u64) -> Self {
+        self.max_silence_ms = max_silence_ms;
+        self
+    }
+
+    /// Records how many lines of each log did not parse (shown, never fatal).
+    pub fn with_unparsed(mut self, sub_lines: usize, ack_lines: usize) -> Self {
+        self.unparsed_sub_lines = sub_lines;
+        self.unparsed_ack_lines = ack_lines;
+        self
+    }
+
+    /// Why the run fails with this silence limit, one phrase per reason; empty means PASS.
+    pub fn failures(&self, max_silence_ms: u64) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.received == 0 {
+            reasons.push("nothing was delivered".to_string());
+        }
+        if !self.missing.is_empty() {
+            reasons.push(format!(
+                "{} never delivered",
+                plural(self.missing.len(), "ACKed message", "ACKed messages")
+            ));
+        }
+        if self.duplicates > 0 {
+            reasons.push(plural(self.duplicates, "duplicate", "duplicates"));
+        }
+        if self.inversions > 0 {
+            reasons.push(plural(
+                self.inversions,
+                "order inversion",
+                "order inversions",
+            ));
+        }
+        if let Some(s) = self.longest_silence {
+            if s.open_ended {
+                reasons.push("nothing delivered after the kill".to_string());
+            } else if s.ms() > max_silence_ms {
+                reasons.push(format!(
+                    "silence around the kill {} ms > {} ms",
+                    s.ms(),
+                    max_silence_ms
+                ));
+            }
+        }
+        reasons
+    }
+
+    /// The PASS rule: nothing ACKed is missing, no duplicates, no inversions, something was
+    /// received, and (if there was a kill) the longest silence is at most `max_silence_ms`.
+    pub fn passed(&self, max_silence_ms: u64) -> bool {
+        self.failures(max_silence_ms).is_empty()
+    }
+}
+
+/// `<n> ms before/after the kill`.
+fn relative_to_kill(at_ms: u64, kill: u64) -> String {
+    if at_ms <= kill {
+        format!("{} ms before the kill", kill - at_ms)
+    } else {
+        format!("{} ms after the kill", at_ms - kill)
+    }
+}
+
+fn describe_delivery(d: Option<Delivery>, kill: u64) -> String {
+    match d {
+        Some(d) => format!(
+            "seq {} from {}, {}",
+            d.seq,
+            d.source,
+            relative_to_kill(d.at_ms, kill)
+        ),
+        None => "none".to_string(),
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = |key: &str, value: String| writeln!(f, "{:<18} {value}", format!("{key}:"));
+        line("sent", self.sent.to_string())?;
+        line("acked", self.acked.to_string())?;
+        line("received", format!("{} distinct", self.received))?;
+        line(
+            "delivered lines",
+            format!(
+                "{} ({} from PRIMARY, {} from BACKUP)",
+                self.delivered_lines, self.from_primary, self.from_backup
+            ),
+        )?;
+        if self.unparsed_sub_lines > 0 || self.unparsed_ack_lines > 0 {
+            line(
+                "unparsed lines",
+                format!(
+                    "{} in subscriber output, {} in publisher output",
+                    self.unparsed_sub_lines, self.unparsed_ack_lines
+                ),
+            )?;
+        }
+        let mut missing = self.missing.len().to_string();
+        if !self.missing.is_empty() {
+            let shown: Vec<String> = self
+                .missing
+                .iter()
+                .take(MISSING_SHOWN)
+                .map(u64::to_string)
+                .collect();
+            let rest = self.missing.len().saturating_sub(MISSING_SHOWN);
+            let more = if rest > 0 {
+                format!(", … {rest} more")
+            } else {
+                String::new()
+            };
+            missing = format!("{missing} (seq {}{more})", shown.join(", "));
+        }
+        line("missing", missing)?;
+        line("duplicates", self.duplicates.to_string())?;
+        line("order inversions", self.inversions.to_string())?;
+        match self.kill_at_ms {
+            None => line("kill", "none (no failover in this run)".to_string())?,
+            Some(kill) => {
+                line("kill at", format!("{kill} (unix ms)"))?;
+                line(
+                    "last before kill",
+                    describe_delivery(self.last_before_kill, kill),
+                )?;
+                line(
+                    "first after kill",
+                    describe_delivery(self.first_after_kill, kill),
+                )?;
+                let silence = match self.longest_silence {
+                    None => "n/a (nothing delivered)".to_string(),
+                    Some(s) if s.open_ended => format!(
+                        ">= {} ms, nothing delivered after the kill (limit {} ms)",
+                        s.ms(),
+                        self.max_silence_ms
+                    ),
+                    Some(s) => format!(
+                        "{} ms, from {} to {} (limit {} ms)",
+                        s.ms(),
+                        relative_to_kill(s.from_ms, kill),
+                        relative_to_kill(s.to_ms, kill),
+                        self.max_silence_ms
+                    ),
+                };
+                line("longest silence", silence)?;
+            }
+        }
+        let reasons = self.failures(self.max_silence_ms);
+        if reasons.is_empty() {
+            writeln!(f, "RESULT: PASS")
+        } else {
+            writeln!(f, "RESULT: FAIL ({})", reasons.join("; "))
+        }
+    }
+}
+
+/// Escapes text for use inside SVG/XML text and attribute values.
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Control characters other than tab/newline are not allowed in XML 1.0.
+            c if c.is_control() && c != '\t' && c != '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A "nice" tick step (1, 2 or 5 times a power of ten) giving about `target` ticks over `span`.
+fn nice_step(span: f64, target: f64) -> f64 {
+    let raw = (span / target).max(f64::MIN_POSITIVE);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * magnitude);
+    step.max(f64::MIN_POSITIVE)
+}
+
+/// Formats a tick value with as many decimals as the step needs.
+fn tick_label(value: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    let s = format!("{value:.decimals$}");
+    // Avoid "-0".
+    if s.trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
+        s.trim_start_matches('-').to_string()
+    } else {
+        s
+    }
+}
+
+/// The tick values from `lo` to `hi` (inclusive, with a little slack) at multiples of `step`.
+fn ticks(lo: f64, hi: f64, step: f64) -> Vec<f64> {
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    (first..=last).map(|i| i as f64 * step).collect()
+}
+
+/// Picture size and plot margins, in SVG user units (pixels at 100 %).
+const SVG_W: f64 = 900.0;
+const SVG_H: f64 = 500.0;
+const MARGIN_LEFT: f64 = 75.0;
+const MARGIN_RIGHT: f64 = 25.0;
+const MARGIN_TOP: f64 = 45.0;
+const MARGIN_BOTTOM: f64 = 55.0;
+const PRIMARY_COLOUR: &str = "#1f77b4";
+const BACKUP_COLOUR: &str = "#ff7f0e";
+const KILL_COLOUR: &str = "#d62728";
+
+/// Renders a self-contained 900×500 SVG of a run: sequence number (y) against seconds since
+/// the first delivery (x), one dot per delivery coloured by source (primary blue, backup
+/// orange), a legend, and the kill as a red dashed vertical line labelled "primary killed".
+pub fn render_svg(deliveries: &[Delivery], kill_at_ms: Option<u64>, title: &str) -> String {
+    let t0 = deliveries.iter().map(|d| d.at_ms).min().unwrap_or(0);
+    let secs = |at_ms: u64| (at_ms as f64 - t0 as f64) / 1000.0;
+    let kill_s = kill_at_ms.filter(|_| !deliveries.is_empty()).map(secs);
+
+    // Data ranges, always including the kill and never empty.
+    let mut x_lo: f64 = 0.0;
+    let mut x_hi: f64 = deliveries.iter().map(|d| secs(d.at_ms)).fold(0.0, f64::max);
+    if let Some(k) = kill_s {
+        x_lo = x_lo.min(k);
+        x_hi = x_hi.max(k);
+    }
+    if x_hi - x_lo < 1.0 {
+        x_hi = x_lo + 1.0;
+    }
+    let y_hi = deliveries.iter().map(|d| d.seq).max().unwrap_or(0).max(1) as f64;
+    let x_step = nice_step(x_hi - x_lo, 10.0);
+    let y_step = nice_step(y_hi, 8.0).max(1.0);
+    // Round the axis ends out to whole ticks, with a little headroom so the last dot does
+    // not sit on the frame.
+    let x_lo = (x_lo / x_step).floor() * x_step;
+    let x_hi = ((x_hi + 0.01 * (x_hi - x_lo)) / x_step).ceil() * x_step;
+    let y_hi = (y_hi * 1.02 / y_step).ceil() * y_step;
+
+    let (px0, px1) = (MARGIN_LEFT, SVG_W - MARGIN_RIGHT);
+    let (py0, py1) = (MARGIN_TOP, SVG_H - MARGIN_BOTTOM);
+    let px = |x: f64| px0 + (x - x_lo) / (x_hi - x_lo) * (px1 - px0);
+    let py = |y: f64| py1 - y / y_hi * (py1 - py0);
+
+    let mut svg = String::new();
+    // `write!` to a String cannot fail; the results are ignored on purpose.
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_W}" height="{SVG_H}" viewBox="0 0 {SVG_W} {SVG_H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<rect x="0" y="0" width="{SVG_W}" height="{SVG_H}" fill="white"/>"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="25" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
+        SVG_W / 2.0,
+        xml_escape(title)
+    );
+
+    // Grid and tick labels.
+    let _ = writeln!(svg, r##"<g stroke="#e0e0e0" stroke-width="1">"##);
+    for x in ticks(x_lo, x_hi, x_step) {
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{0:.1}" y1="{py0:.1}" x2="{0:.1}" y2="{py1:.1}"/>"#,
+            px(x)
+        );
+    }
+    for y in ticks(0.0, y_hi, y_step) {
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{px0:.1}" y1="{0:.1}" x2="{px1:.1}" y2="{0:.1}"/>"#,
+            py(y)
+        );
+    }
+    let _ = writeln!(svg, "</g>");
+    let _ = writeln!(svg, r##"<g fill="#333">"##);
+    for x in ticks(x_lo, x_hi, x_step) {
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            px(x),
+            py1 + 17.0,
+            tick_label(x, x_step)
+        );
+    }
+    for y in ticks(0.0, y_hi, y_step) {
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            px0 - 6.0,
+            py(y) + 4.0,
+            tick_label(y, y_step)
+        );
+    }
+    let _ = writeln!(svg, "</g>");
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{px0:.1}" y="{py0:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#333"/>"##,
+        px1 - px0,
+        py1 - py0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since first delivery (s)</text>"#,
+        (px0 + px1) / 2.0,
+        SVG_H - 15.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="20" y="{0:.1}" text-anchor="middle" transform="rotate(-90 20 {0:.1})">sequence number</text>"#,
+        (py0 + py1) / 2.0
+    );
+
+    // The kill, under the dots so it never hides one.
+    if let Some(k) = kill_s {
+        let x = px(k);
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{x:.1}" y1="{py0:.1}" x2="{x:.1}" y2="{py1:.1}" stroke="{KILL_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>"#
+        );
+        // Label to the left of the line when it sits near the right edge.
+        let (lx, anchor) = if x > px1 - 110.0 {
+            (x - 4.0, "end")
+        } else {
+            (x + 4.0, "start")
+        };
+        let _ = writeln!(
+            svg,
+            r#"<text x="{lx:.1}" y="{:.1}" fill="{KILL_COLOUR}" text-anchor="{anchor}">primary killed</text>"#,
+            py0 + 14.0
+        );
+    }
+
+    // One dot per delivery; backup drawn last so a late takeover is visible on top.
+    for (source, colour) in [
+        (Source::Primary, PRIMARY_COLOUR),
+        (Source::Backup, BACKUP_COLOUR),
+    ] {
+        let _ = writeln!(svg, r#"<g fill="{colour}" fill-opacity="0.8">"#);
+        for d in deliveries.iter().filter(|d| d.source == source) {
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5"/>"#,
+                px(secs(d.at_ms)),
+                py(d.seq as f64)
+            );
+        }
+        let _ = writeln!(svg, "</g>");
+    }
+
+    if deliveries.is_empty() {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#888" font-size="16">no deliveries</text>"##,
+            (px0 + px1) / 2.0,
+            (py0 + py1) / 2.0
+        );
+    }
+
+    // Legend, top left inside the plot (the dots rise to the right, so that corner is free).
+    let count = |s: Source| deliveries.iter().filter(|d| d.source == s).count();
+    let (lx, ly) = (px0 + 10.0, py0 + 10.0);
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{lx:.1}" y="{ly:.1}" width="150" height="{}" fill="white" fill-opacity="0.9" stroke="#999"/>"##,
+        if kill_s.is_some() { 66 } else { 46 }
+    );
+    let mut row = ly + 16.0;
+    for (source, colour, name) in [
+        (Source::Primary, PRIMARY_COLOUR, "primary"),
+        (Source::Backup, BACKUP_COLOUR, "backup"),
+    ] {
+        let _ = writeln!(
+            svg,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{colour}"/><text x="{:.1}" y="{:.1}">{name} ({})</text>"#,
+            lx + 12.0,
+            row - 4.0,
+            lx + 24.0,
+            row,
+            count(source)
+        );
+        row += 20.0;
+    }
+    if kill_s.is_some() {
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{KILL_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}">primary killed</text>"#,
+            lx + 6.0,
+            row - 4.0,
+            lx + 18.0,
+            row - 4.0,
+            lx + 24.0,
+            row
+        );
+    }
+    let _ = writeln!(svg, "</svg>");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(at_ms: u64, source: Source, seq: u64) -> Delivery {
+        Delivery { at_ms, source, seq }
+    }
+
+    /// Deliveries of `seqs` from the primary, 100 ms apart starting at t = 1000.
+    fn steady(seqs: impl IntoIterator<Item = u64>) -> Vec<Delivery> {
+        seqs.into_iter()
+            .enumerate()
+            .map(|(i, seq)| d(1000 + 100 * i as u64, Source::Primary, seq))
+            .collect()
+    }
+
+    #[test]
+    fn parses_timestamped_and_bare_deliveries() {
+        assert_eq!(
+            parse_delivery("1764424800123 [PRIMARY] 17"),
+            Some(d(1764424800123, Source::Primary, 17))
+        );
+        assert_eq!(
+            parse_delivery("5 [BACKUP] 42\r"),
+            Some(d(5, Source::Backup, 42))
+        );
+        assert_eq!(parse_delivery("[BACKUP] 3"), Some(d(0, Source::Backup, 3)));
+        assert_eq!(
+            parse_delivery("  [PRIMARY]   9  "),
+            Some(d(0, Source::Primary, 9))
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_deliveries() {
+        for line in [
+            "",
+            "17",
+            "[PRIMARY]",
+            "[PRIMARY]17",
+            "[PRIMARY] hello",
+            "[PRIMARY] 1 2",
+            "[PRIMARY] -1",
+            "[PRIMARY] +1",
+            "[OTHER] 1",
+            "12 [PRIMARY]",
+            "x12 [PRIMARY] 1",
+            "ACK 1",
+            "[PRIMARY] 99999999999999999999999",
+        ] {
+            assert_eq!(parse_delivery(line), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn parses_acks() {
+        assert_eq!(parse_ack("1764424800123 ACK 17"), Some((1764424800123, 17)));
+        assert_eq!(parse_ack("ACK 17"), Some((0, 17)));
+        assert_eq!(parse_ack("ACK 17\r"), Some((0, 17)));
+        for line in [
+            "ACK",
+            "ACK17",
+            "ACK x",
+            "12 ACK",
+            "ERR|nope",
+            "ACKS 1",
+            "1 ACK 2 3",
+        ] {
+            assert_eq!(parse_ack(line), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn parse_log_counts_unparsed_and_skips_blank_lines() {
+        let log = parse_log("1 ACK 1\n\ngarbage\n2 ACK 2\n  \nmore garbage\n", parse_ack);
+        assert_eq!(log.items, vec![(1, 1), (2, 2)]);
+        assert_eq!(log.unparsed, 2);
+        assert_eq!(log.unparsed_examples[0], (3, "garbage".to_string()));
+    }
+
+    #[test]
+    fn clean_run_passes() {
+        let r = analyse(&steady(1..=10), &(1..=10).collect::<Vec<_>>(), None, None);
+        assert_eq!(r.sent, 10);
+        assert_eq!(r.acked, 10);
+        assert_eq!(r.received, 10);
+        assert!(r.missing.is_empty());
+        assert_eq!((r.duplicates, r.inversions), (0, 0));
+        assert_eq!(r.longest_silence, None);
+        assert!(r.passed(DEFAULT_MAX_SILENCE_MS));
+        assert!(r.to_string().ends_with("RESULT: PASS\n"), "{r}");
+    }
+
+    #[test]
+    fn missing_lists_acked_seqs_never_delivered() {
+        let got = steady([1, 2, 4, 6]);
+        let r = analyse(&got, &[1, 2, 3, 4, 5], Some(7), None);
+        assert_eq!(r.missing, vec![3, 5]);
+        assert_eq!(r.sent, 7);
+        assert!(!r.passed(DEFAULT_MAX_SILENCE_MS));
+        let text = r.to_string();
+        assert!(text.contains("(seq 3, 5)"), "{text}");
+        assert!(
+            text.contains("RESULT: FAIL (2 ACKed messages never delivered)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unacked_loss_is_not_missing() {
+        // seq 3 was sent but never ACKed: losing it is allowed.
+        let r = analyse(&steady([1, 2]), &[1, 2], Some(3), None);
+        assert!(r.missing.is_empty());
+        assert!(r.passed(DEFAULT_MAX_SILENCE_MS));
+    }
+
+    #[test]
+    fn duplicates_count_repeat_lines_from_either_source() {
+        let got = vec![
+            d(1, Source::Primary, 1),
+            d(2, Source::Primary, 2),
+            d(3, Source::Backup, 2),
+            d(4, Source::Backup, 2),
+            d(5, Source::Backup, 3),
+        ];
+        let r = analyse(&got, &[1, 2, 3], None, None);
+        assert_eq!(r.duplicates, 2);
+        assert_eq!(r.inversions, 0, "a duplicate is not an inversion");
+        assert_eq!(r.received, 3);
+        assert_eq!(r.delivered_lines, 5);
+        assert_eq!((r.from_primary, r.from_backup), (2, 3));
+        assert!(!r.passed(DEFAULT_MAX_SILENCE_MS));
+    }
+
+    #[test]
+    fn inversions_count_each_late_line_once() {
+        // 4 and 3 arrive after 5; 6 after them is fine; the repeat of 3 is a duplicate.
+        let r = analyse(&steady([1, 2, 5, 4, 3, 6, 3]), &[], None, None);
+        assert_eq!(r.inversions, 2);
+        assert_eq!(r.duplicates, 1);
+        assert_eq!(r.sent, 6);
+        assert!(!r.passed(DEFAULT_MAX_SILENCE_MS));
+        assert!(r.to_string().contains("2 order inversions"));
+    }
+
+    #[test]
+    fn silence_includes_the_gap_spanning_the_kill() {
+        // Every 100 ms until 1500, kill at 1550, backup resumes at 2750.
+        let mut got = steady(1..=6);
+        got.extend((7..=10).map(|seq| d(2750 + 100 * (seq - 7), Source::Backup, seq)));
+        let r = analyse(&got, &(1..=10).collect::<Vec<_>>(), None, Some(1550));
+        let s = r.longest_silence.expect("a kill gives a silence");
+        assert_eq!((s.from_ms, s.to_ms, s.ms()), (1500, 2750, 1250));
+        assert!(!s.open_ended);
+        assert_eq!(r.last_before_kill, Some(d(1500, Source::Primary, 6)));
+        assert_eq!(r.first_after_kill, Some(d(2750, Source::Backup, 7)));
+        assert!(!r.passed(1000));
+        assert!(r.passed(1250));
+        let text = r.with_max_silence_ms(1000).to_string();
+        assert!(
+            text.contains("1250 ms, from 50 ms before the kill to 1200 ms after the kill"),
+            "{text}"
+        );
+        assert!(
+            text.contains("silence around the kill 1250 ms > 1000 ms"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn spanning_gap_counts_even_when_its_ends_are_outside_the_window() {
+        let got = vec![d(0, Source::Primary, 1), d(60_000, Source::Backup, 2)];
+        let r = analyse(&got, &[1, 2], None, Some(30_000));
+        assert_eq!(r.longest_silence.map(|s| s.ms()), Some(60_000));
+    }
+
+    #[test]
+    fn gaps_outside_the_window_are_ignored() {
+        // A long pause 20 s before the kill does not count; the failover itself was quick.
+        let mut got = vec![d(0, Source::Primary, 1)];
+        got.extend((2..=100).map(|seq| d(20_000 + 100 * seq, Source::Primary, seq)));
+        got.push(d(30_200, Source::Backup, 101));
+        let r = analyse(&got, &[], None, Some(30_000));
+        assert_eq!(r.longest_silence.map(|s| s.ms()), Some(200));
+        assert!(r.passed(1000));
+    }
+
+    #[test]
+    fn nothing_after_the_kill_fails() {
+        let r = analyse(&steady(1..=5), &[1, 2, 3, 4, 5], None, Some(1450));
+        let s = r.longest_silence.expect("silence");
+        assert!(s.open_ended);
+        assert_eq!(r.first_after_kill, None);
+        assert!(!r.passed(u64::MAX));
+        assert!(r.to_string().contains("nothing delivered after the kill"));
+    }
+
+    #[test]
+    fn nothing_received_fails() {
+        let r = analyse(&[], &[], None, None);
+        assert_eq!(r.sent, 0);
+        assert!(!r.passed(DEFAULT_MAX_SILENCE_MS));
+        assert!(r.to_string().contains("nothing was delivered"));
+    }
+
+    #[test]
+    fn long_missing_list_is_shortened() {
+        let acked: Vec<u64> = (1..=50).collect();
+        let r = analyse(&steady([50]), &acked, None, None);
+        let text = r.to_string();
+        assert!(text.contains("missing:           49 (seq 1, 2,"), "{text}");
+        assert!(text.contains("19, 20, … 29 more)"), "{text}");
+        assert!(!text.contains(" 21,"), "{text}");
+    }
+
+    #[test]
+    fn svg_is_self_contained_and_marks_the_kill() {
+        let mut got = steady(1..=6);
+        got.push(d(2750, Source::Backup, 7));
+        let svg = render_svg(&got, Some(1550), "run <1> & \"more\"");
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert_eq!(
+            svg.matches("<circle").count(),
+            7 + 2,
+            "7 dots + 2 legend dots"
+        );
+        assert!(svg.contains(PRIMARY_COLOUR) && svg.contains(BACKUP_COLOUR));
+        assert!(svg.contains("primary killed"));
+        assert!(svg.contains("stroke-dasharray"));
+        assert!(svg.contains("run &lt;1&gt; &amp; &quot;more&quot;"));
+        assert!(!svg.contains("<1>"));
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
+
+    #[test]
+    fn svg_copes_with_no_data() {
+        let svg = render_svg(&[], None, "empty");
+        assert!(svg.contains("no deliveries"));
+        assert!(!svg.contains("NaN") && !svg.contains("inf"));
+        let svg = render_svg(&[d(0, Source::Primary, 1)], Some(0), "one");
+        assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+
+    #[test]
+    fn tick_helpers() {
+        assert_eq!(nice_step(40.0, 10.0), 5.0);
+        assert_eq!(nice_step(400.0, 8.0), 50.0);
+        assert_eq!(nice_step(1.0, 10.0), 0.1);
+        assert_eq!(tick_label(2.5, 0.5), "2.5");
+        assert_eq!(tick_label(-0.0, 0.5), "0.0");
+        assert_eq!(tick_label(30.0, 5.0), "30");
+        assert_eq!(ticks(0.0, 10.0, 5.0), vec![0.0, 5.0, 10.0]);
+    }
+}

@@ -1,0 +1,232 @@
+//! One thread per connection: read a line, act on it, answer. Clients and the peer broker use
+//! the same listener; a connection becomes the replication link when the peer sends SYNC on it.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+
+use crate::connection::{LINE_TOO_LONG, LineReader};
+use crate::protocol::{Epoch, Message, Reply, Request, Role};
+
+use super::node::{Node, Refusal};
+use super::topics::{Format, Outbox};
+
+/// How long a write may block before the peer counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stack size of a subscriber's writer thread: it only copies bytes.
+const WRITER_STACK: usize = 64 * 1024;
+
+/// The state of one connection, owned by its thread.
+struct Conn {
+    node: Arc<Node>,
+    id: u64,
+    stream: TcpStream,
+    /// Replies not yet written, flushed when no more input is buffered.
+    out: Vec<u8>,
+    /// Once the connection subscribes, every line goes through its queue.
+    outbox: Option<(Arc<Outbox>, JoinHandle<()>)>,
+    /// Set when the peer SYNCed on this connection: it is our primary's replication link.
+    link_epoch: Option<Epoch>,
+}
+
+/// Serves one connection until it closes. `id` is its key in the node's socket registry.
+pub fn serve(node: Arc<Node>, stream: TcpStream, id: u64) {
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let read_half = match stream.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("conn-{id}: cannot clone socket: {e}");
+            return;
+        }
+    };
+    let mut reader = LineReader::new(read_half, node.config.max_line_bytes);
+    let mut conn = Conn {
+        node,
+        id,
+        stream,
+        out: Vec::new(),
+        outbox: None,
+        link_epoch: None,
+    };
+    loop {
+        match reader.read_line() {
+            Ok(Some(line)) => {
+                conn.node.gate();
+                conn.handle(line);
+            }
+            Ok(None) => break,
+            Err(e) if e.kind() == LINE_TOO_LONG => {
+                warn!(
+                    "conn-{id}: line over {} bytes; closing",
+                    conn.node.config.max_line_bytes
+                );
+                conn.reply(&Reply::Err("line too long".into()));
+                conn.flush();
+                break;
+            }
+            Err(e) => {
+                debug!("conn-{id}: read failed: {e}");
+                break;
+            }
+        }
+        if !reader.has_buffered_line() && !conn.flush() {
+            break;
+        }
+    }
+    conn.finish();
+}
+
+impl Conn {
+    fn handle(&mut self, line: &[u8]) {
+        let request = match Request::parse(line) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!("conn-{}: bad line: {e}", self.id);
+                return self.reply(&Reply::Err(e.reason().to_string()));
+            }
+        };
+        let node = Arc::clone(&self.node);
+        let reply = match request {
+            Request::Publish { topic, payload } => {
+                let message = Message {
+                    id: node.anonymous_id(),
+                    topic,
+                    payload,
+                };
+                Some(self.publish(message).map_or_else(Reply::Err, |_| Reply::Ack))
+            }
+            Request::PublishId(message) => {
+                let id = message.id;
+                Some(
+                    self.publish(message)
+                        .map_or_else(Reply::Err, |_| Reply::AckId(id)),
+                )
+            }
+            Request::Subscribe { topic } => self.subscribe(&topic, Format::Raw),
+            Request::SubscribeIds { topic } => self.subscribe(&topic, Format::WithIds),
+            Request::Ping => Some(Reply::Pong),
+            Request::Status => Some(Reply::Status(node.status().pairs())),
+            Request::Probe(peer) => Some(node.answer_probe(peer)),
+            Request::Sync { epoch } => {
+                let reply = node.accept_sync(epoch);
+                if matches!(reply, Reply::Synced { .. }) {
+                    self.link_epoch = Some(epoch);
+                }
+                Some(reply)
+            }
+            Request::Seen(id) => match self.link_epoch {
+                Some(epoch) => node.accept_seen(epoch, id),
+                None => Some(Reply::Err("SEEN outside a sync".into())),
+            },
+            Request::Replicate {
+                epoch,
+                index,
+                message,
+            } => Some(node.accept_replicate(epoch, index, message)),
+            Request::Clear { epoch, index } => node.accept_clear(epoch, index),
+        };
+        if let Some(reply) = reply {
+            self.reply(&reply);
+        }
+    }
+
+    /// Admits a publish and waits until it is safe to ACK. A backup first makes sure the
+    /// primary is really alive; if it is not, the backup takes over and serves the publish.
+    fn publish(&mut self, message: Message) -> Result<(), String> {
+        let node = &self.node;
+        let mut settled = false;
+        loop {
+            let refusal = match node.admit(message.clone()) {
+                Ok(admitted) => return node.await_safe(&admitted),
+                Err(refusal) => refusal,
+            };
+            match refusal {
+                Refusal::NotPrimary if !settled => {
+                    debug!(
+                        "conn-{}: publish on the backup; probing the primary now",
+                        self.id
+                    );
+                    settled = true;
+                    if node.settle_role() != Role::Primary {
+                        return Err(node.not_primary_reason());
+                    }
+                }
+                Refusal::NotPrimary => return Err(node.not_primary_reason()),
+                Refusal::Overloaded(n) => return Err(format!("overloaded: {n} messages pending")),
+                Refusal::BackupSilent => {
+                    return Err("backup silent; refusing to ACK (--require-backup)".into());
+                }
+            }
+        }
+    }
+
+    fn subscribe(&mut self, topic: &str, format: Format) -> Option<Reply> {
+        if self.outbox.is_none() {
+            // Replies already queued go out before the first delivery.
+            self.flush();
+            let stream = self.stream.try_clone().ok()?;
+            let write_half = self.stream.try_clone().ok()?;
+            let (outbox, writer) =
+                Outbox::new(self.id, stream, self.node.config.slow_consumer_limit);
+            let thread = std::thread::Builder::new()
+                .name(format!("sub-writer-{}", self.id))
+                .stack_size(WRITER_STACK)
+                .spawn(move || writer.run(write_half))
+                .ok()?;
+            self.outbox = Some((outbox, thread));
+        }
+        let (outbox, _) = self.outbox.as_ref()?;
+        self.node.topics.subscribe(topic, format, outbox);
+        info!("conn-{} subscribed to '{topic}' ({format:?})", self.id);
+        None
+    }
+
+    fn reply(&mut self, reply: &Reply) {
+        match &self.outbox {
+            Some((outbox, _)) => {
+                if !outbox.push(reply.to_bytes().into()) {
+                    debug!("conn-{}: queue full; reply dropped", self.id);
+                }
+            }
+            None => reply.encode(&mut self.out),
+        }
+    }
+
+    /// Writes the buffered replies; `false` if the peer is gone.
+    fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let ok = self.stream.write_all(&self.out).is_ok();
+        self.out.clear();
+        ok
+    }
+
+    fn finish(mut self) {
+        self.flush();
+        if let Some((outbox, thread)) = self.outbox.take() {
+            self.node.topics.remove_conn(self.id);
+            drop(outbox);
+            let _ = thread.join();
+        }
+        if let Some(epoch) = self.link_epoch {
+            let (role, current) = self.node.role();
+            if role == Role::Backup && current == epoch && !self.node.stopping() {
+                info!("replication link from the primary closed; probing it now");
+                self.node.request_probe();
+            }
+        }
+        self.node.unregister(self.id);
+        self.node
+            .counters
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+        debug!("conn-{} closed", self.id);
+    }
+}

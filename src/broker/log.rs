@@ -1,0 +1,186 @@
+//! The ordered log of messages accepted but not yet processed, plus the table that recognises
+//! resends. The primary appends to it and removes what its worker has processed; the backup
+//! mirrors it from REPLICATE and CLEAR lines. On takeover the backup's log is exactly the work
+//! the new primary must redo, in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::protocol::{Message, MsgId};
+
+/// What [`Log::admit`] decided about a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// New: appended at this index.
+    New(u64),
+    /// Its id was already accepted; it is safe once the log up to this index is.
+    Duplicate(u64),
+}
+
+/// The latest sequence accepted from one publisher and where it went in the log.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    seq: u64,
+    index: u64,
+}
+
+/// Pending messages in log order, and the dedup table.
+///
+/// Publishers send one message at a time and number them upwards, so "the highest sequence
+/// accepted from this publisher" is enough to recognise any resend (Kafka's idempotent producer
+/// keeps the same per-producer state). The table holds at most `max_publishers` publishers;
+/// when it is full the least recently active half is forgotten.
+#[derive(Debug)]
+pub struct Log {
+    pending: BTreeMap<u64, Arc<Message>>,
+    seen: HashMap<u64, Seen>,
+    next_index: u64,
+    max_publishers: usize,
+}
+
+impl Log {
+    /// An empty log whose dedup table remembers up to `max_publishers` publishers.
+    pub fn new(max_publishers: usize) -> Self {
+        Log {
+            pending: BTreeMap::new(),
+            seen: HashMap::new(),
+            next_index: 1,
+            max_publishers: max_publishers.max(1),
+        }
+    }
+
+    /// Accepts a message on the primary: a resend of an accepted id is a duplicate, anything
+    /// else is appended.
+    pub fn admit(&mut self, message: Message) -> (Admit, Option<Arc<Message>>) {
+        if let Some(seen) = self.seen.get(&message.id.publisher)
+            && message.id.seq <= seen.seq
+        {
+            return (Admit::Duplicate(seen.index), None);
+        }
+        let index = self.next_index;
+        let message = Arc::new(message);
+        self.insert(index, Arc::clone(&message));
+        (Admit::New(index), Some(message))
+    }
+
+    /// Stores a message at `index` (the backup's side of REPLICATE, and [`Log::admit`]'s).
+    pub fn insert(&mut self, index: u64, message: Arc<Message>) {
+        self.note_seen(message.id, index);
+        self.next_index = self.next_index.max(index + 1);
+        self.pending.insert(index, message);
+    }
+
+    /// Records that `id` was accepted at `index` without holding the message (SEEN).
+    pub fn note_seen(&mut self, id: MsgId, index: u64) {
+        let entry = self.seen.entry(id.publisher).or_insert(Seen { seq: 0, index });
+        if id.seq >= entry.seq {
+            *entry = Seen { seq: id.seq, index };
+        }
+        if self.seen.len() > self.max_publishers {
+            self.forget_oldest_half();
+        }
+    }
+
+    fn forget_oldest_half(&mut self) {
+        let mut indexes: Vec<u64> = self.seen.values().map(|s| s.index).collect();
+        indexes.sort_unstable();
+        let cutoff = indexes[indexes.len() / 2];
+        self.seen.retain(|_, s| s.index > cutoff);
+    }
+
+    /// Drops the message at `index` once processed (CLEAR); returns it if it was held.
+    pub fn remove(&mut self, index: u64) -> Option<Arc<Message>> {
+        self.pending.remove(&index)
+    }
+
+    /// Forgets everything (a backup about to be synced by a new primary). The index keeps
+    /// counting up, so indexes are never reused by this broker.
+    pub fn clear(&mut self) {
+        self.pending.clear();
+        self.seen.clear();
+    }
+
+    /// The pending messages in log order.
+    pub fn pending(&self) -> impl Iterator<Item = (u64, &Arc<Message>)> {
+        self.pending.iter().map(|(i, m)| (*i, m))
+    }
+
+    /// The highest sequence accepted from each publisher, with its index, for a sync.
+    pub fn seen(&self) -> impl Iterator<Item = (MsgId, u64)> + '_ {
+        self.seen.iter().map(|(p, s)| {
+            (
+                MsgId {
+                    publisher: *p,
+                    seq: s.seq,
+                },
+                s.index,
+            )
+        })
+    }
+
+    /// How many messages wait to be processed.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether nothing waits to be processed.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The index the next admitted message will get.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(publisher: u64, seq: u64) -> Message {
+        Message {
+            id: MsgId { publisher, seq },
+            topic: "t".into(),
+            payload: seq.to_string(),
+        }
+    }
+
+    #[test]
+    fn resends_are_duplicates_of_the_latest_index() {
+        let mut log = Log::new(10);
+        assert_eq!(log.admit(msg(1, 1)).0, Admit::New(1));
+        assert_eq!(log.admit(msg(1, 2)).0, Admit::New(2));
+        assert_eq!(log.admit(msg(2, 1)).0, Admit::New(3));
+        assert_eq!(log.admit(msg(1, 1)).0, Admit::Duplicate(2));
+        assert_eq!(log.admit(msg(1, 2)).0, Admit::Duplicate(2));
+        assert_eq!(log.admit(msg(1, 3)).0, Admit::New(4));
+        assert_eq!(log.len(), 4);
+    }
+
+    #[test]
+    fn mirrored_log_keeps_order_and_dedup_state() {
+        let mut backup = Log::new(10);
+        backup.insert(7, Arc::new(msg(1, 5)));
+        backup.insert(8, Arc::new(msg(1, 6)));
+        backup.note_seen(MsgId { publisher: 2, seq: 9 }, 3);
+        assert!(backup.remove(7).is_some());
+        let order: Vec<u64> = backup.pending().map(|(i, _)| i).collect();
+        assert_eq!(order, vec![8]);
+        // After a takeover the mirrored table recognises resends of both publishers.
+        assert_eq!(backup.admit(msg(1, 6)).0, Admit::Duplicate(8));
+        assert_eq!(backup.admit(msg(2, 9)).0, Admit::Duplicate(3));
+        assert_eq!(backup.admit(msg(2, 10)).0, Admit::New(9));
+    }
+
+    #[test]
+    fn dedup_table_is_bounded() {
+        let mut log = Log::new(4);
+        for p in 0..100 {
+            log.admit(msg(p, 1));
+        }
+        assert!(log.seen().count() <= 4);
+        // The most recent publisher is still recognised.
+        assert_eq!(log.admit(msg(99, 1)).0, Admit::Duplicate(100));
+    }
+}

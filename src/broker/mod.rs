@@ -1,0 +1,223 @@
+//! The broker engine. One engine serves both roles; takeover and step-down are changes of its
+//! state, not a jump between programs. [`Broker::start`] binds the listener and starts the
+//! threads:
+//!
+//! - `accept`: accepts connections and gives each its own `conn-N` thread ([`handler`]);
+//! - `worker-N`: the compute workers ([`compute`]);
+//! - `pinger`: probes the primary while this broker is the backup ([`monitor`]);
+//! - `replicator`: streams the log to the backup while this broker is primary
+//!   ([`replication`]).
+
+pub mod compute;
+pub mod handler;
+pub mod log;
+pub mod monitor;
+pub mod node;
+pub mod replication;
+pub mod safety;
+pub mod status;
+pub mod topics;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use ::log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use crate::config::BrokerConfig;
+use crate::error::Result;
+use crate::protocol::Reply;
+
+use node::Node;
+pub use safety::BackupHealth;
+pub use status::{CounterSnapshot, Status};
+
+/// Stack size of a connection thread. Ten thousand connections must fit in memory; the
+/// handler keeps its buffers on the heap, so a small stack is plenty.
+const CONN_STACK: usize = 128 * 1024;
+
+/// A running broker. Dropping it shuts it down.
+pub struct Broker {
+    node: Arc<Node>,
+    addr: SocketAddr,
+    threads: Vec<JoinHandle<()>>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Broker {
+    /// Binds `config.listen` and starts every thread. The broker starts as a backup and
+    /// settles its role at once: with no peer, or a peer that refuses, it takes over; if the
+    /// peer is an active primary, it follows it.
+    pub fn start(config: BrokerConfig) -> Result<Broker> {
+        let listener = TcpListener::bind(config.listen)?;
+        let addr = listener.local_addr()?;
+        let (probe_tx, probe_rx) = crossbeam_channel::bounded(1);
+        let (redial_tx, redial_rx) = crossbeam_channel::bounded(1);
+        let mut worker_rxs = Vec::new();
+        let mut worker_txs = Vec::new();
+        for _ in 0..config.workers.max(1) {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            worker_txs.push(tx);
+            worker_rxs.push(rx);
+        }
+        let node = Arc::new(Node::new(config, worker_txs, probe_tx, redial_tx));
+        info!("listening on {addr} (node {})", node.id);
+
+        let mut threads = Vec::new();
+        for (i, rx) in worker_rxs.into_iter().enumerate() {
+            let n = Arc::clone(&node);
+            threads.push(spawn(&format!("worker-{i}"), move || {
+                compute::run_worker(n, rx)
+            })?);
+        }
+        let n = Arc::clone(&node);
+        threads.push(spawn("replicator", move || {
+            replication::run_replicator(n, redial_rx)
+        })?);
+        let n = Arc::clone(&node);
+        threads.push(spawn("pinger", move || monitor::run_monitor(n, probe_rx))?);
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (n, c) = (Arc::clone(&node), Arc::clone(&conns));
+        threads.push(spawn("accept", move || accept_loop(n, listener, c))?);
+        Ok(Broker {
+            node,
+            addr,
+            threads,
+            conns,
+        })
+    }
+
+    /// The address the listener is bound to (with the real port when started on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The broker's role, epoch, backup state and counters right now.
+    pub fn status(&self) -> Status {
+        self.node.status()
+    }
+
+    /// Test hook: freezes the broker's threads at their next step, as `SIGSTOP` freezes a
+    /// process. Connections stay open; what arrives waits in the socket buffers.
+    pub fn pause(&self) {
+        self.node.pause();
+    }
+
+    /// Undoes [`Broker::pause`], as `SIGCONT` does.
+    pub fn resume(&self) {
+        self.node.resume();
+    }
+
+    /// Stops like a crashed process: every socket closes at once, nothing is handed over.
+    pub fn kill(self) {
+        info!("killed");
+        // Drop does the work.
+    }
+
+    /// Stops the broker: closes the listener and every connection and joins every thread.
+    pub fn shutdown(self) {
+        info!("shutting down");
+    }
+
+    fn stop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.node.stop();
+        // Wake the accept loop, blocked in accept().
+        let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_millis(200));
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        for t in self.conns.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The address to connect to for reaching our own listener (0.0.0.0 is not connectable).
+fn wake_addr(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    Ok(thread::Builder::new().name(name.to_string()).spawn(f)?)
+}
+
+fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<JoinHandle<()>>>>) {
+    for stream in listener.incoming() {
+        if node.stopping() {
+            return;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let open = node.counters.connections.load(Ordering::Relaxed);
+        if open >= node.config.max_connections as u64 {
+            warn!("refusing a connection: {open} already open");
+            let _ = (&stream).write_all_reply(&Reply::Err("too many connections".into()));
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let Some(key) = node.register(&stream) else {
+            return;
+        };
+        node.counters.connections.fetch_add(1, Ordering::Relaxed);
+        debug!(
+            "conn-{key} from {}",
+            stream
+                .peer_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string())
+        );
+        let n = Arc::clone(&node);
+        let spawned = thread::Builder::new()
+            .name(format!("conn-{key}"))
+            .stack_size(CONN_STACK)
+            .spawn(move || handler::serve(n, stream, key));
+        match spawned {
+            Ok(handle) => {
+                let mut conns = conns.lock();
+                conns.retain(|h| !h.is_finished());
+                conns.push(handle);
+            }
+            Err(e) => {
+                warn!("cannot start a connection thread: {e}");
+                node.unregister(key);
+                node.counters.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Writing one reply straight to a stream, for the few places that answer without a handler.
+trait WriteReply {
+    fn write_all_reply(self, reply: &Reply) -> std::io::Result<()>;
+}
+
+impl WriteReply for &TcpStream {
+    fn write_all_reply(mut self, reply: &Reply) -> std::io::Result<()> {
+        use std::io::Write;
+        self.write_all(&reply.to_bytes())
+    }
+}

@@ -1,0 +1,142 @@
+//! The pinger: while this broker is the backup, it probes the primary every ping interval, and
+//! at once when asked (the replication link broke, a client published to us). A dead primary
+//! process answers with a refused or reset connection and is acted on at once; a silent one
+//! after the ping timeout.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{debug, info};
+
+use crate::connection::{LineReader, dial, is_timeout};
+use crate::protocol::{PeerState, Reply, Request, Role};
+
+use super::node::Node;
+
+/// The pinger thread's loop.
+pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
+    let Some(peer_addr) = node.config.peer.clone() else {
+        node.take_over("no peer configured");
+        return;
+    };
+    let mut prober = Prober::new(&node, peer_addr);
+    loop {
+        if !node.wait_for_role(Role::Backup) {
+            return;
+        }
+        node.gate();
+        let ticket = node.probe_started();
+        match prober.probe(node.me()) {
+            Ok(peer) if peer.role == Role::Primary => node.peer_answered(peer),
+            Ok(peer) => {
+                node.peer_answered(peer);
+                if node.wins_tie(&peer) {
+                    node.take_over("the peer is a backup too and we rank higher");
+                } else {
+                    debug!("the peer is a backup too and ranks higher; waiting for it to lead");
+                }
+            }
+            Err(reason) => node.take_over(&format!("primary {} {reason}", prober.addr)),
+        }
+        node.probe_finished(ticket);
+        match probe_now.recv_timeout(node.config.ping_interval) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // Several requests may have piled up; one probe answers them all.
+        while probe_now.try_recv().is_ok() {}
+        if node.stopping() {
+            return;
+        }
+    }
+}
+
+/// A persistent probe connection to the peer.
+struct Prober {
+    node: Arc<Node>,
+    addr: String,
+    conn: Option<(TcpStream, LineReader<TcpStream>, u64)>,
+}
+
+impl Prober {
+    fn new(node: &Arc<Node>, addr: String) -> Self {
+        Prober {
+            node: Arc::clone(node),
+            addr,
+            conn: None,
+        }
+    }
+
+    /// Sends PROBE and reads the PONG. A connection that broke since the last probe is
+    /// redialled once before the peer counts as dead.
+    fn probe(&mut self, me: PeerState) -> Result<PeerState, String> {
+        let fresh = self.conn.is_none();
+        match self.exchange(me) {
+            Ok(peer) => Ok(peer),
+            Err(e) if !fresh && !is_timeout(&e) => {
+                debug!("probe connection to {} broke ({e}); redialling", self.addr);
+                self.exchange(me).map_err(describe)
+            }
+            Err(e) => Err(describe(e)),
+        }
+    }
+
+    fn exchange(&mut self, me: PeerState) -> std::io::Result<PeerState> {
+        let result = self.try_exchange(me);
+        if result.is_err()
+            && let Some((stream, _, key)) = self.conn.take()
+        {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            self.node.unregister(key);
+        }
+        result
+    }
+
+    fn try_exchange(&mut self, me: PeerState) -> std::io::Result<PeerState> {
+        let timeout = self.node.config.ping_timeout;
+        if self.conn.is_none() {
+            let stream = dial(&self.addr, timeout)?;
+            stream.set_read_timeout(Some(timeout))?;
+            stream.set_write_timeout(Some(timeout))?;
+            let key = self.node.register(&stream).ok_or_else(stopping)?;
+            let reader = LineReader::new(stream.try_clone()?, self.node.config.max_line_bytes);
+            self.conn = Some((stream, reader, key));
+        }
+        let Some((stream, reader, _)) = self.conn.as_mut() else {
+            return Err(stopping());
+        };
+        let mut line = Vec::new();
+        Request::Probe(me).encode(&mut line);
+        stream.write_all(&line)?;
+        let answer = reader
+            .read_line()?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"))?;
+        match Reply::parse(answer) {
+            Ok(Reply::PeerPong(peer)) => Ok(peer),
+            other => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("answered the probe with {other:?}"),
+            )),
+        }
+    }
+}
+
+fn stopping() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, "stopping")
+}
+
+fn describe(e: std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    let text = match e.kind() {
+        ConnectionRefused => "refused the connection (process gone)".to_string(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+            "closed the connection (process gone)".to_string()
+        }
+        WouldBlock | TimedOut => "did not answer within the ping timeout".to_string(),
+        _ => format!("failed the probe: {e}"),
+    };
+    info!("probe failed: {text}");
+    text
+}

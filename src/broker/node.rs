@@ -1,0 +1,612 @@
+//! The broker's shared state and every change of role: admitting publishes, takeover, stepping
+//! down, following a primary. One mutex guards role, epoch, log and the live replication
+//! session together, so "am I primary in this epoch?" and "append to the log" can never be
+//! split by a role change.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use log::{debug, info, warn};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::config::BrokerConfig;
+use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
+
+use super::compute::{Job, Task};
+use super::log::{Admit, Log};
+use super::safety::{BackupHealth, Safety, Verdict};
+use super::status::{Counters, Status};
+use super::topics::Topics;
+
+/// A line for the live replication session to send to the backup.
+#[derive(Debug)]
+pub enum LinkCmd {
+    /// REPLICATE one message.
+    Replicate {
+        /// Where it sits in the log.
+        index: u64,
+        /// The message.
+        message: Arc<Message>,
+    },
+    /// CLEAR one processed message.
+    Clear(u64),
+    /// SEEN: a publisher's highest accepted sequence, sent during a sync.
+    Seen(MsgId),
+}
+
+/// Everything the role mutex guards.
+pub struct State {
+    /// Our role.
+    pub role: Role,
+    /// Our epoch: the one we started as primary, or the one of the primary we follow.
+    pub epoch: Epoch,
+    /// Accepted, unprocessed messages and the dedup table.
+    pub log: Log,
+    /// The outbox of the live replication session, while we are primary and synced.
+    pub link: Option<Sender<LinkCmd>>,
+    /// The peer as its last answer described it.
+    pub peer: Option<PeerState>,
+    probes_requested: u64,
+    probes_answered: u64,
+}
+
+/// Why a publish was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// We are the backup and the primary is alive.
+    NotPrimary,
+    /// Too many messages wait to be processed.
+    Overloaded(usize),
+    /// `--require-backup` and the backup is silent.
+    BackupSilent,
+}
+
+/// A publish that was admitted: wait for it with [`Node::await_safe`].
+#[derive(Debug)]
+pub struct Admitted {
+    index: u64,
+    generation: u64,
+    /// Whether it was a resend of an id we already held.
+    pub duplicate: bool,
+}
+
+/// A test hook that freezes a broker's threads at their next step, as SIGSTOP would.
+#[derive(Default)]
+struct Gate {
+    paused: AtomicBool,
+    lock: Mutex<()>,
+    resumed: Condvar,
+}
+
+/// The broker engine's shared core. Every thread of a broker holds an `Arc<Node>`.
+pub struct Node {
+    /// The configuration it was started with.
+    pub config: BrokerConfig,
+    /// This process's random node id.
+    pub id: u32,
+    state: Mutex<State>,
+    state_changed: Condvar,
+    /// The backup's copy of the log, as the primary sees it.
+    pub safety: Safety,
+    /// The subscriber map.
+    pub topics: Topics,
+    /// Counters for STATUS.
+    pub counters: Counters,
+    workers: Vec<Sender<Task>>,
+    probe_now: Sender<()>,
+    redial_now: Sender<()>,
+    sockets: Mutex<HashMap<u64, TcpStream>>,
+    next_socket: AtomicU64,
+    anon_seq: AtomicU64,
+    stopping: AtomicBool,
+    gate: Gate,
+}
+
+impl Node {
+    /// Builds the core; `workers`, `probe_now` and `redial_now` are the senders of the compute
+    /// workers', the monitor's and the replicator's wake-up channels.
+    pub fn new(
+        config: BrokerConfig,
+        workers: Vec<Sender<Task>>,
+        probe_now: Sender<()>,
+        redial_now: Sender<()>,
+    ) -> Self {
+        let id = rand::random_range(1..=u32::MAX);
+        Node {
+            safety: Safety::new(config.require_backup),
+            state: Mutex::new(State {
+                role: Role::Backup,
+                epoch: Epoch::default(),
+                log: Log::new(config.dedup_publishers),
+                link: None,
+                peer: None,
+                probes_requested: 0,
+                probes_answered: 0,
+            }),
+            config,
+            id,
+            state_changed: Condvar::new(),
+            topics: Topics::default(),
+            counters: Counters::default(),
+            workers,
+            probe_now,
+            redial_now,
+            sockets: Mutex::new(HashMap::new()),
+            next_socket: AtomicU64::new(1),
+            anon_seq: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            gate: Gate::default(),
+        }
+    }
+
+    /// Our role and epoch right now.
+    pub fn role(&self) -> (Role, Epoch) {
+        let s = self.state.lock();
+        (s.role, s.epoch)
+    }
+
+    /// What we tell the peer about ourselves.
+    pub fn me(&self) -> PeerState {
+        let s = self.state.lock();
+        self.me_locked(&s)
+    }
+
+    fn me_locked(&self, s: &State) -> PeerState {
+        PeerState {
+            epoch: s.epoch,
+            role: s.role,
+            node: self.id,
+            preferred: self.config.preferred_primary,
+        }
+    }
+
+    /// Whether `epoch` is still our reign as primary.
+    pub fn is_current(&self, epoch: Epoch) -> bool {
+        let s = self.state.lock();
+        s.role == Role::Primary && s.epoch == epoch
+    }
+
+    // ---- publishing, on the primary ----
+
+    /// Gives a seed-form publish an id of our own: our node id and a counter.
+    pub fn anonymous_id(&self) -> MsgId {
+        MsgId {
+            publisher: u64::from(self.id),
+            seq: self.anon_seq.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// Appends a publish to the log, hands it to replication and to its compute worker, all in
+    /// one step so the log, the link and the worker see one order.
+    pub fn admit(&self, message: Message) -> Result<Admitted, Refusal> {
+        let mut s = self.state.lock();
+        if s.role != Role::Primary {
+            return Err(Refusal::NotPrimary);
+        }
+        if self.safety.health() == BackupHealth::Silent && self.config.require_backup {
+            return Err(Refusal::BackupSilent);
+        }
+        if s.log.len() >= self.config.max_pending {
+            return Err(Refusal::Overloaded(s.log.len()));
+        }
+        let id = message.id;
+        let generation = self.safety.generation();
+        match s.log.admit(message) {
+            (Admit::New(index), Some(message)) => {
+                debug!("{id} accepted at index {index} in epoch {}", s.epoch);
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                if let Some(link) = &s.link {
+                    let _ = link.send(LinkCmd::Replicate {
+                        index,
+                        message: Arc::clone(&message),
+                    });
+                }
+                self.dispatch(Job {
+                    index,
+                    epoch: s.epoch,
+                    message,
+                });
+                Ok(Admitted {
+                    index,
+                    generation,
+                    duplicate: false,
+                })
+            }
+            (Admit::Duplicate(index), _) | (Admit::New(index), None) => {
+                debug!("{id} is a resend of a message we hold; ACKing it again");
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                Ok(Admitted {
+                    index,
+                    generation,
+                    duplicate: true,
+                })
+            }
+        }
+    }
+
+    /// Waits until an admitted publish may be ACKed.
+    pub fn await_safe(&self, admitted: &Admitted) -> Result<(), String> {
+        let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout * 2;
+        match self
+            .safety
+            .wait(admitted.index, admitted.generation, Some(deadline))
+        {
+            Verdict::Replicated | Verdict::Degraded => Ok(()),
+            Verdict::BackupSilent => Err("backup silent; refusing to ACK (--require-backup)".into()),
+            Verdict::Interrupted => Err(self.not_primary_reason()),
+            Verdict::TimedOut => Err("backup did not confirm in time".into()),
+        }
+    }
+
+    /// The `ERR` text that sends a client to the other broker.
+    pub fn not_primary_reason(&self) -> String {
+        match &self.config.peer {
+            Some(peer) => format!("not primary; the primary is {peer}"),
+            None => "not primary".into(),
+        }
+    }
+
+    fn dispatch(&self, job: Job) {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        job.message.topic.hash(&mut hasher);
+        let shard = (hasher.finish() % self.workers.len() as u64) as usize;
+        let _ = self.workers[shard].send(Task::Process(job));
+    }
+
+    /// The worker finished `index`: drop it from the log and tell the backup to CLEAR it.
+    pub fn processed(&self, index: u64, epoch: Epoch) {
+        let mut s = self.state.lock();
+        if s.role == Role::Primary && s.epoch == epoch {
+            s.log.remove(index);
+            if let Some(link) = &s.link {
+                let _ = link.send(LinkCmd::Clear(index));
+            }
+        }
+    }
+
+    /// Blocks the worker until the message at `index` is replicated (or there is no backup).
+    /// `false` means the reign ended meanwhile and the job must be dropped.
+    pub fn await_replicated(&self, index: u64, epoch: Epoch) -> bool {
+        loop {
+            let generation = {
+                let s = self.state.lock();
+                if s.role != Role::Primary || s.epoch != epoch {
+                    return false;
+                }
+                self.safety.generation()
+            };
+            match self.safety.wait(index, generation, None) {
+                Verdict::Replicated | Verdict::Degraded => return true,
+                Verdict::Interrupted => return false,
+                // Strict mode with a silent backup: wait for it to return or be declared dead.
+                Verdict::BackupSilent | Verdict::TimedOut => {
+                    if self.stopping() {
+                        return false;
+                    }
+                    std::thread::sleep(self.config.ping_timeout.min(Duration::from_millis(50)));
+                }
+            }
+        }
+    }
+
+    // ---- role changes ----
+
+    /// Becomes primary in a new epoch and queues the buffered messages, oldest first, before
+    /// anything published later.
+    pub fn take_over(&self, reason: &str) {
+        let mut s = self.state.lock();
+        if s.role == Role::Primary || self.stopping() {
+            return;
+        }
+        let seen = s.peer.map_or(s.epoch, |p| p.epoch.max(s.epoch));
+        s.epoch = seen.next(self.id);
+        s.role = Role::Primary;
+        s.link = None;
+        self.safety.interrupt();
+        let replay: Vec<(u64, Arc<Message>)> =
+            s.log.pending().map(|(i, m)| (i, Arc::clone(m))).collect();
+        info!(
+            "taking over as primary in epoch {} ({reason}); replaying {} buffered message(s)",
+            s.epoch,
+            replay.len()
+        );
+        for (index, message) in replay {
+            self.dispatch(Job {
+                index,
+                epoch: s.epoch,
+                message,
+            });
+        }
+        self.counters.takeovers.fetch_add(1, Ordering::Relaxed);
+        self.state_changed.notify_all();
+        drop(s);
+        let _ = self.redial_now.try_send(());
+    }
+
+    /// Meets `epoch` somewhere: if it is newer than ours, follow it, stepping down if we were
+    /// primary. Returns whether it was newer.
+    pub fn observe(&self, epoch: Epoch) -> bool {
+        let mut s = self.state.lock();
+        self.observe_locked(&mut s, epoch)
+    }
+
+    fn observe_locked(&self, s: &mut MutexGuard<'_, State>, epoch: Epoch) -> bool {
+        if epoch <= s.epoch {
+            return false;
+        }
+        if s.role == Role::Primary {
+            warn!(
+                "met epoch {epoch}, newer than our {}: stepping down to backup",
+                s.epoch
+            );
+            self.counters.step_downs.fetch_add(1, Ordering::Relaxed);
+            s.role = Role::Backup;
+            s.link = None;
+            self.safety.interrupt();
+        }
+        s.epoch = epoch;
+        self.state_changed.notify_all();
+        true
+    }
+
+    /// SYNC from a primary: follow it with an empty log, or fence it if it is stale.
+    pub fn accept_sync(&self, epoch: Epoch) -> Reply {
+        let mut s = self.state.lock();
+        if epoch < s.epoch || (epoch == s.epoch && s.role == Role::Primary) {
+            return Reply::Fenced { epoch: s.epoch };
+        }
+        self.observe_locked(&mut s, epoch);
+        s.log.clear();
+        info!("following the primary of epoch {epoch}; receiving its log");
+        Reply::Synced { epoch }
+    }
+
+    /// REPLICATE from the primary we follow.
+    pub fn accept_replicate(&self, epoch: Epoch, index: u64, message: Message) -> Reply {
+        let mut s = self.state.lock();
+        if let Some(fenced) = self.check_follower(&mut s, epoch) {
+            return fenced;
+        }
+        debug!("{} held at index {index} (epoch {epoch})", message.id);
+        s.log.insert(index, Arc::new(message));
+        Reply::Replicated { index }
+    }
+
+    /// CLEAR from the primary we follow; answered only when the sender is stale.
+    pub fn accept_clear(&self, epoch: Epoch, index: u64) -> Option<Reply> {
+        let mut s = self.state.lock();
+        if let Some(fenced) = self.check_follower(&mut s, epoch) {
+            return Some(fenced);
+        }
+        if let Some(m) = s.log.remove(index) {
+            debug!("{} cleared at index {index}", m.id);
+        }
+        None
+    }
+
+    /// SEEN from the primary we follow, during a sync.
+    pub fn accept_seen(&self, epoch: Epoch, id: MsgId) -> Option<Reply> {
+        let mut s = self.state.lock();
+        if let Some(fenced) = self.check_follower(&mut s, epoch) {
+            return Some(fenced);
+        }
+        s.log.note_seen(id, 0);
+        None
+    }
+
+    /// A replication line is only taken from the primary of our own epoch; a stale sender is
+    /// fenced, a newer one must SYNC first.
+    fn check_follower(&self, s: &mut MutexGuard<'_, State>, epoch: Epoch) -> Option<Reply> {
+        if epoch < s.epoch || (epoch == s.epoch && s.role == Role::Primary) {
+            return Some(Reply::Fenced { epoch: s.epoch });
+        }
+        if epoch > s.epoch {
+            self.observe_locked(s, epoch);
+            return Some(Reply::Err("not synced; send SYNC first".into()));
+        }
+        None
+    }
+
+    /// A PROBE from the peer: note what it says, answer with our state. A backup probing a
+    /// primary whose replication link is down makes the primary redial at once.
+    pub fn answer_probe(&self, peer: PeerState) -> Reply {
+        let mut s = self.state.lock();
+        self.observe_locked(&mut s, peer.epoch);
+        s.peer = Some(peer);
+        if s.role == Role::Primary && s.link.is_none() {
+            let _ = self.redial_now.try_send(());
+        }
+        Reply::PeerPong(self.me_locked(&s))
+    }
+
+    // ---- the monitor's verdicts ----
+
+    /// Records a probe's answer from the peer.
+    pub fn peer_answered(&self, peer: PeerState) {
+        let mut s = self.state.lock();
+        s.peer = Some(peer);
+        if peer.role == Role::Primary {
+            self.observe_locked(&mut s, peer.epoch);
+        }
+    }
+
+    /// Whether we should lead when both brokers are backups: the one with the newer epoch
+    /// (it holds the newer log), then the preferred one, then the higher node id.
+    pub fn wins_tie(&self, peer: &PeerState) -> bool {
+        let s = self.state.lock();
+        let me = self.me_locked(&s);
+        (me.epoch, me.preferred, me.node) > (peer.epoch, peer.preferred, peer.node)
+    }
+
+    /// The monitor starts a probe; the returned ticket covers every request made so far.
+    pub fn probe_started(&self) -> u64 {
+        self.state.lock().probes_requested
+    }
+
+    /// The monitor finished the probe started with `ticket`.
+    pub fn probe_finished(&self, ticket: u64) {
+        let mut s = self.state.lock();
+        s.probes_answered = s.probes_answered.max(ticket);
+        self.state_changed.notify_all();
+    }
+
+    /// Asks the monitor to probe the primary now (a broken link, a publish on the backup).
+    pub fn request_probe(&self) {
+        let mut s = self.state.lock();
+        s.probes_requested += 1;
+        let _ = self.probe_now.try_send(());
+    }
+
+    /// A publish reached us as backup: probe the primary at once and wait for the verdict.
+    /// Returns our role afterwards; `Primary` means we took over and can serve it.
+    pub fn settle_role(&self) -> Role {
+        let deadline = Instant::now() + self.config.ping_timeout * 2 + Duration::from_millis(100);
+        let mut s = self.state.lock();
+        if s.role == Role::Primary || self.config.peer.is_none() {
+            return s.role;
+        }
+        s.probes_requested += 1;
+        let ticket = s.probes_requested;
+        let _ = self.probe_now.try_send(());
+        while s.role == Role::Backup && s.probes_answered < ticket && !self.stopping() {
+            if self
+                .state_changed
+                .wait_until(&mut s, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        s.role
+    }
+
+    /// Blocks while our role differs from `role`; returns `false` when the broker stops.
+    pub fn wait_for_role(&self, role: Role) -> bool {
+        let mut s = self.state.lock();
+        while s.role != role && !self.stopping() {
+            self.state_changed.wait(&mut s);
+        }
+        !self.stopping()
+    }
+
+    // ---- replication sessions, on the primary ----
+
+    /// Installs a freshly synced replication session: queues SEEN for the dedup table and
+    /// REPLICATE for every pending message onto it, then makes it the live link. Returns the
+    /// number of messages handed over, or `None` if the reign ended meanwhile.
+    pub fn install_link(&self, epoch: Epoch, link: Sender<LinkCmd>) -> Option<usize> {
+        let mut s = self.state.lock();
+        if s.role != Role::Primary || s.epoch != epoch {
+            return None;
+        }
+        for (id, _) in s.log.seen() {
+            let _ = link.send(LinkCmd::Seen(id));
+        }
+        let mut handed = 0;
+        for (index, message) in s.log.pending() {
+            let _ = link.send(LinkCmd::Replicate {
+                index,
+                message: Arc::clone(message),
+            });
+            handed += 1;
+        }
+        s.link = Some(link);
+        self.safety.set_health(BackupHealth::Up);
+        Some(handed)
+    }
+
+    /// The replication session ended: stop queueing for it.
+    pub fn drop_link(&self, epoch: Epoch) {
+        let mut s = self.state.lock();
+        if s.epoch == epoch {
+            s.link = None;
+        }
+    }
+
+    // ---- lifecycle ----
+
+    /// Whether the broker is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Starts stopping: every wait returns, every socket closes, every worker gets `Stop`.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.resume();
+        {
+            let mut s = self.state.lock();
+            s.link = None;
+            self.state_changed.notify_all();
+        }
+        self.safety.interrupt();
+        for w in &self.workers {
+            let _ = w.send(Task::Stop);
+        }
+        let _ = self.probe_now.try_send(());
+        let _ = self.redial_now.try_send(());
+        for (_, sock) in self.sockets.lock().drain() {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Remembers a socket so that [`Node::stop`] can close it; returns its key.
+    pub fn register(&self, stream: &TcpStream) -> Option<u64> {
+        let key = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        let clone = stream.try_clone().ok()?;
+        let mut sockets = self.sockets.lock();
+        if self.stopping() {
+            let _ = clone.shutdown(Shutdown::Both);
+            return None;
+        }
+        sockets.insert(key, clone);
+        Some(key)
+    }
+
+    /// Forgets a socket that closed.
+    pub fn unregister(&self, key: u64) {
+        self.sockets.lock().remove(&key);
+    }
+
+    /// Test hook: freeze every thread at its next step, as SIGSTOP does.
+    pub fn pause(&self) {
+        self.gate.paused.store(true, Ordering::Release);
+    }
+
+    /// Undoes [`Node::pause`].
+    pub fn resume(&self) {
+        let _guard = self.gate.lock.lock();
+        self.gate.paused.store(false, Ordering::Release);
+        self.gate.resumed.notify_all();
+    }
+
+    /// Called by every thread before each step; blocks while the broker is paused.
+    pub fn gate(&self) {
+        if self.gate.paused.load(Ordering::Acquire) {
+            let mut guard = self.gate.lock.lock();
+            while self.gate.paused.load(Ordering::Acquire) {
+                self.gate.resumed.wait(&mut guard);
+            }
+        }
+    }
+
+    /// A snapshot for STATUS and the library API.
+    pub fn status(&self) -> Status {
+        let s = self.state.lock();
+        Status {
+            role: s.role,
+            epoch: s.epoch,
+            node: self.id,
+            backup: self.safety.health(),
+            pending: s.log.len(),
+            confirmed: self.safety.confirmed(),
+            subscriptions: self.topics.count(),
+            counters: self.counters.snapshot(),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! What the primary knows about its backup's copy of the log: the highest index the backup
+//! confirmed, and whether the backup is up, silent or down. Publishers' connection threads and
+//! the compute worker wait here until a message is safe to ACK or to process.
+
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+/// The primary's view of its backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupHealth {
+    /// A replication session is live: messages are safe once confirmed.
+    Up,
+    /// The backup stopped answering but is not known dead. Without `--require-backup` this
+    /// lasts one ping timeout, then the broker declares it down.
+    Silent,
+    /// No backup (none configured, refused, or declared dead): the primary runs degraded and
+    /// ACKs without replication.
+    Down,
+}
+
+impl BackupHealth {
+    /// The lower-case name used in STATUS.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupHealth::Up => "up",
+            BackupHealth::Silent => "silent",
+            BackupHealth::Down => "down",
+        }
+    }
+}
+
+/// The answer to [`Safety::wait`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The backup holds the message.
+    Replicated,
+    /// There is no backup; the message is as safe as it will get.
+    Degraded,
+    /// The backup is silent and `--require-backup` is set.
+    BackupSilent,
+    /// The broker changed role or epoch while waiting; the message is not ours to ACK.
+    Interrupted,
+    /// The deadline passed.
+    TimedOut,
+}
+
+#[derive(Debug)]
+struct Inner {
+    confirmed: u64,
+    sent: u64,
+    unconfirmed_since: Option<Instant>,
+    health: BackupHealth,
+    generation: u64,
+}
+
+/// The confirmed watermark and backup health, with a condition variable to wait on.
+#[derive(Debug)]
+pub struct Safety {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+    strict: bool,
+}
+
+impl Safety {
+    /// Starts with no backup; `strict` is `--require-backup`.
+    pub fn new(strict: bool) -> Self {
+        Safety {
+            inner: Mutex::new(Inner {
+                confirmed: 0,
+                sent: 0,
+                unconfirmed_since: None,
+                health: BackupHealth::Down,
+                generation: 0,
+            }),
+            changed: Condvar::new(),
+            strict,
+        }
+    }
+
+    /// A stamp that [`Safety::wait`] compares to notice a role change.
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    /// Wakes every waiter and makes them return [`Verdict::Interrupted`] (role or epoch
+    /// changed).
+    pub fn interrupt(&self) {
+        let mut inner = self.inner.lock();
+        inner.generation += 1;
+        inner.health = BackupHealth::Down;
+        inner.unconfirmed_since = None;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until the message at `index` is safe, the backup is given up, the role changes
+    /// (`generation` differs) or `deadline` passes.
+    pub fn wait(&self, index: u64, generation: u64, deadline: Option<Instant>) -> Verdict {
+        let mut inner = self.inner.lock();
+        loop {
+            if inner.generation != generation {
+                return Verdict::Interrupted;
+            }
+            match inner.health {
+                BackupHealth::Down => return Verdict::Degraded,
+                BackupHealth::Silent if self.strict => return Verdict::BackupSilent,
+                _ if inner.confirmed >= index => return Verdict::Replicated,
+                _ => {}
+            }
+            match deadline {
+                Some(d) => {
+                    if self.changed.wait_until(&mut inner, d).timed_out() {
+                        return Verdict::TimedOut;
+                    }
+                }
+                None => self.changed.wait(&mut inner),
+            }
+        }
+    }
+
+    /// The backup's state.
+    pub fn health(&self) -> BackupHealth {
+        self.inner.lock().health
+    }
+
+    /// Records a change of the backup's state and wakes waiters.
+    pub fn set_health(&self, health: BackupHealth) {
+        let mut inner = self.inner.lock();
+        inner.health = health;
+        // A new state starts a new session: nothing it sent is outstanding yet.
+        inner.sent = inner.confirmed;
+        inner.unconfirmed_since = None;
+        self.changed.notify_all();
+    }
+
+    /// Records that REPLICATE lines up to `index` went out.
+    pub fn note_sent(&self, index: u64) {
+        let mut inner = self.inner.lock();
+        inner.sent = inner.sent.max(index);
+        if inner.sent > inner.confirmed && inner.unconfirmed_since.is_none() {
+            inner.unconfirmed_since = Some(Instant::now());
+        }
+    }
+
+    /// Records the backup's `REPLICATED|index` and wakes waiters.
+    pub fn confirm(&self, index: u64) {
+        let mut inner = self.inner.lock();
+        inner.confirmed = inner.confirmed.max(index);
+        inner.unconfirmed_since = if inner.confirmed >= inner.sent {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        self.changed.notify_all();
+    }
+
+    /// Since when something sent has waited for its confirmation, if anything has.
+    pub fn unconfirmed_since(&self) -> Option<Instant> {
+        self.inner.lock().unconfirmed_since
+    }
+
+    /// The highest index the backup confirmed.
+    pub fn confirmed(&self) -> u64 {
+        self.inner.lock().confirmed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn waits_for_the_confirmation_while_up() {
+        let safety = Arc::new(Safety::new(false));
+        safety.set_health(BackupHealth::Up);
+        let g = safety.generation();
+        let soon = Some(Instant::now() + Duration::from_millis(20));
+        assert_eq!(safety.wait(1, g, soon), Verdict::TimedOut);
+        let s = Arc::clone(&safety);
+        let confirmer = std::thread::spawn(move || s.confirm(1));
+        assert_eq!(safety.wait(1, g, None), Verdict::Replicated);
+        confirmer.join().unwrap();
+    }
+
+    #[test]
+    fn down_is_degraded_and_strict_refuses_silence() {
+        let lax = Safety::new(false);
+        assert_eq!(lax.wait(5, 0, None), Verdict::Degraded);
+        let strict = Safety::new(true);
+        strict.set_health(BackupHealth::Silent);
+        assert_eq!(strict.wait(5, 0, None), Verdict::BackupSilent);
+        strict.set_health(BackupHealth::Down);
+        assert_eq!(strict.wait(5, 0, None), Verdict::Degraded);
+    }
+
+    #[test]
+    fn a_role_change_interrupts_waiters() {
+        let safety = Arc::new(Safety::new(false));
+        safety.set_health(BackupHealth::Up);
+        let g = safety.generation();
+        let s = Arc::clone(&safety);
+        let waiter = std::thread::spawn(move || s.wait(9, g, None));
+        safety.interrupt();
+        assert_eq!(waiter.join().unwrap(), Verdict::Interrupted);
+    }
+
+    #[test]
+    fn tracks_how_long_sends_wait_unconfirmed() {
+        let safety = Safety::new(false);
+        safety.set_health(BackupHealth::Up);
+        assert!(safety.unconfirmed_since().is_none());
+        safety.note_sent(3);
+        assert!(safety.unconfirmed_since().is_some());
+        safety.confirm(3);
+        assert!(safety.unconfirmed_since().is_none());
+    }
+}

@@ -1,0 +1,114 @@
+//! Counters and the status snapshot reported by the STATUS verb and [`crate::Broker::status`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::protocol::{Epoch, Role};
+
+use super::safety::BackupHealth;
+
+/// Event counters, updated without locks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// New messages accepted.
+    pub published: AtomicU64,
+    /// Publishes recognised as resends and not processed again.
+    pub duplicates: AtomicU64,
+    /// Messages computed and forwarded.
+    pub processed: AtomicU64,
+    /// Deliveries queued to subscribers.
+    pub delivered: AtomicU64,
+    /// Subscribers cut off for lagging.
+    pub slow_consumers: AtomicU64,
+    /// Times this broker took over as primary.
+    pub takeovers: AtomicU64,
+    /// Times this broker stepped down on meeting a newer epoch.
+    pub step_downs: AtomicU64,
+    /// Client connections currently open.
+    pub connections: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// New messages accepted.
+    pub published: u64,
+    /// Resends recognised.
+    pub duplicates: u64,
+    /// Messages computed and forwarded.
+    pub processed: u64,
+    /// Deliveries queued to subscribers.
+    pub delivered: u64,
+    /// Subscribers cut off for lagging.
+    pub slow_consumers: u64,
+    /// Takeovers.
+    pub takeovers: u64,
+    /// Step-downs.
+    pub step_downs: u64,
+    /// Open connections.
+    pub connections: u64,
+}
+
+impl Counters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            published: get(&self.published),
+            duplicates: get(&self.duplicates),
+            processed: get(&self.processed),
+            delivered: get(&self.delivered),
+            slow_consumers: get(&self.slow_consumers),
+            takeovers: get(&self.takeovers),
+            step_downs: get(&self.step_downs),
+            connections: get(&self.connections),
+        }
+    }
+}
+
+/// What a broker reports about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Its role.
+    pub role: Role,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// Its node id.
+    pub node: u32,
+    /// Its view of the backup (meaningful on a primary).
+    pub backup: BackupHealth,
+    /// Messages accepted and not yet processed (on a backup: held replicas).
+    pub pending: usize,
+    /// The highest log index the backup confirmed.
+    pub confirmed: u64,
+    /// Subscriptions over all topics.
+    pub subscriptions: usize,
+    /// The counters.
+    pub counters: CounterSnapshot,
+}
+
+impl Status {
+    /// The `key=value` pairs of the STATUS reply, in a fixed order.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let c = &self.counters;
+        [
+            ("role", self.role.to_string()),
+            ("epoch", self.epoch.to_string()),
+            ("node", self.node.to_string()),
+            ("backup", self.backup.as_str().to_string()),
+            ("pending", self.pending.to_string()),
+            ("confirmed", self.confirmed.to_string()),
+            ("subscriptions", self.subscriptions.to_string()),
+            ("connections", c.connections.to_string()),
+            ("published", c.published.to_string()),
+            ("duplicates", c.duplicates.to_string()),
+            ("processed", c.processed.to_string()),
+            ("delivered", c.delivered.to_string()),
+            ("slow_consumers", c.slow_consumers.to_string()),
+            ("takeovers", c.takeovers.to_string()),
+            ("step_downs", c.step_downs.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}

@@ -1,0 +1,197 @@
+//! The subscriber map, and each subscriber's bounded outbound queue with the writer thread
+//! that drains it. The compute worker only ever does a non-blocking `try_send` per subscriber,
+//! so a subscriber that stops reading can hold up nobody but itself.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use log::{debug, warn};
+use parking_lot::Mutex;
+
+use crate::protocol::{Epoch, Message, Reply};
+
+/// One encoded line, shared by every subscriber it goes to.
+pub type Frame = Arc<[u8]>;
+
+/// How a connection asked for a topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `SUBSCRIBE`: the raw payload line.
+    Raw,
+    /// `SUB`: a `MSG|epoch|publisher|seq|topic|payload` line.
+    WithIds,
+}
+
+/// A connection's outbound side, shared between its reader thread, its writer thread and the
+/// subscriber map.
+#[derive(Debug)]
+pub struct Outbox {
+    /// The connection's id, to find its subscriptions.
+    pub conn: u64,
+    tx: Sender<Frame>,
+    slow: Arc<AtomicBool>,
+    stream: TcpStream,
+}
+
+/// The draining end of an [`Outbox`], run by the connection's writer thread. It ends when
+/// every `Arc<Outbox>` is gone (the connection closed and its subscriptions were removed).
+pub struct OutboxWriter {
+    conn: u64,
+    rx: Receiver<Frame>,
+    slow: Arc<AtomicBool>,
+}
+
+impl Outbox {
+    /// Creates the queue (holding up to `limit` frames) for a connection, and its draining end.
+    pub fn new(conn: u64, stream: TcpStream, limit: usize) -> (Arc<Outbox>, OutboxWriter) {
+        let (tx, rx) = crossbeam_channel::bounded(limit.max(1));
+        let slow = Arc::new(AtomicBool::new(false));
+        let outbox = Outbox {
+            conn,
+            tx,
+            slow: Arc::clone(&slow),
+            stream,
+        };
+        (Arc::new(outbox), OutboxWriter { conn, rx, slow })
+    }
+
+    /// Queues a reply line behind the deliveries already queued. Fails when the queue is full.
+    pub fn push(&self, frame: Frame) -> bool {
+        self.tx.try_send(frame).is_ok()
+    }
+
+    /// Ends the connection's reader, which then drops its subscriptions and its outbox.
+    fn close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Read);
+    }
+}
+
+struct Subscription {
+    format: Format,
+    outbox: Arc<Outbox>,
+}
+
+/// Topic name → the connections subscribed to it.
+#[derive(Default)]
+pub struct Topics {
+    map: Mutex<HashMap<String, Vec<Subscription>>>,
+}
+
+impl Topics {
+    /// Adds a subscription; subscribing twice to one topic in one format is a no-op.
+    pub fn subscribe(&self, topic: &str, format: Format, outbox: &Arc<Outbox>) {
+        let mut map = self.map.lock();
+        let subs = map.entry(topic.to_string()).or_default();
+        if !subs
+            .iter()
+            .any(|s| s.outbox.conn == outbox.conn && s.format == format)
+        {
+            subs.push(Subscription {
+                format,
+                outbox: Arc::clone(outbox),
+            });
+        }
+    }
+
+    /// Drops every subscription of a connection that went away.
+    pub fn remove_conn(&self, conn: u64) {
+        let mut map = self.map.lock();
+        for subs in map.values_mut() {
+            subs.retain(|s| s.outbox.conn != conn);
+        }
+        map.retain(|_, subs| !subs.is_empty());
+    }
+
+    /// How many subscriptions there are, over all topics.
+    pub fn count(&self) -> usize {
+        self.map.lock().values().map(Vec::len).sum()
+    }
+
+    /// Queues `message` for every subscriber of its topic; returns how many it was queued for
+    /// and how many subscribers were cut off as slow consumers.
+    pub fn deliver(&self, message: &Message, epoch: Epoch) -> (usize, usize) {
+        let mut raw: Option<Frame> = None;
+        let mut with_ids: Option<Frame> = None;
+        let mut delivered = 0;
+        let mut slow = Vec::new();
+        let mut map = self.map.lock();
+        let Some(subs) = map.get_mut(&message.topic) else {
+            return (0, 0);
+        };
+        subs.retain(|sub| {
+            let frame = match sub.format {
+                Format::Raw => raw.get_or_insert_with(|| {
+                    Reply::Payload(message.payload.clone()).to_bytes().into()
+                }),
+                Format::WithIds => with_ids.get_or_insert_with(|| {
+                    Reply::Msg {
+                        epoch,
+                        message: message.clone(),
+                    }
+                    .to_bytes()
+                    .into()
+                }),
+            };
+            match sub.outbox.tx.try_send(Arc::clone(frame)) {
+                Ok(()) => {
+                    delivered += 1;
+                    true
+                }
+                Err(TrySendError::Full(_)) => {
+                    slow.push(Arc::clone(&sub.outbox));
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
+        if subs.is_empty() {
+            map.remove(&message.topic);
+        }
+        drop(map);
+        for outbox in &slow {
+            warn!(
+                "subscriber conn-{} is {} messages behind: disconnecting it as a slow consumer",
+                outbox.conn,
+                outbox.tx.len()
+            );
+            outbox.slow.store(true, Ordering::Release);
+            self.remove_conn(outbox.conn);
+            outbox.close();
+        }
+        (delivered, slow.len())
+    }
+}
+
+impl OutboxWriter {
+    /// Drains the queue onto `stream`, several frames per write when they pile up. A slow
+    /// consumer gets `ERR|slow consumer` (if it can still take it) and its connection is
+    /// closed.
+    pub fn run(self, mut stream: TcpStream) {
+        let mut batch = Vec::with_capacity(16 * 1024);
+        while let Ok(frame) = self.rx.recv() {
+            if self.slow.load(Ordering::Acquire) {
+                break;
+            }
+            batch.extend_from_slice(&frame);
+            while batch.len() < 64 * 1024 {
+                match self.rx.try_recv() {
+                    Ok(frame) => batch.extend_from_slice(&frame),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = stream.write_all(&batch) {
+                debug!("conn-{}: write failed: {e}", self.conn);
+                break;
+            }
+            batch.clear();
+        }
+        if self.slow.load(Ordering::Acquire) {
+            let _ = stream.write_all(&Reply::Err("slow consumer".into()).to_bytes());
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}

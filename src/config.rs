@@ -1,0 +1,152 @@
+//! Configuration of each role. `Default` gives the seed's numbers; `fast()` gives timings that
+//! let tests fail over in milliseconds.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::protocol::Message;
+
+/// The pseudo edge-computing step every message goes through before it is forwarded.
+#[derive(Clone)]
+pub enum ComputeStep {
+    /// No computing: forward at once.
+    Off,
+    /// Spin the CPU for a duration drawn uniformly from the range (in milliseconds).
+    BusyLoop(RangeInclusive<u64>),
+    /// A function of your own, run on the compute worker thread.
+    Custom(Arc<dyn Fn(&Message) + Send + Sync>),
+}
+
+impl fmt::Debug for ComputeStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ComputeStep::Off => f.write_str("Off"),
+            ComputeStep::BusyLoop(r) => write!(f, "BusyLoop({}-{} ms)", r.start(), r.end()),
+            ComputeStep::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// Everything a broker needs to know; the same struct serves both roles.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// Where to listen. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The other broker (`host:port`); `None` runs a lone primary.
+    pub peer: Option<String>,
+    /// Started as the `primary` program: wins a tie when both brokers are fresh.
+    pub preferred_primary: bool,
+    /// The compute step.
+    pub compute: ComputeStep,
+    /// How many compute workers; topics are spread over them, so each topic keeps its order.
+    pub workers: usize,
+    /// How often the backup probes the primary (and the primary heartbeats the backup).
+    pub ping_interval: Duration,
+    /// How long a probe waits for its answer before the peer counts as silent.
+    pub ping_timeout: Duration,
+    /// Refuse to ACK while the backup is silent but not known dead (consistency over
+    /// availability).
+    pub require_backup: bool,
+    /// The longest line accepted.
+    pub max_line_bytes: usize,
+    /// The most connections served at once.
+    pub max_connections: usize,
+    /// How many undelivered messages a subscriber may lag before it is disconnected.
+    pub slow_consumer_limit: usize,
+    /// How many accepted but unprocessed messages the broker holds before it refuses
+    /// publishes.
+    pub max_pending: usize,
+    /// How many publishers the dedup table remembers.
+    pub dedup_publishers: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            peer: None,
+            preferred_primary: false,
+            compute: ComputeStep::BusyLoop(50..=150),
+            workers: 1,
+            ping_interval: Duration::from_millis(1000),
+            ping_timeout: Duration::from_millis(500),
+            require_backup: false,
+            max_line_bytes: 64 * 1024,
+            max_connections: 10_000,
+            slow_consumer_limit: 10_000,
+            max_pending: 100_000,
+            dedup_publishers: 100_000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Test timings on loopback port 0: compute 1–3 ms, probes every 20 ms, 200 ms timeout.
+    pub fn fast() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            compute: ComputeStep::BusyLoop(1..=3),
+            ping_interval: Duration::from_millis(20),
+            ping_timeout: Duration::from_millis(200),
+            ..BrokerConfig::default()
+        }
+    }
+}
+
+/// How a publisher waits and fails over.
+#[derive(Clone, Debug)]
+pub struct PublisherConfig {
+    /// The brokers, primary first.
+    pub brokers: [String; 2],
+    /// How long to wait for an ACK before trying the other broker.
+    pub ack_timeout: Duration,
+    /// How many of the latest messages to resend after a failover.
+    pub resend: usize,
+    /// How long one publish may keep trying both brokers before it gives up.
+    pub give_up_after: Duration,
+}
+
+impl PublisherConfig {
+    /// The seed's numbers: 500 ms ACK timeout, resend the last 5, give up after 30 s.
+    pub fn new(primary: impl Into<String>, backup: impl Into<String>) -> Self {
+        PublisherConfig {
+            brokers: [primary.into(), backup.into()],
+            ack_timeout: Duration::from_millis(500),
+            resend: 5,
+            give_up_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a subscriber reconnects.
+#[derive(Clone, Debug)]
+pub struct SubscriberConfig {
+    /// The brokers, primary first; deliveries are labelled by which one they came from.
+    pub brokers: [String; 2],
+    /// The topic.
+    pub topic: String,
+    /// The first wait before redialling a broker that went away; it doubles up to
+    /// `max_backoff`.
+    pub min_backoff: Duration,
+    /// The longest wait between redials.
+    pub max_backoff: Duration,
+}
+
+impl SubscriberConfig {
+    /// Redial after 50 ms, backing off to 1 s.
+    pub fn new(
+        topic: impl Into<String>,
+        primary: impl Into<String>,
+        backup: impl Into<String>,
+    ) -> Self {
+        SubscriberConfig {
+            brokers: [primary.into(), backup.into()],
+            topic: topic.into(),
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}

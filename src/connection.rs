@@ -1,0 +1,202 @@
+//! Buffered line I/O over a `TcpStream`: reading lines with a length limit, and dialling a
+//! peer with a timeout. Brokers and clients use it alike; the protocol module never sees a
+//! socket.
+
+use std::io::{self, Read};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Reads `\n`-terminated lines, never buffering more than the line limit.
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_line: usize,
+}
+
+/// The error kind [`LineReader::read_line`] returns for a line over the limit.
+pub const LINE_TOO_LONG: io::ErrorKind = io::ErrorKind::InvalidData;
+
+impl<R: Read> LineReader<R> {
+    /// Wraps `inner`; lines longer than `max_line` bytes (without `\r\n`) are refused.
+    pub fn new(inner: R, max_line: usize) -> Self {
+        LineReader {
+            inner,
+            buf: vec![0; 4096.min(max_line + 2)],
+            start: 0,
+            end: 0,
+            max_line,
+        }
+    }
+
+    /// The next line without its `\n` (and without a `\r` before it), or `None` at a clean end
+    /// of stream. A read timeout surfaces as `WouldBlock`/`TimedOut` and loses nothing: the
+    /// partial line stays buffered for the next call. A line over the limit is an error of
+    /// kind [`LINE_TOO_LONG`].
+    pub fn read_line(&mut self) -> io::Result<Option<&[u8]>> {
+        let mut scanned = 0;
+        loop {
+            let unread = &self.buf[self.start + scanned..self.end];
+            if let Some(pos) = unread.iter().position(|&b| b == b'\n') {
+                let line_end = self.start + scanned + pos;
+                let line_start = self.start;
+                self.start = line_end + 1;
+                let mut line = &self.buf[line_start..line_end];
+                if let [rest @ .., b'\r'] = line {
+                    line = rest;
+                }
+                if line.len() > self.max_line {
+                    return Err(too_long());
+                }
+                return Ok(Some(line));
+            }
+            scanned = self.end - self.start;
+            // A line may be max_line bytes plus "\r\n".
+            if scanned > self.max_line + 1 {
+                return Err(too_long());
+            }
+            self.make_room();
+            let n = self.inner.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return if self.start == self.end {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed in the middle of a line",
+                    ))
+                };
+            }
+            self.end += n;
+        }
+    }
+
+    /// Whether a whole line is already buffered, so the caller can hold back a flush.
+    pub fn has_buffered_line(&self) -> bool {
+        self.buf[self.start..self.end].contains(&b'\n')
+    }
+
+    /// The wrapped reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    fn make_room(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let limit = self.max_line + 2;
+            let grown = (self.buf.len() * 2).min(limit).max(self.buf.len() + 1);
+            self.buf.resize(grown, 0);
+        }
+    }
+}
+
+fn too_long() -> io::Error {
+    io::Error::new(LINE_TOO_LONG, "line too long")
+}
+
+/// Whether an I/O error is a read or write timeout rather than a broken connection.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Dials `addr` (`host:port`), trying each address it resolves to for at most `timeout`, and
+/// turns off Nagle's algorithm: every line we send is worth sending at once.
+pub fn dial(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address"));
+    for sock in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&sock, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out its data in fixed-size pieces, like a socket.
+    struct Chunks<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Chunks<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn lines(data: &[u8], step: usize, max: usize) -> Vec<Result<Vec<u8>, io::ErrorKind>> {
+        let mut r = LineReader::new(Chunks { data, step }, max);
+        let mut out = Vec::new();
+        loop {
+            match r.read_line() {
+                Ok(Some(l)) => out.push(Ok(l.to_vec())),
+                Ok(None) => return out,
+                Err(e) => {
+                    out.push(Err(e.kind()));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn splits_lines_across_reads_and_strips_cr() {
+        for step in [1, 3, 4096] {
+            let got = lines(b"PING\r\nPUBLISH|t|a|b\n\nx\n", step, 100);
+            let want: Vec<Result<Vec<u8>, io::ErrorKind>> = vec![
+                Ok(b"PING".to_vec()),
+                Ok(b"PUBLISH|t|a|b".to_vec()),
+                Ok(b"".to_vec()),
+                Ok(b"x".to_vec()),
+            ];
+            assert_eq!(got, want, "step {step}");
+        }
+    }
+
+    #[test]
+    fn long_lines_are_refused_without_buffering_them() {
+        let mut data = vec![b'a'; 10_000];
+        data.push(b'\n');
+        let got = lines(&data, 7, 64);
+        assert_eq!(got, vec![Err(LINE_TOO_LONG)]);
+        // Exactly at the limit is fine, with or without \r.
+        let got = lines(b"aaaa\r\nbbbb\n", 2, 4);
+        assert_eq!(got, vec![Ok(b"aaaa".to_vec()), Ok(b"bbbb".to_vec())]);
+    }
+
+    #[test]
+    fn eof_mid_line_is_an_error() {
+        assert_eq!(
+            lines(b"PING\nPUB", 100, 100),
+            vec![Ok(b"PING".to_vec()), Err(io::ErrorKind::UnexpectedEof)]
+        );
+    }
+
+    #[test]
+    fn buffer_never_outgrows_the_limit() {
+        let mut data = vec![b'a'; 1 << 20];
+        data.push(b'\n');
+        let mut r = LineReader::new(Chunks { data: &data, step: 8192 }, 1000);
+        assert!(r.read_line().is_err());
+        assert!(r.buf.len() <= 1002);
+    }
+}

@@ -1,0 +1,52 @@
+//! The library's error type.
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong in the library, as one enum.
+#[derive(Debug)]
+pub enum Error {
+    /// A socket or file operation failed.
+    Io(io::Error),
+    /// A command line argument was missing or malformed; the text says which.
+    Usage(String),
+    /// A peer sent something the protocol does not allow; the text says what.
+    Protocol(String),
+    /// A broker answered `ERR|<reason>`.
+    Refused(String),
+    /// No broker answered in time.
+    Timeout,
+    /// The operation was abandoned because the program is shutting down.
+    Shutdown,
+}
+
+/// The library's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Usage(msg) => write!(f, "{msg}"),
+            Error::Protocol(msg) => write!(f, "protocol error: {msg}"),
+            Error::Refused(reason) => write!(f, "broker refused: {reason}"),
+            Error::Timeout => write!(f, "no broker answered in time"),
+            Error::Shutdown => write!(f, "shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}

@@ -1,0 +1,704 @@
+//! The wire protocol: every line a broker can receive ([`Request`]) or send ([`Reply`]),
+//! parsed from and encoded to bytes. Nothing here touches a socket, so every rule is tested
+//! on byte slices.
+//!
+//! A line is `VERB|field|field|…` ended by `\n` (the `\n` and an optional `\r` before it are
+//! stripped by [`crate::connection`] before a line reaches [`Request::parse`]). The last field of
+//! a verb that carries a payload is the rest of the line and may contain `|`. Verbs are
+//! upper-case; `publish` is an unknown verb, not an alias. PROTOCOL.md documents every verb.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Identifies one published message: the publisher that made it and that publisher's sequence
+/// number. Brokers use it to drop resends and subscribers to drop replays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MsgId {
+    /// A number the publisher drew at random when it started (a broker's node id for messages
+    /// that arrived as seed-form `PUBLISH`, which carry no id).
+    pub publisher: u64,
+    /// The publisher's sequence number, starting at 1.
+    pub seq: u64,
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.publisher, self.seq)
+    }
+}
+
+/// A reign of one primary. Every takeover starts a new epoch with a higher `term`; the `node`
+/// of the broker that started it breaks ties, so two brokers can never hold the same epoch.
+/// Epochs order by term first, then node. Written `term.node` on the wire, e.g. `3.2718`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Epoch {
+    /// Incremented by each takeover.
+    pub term: u64,
+    /// The node id of the broker that took over.
+    pub node: u32,
+}
+
+impl Epoch {
+    /// The epoch a broker that takes over after seeing `self` starts.
+    pub fn next(self, node: u32) -> Epoch {
+        Epoch {
+            term: self.term + 1,
+            node,
+        }
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.term, self.node)
+    }
+}
+
+impl FromStr for Epoch {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let (term, node) = s
+            .split_once('.')
+            .ok_or_else(|| ParseError::new(format!("bad epoch '{s}' (want term.node)")))?;
+        Ok(Epoch {
+            term: number(term, "epoch term")?,
+            node: number(node, "epoch node")?,
+        })
+    }
+}
+
+/// Which part a broker plays at the moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Accepts publishes, computes and forwards them, replicates to the backup.
+    Primary,
+    /// Holds replicated messages and watches the primary.
+    Backup,
+}
+
+impl Role {
+    /// The lower-case name used on the wire and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "primary" => Ok(Role::Primary),
+            "backup" => Ok(Role::Backup),
+            _ => Err(ParseError::new(format!("bad role '{s}'"))),
+        }
+    }
+}
+
+/// A published message as brokers store, replicate and forward it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Its identity, for deduplication.
+    pub id: MsgId,
+    /// The topic it was published to; never empty, never contains `|`.
+    pub topic: String,
+    /// The payload; never contains `\n`.
+    pub payload: String,
+}
+
+/// What a broker's peer says about itself when probed (the answer to [`Request::Probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerState {
+    /// The peer's epoch.
+    pub epoch: Epoch,
+    /// The peer's role.
+    pub role: Role,
+    /// The peer's node id.
+    pub node: u32,
+    /// Whether the peer was started as the preferred primary (the `primary` program).
+    pub preferred: bool,
+}
+
+/// Every line a broker accepts, from clients (`PUBLISH`, `PUB`, `SUBSCRIBE`, `SUB`, `PING`,
+/// `STATUS`) and from its peer broker (`PROBE`, `SYNC`, `SEEN`, `REPLICATE`, `CLEAR`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `PUBLISH|<topic>|<payload>`: the seed's publish, answered by `ACK`.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The payload.
+        payload: String,
+    },
+    /// `PUB|<publisher>|<seq>|<topic>|<payload>`: an idempotent publish, answered by
+    /// `ACK|<publisher>|<seq>`; a resend of an id the broker holds is ACKed but not processed
+    /// again.
+    PublishId(Message),
+    /// `SUBSCRIBE|<topic>`: the seed's subscribe; the connection receives raw payload lines.
+    Subscribe {
+        /// The topic.
+        topic: String,
+    },
+    /// `SUB|<topic>`: a subscribe whose deliveries are `MSG` lines carrying epoch and id.
+    SubscribeIds {
+        /// The topic.
+        topic: String,
+    },
+    /// `PING`, `PING||` or `PING|<anything>`: answered by `PONG`.
+    Ping,
+    /// `STATUS`: answered by one `STATUS|key=value|…` line.
+    Status,
+    /// `PROBE|<epoch>|<node>|<preferred>`: a broker's alive check of its peer, answered by
+    /// `PONG|<epoch>|<role>|<node>|<preferred>`.
+    Probe(PeerState),
+    /// `SYNC|<epoch>`: the primary of `epoch` makes the receiver its backup; the receiver drops
+    /// its buffer and answers `SYNCED|<epoch>`, or `FENCED|<its epoch>` if its own is higher.
+    Sync {
+        /// The sender's epoch.
+        epoch: Epoch,
+    },
+    /// `SEEN|<publisher>|<seq>`: during a sync, the highest sequence the primary accepted from
+    /// a publisher, so the backup can drop resends after a takeover.
+    Seen(MsgId),
+    /// `REPLICATE|<epoch>|<index>|<publisher>|<seq>|<topic>|<payload>`: hold this message;
+    /// answered by `REPLICATED|<index>` once held.
+    Replicate {
+        /// The sender's epoch.
+        epoch: Epoch,
+        /// The message's place in the primary's log.
+        index: u64,
+        /// The message.
+        message: Message,
+    },
+    /// `CLEAR|<epoch>|<index>`: the message at `index` was processed; drop it. No answer.
+    Clear {
+        /// The sender's epoch.
+        epoch: Epoch,
+        /// The log index to drop.
+        index: u64,
+    },
+}
+
+/// Every line a broker sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `ACK`: a seed-form publish is safe.
+    Ack,
+    /// `ACK|<publisher>|<seq>`: an idempotent publish is safe.
+    AckId(MsgId),
+    /// `PONG`: the answer to a client's `PING`.
+    Pong,
+    /// `PONG|<epoch>|<role>|<node>|<preferred>`: the answer to a peer's `PROBE`.
+    PeerPong(PeerState),
+    /// `ERR|<reason>`: the request was refused; the reason is for humans.
+    Err(String),
+    /// `<payload>`: a delivery to a seed-form subscriber (written raw, never parsed back).
+    Payload(String),
+    /// `MSG|<epoch>|<publisher>|<seq>|<topic>|<payload>`: a delivery to an id subscriber.
+    Msg {
+        /// The epoch of the broker that processed it.
+        epoch: Epoch,
+        /// The message.
+        message: Message,
+    },
+    /// `REPLICATED|<index>`: the backup holds every message up to `index` that it was sent.
+    Replicated {
+        /// The highest log index held.
+        index: u64,
+    },
+    /// `SYNCED|<epoch>`: the backup now follows the primary of `epoch`.
+    Synced {
+        /// The epoch it follows.
+        epoch: Epoch,
+    },
+    /// `FENCED|<epoch>`: the sender's epoch is stale; the current one is `epoch`.
+    Fenced {
+        /// The receiver's (higher) epoch.
+        epoch: Epoch,
+    },
+    /// `STATUS|key=value|…`: the broker's role, epoch, peer state and counters.
+    Status(Vec<(String, String)>),
+}
+
+/// Why a line could not be parsed; its text goes back to the client as `ERR|<reason>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError(String);
+
+impl ParseError {
+    fn new(reason: impl Into<String>) -> Self {
+        ParseError(reason.into())
+    }
+
+    /// The human-readable reason.
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Splits a line into its verb and fields; the last of `n` fields takes the rest of the line.
+struct Fields<'a> {
+    verb: &'a str,
+    rest: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(line: &'a [u8]) -> Result<Self, ParseError> {
+        let line =
+            std::str::from_utf8(line).map_err(|_| ParseError::new("line is not valid UTF-8"))?;
+        if line.contains('\n') {
+            return Err(ParseError::new("line contains a newline"));
+        }
+        let (verb, rest) = match line.split_once('|') {
+            Some((verb, rest)) => (verb, Some(rest)),
+            None => (line, None),
+        };
+        Ok(Fields { verb, rest })
+    }
+
+    /// The next `|`-separated field.
+    fn field(&mut self, what: &str) -> Result<&'a str, ParseError> {
+        let rest = self.rest.ok_or_else(|| missing(self.verb, what))?;
+        match rest.split_once('|') {
+            Some((field, tail)) => {
+                self.rest = Some(tail);
+                Ok(field)
+            }
+            None => {
+                self.rest = None;
+                Ok(rest)
+            }
+        }
+    }
+
+    /// Everything left, `|` included (a payload).
+    fn tail(&mut self, what: &str) -> Result<&'a str, ParseError> {
+        self.rest.take().ok_or_else(|| missing(self.verb, what))
+    }
+
+    fn topic(&mut self) -> Result<String, ParseError> {
+        let topic = self.field("topic")?;
+        if topic.is_empty() {
+            return Err(ParseError::new("empty topic"));
+        }
+        Ok(topic.to_string())
+    }
+
+    fn number<T: FromStr>(&mut self, what: &str) -> Result<T, ParseError> {
+        number(self.field(what)?, what)
+    }
+
+    fn epoch(&mut self) -> Result<Epoch, ParseError> {
+        self.field("epoch")?.parse()
+    }
+
+    fn message(&mut self) -> Result<Message, ParseError> {
+        let id = MsgId {
+            publisher: self.number("publisher")?,
+            seq: self.number("seq")?,
+        };
+        let topic = self.topic()?;
+        let payload = self.tail("payload")?.to_string();
+        Ok(Message { id, topic, payload })
+    }
+
+    /// Fails if fields remain after the last one a verb takes.
+    fn end(self) -> Result<(), ParseError> {
+        match self.rest {
+            None => Ok(()),
+            Some(_) => Err(ParseError::new(format!("too many fields for {}", self.verb))),
+        }
+    }
+}
+
+fn missing(verb: &str, what: &str) -> ParseError {
+    ParseError::new(format!("{verb} is missing its {what}"))
+}
+
+fn number<T: FromStr>(text: &str, what: &str) -> Result<T, ParseError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::new(format!("bad {what} '{text}'")));
+    }
+    text.parse()
+        .map_err(|_| ParseError::new(format!("{what} '{text}' is out of range")))
+}
+
+fn flag(text: &str) -> Result<bool, ParseError> {
+    match text {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(ParseError::new(format!("bad flag '{text}' (want 0 or 1)"))),
+    }
+}
+
+fn peer_state(f: &mut Fields<'_>, with_role: bool) -> Result<PeerState, ParseError> {
+    let epoch = f.epoch()?;
+    let role = if with_role {
+        f.field("role")?.parse()?
+    } else {
+        Role::Backup
+    };
+    let node = f.number("node")?;
+    let preferred = flag(f.field("preferred")?)?;
+    Ok(PeerState {
+        epoch,
+        role,
+        node,
+        preferred,
+    })
+}
+
+impl Request {
+    /// Parses one line (without its `\n`).
+    pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
+        let mut f = Fields::new(line)?;
+        let request = match f.verb {
+            "PUBLISH" => {
+                let topic = f.topic()?;
+                let payload = f.tail("payload")?.to_string();
+                Request::Publish { topic, payload }
+            }
+            "PUB" => Request::PublishId(f.message()?),
+            "SUBSCRIBE" => Request::Subscribe { topic: f.topic()? },
+            "SUB" => Request::SubscribeIds { topic: f.topic()? },
+            // The seed's alive check ignores whatever follows the verb.
+            "PING" => return Ok(Request::Ping),
+            "STATUS" => Request::Status,
+            "PROBE" => {
+                let mut state = peer_state(&mut f, false)?;
+                state.role = Role::Backup;
+                Request::Probe(state)
+            }
+            "SYNC" => Request::Sync { epoch: f.epoch()? },
+            "SEEN" => Request::Seen(MsgId {
+                publisher: f.number("publisher")?,
+                seq: f.number("seq")?,
+            }),
+            "REPLICATE" => Request::Replicate {
+                epoch: f.epoch()?,
+                index: f.number("index")?,
+                message: f.message()?,
+            },
+            "CLEAR" => Request::Clear {
+                epoch: f.epoch()?,
+                index: f.number("index")?,
+            },
+            "" => return Err(ParseError::new("empty verb")),
+            verb if verb.chars().any(|c| c.is_ascii_lowercase()) => {
+                return Err(ParseError::new(format!(
+                    "unknown verb '{verb}' (verbs are upper-case)"
+                )));
+            }
+            verb => return Err(ParseError::new(format!("unknown verb '{verb}'"))),
+        };
+        f.end()?;
+        Ok(request)
+    }
+
+    /// Appends the line, `\n` included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            Request::Publish { topic, payload } => writeln!(out, "PUBLISH|{topic}|{payload}"),
+            Request::PublishId(m) => writeln!(
+                out,
+                "PUB|{}|{}|{}|{}",
+                m.id.publisher, m.id.seq, m.topic, m.payload
+            ),
+            Request::Subscribe { topic } => writeln!(out, "SUBSCRIBE|{topic}"),
+            Request::SubscribeIds { topic } => writeln!(out, "SUB|{topic}"),
+            Request::Ping => writeln!(out, "PING"),
+            Request::Status => writeln!(out, "STATUS"),
+            Request::Probe(s) => writeln!(
+                out,
+                "PROBE|{}|{}|{}",
+                s.epoch,
+                s.node,
+                u8::from(s.preferred)
+            ),
+            Request::Sync { epoch } => writeln!(out, "SYNC|{epoch}"),
+            Request::Seen(id) => writeln!(out, "SEEN|{}|{}", id.publisher, id.seq),
+            Request::Replicate {
+                epoch,
+                index,
+                message: m,
+            } => writeln!(
+                out,
+                "REPLICATE|{epoch}|{index}|{}|{}|{}|{}",
+                m.id.publisher, m.id.seq, m.topic, m.payload
+            ),
+            Request::Clear { epoch, index } => writeln!(out, "CLEAR|{epoch}|{index}"),
+        };
+    }
+}
+
+impl Reply {
+    /// Parses one line a broker sent (without its `\n`). A raw payload line cannot be told
+    /// apart from other replies, so [`Reply::Payload`] is never returned.
+    pub fn parse(line: &[u8]) -> Result<Reply, ParseError> {
+        let mut f = Fields::new(line)?;
+        let reply = match f.verb {
+            "ACK" if f.rest.is_none() => Reply::Ack,
+            "ACK" => Reply::AckId(MsgId {
+                publisher: f.number("publisher")?,
+                seq: f.number("seq")?,
+            }),
+            "PONG" if f.rest.is_none() => Reply::Pong,
+            "PONG" => Reply::PeerPong(peer_state(&mut f, true)?),
+            "ERR" => Reply::Err(f.tail("reason")?.to_string()),
+            "MSG" => Reply::Msg {
+                epoch: f.epoch()?,
+                message: f.message()?,
+            },
+            "REPLICATED" => Reply::Replicated {
+                index: f.number("index")?,
+            },
+            "SYNCED" => Reply::Synced { epoch: f.epoch()? },
+            "FENCED" => Reply::Fenced { epoch: f.epoch()? },
+            "STATUS" => {
+                let mut pairs = Vec::new();
+                while f.rest.is_some() {
+                    let pair = f.field("key=value")?;
+                    let (k, v) = pair
+                        .split_once('=')
+                        .ok_or_else(|| ParseError::new(format!("bad status field '{pair}'")))?;
+                    pairs.push((k.to_string(), v.to_string()));
+                }
+                Reply::Status(pairs)
+            }
+            verb => return Err(ParseError::new(format!("unknown reply '{verb}'"))),
+        };
+        f.end()?;
+        Ok(reply)
+    }
+
+    /// Appends the line, `\n` included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = match self {
+            Reply::Ack => writeln!(out, "ACK"),
+            Reply::AckId(id) => writeln!(out, "ACK|{}|{}", id.publisher, id.seq),
+            Reply::Pong => writeln!(out, "PONG"),
+            Reply::PeerPong(s) => writeln!(
+                out,
+                "PONG|{}|{}|{}|{}",
+                s.epoch,
+                s.role,
+                s.node,
+                u8::from(s.preferred)
+            ),
+            Reply::Err(reason) => writeln!(out, "ERR|{reason}"),
+            Reply::Payload(payload) => writeln!(out, "{payload}"),
+            Reply::Msg { epoch, message: m } => writeln!(
+                out,
+                "MSG|{epoch}|{}|{}|{}|{}",
+                m.id.publisher, m.id.seq, m.topic, m.payload
+            ),
+            Reply::Replicated { index } => writeln!(out, "REPLICATED|{index}"),
+            Reply::Synced { epoch } => writeln!(out, "SYNCED|{epoch}"),
+            Reply::Fenced { epoch } => writeln!(out, "FENCED|{epoch}"),
+            Reply::Status(pairs) => {
+                out.extend_from_slice(b"STATUS");
+                for (k, v) in pairs {
+                    let _ = write!(out, "|{k}={v}");
+                }
+                writeln!(out)
+            }
+        };
+    }
+
+    /// The encoded line as bytes, `\n` included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(line: &str) -> Result<Request, ParseError> {
+        Request::parse(line.as_bytes())
+    }
+
+    fn msg(publisher: u64, seq: u64, topic: &str, payload: &str) -> Message {
+        Message {
+            id: MsgId { publisher, seq },
+            topic: topic.into(),
+            payload: payload.into(),
+        }
+    }
+
+    #[test]
+    fn seed_forms_parse() {
+        assert_eq!(
+            req("PUBLISH|topicA|Hello").unwrap(),
+            Request::Publish {
+                topic: "topicA".into(),
+                payload: "Hello".into()
+            }
+        );
+        assert_eq!(
+            req("SUBSCRIBE|topicA").unwrap(),
+            Request::Subscribe {
+                topic: "topicA".into()
+            }
+        );
+        for ping in ["PING", "PING||", "PING|whatever|else"] {
+            assert_eq!(req(ping).unwrap(), Request::Ping, "{ping}");
+        }
+    }
+
+    #[test]
+    fn payload_keeps_separators_and_may_be_empty() {
+        assert_eq!(
+            req("PUBLISH|t|a|b||c").unwrap(),
+            Request::Publish {
+                topic: "t".into(),
+                payload: "a|b||c".into()
+            }
+        );
+        assert_eq!(
+            req("PUBLISH|t|").unwrap(),
+            Request::Publish {
+                topic: "t".into(),
+                payload: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_lines_have_reasons() {
+        let cases = [
+            ("", "empty verb"),
+            ("PUBLISH", "PUBLISH is missing its topic"),
+            ("PUBLISH|t", "PUBLISH is missing its payload"),
+            ("PUBLISH||x", "empty topic"),
+            ("SUBSCRIBE|", "empty topic"),
+            ("SUBSCRIBE|a|b", "too many fields for SUBSCRIBE"),
+            ("publish|t|x", "unknown verb 'publish' (verbs are upper-case)"),
+            ("FROB|x", "unknown verb 'FROB'"),
+            ("|||", "empty verb"),
+            ("PUB|x|1|t|p", "bad publisher 'x'"),
+            ("PUB|-1|1|t|p", "bad publisher '-1'"),
+            ("PUB|1|99999999999999999999|t|p", "seq '99999999999999999999' is out of range"),
+            ("CLEAR|7|1", "bad epoch '7' (want term.node)"),
+        ];
+        for (line, reason) in cases {
+            assert_eq!(req(line).unwrap_err().reason(), reason, "{line:?}");
+        }
+        assert_eq!(
+            Request::parse(b"PUBLISH|t|\xff").unwrap_err().reason(),
+            "line is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let epoch = Epoch { term: 3, node: 77 };
+        let requests = [
+            Request::Publish {
+                topic: "t".into(),
+                payload: "x|y".into(),
+            },
+            Request::PublishId(msg(9, 1, "t", "p|q")),
+            Request::Subscribe { topic: "t".into() },
+            Request::SubscribeIds { topic: "t".into() },
+            Request::Ping,
+            Request::Status,
+            Request::Probe(PeerState {
+                epoch,
+                role: Role::Backup,
+                node: 5,
+                preferred: true,
+            }),
+            Request::Sync { epoch },
+            Request::Seen(MsgId {
+                publisher: 4,
+                seq: 8,
+            }),
+            Request::Replicate {
+                epoch,
+                index: 12,
+                message: msg(1, 2, "topicC", "42"),
+            },
+            Request::Clear { epoch, index: 12 },
+        ];
+        for r in requests {
+            let mut line = Vec::new();
+            r.encode(&mut line);
+            assert_eq!(line.pop(), Some(b'\n'));
+            assert_eq!(Request::parse(&line).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn every_reply_round_trips() {
+        let epoch = Epoch { term: 1, node: 2 };
+        let replies = [
+            Reply::Ack,
+            Reply::AckId(MsgId {
+                publisher: 1,
+                seq: 2,
+            }),
+            Reply::Pong,
+            Reply::PeerPong(PeerState {
+                epoch,
+                role: Role::Primary,
+                node: 2,
+                preferred: false,
+            }),
+            Reply::Err("not primary".into()),
+            Reply::Msg {
+                epoch,
+                message: msg(1, 2, "t", "a|b"),
+            },
+            Reply::Replicated { index: 9 },
+            Reply::Synced { epoch },
+            Reply::Fenced { epoch },
+            Reply::Status(vec![("role".into(), "primary".into())]),
+        ];
+        for r in replies {
+            let mut line = r.to_bytes();
+            assert_eq!(line.pop(), Some(b'\n'));
+            assert_eq!(Reply::parse(&line).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn seed_replies_are_byte_exact() {
+        assert_eq!(Reply::Ack.to_bytes(), b"ACK\n");
+        assert_eq!(Reply::Pong.to_bytes(), b"PONG\n");
+        assert_eq!(Reply::Payload("a|b".into()).to_bytes(), b"a|b\n");
+    }
+
+    #[test]
+    fn epochs_order_by_term_then_node() {
+        let a = Epoch { term: 1, node: 9 };
+        let b = Epoch { term: 2, node: 1 };
+        assert!(a < b);
+        assert!(Epoch { term: 2, node: 2 } > b);
+        assert_eq!(a.next(5), Epoch { term: 2, node: 5 });
+        assert_eq!("2.1".parse::<Epoch>().unwrap(), b);
+    }
+}

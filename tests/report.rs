@@ -1,0 +1,189 @@
+//! Drives the `report` program on small hand-written run logs: the exit code is the verdict
+//! run_test.sh relies on, so each test checks it together with what is printed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::{fs, process};
+
+/// A scratch directory under the system temp dir, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "edgebroker-report-test-{}-{n}-{name}",
+            process::id()
+        ));
+        // A leftover from an earlier run with the same pid is stale; start clean.
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    /// Writes `text` to `name` in the scratch dir and returns its path.
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, text).expect("write scratch file");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn report(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_report"))
+        .args(args)
+        .output()
+        .expect("run report")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+const T0: u64 = 1_764_424_800_000;
+
+/// Subscriber output: `seqs` from `source`, 100 ms apart starting at `T0 + start_ms`.
+fn sub_lines(source: &str, seqs: std::ops::RangeInclusive<u64>, start_ms: u64) -> String {
+    seqs.enumerate()
+        .map(|(i, seq)| format!("{} [{source}] {seq}\n", T0 + start_ms + 100 * i as u64))
+        .collect()
+}
+
+/// test_publisher output: one ACK line per seq, 100 ms apart.
+fn ack_lines(seqs: impl IntoIterator<Item = u64>) -> String {
+    seqs.into_iter()
+        .map(|seq| format!("{} ACK {seq}\n", T0 + 100 * seq))
+        .collect()
+}
+
+#[test]
+fn clean_failover_passes_and_draws_the_run() {
+    let dir = Scratch::new("pass");
+    // Primary delivers 1..=20 until T0+1900, is killed at T0+1950, backup goes on at T0+2500.
+    let mut sub = sub_lines("PRIMARY", 1..=20, 0);
+    sub.push_str(&sub_lines("BACKUP", 21..=30, 2500));
+    let sub = dir.file("subscriber.out", &sub);
+    let acks = dir.file("test_publisher.out", &ack_lines(1..=30));
+    let svg = dir.0.join("run.svg");
+    let kill = (T0 + 1950).to_string();
+
+    let out = report(&[
+        "--sub",
+        p(&sub),
+        "--acks",
+        p(&acks),
+        "--sent",
+        "30",
+        "--kill-ms",
+        &kill,
+        "--max-silence-ms",
+        "1000",
+        "--svg",
+        p(&svg),
+        "--title",
+        "test <run>",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("RESULT: PASS"), "{text}");
+    assert!(text.contains("longest silence:   600 ms"), "{text}");
+    assert!(
+        text.contains("first after kill:  seq 21 from BACKUP"),
+        "{text}"
+    );
+
+    let picture = fs::read_to_string(&svg).expect("svg written");
+    assert!(picture.starts_with("<svg"), "{picture}");
+    assert!(picture.contains("primary killed"));
+    assert!(picture.contains("test &lt;run&gt;"));
+}
+
+#[test]
+fn missing_acked_seq_fails_and_is_named() {
+    let dir = Scratch::new("missing");
+    let mut sub = sub_lines("PRIMARY", 1..=6, 0);
+    sub.push_str(&sub_lines("PRIMARY", 8..=10, 700));
+    sub.push_str("some stray line\n");
+    let sub = dir.file("subscriber.out", &sub);
+    let acks = dir.file("test_publisher.out", &ack_lines(1..=10));
+
+    let out = report(&["--sub", p(&sub), "--acks", p(&acks)]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("missing:           1 (seq 7)"), "{text}");
+    assert!(
+        text.contains("RESULT: FAIL (1 ACKed message never delivered)"),
+        "{text}"
+    );
+    // The stray line is reported, not fatal.
+    assert!(text.contains("unparsed lines:"), "{text}");
+    assert!(stderr(&out).contains("some stray line"), "{}", stderr(&out));
+}
+
+#[test]
+fn long_silence_after_kill_fails() {
+    let dir = Scratch::new("silence");
+    let mut sub = sub_lines("PRIMARY", 1..=5, 0);
+    sub.push_str(&sub_lines("BACKUP", 6..=8, 3000));
+    let sub = dir.file("subscriber.out", &sub);
+    let acks = dir.file("test_publisher.out", &ack_lines(1..=8));
+    let kill = (T0 + 450).to_string();
+
+    let out = report(&["--sub", p(&sub), "--acks", p(&acks), "--kill-ms", &kill]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("silence around the kill 2600 ms > 1000 ms"),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_exits_zero_with_usage_on_stdout() {
+    let out = report(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("usage: report --sub FILE --acks FILE"));
+}
+
+#[test]
+fn bad_arguments_exit_two_with_usage_on_stderr() {
+    for args in [
+        &["--bogus"][..],
+        &["--sub", "a"][..],
+        &["--sub", "a", "--acks", "b", "--sent", "many"][..],
+        &["--sub", "a", "--acks"][..],
+    ] {
+        let out = report(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.starts_with("report: error: "), "{args:?}: {err}");
+        assert!(err.contains("usage: report"), "{args:?}: {err}");
+        assert!(stdout(&out).is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn unreadable_file_exits_two() {
+    let dir = Scratch::new("unreadable");
+    let acks = dir.file("test_publisher.out", "");
+    let absent = dir.0.join("absent.out");
+    let out = report(&["--sub", p(&absent), "--acks", p(&acks)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
