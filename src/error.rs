@@ -8,6 +8,8 @@ use std::io;
 pub enum Error {
     /// A socket or file operation failed.
     Io(io::Error),
+    /// The broker could not listen on the address (in use, or not ours).
+    Listen(std::net::SocketAddr, io::Error),
     /// A command line argument was missing or malformed; the text says which.
     Usage(String),
     /// A peer sent something the protocol does not allow; the text says what.
@@ -27,6 +29,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(e) => write!(f, "{e}"),
+            Error::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             Error::Usage(msg) => write!(f, "{msg}"),
             Error::Protocol(msg) => write!(f, "protocol error: {msg}"),
             Error::Refused(reason) => write!(f, "broker refused: {reason}"),
@@ -39,7 +42,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
+            Error::Io(e) | Error::Listen(_, e) => Some(e),
             _ => None,
         }
     }

@@ -3,6 +3,8 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod error;
@@ -10,5 +12,6 @@ pub mod protocol;
 pub mod report;
 
 pub use broker::{Broker, Status};
+pub use client::{Publisher, Subscriber};
 pub use config::{BrokerConfig, ComputeStep, PublisherConfig, SubscriberConfig};
 pub use error::{Error, Result};

@@ -28,33 +28,7 @@ pub const MISSING_SHOWN: usize = 20;
 /// How many unparsed lines [`parse_log`] keeps as examples.
 pub const UNPARSED_EXAMPLES: usize = 3;
 
-/// The broker a message was delivered by, as labelled in the subscriber's output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// Delivered on the connection to the broker started as primary (`[PRIMARY]`).
-    Primary,
-    /// Delivered on the connection to the broker started as backup (`[BACKUP]`).
-    Backup,
-}
-
-impl Source {
-    /// The label the subscriber prints for this source, brackets included.
-    pub fn label(self) -> &'static str {
-        match self {
-            Source::Primary => "[PRIMARY]",
-            Source::Backup => "[BACKUP]",
-        }
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Source::Primary => "PRIMARY",
-            Source::Backup => "BACKUP",
-        })
-    }
-}
+pub use crate::client::Source;
 
 /// One line of subscriber output: a message delivered to the subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use ::log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::config::BrokerConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::protocol::Reply;
 
 use node::Node;
@@ -52,7 +52,8 @@ impl Broker {
     /// settles its role at once: with no peer, or a peer that refuses, it takes over; if the
     /// peer is an active primary, it follows it.
     pub fn start(config: BrokerConfig) -> Result<Broker> {
-        let listener = TcpListener::bind(config.listen)?;
+        let listener =
+            TcpListener::bind(config.listen).map_err(|e| Error::Listen(config.listen, e))?;
         let addr = listener.local_addr()?;
         let (probe_tx, probe_rx) = crossbeam_channel::bounded(1);
         let (redial_tx, redial_rx) = crossbeam_channel::bounded(1);

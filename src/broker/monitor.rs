@@ -38,7 +38,7 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
                     debug!("the peer is a backup too and ranks higher; waiting for it to lead");
                 }
             }
-            Err(reason) => node.take_over(&format!("primary {} {reason}", prober.addr)),
+            Err(reason) => node.take_over(&format!("peer {} {reason}", prober.addr)),
         }
         node.probe_finished(ticket);
         match probe_now.recv_timeout(node.config.ping_interval) {

@@ -116,7 +116,7 @@ impl Node {
         probe_now: Sender<()>,
         redial_now: Sender<()>,
     ) -> Self {
-        let id = rand::random_range(1..=u32::MAX);
+        let id = rand::random_range(1..=999_999);
         Node {
             safety: Safety::new(config.require_backup),
             state: Mutex::new(State {

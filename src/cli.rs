@@ -1,0 +1,522 @@
+//! Command-line parsing shared by every program: the seed's positional arguments, optional
+//! `--flag value` (or `--flag=value`) flags, `--help`, and the exit codes (0 done, 1 failed,
+//! 2 bad argument). Each program is a [`Command`] and a closure given to [`run`].
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use crate::broker::Broker;
+use crate::config::{BrokerConfig, ComputeStep, PublisherConfig};
+use crate::error::{Error, Result};
+
+/// A flag a program accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct Flag {
+    /// Its name, with the dashes: `--rate-hz`.
+    pub name: &'static str,
+    /// Whether it takes a value (`--rate-hz 10`) or is a switch (`--timestamps`).
+    pub takes_value: bool,
+}
+
+const fn value(name: &'static str) -> Flag {
+    Flag {
+        name,
+        takes_value: true,
+    }
+}
+
+const fn switch(name: &'static str) -> Flag {
+    Flag {
+        name,
+        takes_value: false,
+    }
+}
+
+/// A program's command line: its positional arguments, its flags and its help text.
+#[derive(Debug)]
+pub struct Command {
+    /// The program's name, for error messages.
+    pub name: &'static str,
+    /// The help text printed by `--help` and after an error.
+    pub usage: &'static str,
+    /// How many positional arguments are required.
+    pub required: usize,
+    /// How many positional arguments there may be.
+    pub max_positionals: usize,
+    /// The flags it accepts.
+    pub flags: &'static [Flag],
+}
+
+/// A parsed command line.
+#[derive(Debug)]
+pub struct Args {
+    positionals: Vec<String>,
+    values: HashMap<&'static str, String>,
+}
+
+impl Args {
+    /// The `i`-th positional argument, if given.
+    pub fn positional(&self, i: usize) -> Option<&str> {
+        self.positionals.get(i).map(String::as_str)
+    }
+
+    /// Whether a switch was given.
+    pub fn switch(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
+    /// A flag's value, parsed; `None` if the flag was not given.
+    pub fn value<T: FromStr>(&self, name: &str) -> Result<Option<T>> {
+        self.values
+            .get(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| Error::Usage(format!("{name}: bad value '{v}'")))
+            })
+            .transpose()
+    }
+
+    /// A flag's value in milliseconds, as a `Duration`.
+    pub fn millis(&self, name: &str) -> Result<Option<Duration>> {
+        Ok(self.value::<u64>(name)?.map(Duration::from_millis))
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Parsed {
+    /// `--help` or `-h`.
+    Help,
+    /// Run with these arguments.
+    Run(Args),
+}
+
+/// Parses `argv` (without the program name) against `cmd`.
+pub fn parse(cmd: &Command, argv: impl IntoIterator<Item = String>) -> Result<Parsed> {
+    let mut argv = argv.into_iter();
+    let mut args = Args {
+        positionals: Vec::new(),
+        values: HashMap::new(),
+    };
+    while let Some(arg) = argv.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Parsed::Help);
+        }
+        if !arg.starts_with("--") {
+            if args.positionals.len() == cmd.max_positionals {
+                return Err(Error::Usage(format!("unexpected argument '{arg}'")));
+            }
+            args.positionals.push(arg);
+            continue;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg, None),
+        };
+        let flag = cmd
+            .flags
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| Error::Usage(format!("unknown flag '{name}'")))?;
+        let value = match (flag.takes_value, inline) {
+            (true, Some(v)) => v,
+            (true, None) => argv
+                .next()
+                .ok_or_else(|| Error::Usage(format!("{name} needs a value")))?,
+            (false, None) => String::new(),
+            (false, Some(_)) => return Err(Error::Usage(format!("{name} takes no value"))),
+        };
+        args.values.insert(flag.name, value);
+    }
+    if args.positionals.len() < cmd.required {
+        return Err(Error::Usage("missing arguments".into()));
+    }
+    Ok(Parsed::Run(args))
+}
+
+/// Runs a program: sets up logging (stderr, `RUST_LOG`, default `info`), parses the command
+/// line, calls `body`, and maps the outcome to an exit code.
+pub fn run(cmd: &Command, body: impl FnOnce(Args) -> Result<()>) -> ExitCode {
+    init_logging();
+    let usage_error = |msg: &str| {
+        eprintln!("{}: {msg}\n\n{}", cmd.name, cmd.usage);
+        ExitCode::from(2)
+    };
+    match parse(cmd, std::env::args().skip(1)) {
+        Ok(Parsed::Help) => {
+            println!("{}", cmd.usage);
+            ExitCode::SUCCESS
+        }
+        Ok(Parsed::Run(args)) => match body(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Error::Usage(msg)) => usage_error(&msg),
+            Err(e) => {
+                eprintln!("{}: {e}", cmd.name);
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => usage_error(&e.to_string()),
+    }
+}
+
+/// Logs to stderr as `time LEVEL [thread] message`, so a student can follow one message from
+/// thread to thread.
+pub fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env)
+        .format(|buf, record| {
+            let thread = std::thread::current();
+            writeln!(
+                buf,
+                "{} {:5} [{}] {}",
+                buf.timestamp_millis(),
+                record.level(),
+                thread.name().unwrap_or("?"),
+                record.args()
+            )
+        })
+        .try_init();
+}
+
+/// A channel that receives once per Ctrl-C or SIGTERM.
+pub fn interrupts() -> Result<Receiver<()>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    on_interrupt(move || {
+        let _ = tx.try_send(());
+    })?;
+    Ok(rx)
+}
+
+/// Runs `f` on Ctrl-C or SIGTERM (on the signal-handling thread).
+pub fn on_interrupt(f: impl FnMut() + Send + 'static) -> Result<()> {
+    ctrlc::set_handler(f).map_err(|e| Error::Io(std::io::Error::other(e)))
+}
+
+/// Runs a broker until Ctrl-C or SIGTERM: prints `listening on <addr>` as the first stdout
+/// line, then waits, then shuts the broker down cleanly.
+pub fn serve_broker(config: BrokerConfig) -> Result<()> {
+    let interrupts = interrupts()?;
+    let broker = Broker::start(config)?;
+    print_line(format_args!("listening on {}", broker.local_addr()))?;
+    let _ = interrupts.recv();
+    broker.shutdown();
+    Ok(())
+}
+
+/// Prints one line on stdout and flushes it: data lines must reach a pipe at once.
+pub fn print_line(line: std::fmt::Arguments<'_>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, for `--timestamps`.
+pub fn unix_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+// ---- the programs ----
+
+const BROKER_FLAGS: &[Flag] = &[
+    value("--compute-ms"),
+    value("--ping-interval-ms"),
+    value("--ping-timeout-ms"),
+    value("--bind"),
+    switch("--require-backup"),
+    value("--workers"),
+    value("--max-line-bytes"),
+    value("--max-connections"),
+    value("--slow-consumer-limit"),
+    value("--max-pending"),
+];
+
+/// The `primary` program.
+pub const PRIMARY: Command = Command {
+    name: "primary",
+    usage: usage_text::PRIMARY,
+    required: 1,
+    max_positionals: 2,
+    flags: BROKER_FLAGS,
+};
+
+/// The `backup` program.
+pub const BACKUP: Command = Command {
+    name: "backup",
+    usage: usage_text::BACKUP,
+    required: 2,
+    max_positionals: 2,
+    flags: BROKER_FLAGS,
+};
+
+const PUBLISH_FLAGS: &[Flag] = &[value("--ack-timeout-ms"), value("--resend")];
+
+/// The `publisher` program.
+pub const PUBLISHER: Command = Command {
+    name: "publisher",
+    usage: "\
+usage: publisher <topic> <message> <primary-host:port> <backup-host:port> [flags]
+
+Publishes one message and exits once a broker ACKed it (exit 1 if none did).
+
+flags:
+  --ack-timeout-ms N   how long to wait for the ACK before failing over [500]
+  --resend N           how many of the latest messages to resend after a failover [5]
+  -h, --help           print this help",
+    required: 4,
+    max_positionals: 4,
+    flags: PUBLISH_FLAGS,
+};
+
+/// The `test_publisher` program.
+pub const TEST_PUBLISHER: Command = Command {
+    name: "test_publisher",
+    usage: "\
+usage: test_publisher <topic> <primary-host:port> <backup-host:port> [flags]
+
+Publishes the sequence numbers 1, 2, 3, ... at a fixed rate and prints `ACK <seq>` on stdout
+for each ACKed message. Ctrl-C stops it and logs `summary: sent=N acked=M`.
+
+flags:
+  --rate-hz N          messages per second [10]
+  --count N            stop after N messages [run until Ctrl-C]
+  --timestamps         prefix each stdout line with the time in ms since the Unix epoch
+  --ack-timeout-ms N   how long to wait for an ACK before failing over [500]
+  --resend N           how many of the latest messages to resend after a failover [5]
+  -h, --help           print this help",
+    required: 3,
+    max_positionals: 3,
+    flags: &[
+        value("--rate-hz"),
+        value("--count"),
+        switch("--timestamps"),
+        value("--ack-timeout-ms"),
+        value("--resend"),
+    ],
+};
+
+/// The `subscriber` program.
+pub const SUBSCRIBER: Command = Command {
+    name: "subscriber",
+    usage: "\
+usage: subscriber <topic> <primary-host:port> <backup-host:port> [flags]
+
+Subscribes on both brokers and prints each message once, as `[PRIMARY] <payload>` or
+`[BACKUP] <payload>` after the broker that delivered it. Ctrl-C stops it.
+
+flags:
+  --timestamps   prefix each line with the time in ms since the Unix epoch
+  -h, --help     print this help",
+    required: 3,
+    max_positionals: 3,
+    flags: &[switch("--timestamps")],
+};
+
+mod usage_text {
+    macro_rules! broker_usage {
+        ($head:literal) => {
+            concat!(
+                $head,
+                "\n\n",
+                "flags:
+  --compute-ms MIN-MAX       compute step per message, uniform in ms; 0 turns it off [50-150]
+  --ping-interval-ms N       how often the backup probes the primary [1000]
+  --ping-timeout-ms N        how long a probe waits for its answer [500]
+  --bind ADDR                address to listen on [0.0.0.0]
+  --require-backup           refuse to ACK while the backup is silent (not while it is dead)
+  --workers N                compute workers; topics are spread over them [1]
+  --max-line-bytes N         longest line accepted [65536]
+  --max-connections N        most connections served at once [10000]
+  --slow-consumer-limit N    undelivered messages before a subscriber is cut off [10000]
+  --max-pending N            unprocessed messages held before publishes are refused [100000]
+  -h, --help                 print this help
+
+Logs go to stderr (RUST_LOG=debug follows every message). The first stdout line is
+`listening on <addr>`. Ctrl-C or SIGTERM stops the broker."
+            )
+        };
+    }
+    pub const PRIMARY: &str = broker_usage!(
+        "usage: primary <port> [<backup-host:port>] [flags]
+
+Starts the primary broker on <port> (0 picks a free port), replicating to the backup at
+<backup-host:port>. Without a backup address it runs alone. If the other broker is already
+the active primary, this one joins it as backup."
+    );
+    pub const BACKUP: &str = broker_usage!(
+        "usage: backup <port> <primary-host:port> [flags]
+
+Starts the backup broker on <port> (0 picks a free port). It holds the primary's messages,
+probes the primary every ping interval and takes over when it fails."
+    );
+}
+
+/// Builds a broker's configuration from `primary`'s or `backup`'s command line.
+pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfig> {
+    let defaults = BrokerConfig::default();
+    let port: u16 = parse_positional(args, 0, "port")?;
+    let bind: IpAddr = args.value("--bind")?.unwrap_or(defaults.listen.ip());
+    let peer = args.positional(1).map(check_host_port).transpose()?;
+    let compute = match args.values.get("--compute-ms") {
+        Some(spec) => parse_compute(spec)?,
+        None => defaults.compute.clone(),
+    };
+    let ping_interval = args.millis("--ping-interval-ms")?;
+    let ping_timeout = args.millis("--ping-timeout-ms")?;
+    let positive = |name: &str, v: Option<usize>| match v {
+        Some(0) => Err(Error::Usage(format!("{name} must be at least 1"))),
+        _ => Ok(v),
+    };
+    Ok(BrokerConfig {
+        listen: SocketAddr::new(bind, port),
+        peer,
+        preferred_primary,
+        compute,
+        workers: positive("--workers", args.value("--workers")?)?.unwrap_or(defaults.workers),
+        ping_interval: nonzero("--ping-interval-ms", ping_interval)?
+            .unwrap_or(defaults.ping_interval),
+        ping_timeout: nonzero("--ping-timeout-ms", ping_timeout)?
+            .unwrap_or(defaults.ping_timeout),
+        require_backup: args.switch("--require-backup"),
+        max_line_bytes: positive("--max-line-bytes", args.value("--max-line-bytes")?)?
+            .unwrap_or(defaults.max_line_bytes),
+        max_connections: positive("--max-connections", args.value("--max-connections")?)?
+            .unwrap_or(defaults.max_connections),
+        slow_consumer_limit: positive(
+            "--slow-consumer-limit",
+            args.value("--slow-consumer-limit")?,
+        )?
+        .unwrap_or(defaults.slow_consumer_limit),
+        max_pending: positive("--max-pending", args.value("--max-pending")?)?
+            .unwrap_or(defaults.max_pending),
+        dedup_publishers: defaults.dedup_publishers,
+    })
+}
+
+/// Builds a publisher's configuration; the broker addresses are positionals `first` and
+/// `first + 1`.
+pub fn publisher_config(args: &Args, first: usize) -> Result<PublisherConfig> {
+    let primary = check_host_port(args.positional(first).unwrap_or_default())?;
+    let backup = check_host_port(args.positional(first + 1).unwrap_or_default())?;
+    let mut config = PublisherConfig::new(primary, backup);
+    if let Some(t) = nonzero("--ack-timeout-ms", args.millis("--ack-timeout-ms")?)? {
+        config.ack_timeout = t;
+    }
+    if let Some(n) = args.value("--resend")? {
+        config.resend = n;
+    }
+    Ok(config)
+}
+
+/// A positional argument parsed as `T`.
+pub fn parse_positional<T: FromStr>(args: &Args, i: usize, what: &str) -> Result<T> {
+    let text = args.positional(i).unwrap_or_default();
+    text.parse()
+        .map_err(|_| Error::Usage(format!("bad {what} '{text}'")))
+}
+
+/// Checks that an address looks like `host:port`; name resolution happens when dialling.
+pub fn check_host_port(addr: &str) -> Result<String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(addr.to_string())
+        }
+        _ => Err(Error::Usage(format!("bad address '{addr}' (want host:port)"))),
+    }
+}
+
+fn nonzero(name: &str, d: Option<Duration>) -> Result<Option<Duration>> {
+    match d {
+        Some(d) if d.is_zero() => Err(Error::Usage(format!("{name} must be at least 1"))),
+        _ => Ok(d),
+    }
+}
+
+/// Parses `--compute-ms`: `MIN-MAX`, a single `N` (always N ms), or `0` (off).
+pub fn parse_compute(spec: &str) -> Result<ComputeStep> {
+    let bad = || Error::Usage(format!("--compute-ms: bad value '{spec}' (want MIN-MAX or 0)"));
+    let (min, max) = match spec.split_once('-') {
+        Some((a, b)) => (
+            a.parse::<u64>().map_err(|_| bad())?,
+            b.parse::<u64>().map_err(|_| bad())?,
+        ),
+        None => {
+            let n = spec.parse::<u64>().map_err(|_| bad())?;
+            (n, n)
+        }
+    };
+    match (min, max) {
+        (0, 0) => Ok(ComputeStep::Off),
+        (min, max) if min <= max => Ok(ComputeStep::BusyLoop(min..=max)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Command, line: &str) -> Result<Args> {
+        match parse(cmd, line.split_whitespace().map(String::from))? {
+            Parsed::Run(a) => Ok(a),
+            Parsed::Help => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn seed_positionals_and_flags() {
+        let a = args(&PRIMARY, "8080 localhost:8081 --compute-ms=0 --ping-timeout-ms 50").unwrap();
+        let c = broker_config(&a, true).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.peer.as_deref(), Some("localhost:8081"));
+        assert!(matches!(c.compute, ComputeStep::Off));
+        assert_eq!(c.ping_timeout, Duration::from_millis(50));
+        assert_eq!(c.ping_interval, Duration::from_millis(1000));
+        let alone = broker_config(&args(&PRIMARY, "0").unwrap(), true).unwrap();
+        assert_eq!(alone.peer, None);
+    }
+
+    #[test]
+    fn bad_arguments_are_usage_errors() {
+        let usage = |r: Result<Args>| match r {
+            Err(Error::Usage(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(usage(args(&BACKUP, "8081")), "missing arguments");
+        assert_eq!(usage(args(&BACKUP, "1 a:1 extra")), "unexpected argument 'extra'");
+        assert_eq!(usage(args(&BACKUP, "1 a:1 --nope")), "unknown flag '--nope'");
+        assert_eq!(usage(args(&BACKUP, "1 a:1 --workers")), "--workers needs a value");
+        let cfg = |line: &str| broker_config(&args(&BACKUP, line).unwrap(), false);
+        assert!(matches!(cfg("x a:1"), Err(Error::Usage(m)) if m == "bad port 'x'"));
+        assert!(matches!(cfg("1 nocolon"), Err(Error::Usage(_))));
+        assert!(matches!(cfg("1 a:1 --compute-ms 9-3"), Err(Error::Usage(_))));
+        assert!(matches!(cfg("1 a:1 --workers 0"), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn help_is_recognised_anywhere() {
+        assert!(matches!(
+            parse(&SUBSCRIBER, ["t".to_string(), "--help".to_string()]),
+            Ok(Parsed::Help)
+        ));
+    }
+
+    #[test]
+    fn compute_spec_forms() {
+        assert!(matches!(parse_compute("0").unwrap(), ComputeStep::Off));
+        assert!(matches!(parse_compute("5").unwrap(), ComputeStep::BusyLoop(r) if r == (5..=5)));
+        assert!(
+            matches!(parse_compute("50-150").unwrap(), ComputeStep::BusyLoop(r) if r == (50..=150))
+        );
+        assert!(parse_compute("a-b").is_err());
+    }
+}

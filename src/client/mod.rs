@@ -1,0 +1,39 @@
+//! Blocking clients with the failover behaviour of the programs: [`Publisher`] and
+//! [`Subscriber`].
+
+use std::fmt;
+
+mod publisher;
+mod subscriber;
+
+pub use publisher::Publisher;
+pub use subscriber::{Closer, Delivery, Subscriber};
+
+/// The broker a message was delivered by, as labelled in the subscriber's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Delivered on the connection to the broker started as primary (`[PRIMARY]`).
+    Primary,
+    /// Delivered on the connection to the broker started as backup (`[BACKUP]`).
+    Backup,
+}
+
+impl Source {
+    /// The label the subscriber prints for this source, brackets included.
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Primary => "[PRIMARY]",
+            Source::Backup => "[BACKUP]",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Primary => "PRIMARY",
+            Source::Backup => "BACKUP",
+        })
+    }
+}
+

@@ -1,0 +1,176 @@
+//! The publisher: sends each message with its id, waits for the ACK, and on a timeout, an
+//! error or a refusal switches to the other broker and resends its latest messages there.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use crate::config::PublisherConfig;
+use crate::connection::{LineReader, dial, is_timeout};
+use crate::error::{Error, Result};
+use crate::protocol::{Message, MsgId, Reply, Request};
+
+/// A blocking publisher with failover and idempotent resends.
+///
+/// Every message gets an id: this publisher's random id and a sequence number counting from 1.
+/// Brokers recognise a resent id and ACK it without processing it again, so resending the
+/// latest messages after a failover never duplicates one.
+pub struct Publisher {
+    config: PublisherConfig,
+    id: u64,
+    next_seq: u64,
+    /// The latest messages, oldest first, for resending after a failover.
+    window: VecDeque<Message>,
+    /// Which of the two brokers we talk to.
+    current: usize,
+    conn: Option<(TcpStream, LineReader<TcpStream>)>,
+}
+
+impl Publisher {
+    /// A publisher that will connect to `config.brokers[0]` first.
+    pub fn new(config: PublisherConfig) -> Self {
+        Publisher {
+            config,
+            id: rand::random_range(1..=u64::MAX),
+            next_seq: 1,
+            window: VecDeque::new(),
+            current: 0,
+            conn: None,
+        }
+    }
+
+    /// This publisher's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The broker this publisher sends to now.
+    pub fn broker(&self) -> &str {
+        &self.config.brokers[self.current]
+    }
+
+    /// Publishes one message and returns its sequence number once a broker ACKed it.
+    ///
+    /// Fails with [`Error::Usage`] for a topic or payload that cannot travel (empty topic,
+    /// `|` in the topic, a newline anywhere), and with [`Error::Timeout`] when neither broker
+    /// ACKed it within `give_up_after`.
+    pub fn publish(&mut self, topic: &str, payload: &str) -> Result<u64> {
+        if topic.is_empty() || topic.contains(['|', '\n', '\r']) {
+            return Err(Error::Usage(format!("bad topic '{topic}'")));
+        }
+        if payload.contains(['\n', '\r']) {
+            return Err(Error::Usage("a payload cannot contain a newline".into()));
+        }
+        let message = Message {
+            id: MsgId {
+                publisher: self.id,
+                seq: self.next_seq,
+            },
+            topic: topic.to_string(),
+            payload: payload.to_string(),
+        };
+        self.next_seq += 1;
+        self.window.push_back(message.clone());
+        while self.window.len() > self.config.resend.max(1) {
+            self.window.pop_front();
+        }
+        let give_up = Instant::now() + self.config.give_up_after;
+        if let Err(e) = self.send(&message) {
+            self.fail_over(&e, give_up)?;
+        }
+        Ok(message.id.seq)
+    }
+
+    /// Switches brokers until one ACKs the whole resend window (which ends with the message
+    /// being published).
+    fn fail_over(&mut self, first: &Error, give_up: Instant) -> Result<()> {
+        let mut error = first.to_string();
+        for round in 0u32.. {
+            let from = self.broker().to_string();
+            self.conn = None;
+            self.current = 1 - self.current;
+            warn!(
+                "{from}: {error}; failing over to {} and resending the last {}",
+                self.broker(),
+                self.window.len()
+            );
+            match self.resend_window() {
+                Ok(()) => {
+                    info!("now publishing to {}", self.broker());
+                    return Ok(());
+                }
+                Err(e) => error = e.to_string(),
+            }
+            if Instant::now() >= give_up {
+                return Err(Error::Timeout);
+            }
+            // After trying both brokers, pause before the next round.
+            if round % 2 == 1 {
+                thread::sleep(Duration::from_millis(50 * u64::from(round.min(20))));
+            }
+        }
+        unreachable!("the loop only ends by returning")
+    }
+
+    fn resend_window(&mut self) -> Result<()> {
+        let window: Vec<Message> = self.window.iter().cloned().collect();
+        for message in &window {
+            self.send(message)?;
+        }
+        Ok(())
+    }
+
+    /// Sends one message on the current connection and waits for its ACK.
+    fn send(&mut self, message: &Message) -> Result<()> {
+        let result = self.try_send(message);
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    fn try_send(&mut self, message: &Message) -> Result<()> {
+        let timeout = self.config.ack_timeout;
+        let deadline = Instant::now() + timeout;
+        if self.conn.is_none() {
+            let stream = dial(&self.config.brokers[self.current], timeout)?;
+            let reader = LineReader::new(stream.try_clone()?, 64 * 1024);
+            self.conn = Some((stream, reader));
+        }
+        let Some((stream, reader)) = self.conn.as_mut() else {
+            return Err(Error::Timeout);
+        };
+        let mut line = Vec::new();
+        Request::PublishId(message.clone()).encode(&mut line);
+        stream.write_all(&line)?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            stream.set_read_timeout(Some(left))?;
+            let answer = match reader.read_line() {
+                Ok(Some(answer)) => answer,
+                Ok(None) => {
+                    return Err(Error::Protocol("the broker closed the connection".into()));
+                }
+                Err(e) if is_timeout(&e) => return Err(Error::Timeout),
+                Err(e) => return Err(e.into()),
+            };
+            match Reply::parse(answer) {
+                Ok(Reply::AckId(id)) if id == message.id => {
+                    debug!("{} ACKed by {}", id, self.config.brokers[self.current]);
+                    return Ok(());
+                }
+                // A late ACK of an earlier message on this connection.
+                Ok(Reply::AckId(_)) => continue,
+                Ok(Reply::Err(reason)) => return Err(Error::Refused(reason)),
+                other => return Err(Error::Protocol(format!("unexpected answer {other:?}"))),
+            }
+        }
+    }
+}

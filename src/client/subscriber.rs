@@ -1,0 +1,269 @@
+//! The subscriber: one thread per broker keeps a `SUB` connection open (redialling with
+//! backoff), and [`Subscriber::recv`] merges what they read, dropping every message whose id
+//! it has already returned.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use super::Source;
+use crate::config::SubscriberConfig;
+use crate::connection::{LineReader, dial};
+use crate::protocol::{Epoch, Message, MsgId, Reply, Request};
+
+/// A message as the subscriber hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Which broker delivered it.
+    pub source: Source,
+    /// The epoch of the broker that processed it.
+    pub epoch: Epoch,
+    /// The message.
+    pub message: Message,
+}
+
+/// How many sequence numbers per publisher the dedup window remembers above its floor.
+const WINDOW: usize = 4096;
+
+/// The ids already returned, per publisher: everything at or below `floor`, plus `above`.
+#[derive(Default)]
+struct Seen {
+    floor: u64,
+    above: BTreeSet<u64>,
+}
+
+impl Seen {
+    /// Records `seq`; `false` if it was seen before.
+    fn insert(&mut self, seq: u64) -> bool {
+        if seq <= self.floor || !self.above.insert(seq) {
+            return false;
+        }
+        while self.above.len() > WINDOW {
+            if let Some(lowest) = self.above.pop_first() {
+                self.floor = lowest;
+            }
+        }
+        true
+    }
+}
+
+/// A subscriber connected to both brokers that returns each message once.
+pub struct Subscriber {
+    rx: Receiver<Delivery>,
+    seen: HashMap<u64, Seen>,
+    highest_epoch: Epoch,
+    closer: Closer,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Closes a [`Subscriber`] from another thread (a Ctrl-C handler, say): its `recv` then
+/// returns `None`.
+#[derive(Clone)]
+pub struct Closer {
+    /// Dropped to tell the connection threads to stop.
+    stop: Arc<Mutex<Option<Sender<()>>>>,
+    sockets: Arc<Mutex<[Option<TcpStream>; 2]>>,
+}
+
+impl Closer {
+    /// Stops both connection threads; what they already read can still be received.
+    pub fn close(&self) {
+        self.stop.lock().take();
+        for s in self.sockets.lock().iter().flatten() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Subscriber {
+    /// Starts one connection thread per broker; they subscribe and redial on their own.
+    pub fn connect(config: SubscriberConfig) -> crate::Result<Subscriber> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (stop, stopped) = crossbeam_channel::bounded(0);
+        let sockets = Arc::new(Mutex::new([None, None]));
+        let config = Arc::new(config);
+        let mut threads = Vec::new();
+        for (slot, source) in [Source::Primary, Source::Backup].into_iter().enumerate() {
+            let link = Link {
+                config: Arc::clone(&config),
+                slot,
+                source,
+                tx: tx.clone(),
+                stopped: stopped.clone(),
+                sockets: Arc::clone(&sockets),
+            };
+            let name = format!("sub-{}", source.to_string().to_lowercase());
+            threads.push(thread::Builder::new().name(name).spawn(move || link.run())?);
+        }
+        Ok(Subscriber {
+            rx,
+            seen: HashMap::new(),
+            highest_epoch: Epoch::default(),
+            closer: Closer {
+                stop: Arc::new(Mutex::new(Some(stop))),
+                sockets,
+            },
+            threads,
+        })
+    }
+
+    /// The next message not returned before, waiting as long as it takes. `None` once the
+    /// subscriber is closed.
+    pub fn recv(&mut self) -> Option<Delivery> {
+        loop {
+            let delivery = self.rx.recv().ok()?;
+            if let Some(d) = self.fresh(delivery) {
+                return Some(d);
+            }
+        }
+    }
+
+    /// Like [`Subscriber::recv`], giving up after `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Delivery> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(delivery) => {
+                    if let Some(d) = self.fresh(delivery) {
+                        return Some(d);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Drops a message whose id was returned already: a replay of the backup's buffer after a
+    /// takeover, or a zombie primary's late forward from an older epoch.
+    fn fresh(&mut self, d: Delivery) -> Option<Delivery> {
+        let MsgId { publisher, seq } = d.message.id;
+        if !self.seen.entry(publisher).or_default().insert(seq) {
+            debug!(
+                "dropping duplicate {} from {} (epoch {})",
+                d.message.id, d.source, d.epoch
+            );
+            return None;
+        }
+        if d.epoch > self.highest_epoch {
+            if self.highest_epoch != Epoch::default() {
+                info!("epoch {} began (delivered by {})", d.epoch, d.source);
+            }
+            self.highest_epoch = d.epoch;
+        }
+        Some(d)
+    }
+
+    /// A handle that closes this subscriber from another thread.
+    pub fn closer(&self) -> Closer {
+        self.closer.clone()
+    }
+
+    /// Stops both connection threads and waits for them.
+    pub fn close(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        self.closer.close();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+/// One broker's connection, run by its own thread.
+struct Link {
+    config: Arc<SubscriberConfig>,
+    slot: usize,
+    source: Source,
+    tx: Sender<Delivery>,
+    /// Disconnects when the subscriber closes.
+    stopped: Receiver<()>,
+    sockets: Arc<Mutex<[Option<TcpStream>; 2]>>,
+}
+
+impl Link {
+    fn run(self) {
+        let addr = &self.config.brokers[self.slot];
+        let mut backoff = self.config.min_backoff;
+        let mut announced_loss = false;
+        while !self.is_stopped() {
+            match self.session(addr) {
+                Ok(true) => {
+                    backoff = self.config.min_backoff;
+                    announced_loss = false;
+                }
+                Ok(false) => return, // the subscriber is gone
+                Err(e) => {
+                    if !announced_loss {
+                        warn!("{} broker {addr}: {e}; redialling", self.source);
+                        announced_loss = true;
+                    }
+                }
+            }
+            self.sleep(backoff);
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    /// One connection: subscribe and forward deliveries until it ends. `Ok(true)` when it
+    /// had been up, `Ok(false)` when nobody listens any more.
+    fn session(&self, addr: &str) -> std::io::Result<bool> {
+        let mut stream = dial(addr, Duration::from_secs(1))?;
+        self.sockets.lock()[self.slot] = Some(stream.try_clone()?);
+        if self.is_stopped() {
+            return Ok(false);
+        }
+        let mut line = Vec::new();
+        Request::SubscribeIds {
+            topic: self.config.topic.clone(),
+        }
+        .encode(&mut line);
+        stream.write_all(&line)?;
+        info!("{} broker {addr}: subscribed to '{}'", self.source, self.config.topic);
+        let mut reader = LineReader::new(stream, 64 * 1024 + 256);
+        loop {
+            let Some(line) = reader.read_line()? else {
+                info!("{} broker {addr} closed the connection", self.source);
+                return Ok(true);
+            };
+            match Reply::parse(line) {
+                Ok(Reply::Msg { epoch, message }) => {
+                    let delivery = Delivery {
+                        source: self.source,
+                        epoch,
+                        message,
+                    };
+                    if self.tx.send(delivery).is_err() {
+                        return Ok(false);
+                    }
+                }
+                Ok(Reply::Err(reason)) => warn!("{} broker {addr}: ERR {reason}", self.source),
+                other => debug!("{} broker {addr}: ignoring {other:?}", self.source),
+            }
+        }
+    }
+
+    /// Sleeps up to `d`, returning early when the subscriber closes.
+    fn sleep(&self, d: Duration) {
+        let _ = self.stopped.recv_timeout(d);
+    }
+
+    fn is_stopped(&self) -> bool {
+        matches!(self.stopped.try_recv(), Err(TryRecvError::Disconnected))
+    }
+}
