@@ -54,6 +54,12 @@ impl Broker {
     pub fn start(config: BrokerConfig) -> Result<Broker> {
         let listener =
             TcpListener::bind(config.listen).map_err(|e| Error::Listen(config.listen, e))?;
+        Broker::start_on(listener, config)
+    }
+
+    /// Like [`Broker::start`] on a listener bound already (`config.listen` is ignored). Tests
+    /// bind both brokers' listeners first, so each knows the other's address before it starts.
+    pub fn start_on(listener: TcpListener, config: BrokerConfig) -> Result<Broker> {
         let addr = listener.local_addr()?;
         let (probe_tx, probe_rx) = crossbeam_channel::bounded(1);
         let (redial_tx, redial_rx) = crossbeam_channel::bounded(1);

@@ -156,7 +156,10 @@ impl Publisher {
             let answer = match reader.read_line() {
                 Ok(Some(answer)) => answer,
                 Ok(None) => {
-                    return Err(Error::Protocol("the broker closed the connection".into()));
+                    return Err(Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the broker closed the connection",
+                    )));
                 }
                 Err(e) if is_timeout(&e) => return Err(Error::Timeout),
                 Err(e) => return Err(e.into()),

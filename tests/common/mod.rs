@@ -1,0 +1,187 @@
+//! Helpers shared by the integration tests: brokers in-process on port 0 with fast timings,
+//! a raw line client for seed-form traffic, and waits with deadlines.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use edgebroker::protocol::Role;
+use edgebroker::{Broker, BrokerConfig, ComputeStep, PublisherConfig, SubscriberConfig};
+
+/// How long any single wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Polls `f` until it returns `Some`, failing the test after [`DEADLINE`].
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `cond` holds.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    wait_for(what, || cond().then_some(()));
+}
+
+/// A listener on a free loopback port.
+pub fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind a loopback port")
+}
+
+/// The fast test configuration, compute step `compute`.
+pub fn config(compute: ComputeStep) -> BrokerConfig {
+    BrokerConfig {
+        compute,
+        ..BrokerConfig::fast()
+    }
+}
+
+/// A primary and its backup, in-process, with the backup synced.
+pub struct Pair {
+    pub primary: Option<Broker>,
+    pub backup: Option<Broker>,
+    pub primary_addr: SocketAddr,
+    pub backup_addr: SocketAddr,
+}
+
+impl Pair {
+    /// Starts a pair with `base` settings and waits until replication is up.
+    pub fn start(base: BrokerConfig) -> Pair {
+        let (pl, bl) = (listener(), listener());
+        let (primary_addr, backup_addr) = (pl.local_addr().unwrap(), bl.local_addr().unwrap());
+        let primary = start_broker(pl, &base, backup_addr, true);
+        wait_until("the primary to take over", || {
+            primary.status().role == Role::Primary
+        });
+        let backup = start_broker(bl, &base, primary_addr, false);
+        let pair = Pair {
+            primary: Some(primary),
+            backup: Some(backup),
+            primary_addr,
+            backup_addr,
+        };
+        pair.wait_replicating();
+        pair
+    }
+
+    pub fn primary(&self) -> &Broker {
+        self.primary.as_ref().expect("primary running")
+    }
+
+    pub fn backup(&self) -> &Broker {
+        self.backup.as_ref().expect("backup running")
+    }
+
+    /// Waits until the broker acting as primary has a synced backup.
+    pub fn wait_replicating(&self) {
+        wait_until("replication to the backup", || {
+            [&self.primary, &self.backup].iter().any(|b| {
+                b.as_ref().is_some_and(|b| {
+                    let s = b.status();
+                    s.role == Role::Primary && s.backup == edgebroker::broker::BackupHealth::Up
+                })
+            })
+        });
+    }
+
+    pub fn publisher_config(&self) -> PublisherConfig {
+        let mut c = PublisherConfig::new(self.primary_addr.to_string(), self.backup_addr.to_string());
+        c.ack_timeout = Duration::from_millis(300);
+        c.give_up_after = DEADLINE;
+        c
+    }
+
+    pub fn subscriber_config(&self, topic: &str) -> SubscriberConfig {
+        let mut c = SubscriberConfig::new(topic, self.primary_addr.to_string(), self.backup_addr.to_string());
+        c.min_backoff = Duration::from_millis(10);
+        c.max_backoff = Duration::from_millis(50);
+        c
+    }
+}
+
+/// Starts a broker on `listener` whose peer is `peer`.
+pub fn start_broker(
+    listener: TcpListener,
+    base: &BrokerConfig,
+    peer: SocketAddr,
+    preferred: bool,
+) -> Broker {
+    let config = BrokerConfig {
+        peer: Some(peer.to_string()),
+        preferred_primary: preferred,
+        ..base.clone()
+    };
+    Broker::start_on(listener, config).expect("start broker")
+}
+
+/// Restarts a broker on the same address (as a restarted process would).
+pub fn restart_broker(addr: SocketAddr, base: &BrokerConfig, peer: SocketAddr, preferred: bool) -> Broker {
+    let listener = wait_for("the old port to be free", || TcpListener::bind(addr).ok());
+    start_broker(listener, base, peer, preferred)
+}
+
+/// A raw line-based client, for seed-form traffic as `nc` would send it.
+pub struct LineClient {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl LineClient {
+    pub fn connect(addr: SocketAddr) -> LineClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        LineClient { stream, reader }
+    }
+
+    /// Sends raw bytes (include the line ending yourself).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Sends one line, adding `\n`.
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    /// Reads one line without its `\n`; `None` at EOF. Fails the test after [`DEADLINE`].
+    pub fn recv(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line.trim_end_matches('\n').to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// Sends a line and returns the answer.
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(line);
+        self.recv().expect("an answer")
+    }
+
+    /// The broker's STATUS as key=value pairs.
+    pub fn status(&mut self) -> std::collections::HashMap<String, String> {
+        let line = self.ask("STATUS");
+        line.strip_prefix("STATUS|")
+            .expect("a STATUS line")
+            .split('|')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+/// Waits until `broker` counts `n` subscriptions (so a publish after this reaches them).
+pub fn wait_subscriptions(broker: &Broker, n: usize) {
+    wait_until(&format!("{n} subscription(s)"), || {
+        broker.status().subscriptions >= n
+    });
+}
