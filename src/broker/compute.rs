@@ -1,7 +1,7 @@
 //! The compute workers: each takes jobs from its crossbeam channel in order, waits until the
-//! message is replicated, runs the compute step, forwards the message to the topic's
-//! subscribers and has it cleared from the log. Topics are spread over the workers by hash,
-//! so each topic keeps its order.
+//! message is replicated, runs the compute step and forwards the message to the topic's
+//! subscribers. The message is cleared from the log (and the backup) once every subscriber's
+//! socket has it. Topics are spread over the workers by hash, so each topic keeps its order.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,6 +14,7 @@ use crate::config::ComputeStep;
 use crate::protocol::{Epoch, Message};
 
 use super::node::Node;
+use super::topics::Token;
 
 /// One message to process in one epoch.
 #[derive(Debug)]
@@ -56,7 +57,12 @@ pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
             debug!("{} computed but not forwarded: epoch {epoch} ended", message.id);
             continue;
         }
-        let (delivered, slow) = node.topics.deliver(&message, epoch);
+        let token: Token = Arc::new(ClearWhenWritten {
+            node: Arc::clone(&node),
+            index,
+            epoch,
+        });
+        let (delivered, slow) = node.topics.deliver(&message, epoch, &token);
         node.counters.processed.fetch_add(1, Ordering::Relaxed);
         node.counters
             .delivered
@@ -69,7 +75,23 @@ pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
             message.id,
             started.elapsed().as_millis()
         );
-        node.processed(index, epoch);
+    }
+}
+
+/// Clears a message from the log when the last subscriber's writer has written it (or the
+/// last subscriber went away). Dropped during a crash or shutdown, it does nothing: the
+/// message stays with the backup.
+struct ClearWhenWritten {
+    node: Arc<Node>,
+    index: u64,
+    epoch: Epoch,
+}
+
+impl Drop for ClearWhenWritten {
+    fn drop(&mut self) {
+        if !self.node.stopping() {
+            self.node.processed(self.index, self.epoch);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::connection::{LINE_TOO_LONG, LineReader};
 use crate::protocol::{Epoch, Message, Reply, Request, Role};
 
 use super::node::{Node, Refusal};
-use super::topics::{Format, Outbox};
+use super::topics::{Format, Frame, Outbox};
 
 /// How long a write may block before the peer counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -162,6 +162,7 @@ impl Conn {
                 Refusal::BackupSilent => {
                     return Err("backup silent; refusing to ACK (--require-backup)".into());
                 }
+                Refusal::Stopping => return Err("shutting down".into()),
             }
         }
     }
@@ -190,7 +191,7 @@ impl Conn {
     fn reply(&mut self, reply: &Reply) {
         match &self.outbox {
             Some((outbox, _)) => {
-                if !outbox.push(reply.to_bytes().into()) {
+                if !outbox.push(Frame::reply(reply)) {
                     debug!("conn-{}: queue full; reply dropped", self.id);
                 }
             }

@@ -64,6 +64,8 @@ pub enum Refusal {
     Overloaded(usize),
     /// `--require-backup` and the backup is silent.
     BackupSilent,
+    /// The broker is shutting down.
+    Stopping,
 }
 
 /// A publish that was admitted: wait for it with [`Node::await_safe`].
@@ -185,6 +187,9 @@ impl Node {
     /// one step so the log, the link and the worker see one order.
     pub fn admit(&self, message: Message) -> Result<Admitted, Refusal> {
         let mut s = self.state.lock();
+        if self.stopping() {
+            return Err(Refusal::Stopping);
+        }
         if s.role != Role::Primary {
             return Err(Refusal::NotPrimary);
         }
@@ -535,9 +540,17 @@ impl Node {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Starts stopping: every wait returns, every socket closes, every worker gets `Stop`.
+    /// Stops like a crash: first every socket closes, so nothing more reaches a peer or a
+    /// client; then every wait returns and every worker gets `Stop`.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
+        {
+            // Under the role lock, so no publish is admitted once stopping is set.
+            let _s = self.state.lock();
+            self.stopping.store(true, Ordering::Release);
+        }
+        for (_, sock) in self.sockets.lock().drain() {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
         self.resume();
         {
             let mut s = self.state.lock();
@@ -550,9 +563,6 @@ impl Node {
         }
         let _ = self.probe_now.try_send(());
         let _ = self.redial_now.try_send(());
-        for (_, sock) in self.sockets.lock().drain() {
-            let _ = sock.shutdown(Shutdown::Both);
-        }
     }
 
     /// Remembers a socket so that [`Node::stop`] can close it; returns its key.

@@ -1,6 +1,11 @@
 //! The subscriber map, and each subscriber's bounded outbound queue with the writer thread
 //! that drains it. The compute worker only ever does a non-blocking `try_send` per subscriber,
 //! so a subscriber that stops reading can hold up nobody but itself.
+//!
+//! A delivery carries a [`Token`] that the writer drops only once the line is written to the
+//! subscriber's socket. The worker's token clears the message from the log when its last copy
+//! is dropped, so the backup lets go of a message only after every subscriber's socket has it:
+//! a message still queued here when the primary crashes is replayed by the backup.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,8 +19,26 @@ use parking_lot::Mutex;
 
 use crate::protocol::{Epoch, Message, Reply};
 
-/// One encoded line, shared by every subscriber it goes to.
-pub type Frame = Arc<[u8]>;
+/// Something that acts when its last clone is dropped.
+pub type Token = Arc<dyn Send + Sync>;
+
+/// One encoded line, shared by every subscriber it goes to, with the token of the message it
+/// delivers (none for a reply).
+#[derive(Clone)]
+pub struct Frame {
+    bytes: Arc<[u8]>,
+    _token: Option<Token>,
+}
+
+impl Frame {
+    /// A reply line, tied to no message.
+    pub fn reply(reply: &Reply) -> Frame {
+        Frame {
+            bytes: reply.to_bytes().into(),
+            _token: None,
+        }
+    }
+}
 
 /// How a connection asked for a topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,9 +134,14 @@ impl Topics {
         self.map.lock().values().map(Vec::len).sum()
     }
 
-    /// Queues `message` for every subscriber of its topic; returns how many it was queued for
-    /// and how many subscribers were cut off as slow consumers.
-    pub fn deliver(&self, message: &Message, epoch: Epoch) -> (usize, usize) {
+    /// Queues `message` for every subscriber of its topic, each copy holding a clone of
+    /// `token`; returns how many it was queued for and how many subscribers were cut off as
+    /// slow consumers.
+    pub fn deliver(&self, message: &Message, epoch: Epoch, token: &Token) -> (usize, usize) {
+        let frame = |reply: Reply| Frame {
+            bytes: reply.to_bytes().into(),
+            _token: Some(Arc::clone(token)),
+        };
         let mut raw: Option<Frame> = None;
         let mut with_ids: Option<Frame> = None;
         let mut delivered = 0;
@@ -124,19 +152,17 @@ impl Topics {
         };
         subs.retain(|sub| {
             let frame = match sub.format {
-                Format::Raw => raw.get_or_insert_with(|| {
-                    Reply::Payload(message.payload.clone()).to_bytes().into()
-                }),
+                Format::Raw => {
+                    raw.get_or_insert_with(|| frame(Reply::Payload(message.payload.clone())))
+                }
                 Format::WithIds => with_ids.get_or_insert_with(|| {
-                    Reply::Msg {
+                    frame(Reply::Msg {
                         epoch,
                         message: message.clone(),
-                    }
-                    .to_bytes()
-                    .into()
+                    })
                 }),
             };
-            match sub.outbox.tx.try_send(Arc::clone(frame)) {
+            match sub.outbox.tx.try_send(frame.clone()) {
                 Ok(()) => {
                     delivered += 1;
                     true
@@ -167,27 +193,33 @@ impl Topics {
 }
 
 impl OutboxWriter {
-    /// Drains the queue onto `stream`, several frames per write when they pile up. A slow
-    /// consumer gets `ERR|slow consumer` (if it can still take it) and its connection is
-    /// closed.
+    /// Drains the queue onto `stream`, several frames per write when they pile up; frames
+    /// (and their tokens) are dropped only after their bytes are written. A slow consumer gets
+    /// `ERR|slow consumer` (if it can still take it) and its connection is closed.
     pub fn run(self, mut stream: TcpStream) {
-        let mut batch = Vec::with_capacity(16 * 1024);
+        let mut bytes = Vec::with_capacity(16 * 1024);
+        let mut frames = Vec::new();
         while let Ok(frame) = self.rx.recv() {
             if self.slow.load(Ordering::Acquire) {
                 break;
             }
-            batch.extend_from_slice(&frame);
-            while batch.len() < 64 * 1024 {
+            bytes.extend_from_slice(&frame.bytes);
+            frames.push(frame);
+            while bytes.len() < 64 * 1024 {
                 match self.rx.try_recv() {
-                    Ok(frame) => batch.extend_from_slice(&frame),
+                    Ok(frame) => {
+                        bytes.extend_from_slice(&frame.bytes);
+                        frames.push(frame);
+                    }
                     Err(_) => break,
                 }
             }
-            if let Err(e) = stream.write_all(&batch) {
+            if let Err(e) = stream.write_all(&bytes) {
                 debug!("conn-{}: write failed: {e}", self.conn);
                 break;
             }
-            batch.clear();
+            bytes.clear();
+            frames.clear();
         }
         if self.slow.load(Ordering::Acquire) {
             let _ = stream.write_all(&Reply::Err("slow consumer".into()).to_bytes());

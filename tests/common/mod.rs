@@ -91,14 +91,19 @@ impl Pair {
     }
 
     pub fn publisher_config(&self) -> PublisherConfig {
-        let mut c = PublisherConfig::new(self.primary_addr.to_string(), self.backup_addr.to_string());
+        let mut c =
+            PublisherConfig::new(self.primary_addr.to_string(), self.backup_addr.to_string());
         c.ack_timeout = Duration::from_millis(300);
         c.give_up_after = DEADLINE;
         c
     }
 
     pub fn subscriber_config(&self, topic: &str) -> SubscriberConfig {
-        let mut c = SubscriberConfig::new(topic, self.primary_addr.to_string(), self.backup_addr.to_string());
+        let mut c = SubscriberConfig::new(
+            topic,
+            self.primary_addr.to_string(),
+            self.backup_addr.to_string(),
+        );
         c.min_backoff = Duration::from_millis(10);
         c.max_backoff = Duration::from_millis(50);
         c
@@ -121,7 +126,12 @@ pub fn start_broker(
 }
 
 /// Restarts a broker on the same address (as a restarted process would).
-pub fn restart_broker(addr: SocketAddr, base: &BrokerConfig, peer: SocketAddr, preferred: bool) -> Broker {
+pub fn restart_broker(
+    addr: SocketAddr,
+    base: &BrokerConfig,
+    peer: SocketAddr,
+    preferred: bool,
+) -> Broker {
     let listener = wait_for("the old port to be free", || TcpListener::bind(addr).ok());
     start_broker(listener, base, peer, preferred)
 }
