@@ -384,8 +384,7 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
         workers: positive("--workers", args.value("--workers")?)?.unwrap_or(defaults.workers),
         ping_interval: nonzero("--ping-interval-ms", ping_interval)?
             .unwrap_or(defaults.ping_interval),
-        ping_timeout: nonzero("--ping-timeout-ms", ping_timeout)?
-            .unwrap_or(defaults.ping_timeout),
+        ping_timeout: nonzero("--ping-timeout-ms", ping_timeout)?.unwrap_or(defaults.ping_timeout),
         require_backup: args.switch("--require-backup"),
         max_line_bytes: positive("--max-line-bytes", args.value("--max-line-bytes")?)?
             .unwrap_or(defaults.max_line_bytes),
@@ -430,7 +429,9 @@ pub fn check_host_port(addr: &str) -> Result<String> {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
             Ok(addr.to_string())
         }
-        _ => Err(Error::Usage(format!("bad address '{addr}' (want host:port)"))),
+        _ => Err(Error::Usage(format!(
+            "bad address '{addr}' (want host:port)"
+        ))),
     }
 }
 
@@ -443,7 +444,11 @@ fn nonzero(name: &str, d: Option<Duration>) -> Result<Option<Duration>> {
 
 /// Parses `--compute-ms`: `MIN-MAX`, a single `N` (always N ms), or `0` (off).
 pub fn parse_compute(spec: &str) -> Result<ComputeStep> {
-    let bad = || Error::Usage(format!("--compute-ms: bad value '{spec}' (want MIN-MAX or 0)"));
+    let bad = || {
+        Error::Usage(format!(
+            "--compute-ms: bad value '{spec}' (want MIN-MAX or 0)"
+        ))
+    };
     let (min, max) = match spec.split_once('-') {
         Some((a, b)) => (
             a.parse::<u64>().map_err(|_| bad())?,
@@ -474,7 +479,11 @@ mod tests {
 
     #[test]
     fn seed_positionals_and_flags() {
-        let a = args(&PRIMARY, "8080 localhost:8081 --compute-ms=0 --ping-timeout-ms 50").unwrap();
+        let a = args(
+            &PRIMARY,
+            "8080 localhost:8081 --compute-ms=0 --ping-timeout-ms 50",
+        )
+        .unwrap();
         let c = broker_config(&a, true).unwrap();
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.peer.as_deref(), Some("localhost:8081"));
@@ -492,13 +501,25 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(usage(args(&BACKUP, "8081")), "missing arguments");
-        assert_eq!(usage(args(&BACKUP, "1 a:1 extra")), "unexpected argument 'extra'");
-        assert_eq!(usage(args(&BACKUP, "1 a:1 --nope")), "unknown flag '--nope'");
-        assert_eq!(usage(args(&BACKUP, "1 a:1 --workers")), "--workers needs a value");
+        assert_eq!(
+            usage(args(&BACKUP, "1 a:1 extra")),
+            "unexpected argument 'extra'"
+        );
+        assert_eq!(
+            usage(args(&BACKUP, "1 a:1 --nope")),
+            "unknown flag '--nope'"
+        );
+        assert_eq!(
+            usage(args(&BACKUP, "1 a:1 --workers")),
+            "--workers needs a value"
+        );
         let cfg = |line: &str| broker_config(&args(&BACKUP, line).unwrap(), false);
         assert!(matches!(cfg("x a:1"), Err(Error::Usage(m)) if m == "bad port 'x'"));
         assert!(matches!(cfg("1 nocolon"), Err(Error::Usage(_))));
-        assert!(matches!(cfg("1 a:1 --compute-ms 9-3"), Err(Error::Usage(_))));
+        assert!(matches!(
+            cfg("1 a:1 --compute-ms 9-3"),
+            Err(Error::Usage(_))
+        ));
         assert!(matches!(cfg("1 a:1 --workers 0"), Err(Error::Usage(_))));
     }
 

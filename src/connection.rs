@@ -195,7 +195,13 @@ mod tests {
     fn buffer_never_outgrows_the_limit() {
         let mut data = vec![b'a'; 1 << 20];
         data.push(b'\n');
-        let mut r = LineReader::new(Chunks { data: &data, step: 8192 }, 1000);
+        let mut r = LineReader::new(
+            Chunks {
+                data: &data,
+                step: 8192,
+            },
+            1000,
+        );
         assert!(r.read_line().is_err());
         assert!(r.buf.len() <= 1002);
     }

@@ -323,7 +323,10 @@ impl<'a> Fields<'a> {
     fn end(self) -> Result<(), ParseError> {
         match self.rest {
             None => Ok(()),
-            Some(_) => Err(ParseError::new(format!("too many fields for {}", self.verb))),
+            Some(_) => Err(ParseError::new(format!(
+                "too many fields for {}",
+                self.verb
+            ))),
         }
     }
 }
@@ -596,12 +599,18 @@ mod tests {
             ("PUBLISH||x", "empty topic"),
             ("SUBSCRIBE|", "empty topic"),
             ("SUBSCRIBE|a|b", "too many fields for SUBSCRIBE"),
-            ("publish|t|x", "unknown verb 'publish' (verbs are upper-case)"),
+            (
+                "publish|t|x",
+                "unknown verb 'publish' (verbs are upper-case)",
+            ),
             ("FROB|x", "unknown verb 'FROB'"),
             ("|||", "empty verb"),
             ("PUB|x|1|t|p", "bad publisher 'x'"),
             ("PUB|-1|1|t|p", "bad publisher '-1'"),
-            ("PUB|1|99999999999999999999|t|p", "seq '99999999999999999999' is out of range"),
+            (
+                "PUB|1|99999999999999999999|t|p",
+                "seq '99999999999999999999' is out of range",
+            ),
             ("CLEAR|7|1", "bad epoch '7' (want term.node)"),
         ];
         for (line, reason) in cases {

@@ -95,7 +95,11 @@ fn the_backup_holds_a_message_before_it_is_acked_and_drops_it_on_clear() {
     let pair = Pair::start(config(ComputeStep::BusyLoop(300..=300)));
     let mut client = LineClient::connect(pair.primary_addr);
     assert_eq!(client.ask("PUBLISH|t|x"), "ACK");
-    assert_eq!(pair.backup().status().pending, 1, "replicated before the ACK");
+    assert_eq!(
+        pair.backup().status().pending,
+        1,
+        "replicated before the ACK"
+    );
     wait_until("the CLEAR to reach the backup", || {
         pair.backup().status().pending == 0
     });
@@ -247,6 +251,7 @@ fn a_paused_primary_is_fenced_and_steps_down_when_it_resumes() {
     wait_until("traffic through the primary", || {
         pair.primary().status().counters.processed > 20
     });
+    let first_epoch = pair.primary().status().epoch;
     pair.primary().pause();
     wait_until("the backup to take over", || {
         pair.backup().status().role == Role::Primary
@@ -262,9 +267,13 @@ fn a_paused_primary_is_fenced_and_steps_down_when_it_resumes() {
     });
     let acked = publisher.stop();
     assert_exactly_once_in_order(&mut sub, &acked);
-    let old = pair.primary.take().unwrap();
-    assert!(old.status().epoch > taken.epoch.min(old.status().epoch) || true);
-    assert_ne!(taken.epoch.node, old.status().node, "the new epoch is the backup's");
+    let old = pair.primary().status();
+    assert_eq!(old.counters.step_downs, 1, "{old:?}");
+    assert!(taken.epoch > first_epoch);
+    assert_eq!(
+        taken.epoch.node, taken.node,
+        "the new epoch is the backup's own"
+    );
 }
 
 #[test]
@@ -278,7 +287,10 @@ fn a_restarted_broker_rejoins_as_backup_with_the_pending_log() {
     // Queue work on the new primary so there is a log to hand over.
     let mut client = LineClient::connect(pair.backup_addr);
     for i in 1..=5 {
-        assert_eq!(client.ask(&format!("PUB|3|{i}|t|{i}")), format!("ACK|3|{i}"));
+        assert_eq!(
+            client.ask(&format!("PUB|3|{i}|t|{i}")),
+            format!("ACK|3|{i}")
+        );
     }
     // Restarted as the preferred `primary`, it still joins the active primary as backup.
     let restarted = restart_broker(pair.primary_addr, &base, pair.backup_addr, true);
@@ -287,7 +299,10 @@ fn a_restarted_broker_rejoins_as_backup_with_the_pending_log() {
     let rejoined = pair.primary().status();
     assert_eq!(rejoined.role, Role::Backup);
     assert_eq!(rejoined.epoch, pair.backup().status().epoch);
-    assert!(rejoined.pending >= 1, "received the pending log: {rejoined:?}");
+    assert!(
+        rejoined.pending >= 1,
+        "received the pending log: {rejoined:?}"
+    );
     wait_until("the rejoined backup to see every CLEAR", || {
         pair.primary().status().pending == 0
     });
@@ -301,26 +316,38 @@ fn kill_restart_kill_loses_and_duplicates_nothing() {
     wait_subscriptions(pair.primary(), 1);
     wait_subscriptions(pair.backup(), 1);
     let publisher = Background::start(&pair, "t");
-    let processed = |b: &Option<edgebroker::Broker>| b.as_ref().unwrap().status().counters.processed;
+    let processed =
+        |b: &Option<edgebroker::Broker>| b.as_ref().unwrap().status().counters.processed;
     wait_until("traffic", || processed(&pair.primary) > 20);
 
     // First failure: the primary dies; the backup takes over.
     pair.primary.take().unwrap().kill();
     wait_until("takeover", || pair.backup().status().role == Role::Primary);
     let before = processed(&pair.backup);
-    wait_until("traffic on the new primary", || processed(&pair.backup) > before + 20);
+    wait_until("traffic on the new primary", || {
+        processed(&pair.backup) > before + 20
+    });
 
     // It comes back and rejoins as backup.
-    pair.primary = Some(restart_broker(pair.primary_addr, &base, pair.backup_addr, true));
+    pair.primary = Some(restart_broker(
+        pair.primary_addr,
+        &base,
+        pair.backup_addr,
+        true,
+    ));
     wait_subscriptions(pair.primary(), 1);
     pair.wait_replicating();
     assert_eq!(pair.primary().status().role, Role::Backup);
 
     // Second failure: the new primary dies; the restarted one takes over.
     pair.backup.take().unwrap().kill();
-    wait_until("second takeover", || pair.primary().status().role == Role::Primary);
+    wait_until("second takeover", || {
+        pair.primary().status().role == Role::Primary
+    });
     let before = processed(&pair.primary);
-    wait_until("traffic after the second takeover", || processed(&pair.primary) > before + 20);
+    wait_until("traffic after the second takeover", || {
+        processed(&pair.primary) > before + 20
+    });
 
     let acked = publisher.stop();
     assert_exactly_once_in_order(&mut sub, &acked);
@@ -341,7 +368,12 @@ fn a_dead_backup_is_resynced_when_it_returns() {
     });
     publisher.publish("t", "2").unwrap(); // ACKed without replication
 
-    pair.backup = Some(restart_broker(pair.backup_addr, &base, pair.primary_addr, false));
+    pair.backup = Some(restart_broker(
+        pair.backup_addr,
+        &base,
+        pair.primary_addr,
+        false,
+    ));
     wait_subscriptions(pair.backup(), 1);
     pair.wait_replicating();
     assert_eq!(pair.backup().status().role, Role::Backup);

@@ -45,7 +45,10 @@ pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
             message,
         } = job;
         if !node.await_replicated(index, epoch) {
-            debug!("{} dropped: epoch {epoch} ended before it was processed", message.id);
+            debug!(
+                "{} dropped: epoch {epoch} ended before it was processed",
+                message.id
+            );
             continue;
         }
         node.gate();
@@ -54,7 +57,10 @@ pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
         node.gate();
         // Fencing: a broker that stepped down while computing must not forward.
         if !node.is_current(epoch) {
-            debug!("{} computed but not forwarded: epoch {epoch} ended", message.id);
+            debug!(
+                "{} computed but not forwarded: epoch {epoch} ended",
+                message.id
+            );
             continue;
         }
         let token: Token = Arc::new(ClearWhenWritten {

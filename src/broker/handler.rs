@@ -99,7 +99,10 @@ impl Conn {
                     topic,
                     payload,
                 };
-                Some(self.publish(message).map_or_else(Reply::Err, |_| Reply::Ack))
+                Some(
+                    self.publish(message)
+                        .map_or_else(Reply::Err, |_| Reply::Ack),
+                )
             }
             Request::PublishId(message) => {
                 let id = message.id;

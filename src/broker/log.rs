@@ -72,7 +72,10 @@ impl Log {
 
     /// Records that `id` was accepted at `index` without holding the message (SEEN).
     pub fn note_seen(&mut self, id: MsgId, index: u64) {
-        let entry = self.seen.entry(id.publisher).or_insert(Seen { seq: 0, index });
+        let entry = self
+            .seen
+            .entry(id.publisher)
+            .or_insert(Seen { seq: 0, index });
         if id.seq >= entry.seq {
             *entry = Seen { seq: id.seq, index };
         }
@@ -163,7 +166,13 @@ mod tests {
         let mut backup = Log::new(10);
         backup.insert(7, Arc::new(msg(1, 5)));
         backup.insert(8, Arc::new(msg(1, 6)));
-        backup.note_seen(MsgId { publisher: 2, seq: 9 }, 3);
+        backup.note_seen(
+            MsgId {
+                publisher: 2,
+                seq: 9,
+            },
+            3,
+        );
         assert!(backup.remove(7).is_some());
         let order: Vec<u64> = backup.pending().map(|(i, _)| i).collect();
         assert_eq!(order, vec![8]);

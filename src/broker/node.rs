@@ -242,7 +242,9 @@ impl Node {
             .wait(admitted.index, admitted.generation, Some(deadline))
         {
             Verdict::Replicated | Verdict::Degraded => Ok(()),
-            Verdict::BackupSilent => Err("backup silent; refusing to ACK (--require-backup)".into()),
+            Verdict::BackupSilent => {
+                Err("backup silent; refusing to ACK (--require-backup)".into())
+            }
             Verdict::Interrupted => Err(self.not_primary_reason()),
             Verdict::TimedOut => Err("backup did not confirm in time".into()),
         }
@@ -479,11 +481,7 @@ impl Node {
         let ticket = s.probes_requested;
         let _ = self.probe_now.try_send(());
         while s.role == Role::Backup && s.probes_answered < ticket && !self.stopping() {
-            if self
-                .state_changed
-                .wait_until(&mut s, deadline)
-                .timed_out()
-            {
+            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
                 break;
             }
         }

@@ -222,7 +222,6 @@ fn encode(cmd: &LinkCmd, epoch: Epoch, buf: &mut Vec<u8>) -> u64 {
     }
 }
 
-
 /// Reads the backup's answers. Ends on EOF, on a fence, or when the backup falls silent: no
 /// line for a ping interval plus timeout, or a REPLICATE unconfirmed for a ping timeout.
 fn read_confirmations(node: &Node, stream: TcpStream, epoch: Epoch) {

@@ -100,7 +100,11 @@ impl Subscriber {
                 sockets: Arc::clone(&sockets),
             };
             let name = format!("sub-{}", source.to_string().to_lowercase());
-            threads.push(thread::Builder::new().name(name).spawn(move || link.run())?);
+            threads.push(
+                thread::Builder::new()
+                    .name(name)
+                    .spawn(move || link.run())?,
+            );
         }
         Ok(Subscriber {
             rx,
@@ -234,7 +238,10 @@ impl Link {
         }
         .encode(&mut line);
         stream.write_all(&line)?;
-        info!("{} broker {addr}: subscribed to '{}'", self.source, self.config.topic);
+        info!(
+            "{} broker {addr}: subscribed to '{}'",
+            self.source, self.config.topic
+        );
         let mut reader = LineReader::new(stream, 64 * 1024 + 256);
         loop {
             let Some(line) = reader.read_line()? else {
