@@ -243,7 +243,7 @@ fn the_subscriber_prints_each_id_once_across_brokers() {
 
 #[test]
 fn a_paused_primary_is_fenced_and_steps_down_when_it_resumes() {
-    let mut pair = Pair::start(config(ComputeStep::BusyLoop(1..=3)));
+    let pair = Pair::start(config(ComputeStep::BusyLoop(1..=3)));
     let mut sub = Subscriber::connect(pair.subscriber_config("t")).unwrap();
     wait_subscriptions(pair.primary(), 1);
     wait_subscriptions(pair.backup(), 1);
