@@ -145,7 +145,8 @@ fn require_backup_refuses_while_silent_but_not_when_dead() {
 
 #[test]
 fn takeover_replays_the_buffer_in_order_without_duplicates() {
-    let mut pair = Pair::start(config(ComputeStep::BusyLoop(20..=20)));
+    let valve = Valve::default();
+    let mut pair = Pair::start(config(valve.step()));
     let mut sub = Subscriber::connect(pair.subscriber_config("t")).unwrap();
     wait_subscriptions(pair.primary(), 1);
     wait_subscriptions(pair.backup(), 1);
@@ -156,9 +157,12 @@ fn takeover_replays_the_buffer_in_order_without_duplicates() {
     for i in 1..=20 {
         assert_eq!(client.recv().unwrap(), format!("ACK|7|{i}"));
     }
-    // Most of the 20 are still waiting for the 20 ms compute step: the backup holds them.
-    assert!(pair.backup().status().pending > 10);
-    pair.primary.take().unwrap().kill();
+    // The primary's worker holds message 1 at the valve: the backup holds all twenty.
+    assert_eq!(pair.backup().status().pending, 20);
+    let primary = pair.primary.take().unwrap();
+    let killer = thread::spawn(move || primary.kill());
+    valve.open();
+    killer.join().unwrap();
     assert_eq!(collect(&mut sub, 20), numbers(1..=20));
     assert_eq!(pair.backup().status().role, Role::Primary);
 }
@@ -278,13 +282,14 @@ fn a_paused_primary_is_fenced_and_steps_down_when_it_resumes() {
 
 #[test]
 fn a_restarted_broker_rejoins_as_backup_with_the_pending_log() {
-    let base = config(ComputeStep::BusyLoop(100..=100));
+    let valve = Valve::default();
+    let base = config(valve.step());
     let mut pair = Pair::start(base.clone());
     pair.primary.take().unwrap().kill();
     wait_until("the backup to take over", || {
         pair.backup().status().role == Role::Primary
     });
-    // Queue work on the new primary so there is a log to hand over.
+    // Queue work on the new primary, held at the valve, so there is a log to hand over.
     let mut client = LineClient::connect(pair.backup_addr);
     for i in 1..=5 {
         assert_eq!(
@@ -293,16 +298,21 @@ fn a_restarted_broker_rejoins_as_backup_with_the_pending_log() {
         );
     }
     // Restarted as the preferred `primary`, it still joins the active primary as backup.
-    let restarted = restart_broker(pair.primary_addr, &base, pair.backup_addr, true);
-    pair.primary = Some(restarted);
+    pair.primary = Some(restart_broker(
+        pair.primary_addr,
+        &base,
+        pair.backup_addr,
+        true,
+    ));
     pair.wait_replicating();
     let rejoined = pair.primary().status();
     assert_eq!(rejoined.role, Role::Backup);
     assert_eq!(rejoined.epoch, pair.backup().status().epoch);
-    assert!(
-        rejoined.pending >= 1,
+    assert_eq!(
+        rejoined.pending, 5,
         "received the pending log: {rejoined:?}"
     );
+    valve.open();
     wait_until("the rejoined backup to see every CLEAR", || {
         pair.primary().status().pending == 0
     });

@@ -63,7 +63,7 @@ pub fn serve(node: Arc<Node>, stream: TcpStream, id: u64) {
             Ok(None) => break,
             Err(e) if e.kind() == LINE_TOO_LONG => {
                 warn!(
-                    "conn-{id}: line over {} bytes; closing",
+                    "line over {} bytes; closing the connection",
                     conn.node.config.max_line_bytes
                 );
                 conn.reply(&Reply::Err("line too long".into()));
@@ -71,7 +71,7 @@ pub fn serve(node: Arc<Node>, stream: TcpStream, id: u64) {
                 break;
             }
             Err(e) => {
-                debug!("conn-{id}: read failed: {e}");
+                debug!("read failed: {e}");
                 break;
             }
         }
@@ -87,7 +87,7 @@ impl Conn {
         let request = match Request::parse(line) {
             Ok(r) => r,
             Err(e) => {
-                debug!("conn-{}: bad line: {e}", self.id);
+                debug!("bad line: {e}");
                 return self.reply(&Reply::Err(e.reason().to_string()));
             }
         };
@@ -151,10 +151,7 @@ impl Conn {
             };
             match refusal {
                 Refusal::NotPrimary if !settled => {
-                    debug!(
-                        "conn-{}: publish on the backup; probing the primary now",
-                        self.id
-                    );
+                    debug!("publish on the backup; probing the primary now");
                     settled = true;
                     if node.settle_role() != Role::Primary {
                         return Err(node.not_primary_reason());
@@ -187,7 +184,7 @@ impl Conn {
         }
         let (outbox, _) = self.outbox.as_ref()?;
         self.node.topics.subscribe(topic, format, outbox);
-        info!("conn-{} subscribed to '{topic}' ({format:?})", self.id);
+        info!("subscribed to '{topic}' ({format:?})");
         None
     }
 
@@ -195,7 +192,7 @@ impl Conn {
         match &self.outbox {
             Some((outbox, _)) => {
                 if !outbox.push(Frame::reply(reply)) {
-                    debug!("conn-{}: queue full; reply dropped", self.id);
+                    debug!("queue full; reply dropped");
                 }
             }
             None => reply.encode(&mut self.out),
@@ -231,6 +228,6 @@ impl Conn {
             .counters
             .connections
             .fetch_sub(1, Ordering::Relaxed);
-        debug!("conn-{} closed", self.id);
+        debug!("closed");
     }
 }

@@ -71,6 +71,7 @@ pub enum Refusal {
 /// A publish that was admitted: wait for it with [`Node::await_safe`].
 #[derive(Debug)]
 pub struct Admitted {
+    id: MsgId,
     index: u64,
     generation: u64,
     /// Whether it was a resend of an id we already held.
@@ -217,6 +218,7 @@ impl Node {
                     message,
                 });
                 Ok(Admitted {
+                    id,
                     index,
                     generation,
                     duplicate: false,
@@ -226,6 +228,7 @@ impl Node {
                 debug!("{id} is a resend of a message we hold; ACKing it again");
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 Ok(Admitted {
+                    id,
                     index,
                     generation,
                     duplicate: true,
@@ -241,7 +244,14 @@ impl Node {
             .safety
             .wait(admitted.index, admitted.generation, Some(deadline))
         {
-            Verdict::Replicated | Verdict::Degraded => Ok(()),
+            Verdict::Replicated => {
+                debug!("{} confirmed by the backup; ACKing", admitted.id);
+                Ok(())
+            }
+            Verdict::Degraded => {
+                debug!("{} ACKed without a backup (degraded)", admitted.id);
+                Ok(())
+            }
             Verdict::BackupSilent => {
                 Err("backup silent; refusing to ACK (--require-backup)".into())
             }
@@ -268,8 +278,11 @@ impl Node {
     /// The worker finished `index`: drop it from the log and tell the backup to CLEAR it.
     pub fn processed(&self, index: u64, epoch: Epoch) {
         let mut s = self.state.lock();
-        if s.role == Role::Primary && s.epoch == epoch {
-            s.log.remove(index);
+        if s.role == Role::Primary
+            && s.epoch == epoch
+            && let Some(message) = s.log.remove(index)
+        {
+            debug!("{} written to every subscriber; clearing it", message.id);
             if let Some(link) = &s.link {
                 let _ = link.send(LinkCmd::Clear(index));
             }

@@ -195,3 +195,31 @@ pub fn wait_subscriptions(broker: &Broker, n: usize) {
         broker.status().subscriptions >= n
     });
 }
+
+/// A compute step that holds every message until the test opens it, so messages stay pending
+/// for exactly as long as a test needs.
+#[derive(Clone, Default)]
+pub struct Valve(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Valve {
+    /// The compute step that waits for this valve (at most [`DEADLINE`]).
+    pub fn step(&self) -> ComputeStep {
+        let valve = self.clone();
+        ComputeStep::Custom(std::sync::Arc::new(move |_| valve.wait()))
+    }
+
+    fn wait(&self) {
+        let (open, cv) = &*self.0;
+        let guard = open.lock().unwrap();
+        let _ = cv
+            .wait_timeout_while(guard, DEADLINE, |open| !*open)
+            .unwrap();
+    }
+
+    /// Lets every held and future message through.
+    pub fn open(&self) {
+        let (open, cv) = &*self.0;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+}
