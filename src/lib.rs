@@ -1,4 +1,99 @@
-//! edgebroker (docs written below as modules land).
+//! # edgebroker
+//!
+//! A fault-tolerant publish/subscribe broker for teaching and for real use: a **primary** and a
+//! **backup** broker, automatic failover, and a pseudo edge-computing step (a CPU busy loop of
+//! 50–150 ms) on every message. Plain threads and blocking sockets throughout — no async.
+//!
+//! The primary replicates every message to the backup before it ACKs the publisher, computes,
+//! forwards the message to the topic's subscribers and tells the backup to CLEAR it. The backup
+//! probes the primary every second and takes over when it fails, first redoing the messages it
+//! still holds. Publishers fail over and resend their last five messages; message ids let the
+//! brokers and subscribers drop the resends, so nothing is lost and nothing printed twice.
+//! Epochs fence a primary that wakes up after being replaced.
+//!
+//! ```
+//! use std::net::TcpListener;
+//! use std::time::Duration;
+//! use edgebroker::{Broker, BrokerConfig, ComputeStep, Publisher, PublisherConfig};
+//! use edgebroker::{Subscriber, SubscriberConfig};
+//!
+//! # fn main() -> edgebroker::Result<()> {
+//! // Bind both listeners first so each broker knows the other's address.
+//! let (a, b) = (TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?);
+//! let (primary_addr, backup_addr) = (a.local_addr()?.to_string(), b.local_addr()?.to_string());
+//! let fast = BrokerConfig { compute: ComputeStep::Off, ..BrokerConfig::fast() };
+//! let primary = Broker::start_on(a, BrokerConfig {
+//!     peer: Some(backup_addr.clone()),
+//!     preferred_primary: true,
+//!     ..fast.clone()
+//! })?;
+//! let backup = Broker::start_on(b, BrokerConfig { peer: Some(primary_addr.clone()), ..fast })?;
+//!
+//! let mut subscriber =
+//!     Subscriber::connect(SubscriberConfig::new("news", &primary_addr, &backup_addr))?;
+//! let mut publisher = Publisher::new(PublisherConfig::new(&primary_addr, &backup_addr));
+//! publisher.publish("news", "hello")?;
+//!
+//! let delivery = subscriber.recv_timeout(Duration::from_secs(5)).expect("delivered");
+//! assert_eq!(delivery.message.payload, "hello");
+//! # drop((primary, backup));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layout
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`protocol`] | every line on the wire as a Rust value: parse and encode bytes, no sockets |
+//! | [`connection`] | reading lines off a socket within a length limit; dialling with a timeout |
+//! | [`config`] | [`BrokerConfig`] and the client configs: the seed's numbers, a fast test preset |
+//! | [`cli`] | the command lines of every program, parsed once |
+//! | [`broker`] | the engine: one broker, either role ([`Broker`]) |
+//! | [`broker::node`] | role, epoch and log under one lock; takeover, step-down, following |
+//! | [`broker::log`] | the ordered log of unprocessed messages and the dedup table |
+//! | [`broker::safety`] | what the primary knows of the backup's copy; waiting until a message is safe |
+//! | [`broker::handler`] | one thread per connection: a line in, an answer out |
+//! | [`broker::compute`] | the compute workers fed by crossbeam channels; the busy loop |
+//! | [`broker::topics`] | the subscriber map, bounded outbound queues and their writer threads |
+//! | [`broker::replication`] | the primary's link to the backup: sync, replicate, clear, heartbeat |
+//! | [`broker::monitor`] | the backup's pinger: probe the primary, take over when it fails |
+//! | [`broker::status`] | counters and the STATUS snapshot |
+//! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover |
+//! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |
+//! | [`error`] | the library's [`Error`] and [`Result`] |
+//!
+//! ## Threads
+//!
+//! ```text
+//!            publishers / subscribers / peer broker
+//!                          │ TCP
+//!                      [accept] ──spawns──▶ [conn-N] one per connection
+//!                                             │ admit under the role lock
+//!            ┌────────────────────────────────┼─────────────────────────────┐
+//!            ▼ crossbeam channel (per topic   ▼ link channel                │ SYNC/REPLICATE/CLEAR
+//!       [worker-K]  shard)              [replicator] ──TCP──▶ backup       │ from our primary
+//!        wait until replicated,          [repl-reader] ◀─ REPLICATED|i      ▼
+//!        busy-loop, fan out ──try_send──▶ [sub-writer-N] ──▶ subscriber   log (backup side)
+//!                                  (bounded queue per subscriber)
+//!       [pinger]: while backup, PROBE the primary every interval or on demand; take over
+//! ```
+//!
+//! ## The life of one message
+//!
+//! 1. A `conn-N` thread reads `PUB|p|s|topic|payload` and, under the role lock, appends it to
+//!    the log, queues a REPLICATE on the replication link and a job on its topic's worker.
+//! 2. The `replicator` writes the REPLICATE; the backup's `conn` thread stores it in its log and
+//!    answers `REPLICATED|i`; the `repl-reader` records the confirmation.
+//! 3. The `conn-N` thread, waiting in [`broker::safety::Safety::wait`], wakes and writes the ACK.
+//! 4. The worker, which also waited for the confirmation, busy-loops 50–150 ms, checks that its
+//!    epoch is still current, and queues the delivery on every subscriber's outbound queue.
+//! 5. Each `sub-writer` writes it to its socket. When the last copy is written, the message is
+//!    removed from the log and a CLEAR goes to the backup, which drops its copy.
+//!
+//! If the primary dies between 1 and 5, the backup holds the message and redoes it after taking
+//! over; the subscriber drops the copy it may already have printed. ARCHITECTURE.md tells the
+//! failure stories.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -29,6 +29,9 @@ pub struct Delivery {
     pub message: Message,
 }
 
+/// The longest [`Subscriber::connect`] waits for the brokers to confirm the subscription.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How many sequence numbers per publisher the dedup window remembers above its floor.
 const WINDOW: usize = 4096;
 
@@ -84,8 +87,12 @@ impl Closer {
 
 impl Subscriber {
     /// Starts one connection thread per broker; they subscribe and redial on their own.
+    /// Returns once each broker has either confirmed the subscription or failed its first
+    /// dial (at most two seconds), so a message published afterwards reaches this
+    /// subscriber through every broker that is up.
     pub fn connect(config: SubscriberConfig) -> crate::Result<Subscriber> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let (settled_tx, settled) = crossbeam_channel::bounded(2);
         let (stop, stopped) = crossbeam_channel::bounded(0);
         let sockets = Arc::new(Mutex::new([None, None]));
         let config = Arc::new(config);
@@ -98,6 +105,7 @@ impl Subscriber {
                 tx: tx.clone(),
                 stopped: stopped.clone(),
                 sockets: Arc::clone(&sockets),
+                settled: Mutex::new(Some(settled_tx.clone())),
             };
             let name = format!("sub-{}", source.to_string().to_lowercase());
             threads.push(
@@ -105,6 +113,12 @@ impl Subscriber {
                     .name(name)
                     .spawn(move || link.run())?,
             );
+        }
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        for _ in 0..2 {
+            if settled.recv_deadline(deadline).is_err() {
+                break;
+            }
         }
         Ok(Subscriber {
             rx,
@@ -198,9 +212,17 @@ struct Link {
     /// Disconnects when the subscriber closes.
     stopped: Receiver<()>,
     sockets: Arc<Mutex<[Option<TcpStream>; 2]>>,
+    /// Told once, when the first subscription is confirmed or the first dial fails.
+    settled: Mutex<Option<Sender<()>>>,
 }
 
 impl Link {
+    fn settle(&self) {
+        if let Some(tx) = self.settled.lock().take() {
+            let _ = tx.try_send(());
+        }
+    }
+
     fn run(self) {
         let addr = &self.config.brokers[self.slot];
         let mut backoff = self.config.min_backoff;
@@ -213,6 +235,7 @@ impl Link {
                 }
                 Ok(false) => return, // the subscriber is gone
                 Err(e) => {
+                    self.settle();
                     if !announced_loss {
                         warn!("{} broker {addr}: {e}; redialling", self.source);
                         announced_loss = true;
@@ -237,6 +260,8 @@ impl Link {
             topic: self.config.topic.clone(),
         }
         .encode(&mut line);
+        // Lines are handled in order: the PONG confirms the subscription.
+        Request::Ping.encode(&mut line);
         stream.write_all(&line)?;
         info!(
             "{} broker {addr}: subscribed to '{}'",
@@ -259,6 +284,7 @@ impl Link {
                         return Ok(false);
                     }
                 }
+                Ok(Reply::Pong) => self.settle(),
                 Ok(Reply::Err(reason)) => warn!("{} broker {addr}: ERR {reason}", self.source),
                 other => debug!("{} broker {addr}: ignoring {other:?}", self.source),
             }
