@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use crate::auth::Secret;
 use crate::broker::Broker;
 use crate::config::{BrokerConfig, ComputeStep, PublisherConfig};
 use crate::error::{Error, Result};
@@ -238,6 +239,8 @@ const BROKER_FLAGS: &[Flag] = &[
     value("--max-connections"),
     value("--slow-consumer-limit"),
     value("--max-pending"),
+    value("--secret"),
+    value("--client-secret"),
 ];
 
 /// The `primary` program.
@@ -258,7 +261,11 @@ pub const BACKUP: Command = Command {
     flags: BROKER_FLAGS,
 };
 
-const PUBLISH_FLAGS: &[Flag] = &[value("--ack-timeout-ms"), value("--resend")];
+const PUBLISH_FLAGS: &[Flag] = &[
+    value("--ack-timeout-ms"),
+    value("--resend"),
+    value("--secret"),
+];
 
 /// The `publisher` program.
 pub const PUBLISHER: Command = Command {
@@ -271,6 +278,7 @@ Publishes one message and exits once a broker ACKed it (exit 1 if none did).
 flags:
   --ack-timeout-ms N   how long to wait for the ACK before failing over [500]
   --resend N           how many of the latest messages to resend after a failover [5]
+  --secret S           the brokers' client secret [$BROKER_CLIENT_SECRET]
   -h, --help           print this help",
     required: 4,
     max_positionals: 4,
@@ -292,6 +300,7 @@ flags:
   --timestamps         prefix each stdout line with the time in ms since the Unix epoch
   --ack-timeout-ms N   how long to wait for an ACK before failing over [500]
   --resend N           how many of the latest messages to resend after a failover [5]
+  --secret S           the brokers' client secret [$BROKER_CLIENT_SECRET]
   -h, --help           print this help",
     required: 3,
     max_positionals: 3,
@@ -301,6 +310,7 @@ flags:
         switch("--timestamps"),
         value("--ack-timeout-ms"),
         value("--resend"),
+        value("--secret"),
     ],
 };
 
@@ -315,10 +325,11 @@ Subscribes on both brokers and prints each message once, as `[PRIMARY] <payload>
 
 flags:
   --timestamps   prefix each line with the time in ms since the Unix epoch
+  --secret S     the brokers' client secret [$BROKER_CLIENT_SECRET]
   -h, --help     print this help",
     required: 3,
     max_positionals: 3,
-    flags: &[switch("--timestamps")],
+    flags: &[switch("--timestamps"), value("--secret")],
 };
 
 mod usage_text {
@@ -338,6 +349,8 @@ mod usage_text {
   --max-connections N        most connections served at once [10000]
   --slow-consumer-limit N    undelivered messages before a subscriber is cut off [10000]
   --max-pending N            unprocessed messages held before publishes are refused [100000]
+  --secret S                 broker-to-broker secret; peer verbs need it [$BROKER_SECRET]
+  --client-secret S          clients must authenticate with it [$BROKER_CLIENT_SECRET]
   -h, --help                 print this help
 
 Logs go to stderr (RUST_LOG=debug follows every message). The first stdout line is
@@ -398,6 +411,8 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
         max_pending: positive("--max-pending", args.value("--max-pending")?)?
             .unwrap_or(defaults.max_pending),
         dedup_publishers: defaults.dedup_publishers,
+        secret: secret(args, "--secret", "BROKER_SECRET"),
+        client_secret: secret(args, "--client-secret", CLIENT_SECRET_ENV),
     })
 }
 
@@ -413,7 +428,19 @@ pub fn publisher_config(args: &Args, first: usize) -> Result<PublisherConfig> {
     if let Some(n) = args.value("--resend")? {
         config.resend = n;
     }
+    config.secret = secret(args, "--secret", CLIENT_SECRET_ENV);
     Ok(config)
+}
+
+/// The environment variable that holds the client secret, for brokers and clients alike.
+pub const CLIENT_SECRET_ENV: &str = "BROKER_CLIENT_SECRET";
+
+/// A secret from its flag, or else from the environment.
+pub fn secret(args: &Args, flag: &str, env: &str) -> Option<Secret> {
+    match args.values.get(flag) {
+        Some(s) => Secret::new(s),
+        None => std::env::var(env).ok().as_deref().and_then(Secret::new),
+    }
 }
 
 /// A positional argument parsed as `T`.

@@ -7,7 +7,8 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::Message;
+use crate::auth::Secret;
+use crate::protocol::{AuthKind, Message};
 
 /// The pseudo edge-computing step every message goes through before it is forwarded.
 #[derive(Clone)]
@@ -61,6 +62,11 @@ pub struct BrokerConfig {
     pub max_pending: usize,
     /// How many publishers the dedup table remembers.
     pub dedup_publishers: usize,
+    /// The broker-to-broker secret: when set, peer verbs need an authenticated connection.
+    pub secret: Option<Secret>,
+    /// The client secret: when set, every client verb but PING needs an authenticated
+    /// connection.
+    pub client_secret: Option<Secret>,
 }
 
 impl Default for BrokerConfig {
@@ -79,11 +85,21 @@ impl Default for BrokerConfig {
             slow_consumer_limit: 10_000,
             max_pending: 100_000,
             dedup_publishers: 100_000,
+            secret: None,
+            client_secret: None,
         }
     }
 }
 
 impl BrokerConfig {
+    /// The secret a connection of `kind` must prove, if one is set.
+    pub fn secret_for(&self, kind: AuthKind) -> Option<&Secret> {
+        match kind {
+            AuthKind::Peer => self.secret.as_ref(),
+            AuthKind::Client => self.client_secret.as_ref(),
+        }
+    }
+
     /// Test timings on loopback port 0: compute 1–3 ms, probes every 20 ms, 200 ms timeout.
     pub fn fast() -> Self {
         BrokerConfig {
@@ -107,6 +123,8 @@ pub struct PublisherConfig {
     pub resend: usize,
     /// How long one publish may keep trying both brokers before it gives up.
     pub give_up_after: Duration,
+    /// The brokers' client secret, if they require one.
+    pub secret: Option<Secret>,
 }
 
 impl PublisherConfig {
@@ -117,6 +135,7 @@ impl PublisherConfig {
             ack_timeout: Duration::from_millis(500),
             resend: 5,
             give_up_after: Duration::from_secs(30),
+            secret: None,
         }
     }
 }
@@ -133,6 +152,8 @@ pub struct SubscriberConfig {
     pub min_backoff: Duration,
     /// The longest wait between redials.
     pub max_backoff: Duration,
+    /// The brokers' client secret, if they require one.
+    pub secret: Option<Secret>,
 }
 
 impl SubscriberConfig {
@@ -147,6 +168,7 @@ impl SubscriberConfig {
             topic: topic.into(),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
+            secret: None,
         }
     }
 }

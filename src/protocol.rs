@@ -105,6 +105,39 @@ impl FromStr for Role {
     }
 }
 
+/// Which secret a connection authenticates with (see [`crate::auth`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthKind {
+    /// The broker-to-broker secret (`--secret`).
+    Peer,
+    /// The client secret (`--client-secret`).
+    Client,
+}
+
+impl AuthKind {
+    /// The lower-case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::Peer => "peer",
+            AuthKind::Client => "client",
+        }
+    }
+}
+
+impl FromStr for AuthKind {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "peer" => Ok(AuthKind::Peer),
+            "client" => Ok(AuthKind::Client),
+            _ => Err(ParseError::new(format!(
+                "bad kind '{s}' (want peer or client)"
+            ))),
+        }
+    }
+}
+
 /// A published message as brokers store, replicate and forward it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -187,6 +220,39 @@ pub enum Request {
         /// The log index to drop.
         index: u64,
     },
+    /// `HANDOVER|<epoch>`: the primary of `epoch` is shutting down; the backup takes over now
+    /// and answers `FENCED|<its new epoch>`.
+    Handover {
+        /// The sender's epoch.
+        epoch: Epoch,
+    },
+    /// `HELLO|<kind>|<nonce>`: starts authentication; answered by `CHALLENGE`.
+    Hello {
+        /// Which secret.
+        kind: AuthKind,
+        /// The dialer's fresh nonce (hex).
+        nonce: String,
+    },
+    /// `PROOF|<proof>`: the dialer's proof; answered by `WELCOME` or `ERR`.
+    Proof {
+        /// HMAC-SHA256 in hex.
+        proof: String,
+    },
+}
+
+impl Request {
+    /// Whether only an authenticated peer broker may send this (when a secret is set).
+    pub fn is_peer_verb(&self) -> bool {
+        matches!(
+            self,
+            Request::Probe(_)
+                | Request::Sync { .. }
+                | Request::Seen(_)
+                | Request::Replicate { .. }
+                | Request::Clear { .. }
+                | Request::Handover { .. }
+        )
+    }
 }
 
 /// Every line a broker sends.
@@ -228,6 +294,15 @@ pub enum Reply {
     },
     /// `STATUS|key=value|…`: the broker's role, epoch, peer state and counters.
     Status(Vec<(String, String)>),
+    /// `CHALLENGE|<nonce>|<proof>`: the listener's nonce and its own proof.
+    Challenge {
+        /// The listener's fresh nonce (hex).
+        nonce: String,
+        /// HMAC-SHA256 in hex.
+        proof: String,
+    },
+    /// `WELCOME`: authenticated.
+    Welcome,
 }
 
 /// Why a line could not be parsed; its text goes back to the client as `ERR|<reason>`.
@@ -307,6 +382,14 @@ impl<'a> Fields<'a> {
 
     fn epoch(&mut self) -> Result<Epoch, ParseError> {
         self.field("epoch")?.parse()
+    }
+
+    fn hex(&mut self, what: &str) -> Result<String, ParseError> {
+        let text = self.field(what)?;
+        if text.is_empty() || text.len() > 128 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseError::new(format!("bad {what} (want hex)")));
+        }
+        Ok(text.to_string())
     }
 
     fn message(&mut self) -> Result<Message, ParseError> {
@@ -403,6 +486,14 @@ impl Request {
                 epoch: f.epoch()?,
                 index: f.number("index")?,
             },
+            "HANDOVER" => Request::Handover { epoch: f.epoch()? },
+            "HELLO" => Request::Hello {
+                kind: f.field("kind")?.parse()?,
+                nonce: f.hex("nonce")?,
+            },
+            "PROOF" => Request::Proof {
+                proof: f.hex("proof")?,
+            },
             "" => return Err(ParseError::new("empty verb")),
             verb if verb.chars().any(|c| c.is_ascii_lowercase()) => {
                 return Err(ParseError::new(format!(
@@ -449,6 +540,9 @@ impl Request {
                 m.id.publisher, m.id.seq, m.topic, m.payload
             ),
             Request::Clear { epoch, index } => writeln!(out, "CLEAR|{epoch}|{index}"),
+            Request::Handover { epoch } => writeln!(out, "HANDOVER|{epoch}"),
+            Request::Hello { kind, nonce } => writeln!(out, "HELLO|{}|{nonce}", kind.as_str()),
+            Request::Proof { proof } => writeln!(out, "PROOF|{proof}"),
         };
     }
 }
@@ -476,6 +570,11 @@ impl Reply {
             },
             "SYNCED" => Reply::Synced { epoch: f.epoch()? },
             "FENCED" => Reply::Fenced { epoch: f.epoch()? },
+            "CHALLENGE" => Reply::Challenge {
+                nonce: f.hex("nonce")?,
+                proof: f.hex("proof")?,
+            },
+            "WELCOME" => Reply::Welcome,
             "STATUS" => {
                 let mut pairs = Vec::new();
                 while f.rest.is_some() {
@@ -518,6 +617,8 @@ impl Reply {
             Reply::Replicated { index } => writeln!(out, "REPLICATED|{index}"),
             Reply::Synced { epoch } => writeln!(out, "SYNCED|{epoch}"),
             Reply::Fenced { epoch } => writeln!(out, "FENCED|{epoch}"),
+            Reply::Challenge { nonce, proof } => writeln!(out, "CHALLENGE|{nonce}|{proof}"),
+            Reply::Welcome => writeln!(out, "WELCOME"),
             Reply::Status(pairs) => {
                 out.extend_from_slice(b"STATUS");
                 for (k, v) in pairs {
@@ -652,6 +753,14 @@ mod tests {
                 message: msg(1, 2, "topicC", "42"),
             },
             Request::Clear { epoch, index: 12 },
+            Request::Handover { epoch },
+            Request::Hello {
+                kind: AuthKind::Client,
+                nonce: "00ff".into(),
+            },
+            Request::Proof {
+                proof: "abcdef01".into(),
+            },
         ];
         for r in requests {
             let mut line = Vec::new();
@@ -686,6 +795,11 @@ mod tests {
             Reply::Synced { epoch },
             Reply::Fenced { epoch },
             Reply::Status(vec![("role".into(), "primary".into())]),
+            Reply::Challenge {
+                nonce: "0a".into(),
+                proof: "1b".into(),
+            },
+            Reply::Welcome,
         ];
         for r in replies {
             let mut line = r.to_bytes();

@@ -11,7 +11,11 @@ fn main() -> ExitCode {
         let primary = cli::check_host_port(args.positional(1).unwrap_or_default())?;
         let backup = cli::check_host_port(args.positional(2).unwrap_or_default())?;
         let timestamps = args.switch("--timestamps");
-        let mut subscriber = Subscriber::connect(SubscriberConfig::new(topic, primary, backup))?;
+        let config = SubscriberConfig {
+            secret: cli::secret(&args, "--secret", cli::CLIENT_SECRET_ENV),
+            ..SubscriberConfig::new(topic, primary, backup)
+        };
+        let mut subscriber = Subscriber::connect(config)?;
         cli::on_interrupt({
             let closer = subscriber.closer();
             move || closer.close()

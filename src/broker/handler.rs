@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 
+use crate::auth::{self, Side};
 use crate::connection::{LINE_TOO_LONG, LineReader};
-use crate::protocol::{Epoch, Message, Reply, Request, Role};
+use crate::protocol::{AuthKind, Epoch, Message, Reply, Request, Role};
 
 use super::node::{Node, Refusal};
 use super::topics::{Format, Frame, Outbox};
@@ -33,6 +34,19 @@ struct Conn {
     outbox: Option<(Arc<Outbox>, JoinHandle<()>)>,
     /// Set when the peer SYNCed on this connection: it is our primary's replication link.
     link_epoch: Option<Epoch>,
+    /// What the connection proved it may do.
+    access: Access,
+    /// A handshake in progress: its kind, the dialer's nonce and ours.
+    challenge: Option<(AuthKind, String, String)>,
+    /// Set when the connection must close after the current line (failed authentication).
+    hang_up: bool,
+}
+
+/// What a connection has authenticated as.
+#[derive(Clone, Copy, Debug, Default)]
+struct Access {
+    peer: bool,
+    client: bool,
 }
 
 /// Serves one connection until it closes. `id` is its key in the node's socket registry.
@@ -53,6 +67,9 @@ pub fn serve(node: Arc<Node>, stream: TcpStream, id: u64) {
         out: Vec::new(),
         outbox: None,
         link_epoch: None,
+        access: Access::default(),
+        challenge: None,
+        hang_up: false,
     };
     loop {
         match reader.read_line() {
@@ -75,6 +92,10 @@ pub fn serve(node: Arc<Node>, stream: TcpStream, id: u64) {
                 break;
             }
         }
+        if conn.hang_up {
+            conn.flush();
+            break;
+        }
         if !reader.has_buffered_line() && !conn.flush() {
             break;
         }
@@ -91,6 +112,9 @@ impl Conn {
                 return self.reply(&Reply::Err(e.reason().to_string()));
             }
         };
+        if let Some(refusal) = self.check_access(&request) {
+            return self.reply(&Reply::Err(refusal.into()));
+        }
         let node = Arc::clone(&self.node);
         let reply = match request {
             Request::Publish { topic, payload } => {
@@ -133,9 +157,61 @@ impl Conn {
                 message,
             } => Some(node.accept_replicate(epoch, index, message)),
             Request::Clear { epoch, index } => node.accept_clear(epoch, index),
+            Request::Handover { epoch } => Some(node.accept_handover(epoch)),
+            Request::Hello { kind, nonce } => Some(self.challenge(kind, nonce)),
+            Request::Proof { proof } => Some(self.check_proof(&proof)),
         };
         if let Some(reply) = reply {
             self.reply(&reply);
+        }
+    }
+
+    /// Refuses a verb this connection has not authenticated for.
+    fn check_access(&self, request: &Request) -> Option<&'static str> {
+        let config = &self.node.config;
+        match request {
+            Request::Ping | Request::Hello { .. } | Request::Proof { .. } => None,
+            r if r.is_peer_verb() => (config.secret.is_some() && !self.access.peer)
+                .then_some("authenticate first (HELLO|peer|<nonce>)"),
+            _ => (config.client_secret.is_some() && !self.access.client && !self.access.peer)
+                .then_some("authenticate first (HELLO|client|<nonce>)"),
+        }
+    }
+
+    /// HELLO: answer with our nonce and our proof.
+    fn challenge(&mut self, kind: AuthKind, theirs: String) -> Reply {
+        let Some(secret) = self.node.config.secret_for(kind) else {
+            return Reply::Err(format!("no {} secret is set here", kind.as_str()));
+        };
+        let ours = auth::nonce();
+        let proof = auth::proof(secret, Side::Listener, kind, &theirs, &ours);
+        self.challenge = Some((kind, theirs, ours.clone()));
+        Reply::Challenge { nonce: ours, proof }
+    }
+
+    /// PROOF: grant access, or hang up.
+    fn check_proof(&mut self, proof: &str) -> Reply {
+        let verified = self.challenge.take().is_some_and(|(kind, theirs, ours)| {
+            let ok = self
+                .node
+                .config
+                .secret_for(kind)
+                .is_some_and(|s| auth::verify(s, Side::Dialer, kind, (&theirs, &ours), proof));
+            if ok {
+                match kind {
+                    AuthKind::Peer => self.access.peer = true,
+                    AuthKind::Client => self.access.client = true,
+                }
+            }
+            ok
+        });
+        if verified {
+            debug!("authenticated");
+            Reply::Welcome
+        } else {
+            warn!("authentication failed; hanging up");
+            self.hang_up = true;
+            Reply::Err("authentication failed".into())
         }
     }
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info};
 
+use crate::auth;
 use crate::connection::{LineReader, dial, is_timeout};
-use crate::protocol::{PeerState, Reply, Request, Role};
+use crate::protocol::{AuthKind, PeerState, Reply, Request, Role};
 
 use super::node::Node;
 
@@ -100,8 +101,11 @@ impl Prober {
             let stream = dial(&self.addr, timeout)?;
             stream.set_read_timeout(Some(timeout))?;
             stream.set_write_timeout(Some(timeout))?;
+            let mut reader = LineReader::new(stream.try_clone()?, self.node.config.max_line_bytes);
+            if let Some(secret) = &self.node.config.secret {
+                auth::authenticate(&stream, &mut reader, AuthKind::Peer, secret)?;
+            }
             let key = self.node.register(&stream).ok_or_else(stopping)?;
-            let reader = LineReader::new(stream.try_clone()?, self.node.config.max_line_bytes);
             self.conn = Some((stream, reader, key));
         }
         let Some((stream, reader, _)) = self.conn.as_mut() else {

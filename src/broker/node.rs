@@ -37,6 +37,8 @@ pub enum LinkCmd {
     Clear(u64),
     /// SEEN: a publisher's highest accepted sequence, sent during a sync.
     Seen(MsgId),
+    /// HANDOVER: we are shutting down; the backup takes over now.
+    Handover,
 }
 
 /// Everything the role mutex guards.
@@ -51,6 +53,8 @@ pub struct State {
     pub link: Option<Sender<LinkCmd>>,
     /// The peer as its last answer described it.
     pub peer: Option<PeerState>,
+    /// Set while a shutting-down primary hands over: it accepts no more publishes.
+    handing_over: bool,
     probes_requested: u64,
     probes_answered: u64,
 }
@@ -128,6 +132,7 @@ impl Node {
                 log: Log::new(config.dedup_publishers),
                 link: None,
                 peer: None,
+                handing_over: false,
                 probes_requested: 0,
                 probes_answered: 0,
             }),
@@ -191,7 +196,7 @@ impl Node {
         if self.stopping() {
             return Err(Refusal::Stopping);
         }
-        if s.role != Role::Primary {
+        if s.role != Role::Primary || s.handing_over {
             return Err(Refusal::NotPrimary);
         }
         if self.safety.health() == BackupHealth::Silent && self.config.require_backup {
@@ -360,10 +365,15 @@ impl Node {
             return false;
         }
         if s.role == Role::Primary {
-            warn!(
-                "met epoch {epoch}, newer than our {}: stepping down to backup",
-                s.epoch
-            );
+            if s.handing_over {
+                info!("the backup took over in epoch {epoch}");
+            } else {
+                warn!(
+                    "met epoch {epoch}, newer than our {}: stepping down to backup",
+                    s.epoch
+                );
+            }
+            s.handing_over = false;
             self.counters.step_downs.fetch_add(1, Ordering::Relaxed);
             s.role = Role::Backup;
             s.link = None;
@@ -430,6 +440,44 @@ impl Node {
             return Some(Reply::Err("not synced; send SYNC first".into()));
         }
         None
+    }
+
+    /// HANDOVER from the primary we follow: take over now, and tell it our new epoch.
+    pub fn accept_handover(&self, epoch: Epoch) -> Reply {
+        let (role, ours) = self.role();
+        if role == Role::Backup && epoch == ours {
+            self.take_over("the primary handed over as it shut down");
+        }
+        let (_, now) = self.role();
+        if now > epoch {
+            Reply::Fenced { epoch: now }
+        } else {
+            Reply::Err("not following that epoch".into())
+        }
+    }
+
+    /// A shutting-down primary asks its synced backup to take over, and waits (at most a ping
+    /// timeout) until the backup's new epoch made it step down. `false` if there was no synced
+    /// backup to hand over to.
+    pub fn hand_over(&self) -> bool {
+        let mut s = self.state.lock();
+        let Some(link) = s.link.clone() else {
+            return false;
+        };
+        if s.role != Role::Primary || self.safety.health() != BackupHealth::Up {
+            return false;
+        }
+        s.handing_over = true;
+        let _ = link.send(LinkCmd::Handover);
+        info!("handing over to the backup");
+        let deadline = Instant::now() + self.config.ping_timeout;
+        while s.role == Role::Primary {
+            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
+                warn!("the backup did not take over in time");
+                return false;
+            }
+        }
+        true
     }
 
     /// A PROBE from the peer: note what it says, answer with our state. A backup probing a

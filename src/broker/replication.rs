@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, select};
 use log::{debug, info, warn};
 
+use crate::auth;
 use crate::connection::{LineReader, dial, is_timeout};
-use crate::protocol::{Epoch, Message, Reply, Request, Role};
+use crate::protocol::{AuthKind, Epoch, Message, Reply, Request, Role};
 
 use super::node::{LinkCmd, Node};
 use super::safety::BackupHealth;
@@ -99,10 +100,13 @@ fn open_session(node: &Node, peer: &str, epoch: Epoch) -> Result<TcpStream, Fail
         }
     };
     stream.set_read_timeout(Some(timeout)).map_err(silent)?;
+    let mut reader = LineReader::new(&stream, node.config.max_line_bytes);
+    if let Some(secret) = &node.config.secret {
+        auth::authenticate(&stream, &mut reader, AuthKind::Peer, secret).map_err(silent)?;
+    }
     let mut line = Vec::new();
     Request::Sync { epoch }.encode(&mut line);
     (&stream).write_all(&line).map_err(silent)?;
-    let mut reader = LineReader::new(&stream, node.config.max_line_bytes);
     let answer = reader
         .read_line()
         .map_err(silent)?
@@ -217,6 +221,10 @@ fn encode(cmd: &LinkCmd, epoch: Epoch, buf: &mut Vec<u8>) -> u64 {
         }
         LinkCmd::Seen(id) => {
             Request::Seen(*id).encode(buf);
+            0
+        }
+        LinkCmd::Handover => {
+            Request::Handover { epoch }.encode(buf);
             0
         }
     }

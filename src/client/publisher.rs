@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use crate::auth;
 use crate::config::PublisherConfig;
 use crate::connection::{LineReader, dial, is_timeout};
 use crate::error::{Error, Result};
-use crate::protocol::{Message, MsgId, Reply, Request};
+use crate::protocol::{AuthKind, Message, MsgId, Reply, Request};
 
 /// A blocking publisher with failover and idempotent resends.
 ///
@@ -138,7 +139,11 @@ impl Publisher {
         let deadline = Instant::now() + timeout;
         if self.conn.is_none() {
             let stream = dial(&self.config.brokers[self.current], timeout)?;
-            let reader = LineReader::new(stream.try_clone()?, 64 * 1024);
+            stream.set_read_timeout(Some(timeout))?;
+            let mut reader = LineReader::new(stream.try_clone()?, 64 * 1024);
+            if let Some(secret) = &self.config.secret {
+                auth::authenticate(&stream, &mut reader, AuthKind::Client, secret)?;
+            }
             self.conn = Some((stream, reader));
         }
         let Some((stream, reader)) = self.conn.as_mut() else {

@@ -14,9 +14,10 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use super::Source;
+use crate::auth;
 use crate::config::SubscriberConfig;
 use crate::connection::{LineReader, dial};
-use crate::protocol::{Epoch, Message, MsgId, Reply, Request};
+use crate::protocol::{AuthKind, Epoch, Message, MsgId, Reply, Request};
 
 /// A message as the subscriber hands it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,6 +253,12 @@ impl Link {
     fn session(&self, addr: &str) -> std::io::Result<bool> {
         let mut stream = dial(addr, Duration::from_secs(1))?;
         self.sockets.lock()[self.slot] = Some(stream.try_clone()?);
+        let mut reader = LineReader::new(stream.try_clone()?, 64 * 1024 + 256);
+        if let Some(secret) = &self.config.secret {
+            stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+            auth::authenticate(&stream, &mut reader, AuthKind::Client, secret)?;
+            stream.set_read_timeout(None)?;
+        }
         if self.is_stopped() {
             return Ok(false);
         }
@@ -267,7 +274,6 @@ impl Link {
             "{} broker {addr}: subscribed to '{}'",
             self.source, self.config.topic
         );
-        let mut reader = LineReader::new(stream, 64 * 1024 + 256);
         loop {
             let Some(line) = reader.read_line()? else {
                 info!("{} broker {addr} closed the connection", self.source);

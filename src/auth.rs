@@ -1,0 +1,182 @@
+//! Shared-secret authentication: a mutual challenge–response with random nonces and
+//! HMAC-SHA256 (RustCrypto's `hmac` and `sha2`), so the secret itself never crosses the wire.
+//!
+//! ```text
+//! dialer   → HELLO|<kind>|<dialer nonce>
+//! listener → CHALLENGE|<listener nonce>|<listener proof>
+//! dialer   → PROOF|<dialer proof>            (after checking the listener's proof)
+//! listener → WELCOME                         (or ERR|authentication failed, and it hangs up)
+//! ```
+//!
+//! A proof is `HMAC-SHA256(secret, "<side>|<kind>|<dialer nonce>|<listener nonce>")` in hex,
+//! where side is `listener` or `dialer`: each side proves it knows the secret for this pair of
+//! fresh nonces, and neither proof can be replayed or reflected. `kind` is `peer` (the
+//! broker-to-broker secret, `--secret`) or `client` (`--client-secret`). The wire is not
+//! encrypted: the secret protects who may act, not what can be read.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::connection::LineReader;
+use crate::protocol::{AuthKind, Reply, Request};
+
+/// A shared secret. Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret; `None` for an empty one.
+    pub fn new(secret: &str) -> Option<Secret> {
+        (!secret.is_empty()).then(|| Secret(secret.into()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Which end of the handshake computes a proof.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The side that accepted the connection.
+    Listener,
+    /// The side that dialled.
+    Dialer,
+}
+
+/// A fresh random nonce: 128 bits in hex.
+pub fn nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn mac(secret: &Secret, side: Side, kind: AuthKind, dialer: &str, listener: &str) -> Hmac<Sha256> {
+    let side = match side {
+        Side::Listener => "listener",
+        Side::Dialer => "dialer",
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(format!("{side}|{}|{dialer}|{listener}", kind.as_str()).as_bytes());
+    mac
+}
+
+/// The proof `side` sends for this pair of nonces, in hex.
+pub fn proof(secret: &Secret, side: Side, kind: AuthKind, dialer: &str, listener: &str) -> String {
+    let bytes = mac(secret, side, kind, dialer, listener)
+        .finalize()
+        .into_bytes();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks, in constant time, a proof `side` sent.
+pub fn verify(
+    secret: &Secret,
+    side: Side,
+    kind: AuthKind,
+    nonces: (&str, &str),
+    proof_hex: &str,
+) -> bool {
+    let Some(bytes) = unhex(proof_hex) else {
+        return false;
+    };
+    mac(secret, side, kind, nonces.0, nonces.1)
+        .verify_slice(&bytes)
+        .is_ok()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Runs the dialer's side of the handshake on a fresh connection.
+pub fn authenticate<R: Read>(
+    mut writer: impl Write,
+    reader: &mut LineReader<R>,
+    kind: AuthKind,
+    secret: &Secret,
+) -> io::Result<()> {
+    let mine = nonce();
+    let mut line = Vec::new();
+    Request::Hello {
+        kind,
+        nonce: mine.clone(),
+    }
+    .encode(&mut line);
+    writer.write_all(&line)?;
+    let (theirs, their_proof) = match read_reply(reader)? {
+        Reply::Challenge { nonce, proof } => (nonce, proof),
+        other => return Err(refused(format!("answered HELLO with {other:?}"))),
+    };
+    if !verify(secret, Side::Listener, kind, (&mine, &theirs), &their_proof) {
+        return Err(refused("the listener does not know the secret".to_string()));
+    }
+    line.clear();
+    Request::Proof {
+        proof: proof(secret, Side::Dialer, kind, &mine, &theirs),
+    }
+    .encode(&mut line);
+    writer.write_all(&line)?;
+    match read_reply(reader)? {
+        Reply::Welcome => Ok(()),
+        other => Err(refused(format!("answered PROOF with {other:?}"))),
+    }
+}
+
+fn read_reply<R: Read>(reader: &mut LineReader<R>) -> io::Result<Reply> {
+    let line = reader
+        .read_line()?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed during HELLO"))?;
+    Reply::parse(line).map_err(|e| refused(e.to_string()))
+}
+
+fn refused(why: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("authentication failed: {why}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proofs_bind_secret_side_kind_and_nonces() {
+        let s = Secret::new("s3cret").unwrap();
+        let (d, l) = (nonce(), nonce());
+        let p = proof(&s, Side::Dialer, AuthKind::Peer, &d, &l);
+        assert_eq!(p.len(), 64);
+        assert!(verify(&s, Side::Dialer, AuthKind::Peer, (&d, &l), &p));
+        let other = Secret::new("other").unwrap();
+        assert!(!verify(&other, Side::Dialer, AuthKind::Peer, (&d, &l), &p));
+        assert!(!verify(&s, Side::Listener, AuthKind::Peer, (&d, &l), &p));
+        assert!(!verify(&s, Side::Dialer, AuthKind::Client, (&d, &l), &p));
+        assert!(!verify(&s, Side::Dialer, AuthKind::Peer, (&l, &d), &p));
+        assert!(!verify(&s, Side::Dialer, AuthKind::Peer, (&d, &l), "zz"));
+        assert!(!verify(&s, Side::Dialer, AuthKind::Peer, (&d, &l), "ü"));
+    }
+
+    #[test]
+    fn nonces_are_fresh() {
+        assert_ne!(nonce(), nonce());
+        assert_eq!(nonce().len(), 32);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        assert_eq!(format!("{:?}", Secret::new("x")), "Some(Secret(..))");
+        assert_eq!(Secret::new(""), None);
+    }
+}
