@@ -104,15 +104,19 @@ fn a_backup_with_the_wrong_secret_is_never_synced() {
     };
     let primary = start_broker(pl, &with("right"), ba, true);
     let backup = start_broker(bl, &with("wrong"), pa, false);
-    // The backup's probes are refused too, so it can only see the primary as silent; what
-    // matters is that neither accepted the other's peer verbs.
-    let mut client = LineClient::connect(pa);
-    wait_until("the primary to give up on the backup", || {
-        primary.status().backup != BackupHealth::Up
+    // Each side has tried the other and failed the handshake.
+    wait_until("both handshakes to fail", || {
+        primary.status().counters.auth_failures > 0 && backup.status().counters.auth_failures > 0
     });
-    assert_eq!(client.ask("STATUS").contains("backup=up"), false);
-    assert_eq!(backup.status().pending, 0);
-    assert_ne!(backup.status().epoch, primary.status().epoch);
+    // The preferred primary leads alone; the misconfigured backup neither follows nor leads.
+    let mut client = LineClient::connect(pa);
+    assert_eq!(client.ask("PUBLISH|t|x"), "ACK");
+    let (p, b) = (primary.status(), backup.status());
+    assert_eq!((p.role, p.backup), (Role::Primary, BackupHealth::Down));
+    assert_eq!(
+        (b.role, b.epoch, b.pending),
+        (Role::Backup, Default::default(), 0)
+    );
 }
 
 #[test]

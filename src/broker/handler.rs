@@ -210,6 +210,10 @@ impl Conn {
             Reply::Welcome
         } else {
             warn!("authentication failed; hanging up");
+            self.node
+                .counters
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
             self.hang_up = true;
             Reply::Err("authentication failed".into())
         }
@@ -219,28 +223,16 @@ impl Conn {
     /// primary is really alive; if it is not, the backup takes over and serves the publish.
     fn publish(&mut self, message: Message) -> Result<(), String> {
         let node = &self.node;
-        let mut settled = false;
-        loop {
-            let refusal = match node.admit(message.clone()) {
-                Ok(admitted) => return node.await_safe(&admitted),
-                Err(refusal) => refusal,
-            };
-            match refusal {
-                Refusal::NotPrimary if !settled => {
-                    debug!("publish on the backup; probing the primary now");
-                    settled = true;
-                    if node.settle_role() != Role::Primary {
-                        return Err(node.not_primary_reason());
-                    }
-                }
-                Refusal::NotPrimary => return Err(node.not_primary_reason()),
-                Refusal::Overloaded(n) => return Err(format!("overloaded: {n} messages pending")),
-                Refusal::BackupSilent => {
-                    return Err("backup silent; refusing to ACK (--require-backup)".into());
-                }
-                Refusal::Stopping => return Err("shutting down".into()),
+        let mut result = node.admit(message.clone());
+        if result.as_ref().err() == Some(&Refusal::NotPrimary) {
+            debug!("publish on the backup; probing the primary now");
+            if node.settle_role() == Role::Primary {
+                result = node.admit(message);
             }
         }
+        result
+            .and_then(|admitted| node.await_safe(&admitted))
+            .map_err(|refusal| node.explain(&refusal))
     }
 
     fn subscribe(&mut self, topic: &str, format: Format) -> Option<Reply> {

@@ -3,12 +3,13 @@
 //! process answers with a refused or reset connection and is acted on at once; a silent one
 //! after the ping timeout.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::{debug, info};
+use log::{debug, error, info};
 
 use crate::auth;
 use crate::connection::{LineReader, dial, is_timeout};
@@ -23,13 +24,18 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
         return;
     };
     let mut prober = Prober::new(&node, peer_addr);
+    let mut refusal_logged = false;
     loop {
         if !node.wait_for_role(Role::Backup) {
             return;
         }
         node.gate();
         let ticket = node.probe_started();
-        match prober.probe(node.me()) {
+        let result = prober.probe(node.me());
+        if result.is_ok() {
+            refusal_logged = false;
+        }
+        match result {
             Ok(peer) if peer.role == Role::Primary => node.peer_answered(peer),
             Ok(peer) => {
                 node.peer_answered(peer);
@@ -39,7 +45,25 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
                     debug!("the peer is a backup too and ranks higher; waiting for it to lead");
                 }
             }
-            Err(reason) => node.take_over(&format!("peer {} {reason}", prober.addr)),
+            // The peer answered but we cannot trust it, or it will not talk to us: it is not
+            // dead, the pair is misconfigured. Only the preferred primary leads.
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+                if !refusal_logged {
+                    error!(
+                        "peer {} {e}: check that both brokers have the same --secret",
+                        prober.addr
+                    );
+                    refusal_logged = true;
+                }
+                if node.config.preferred_primary {
+                    node.take_over(
+                        "the peer cannot be authenticated; we are the preferred primary",
+                    );
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {} // stopping
+            Err(e) => node.take_over(&format!("peer {} {}", prober.addr, describe(&e))),
         }
         node.probe_finished(ticket);
         match probe_now.recv_timeout(node.config.ping_interval) {
@@ -71,16 +95,16 @@ impl Prober {
     }
 
     /// Sends PROBE and reads the PONG. A connection that broke since the last probe is
-    /// redialled once before the peer counts as dead.
-    fn probe(&mut self, me: PeerState) -> Result<PeerState, String> {
+    /// redialled once before the peer counts as dead. `PermissionDenied` means the peer is
+    /// alive but failed authentication or refused the probe.
+    fn probe(&mut self, me: PeerState) -> std::io::Result<PeerState> {
         let fresh = self.conn.is_none();
         match self.exchange(me) {
-            Ok(peer) => Ok(peer),
-            Err(e) if !fresh && !is_timeout(&e) => {
+            Err(e) if !fresh && !is_timeout(&e) && e.kind() != ErrorKind::PermissionDenied => {
                 debug!("probe connection to {} broke ({e}); redialling", self.addr);
-                self.exchange(me).map_err(describe)
+                self.exchange(me)
             }
-            Err(e) => Err(describe(e)),
+            result => result,
         }
     }
 
@@ -119,8 +143,12 @@ impl Prober {
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"))?;
         match Reply::parse(answer) {
             Ok(Reply::PeerPong(peer)) => Ok(peer),
+            Ok(Reply::Err(reason)) => Err(std::io::Error::new(
+                ErrorKind::PermissionDenied,
+                format!("refused the probe: {reason}"),
+            )),
             other => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
+                ErrorKind::InvalidData,
                 format!("answered the probe with {other:?}"),
             )),
         }
@@ -131,7 +159,7 @@ fn stopping() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::Interrupted, "stopping")
 }
 
-fn describe(e: std::io::Error) -> String {
+fn describe(e: &std::io::Error) -> String {
     use std::io::ErrorKind::*;
     let text = match e.kind() {
         ConnectionRefused => "refused the connection (process gone)".to_string(),

@@ -59,15 +59,17 @@ pub struct State {
     probes_answered: u64,
 }
 
-/// Why a publish was not accepted.
+/// Why a publish was not accepted or not ACKed; [`Node::explain`] words it for the client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// We are the backup and the primary is alive.
+    /// We are the backup and the primary is alive, or we stopped being primary.
     NotPrimary,
     /// Too many messages wait to be processed.
     Overloaded(usize),
     /// `--require-backup` and the backup is silent.
     BackupSilent,
+    /// The backup neither confirmed nor was declared down in time.
+    TimedOut,
     /// The broker is shutting down.
     Stopping,
 }
@@ -125,7 +127,7 @@ impl Node {
     ) -> Self {
         let id = rand::random_range(1..=999_999);
         Node {
-            safety: Safety::new(config.require_backup),
+            safety: Safety::new(),
             state: Mutex::new(State {
                 role: Role::Backup,
                 epoch: Epoch::default(),
@@ -243,12 +245,15 @@ impl Node {
     }
 
     /// Waits until an admitted publish may be ACKed.
-    pub fn await_safe(&self, admitted: &Admitted) -> Result<(), String> {
+    pub fn await_safe(&self, admitted: &Admitted) -> Result<(), Refusal> {
         let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout * 2;
-        match self
-            .safety
-            .wait(admitted.index, admitted.generation, Some(deadline))
-        {
+        let verdict = self.safety.wait(
+            admitted.index,
+            admitted.generation,
+            Some(deadline),
+            self.config.require_backup,
+        );
+        match verdict {
             Verdict::Replicated => {
                 debug!("{} confirmed by the backup; ACKing", admitted.id);
                 Ok(())
@@ -257,19 +262,25 @@ impl Node {
                 debug!("{} ACKed without a backup (degraded)", admitted.id);
                 Ok(())
             }
-            Verdict::BackupSilent => {
-                Err("backup silent; refusing to ACK (--require-backup)".into())
-            }
-            Verdict::Interrupted => Err(self.not_primary_reason()),
-            Verdict::TimedOut => Err("backup did not confirm in time".into()),
+            Verdict::BackupSilent => Err(Refusal::BackupSilent),
+            Verdict::Interrupted if self.stopping() => Err(Refusal::Stopping),
+            Verdict::Interrupted => Err(Refusal::NotPrimary),
+            Verdict::TimedOut => Err(Refusal::TimedOut),
         }
     }
 
-    /// The `ERR` text that sends a client to the other broker.
-    pub fn not_primary_reason(&self) -> String {
-        match &self.config.peer {
-            Some(peer) => format!("not primary; the primary is {peer}"),
-            None => "not primary".into(),
+    /// The `ERR` text for a refusal; "not primary" names the other broker, so the client
+    /// knows where to go.
+    pub fn explain(&self, refusal: &Refusal) -> String {
+        match refusal {
+            Refusal::NotPrimary => match &self.config.peer {
+                Some(peer) => format!("not primary; the primary is {peer}"),
+                None => "not primary".into(),
+            },
+            Refusal::Overloaded(n) => format!("overloaded: {n} messages pending"),
+            Refusal::BackupSilent => "backup silent; refusing to ACK (--require-backup)".into(),
+            Refusal::TimedOut => "backup did not confirm in time".into(),
+            Refusal::Stopping => "shutting down".into(),
         }
     }
 
@@ -297,26 +308,17 @@ impl Node {
     /// Blocks the worker until the message at `index` is replicated (or there is no backup).
     /// `false` means the reign ended meanwhile and the job must be dropped.
     pub fn await_replicated(&self, index: u64, epoch: Epoch) -> bool {
-        loop {
-            let generation = {
-                let s = self.state.lock();
-                if s.role != Role::Primary || s.epoch != epoch {
-                    return false;
-                }
-                self.safety.generation()
-            };
-            match self.safety.wait(index, generation, None) {
-                Verdict::Replicated | Verdict::Degraded => return true,
-                Verdict::Interrupted => return false,
-                // Strict mode with a silent backup: wait for it to return or be declared dead.
-                Verdict::BackupSilent | Verdict::TimedOut => {
-                    if self.stopping() {
-                        return false;
-                    }
-                    std::thread::sleep(self.config.ping_timeout.min(Duration::from_millis(50)));
-                }
+        let generation = {
+            let s = self.state.lock();
+            if s.role != Role::Primary || s.epoch != epoch {
+                return false;
             }
-        }
+            self.safety.generation()
+        };
+        matches!(
+            self.safety.wait(index, generation, None, false),
+            Verdict::Replicated | Verdict::Degraded
+        )
     }
 
     // ---- role changes ----

@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -95,6 +96,11 @@ fn open_session(node: &Node, peer: &str, epoch: Epoch) -> Result<TcpStream, Fail
     let silent = |e: std::io::Error| {
         if is_timeout(&e) {
             Failure::Silent("did not answer SYNC in time".into())
+        } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+            node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+            Failure::Refused(format!(
+                "{e} (check that both brokers have the same --secret)"
+            ))
         } else {
             Failure::Refused(format!("dropped the connection: {e}"))
         }

@@ -37,7 +37,7 @@ pub enum Verdict {
     Replicated,
     /// There is no backup; the message is as safe as it will get.
     Degraded,
-    /// The backup is silent and `--require-backup` is set.
+    /// The backup is silent and the waiter refuses to wait for it (`--require-backup`).
     BackupSilent,
     /// The broker changed role or epoch while waiting; the message is not ours to ACK.
     Interrupted,
@@ -59,12 +59,17 @@ struct Inner {
 pub struct Safety {
     inner: Mutex<Inner>,
     changed: Condvar,
-    strict: bool,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety::new()
+    }
 }
 
 impl Safety {
-    /// Starts with no backup; `strict` is `--require-backup`.
-    pub fn new(strict: bool) -> Self {
+    /// Starts with no backup.
+    pub fn new() -> Self {
         Safety {
             inner: Mutex::new(Inner {
                 confirmed: 0,
@@ -74,7 +79,6 @@ impl Safety {
                 generation: 0,
             }),
             changed: Condvar::new(),
-            strict,
         }
     }
 
@@ -94,8 +98,16 @@ impl Safety {
     }
 
     /// Blocks until the message at `index` is safe, the backup is given up, the role changes
-    /// (`generation` differs) or `deadline` passes.
-    pub fn wait(&self, index: u64, generation: u64, deadline: Option<Instant>) -> Verdict {
+    /// (`generation` differs) or `deadline` passes. With `refuse_silent` (an ACK under
+    /// `--require-backup`) a silent backup ends the wait at once; without it (the worker) the
+    /// wait goes on until the backup answers or is declared down.
+    pub fn wait(
+        &self,
+        index: u64,
+        generation: u64,
+        deadline: Option<Instant>,
+        refuse_silent: bool,
+    ) -> Verdict {
         let mut inner = self.inner.lock();
         loop {
             if inner.generation != generation {
@@ -103,7 +115,7 @@ impl Safety {
             }
             match inner.health {
                 BackupHealth::Down => return Verdict::Degraded,
-                BackupHealth::Silent if self.strict => return Verdict::BackupSilent,
+                BackupHealth::Silent if refuse_silent => return Verdict::BackupSilent,
                 _ if inner.confirmed >= index => return Verdict::Replicated,
                 _ => {}
             }
@@ -173,42 +185,44 @@ mod tests {
 
     #[test]
     fn waits_for_the_confirmation_while_up() {
-        let safety = Arc::new(Safety::new(false));
+        let safety = Arc::new(Safety::new());
         safety.set_health(BackupHealth::Up);
         let g = safety.generation();
         let soon = Some(Instant::now() + Duration::from_millis(20));
-        assert_eq!(safety.wait(1, g, soon), Verdict::TimedOut);
+        assert_eq!(safety.wait(1, g, soon, false), Verdict::TimedOut);
         let s = Arc::clone(&safety);
         let confirmer = std::thread::spawn(move || s.confirm(1));
-        assert_eq!(safety.wait(1, g, None), Verdict::Replicated);
+        assert_eq!(safety.wait(1, g, None, false), Verdict::Replicated);
         confirmer.join().unwrap();
     }
 
     #[test]
     fn down_is_degraded_and_strict_refuses_silence() {
-        let lax = Safety::new(false);
-        assert_eq!(lax.wait(5, 0, None), Verdict::Degraded);
-        let strict = Safety::new(true);
-        strict.set_health(BackupHealth::Silent);
-        assert_eq!(strict.wait(5, 0, None), Verdict::BackupSilent);
-        strict.set_health(BackupHealth::Down);
-        assert_eq!(strict.wait(5, 0, None), Verdict::Degraded);
+        let safety = Arc::new(Safety::new());
+        assert_eq!(safety.wait(5, 0, None, true), Verdict::Degraded);
+        safety.set_health(BackupHealth::Silent);
+        assert_eq!(safety.wait(5, 0, None, true), Verdict::BackupSilent);
+        // A waiter that does not refuse silence waits until the backup is declared down.
+        let s = Arc::clone(&safety);
+        let waiter = std::thread::spawn(move || s.wait(5, 0, None, false));
+        safety.set_health(BackupHealth::Down);
+        assert_eq!(waiter.join().unwrap(), Verdict::Degraded);
     }
 
     #[test]
     fn a_role_change_interrupts_waiters() {
-        let safety = Arc::new(Safety::new(false));
+        let safety = Arc::new(Safety::new());
         safety.set_health(BackupHealth::Up);
         let g = safety.generation();
         let s = Arc::clone(&safety);
-        let waiter = std::thread::spawn(move || s.wait(9, g, None));
+        let waiter = std::thread::spawn(move || s.wait(9, g, None, false));
         safety.interrupt();
         assert_eq!(waiter.join().unwrap(), Verdict::Interrupted);
     }
 
     #[test]
     fn tracks_how_long_sends_wait_unconfirmed() {
-        let safety = Safety::new(false);
+        let safety = Safety::new();
         safety.set_health(BackupHealth::Up);
         assert!(safety.unconfirmed_since().is_none());
         safety.note_sent(3);

@@ -25,6 +25,8 @@ pub struct Counters {
     pub step_downs: AtomicU64,
     /// Client connections currently open.
     pub connections: AtomicU64,
+    /// Authentication handshakes that failed, either way.
+    pub auth_failures: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -46,6 +48,8 @@ pub struct CounterSnapshot {
     pub step_downs: u64,
     /// Open connections.
     pub connections: u64,
+    /// Failed authentication handshakes.
+    pub auth_failures: u64,
 }
 
 impl Counters {
@@ -61,6 +65,7 @@ impl Counters {
             takeovers: get(&self.takeovers),
             step_downs: get(&self.step_downs),
             connections: get(&self.connections),
+            auth_failures: get(&self.auth_failures),
         }
     }
 }
@@ -106,6 +111,7 @@ impl Status {
             ("slow_consumers", c.slow_consumers.to_string()),
             ("takeovers", c.takeovers.to_string()),
             ("step_downs", c.step_downs.to_string()),
+            ("auth_failures", c.auth_failures.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
