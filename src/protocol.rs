@@ -282,6 +282,9 @@ pub enum Reply {
         /// The highest log index held.
         index: u64,
     },
+    /// `HANDOFF|<publisher>|<seq>|<topic>|<payload>`: before `SYNCED`, a primary that steps
+    /// down hands the new primary each message it accepted but had not delivered.
+    Handoff(Message),
     /// `SYNCED|<epoch>`: the backup now follows the primary of `epoch`.
     Synced {
         /// The epoch it follows.
@@ -569,6 +572,7 @@ impl Reply {
                 index: f.number("index")?,
             },
             "SYNCED" => Reply::Synced { epoch: f.epoch()? },
+            "HANDOFF" => Reply::Handoff(f.message()?),
             "FENCED" => Reply::Fenced { epoch: f.epoch()? },
             "CHALLENGE" => Reply::Challenge {
                 nonce: f.hex("nonce")?,
@@ -616,6 +620,11 @@ impl Reply {
             ),
             Reply::Replicated { index } => writeln!(out, "REPLICATED|{index}"),
             Reply::Synced { epoch } => writeln!(out, "SYNCED|{epoch}"),
+            Reply::Handoff(m) => writeln!(
+                out,
+                "HANDOFF|{}|{}|{}|{}",
+                m.id.publisher, m.id.seq, m.topic, m.payload
+            ),
             Reply::Fenced { epoch } => writeln!(out, "FENCED|{epoch}"),
             Reply::Challenge { nonce, proof } => writeln!(out, "CHALLENGE|{nonce}|{proof}"),
             Reply::Welcome => writeln!(out, "WELCOME"),
@@ -792,6 +801,7 @@ mod tests {
                 message: msg(1, 2, "t", "a|b"),
             },
             Reply::Replicated { index: 9 },
+            Reply::Handoff(msg(3, 4, "t", "x|y")),
             Reply::Synced { epoch },
             Reply::Fenced { epoch },
             Reply::Status(vec![("role".into(), "primary".into())]),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use edgebroker::broker::BackupHealth;
+use edgebroker::client::Source;
 use edgebroker::protocol::Role;
 use edgebroker::{BrokerConfig, ComputeStep, Publisher, Subscriber, SubscriberConfig};
 
@@ -146,7 +147,8 @@ fn require_backup_refuses_while_silent_but_not_when_dead() {
 #[test]
 fn takeover_replays_the_buffer_in_order_without_duplicates() {
     let valve = Valve::default();
-    let mut pair = Pair::start(config(valve.step()));
+    // Only the primary's worker waits at the valve.
+    let mut pair = Pair::start_with(config(valve.step()), config(ComputeStep::Off));
     let mut sub = Subscriber::connect(pair.subscriber_config("t")).unwrap();
     wait_subscriptions(pair.primary(), 1);
     wait_subscriptions(pair.backup(), 1);
@@ -159,12 +161,25 @@ fn takeover_replays_the_buffer_in_order_without_duplicates() {
     }
     // The primary's worker holds message 1 at the valve: the backup holds all twenty.
     assert_eq!(pair.backup().status().pending, 20);
+    // kill() closes every socket at once, then waits for the worker held at the valve.
     let primary = pair.primary.take().unwrap();
     let killer = thread::spawn(move || primary.kill());
+    let replayed: Vec<(Source, String)> = (0..20)
+        .map(|_| {
+            let d = sub.recv_timeout(DEADLINE).expect("a replayed message");
+            (d.source, d.message.payload)
+        })
+        .collect();
     valve.open();
     killer.join().unwrap();
-    assert_eq!(collect(&mut sub, 20), numbers(1..=20));
-    assert_eq!(pair.backup().status().role, Role::Primary);
+    let expected: Vec<(Source, String)> = numbers(1..=20)
+        .into_iter()
+        .map(|p| (Source::Backup, p))
+        .collect();
+    assert_eq!(
+        replayed, expected,
+        "all twenty redone by the backup, in order"
+    );
 }
 
 #[test]
@@ -305,13 +320,12 @@ fn a_restarted_broker_rejoins_as_backup_with_the_pending_log() {
         true,
     ));
     pair.wait_replicating();
+    wait_until("the pending log to reach the rejoined backup", || {
+        pair.primary().status().pending == 5
+    });
     let rejoined = pair.primary().status();
     assert_eq!(rejoined.role, Role::Backup);
     assert_eq!(rejoined.epoch, pair.backup().status().epoch);
-    assert_eq!(
-        rejoined.pending, 5,
-        "received the pending log: {rejoined:?}"
-    );
     valve.open();
     wait_until("the rejoined backup to see every CLEAR", || {
         pair.primary().status().pending == 0
@@ -393,4 +407,80 @@ fn a_dead_backup_is_resynced_when_it_returns() {
     pair.primary.take().unwrap().kill();
     publisher.publish("t", "4").unwrap();
     assert_eq!(collect(&mut sub, 4), numbers(1..=4));
+}
+
+#[test]
+fn a_healed_split_loses_nothing_the_old_primary_acked_alone() {
+    let valve = Valve::default();
+    let (pair, to_primary, to_backup) = proxied_pair(
+        config(valve.step()), // the old primary's worker will hold what it accepts
+        config(ComputeStep::Off),
+    );
+    let mut sub = Subscriber::connect(pair.subscriber_config("t")).unwrap();
+    wait_subscriptions(pair.primary(), 1);
+    wait_subscriptions(pair.backup(), 1);
+
+    // Cut the link between the brokers only: both act as primary, in different epochs.
+    to_primary.cut();
+    to_backup.cut();
+    wait_until("the backup to take over", || {
+        pair.backup().status().role == Role::Primary
+    });
+    wait_until("the primary to give up its backup", || {
+        pair.primary().status().backup == BackupHealth::Down
+    });
+    let mut client = LineClient::connect(pair.primary_addr);
+    for i in 1..=5 {
+        assert_eq!(
+            client.ask(&format!("PUB|9|{i}|t|{i}")),
+            format!("ACK|9|{i}")
+        );
+    }
+    assert_eq!(
+        pair.primary().status().pending,
+        5,
+        "ACKed alone, held at the valve"
+    );
+
+    // Heal: the lower epoch steps down and hands its undelivered messages to the new primary.
+    to_primary.heal();
+    to_backup.heal();
+    wait_until("the old primary to follow the new one", || {
+        let s = pair.primary().status();
+        s.role == Role::Backup && s.epoch == pair.backup().status().epoch
+    });
+    valve.open();
+    assert_eq!(collect(&mut sub, 5), numbers(1..=5));
+    assert_eq!(pair.backup().status().role, Role::Primary);
+}
+
+#[test]
+fn require_backup_acks_nothing_while_the_link_is_cut() {
+    let strict = BrokerConfig {
+        require_backup: true,
+        ..config(ComputeStep::Off)
+    };
+    let (pair, to_primary, to_backup) = proxied_pair(strict.clone(), strict);
+    let mut to_a = LineClient::connect(pair.primary_addr);
+    assert_eq!(to_a.ask("PUBLISH|t|before"), "ACK");
+    to_primary.cut();
+    to_backup.cut();
+    wait_until("the primary to see its backup silent", || {
+        pair.primary().status().backup == BackupHealth::Silent
+    });
+    wait_until("the backup to take over", || {
+        pair.backup().status().role == Role::Primary
+    });
+    let mut to_b = LineClient::connect(pair.backup_addr);
+    for client in [&mut to_a, &mut to_b] {
+        let answer = client.ask("PUBLISH|t|during");
+        assert!(answer.starts_with("ERR|backup silent"), "{answer}");
+    }
+    to_primary.heal();
+    to_backup.heal();
+    pair.wait_replicating();
+    wait_until("one primary again", || {
+        pair.primary().status().role == Role::Backup
+    });
+    assert_eq!(to_b.ask("PUBLISH|t|after"), "ACK");
 }

@@ -103,6 +103,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         payload().prop_map(Reply::Err),
         (epoch(), message()).prop_map(|(epoch, message)| Reply::Msg { epoch, message }),
         any::<u64>().prop_map(|index| Reply::Replicated { index }),
+        message().prop_map(Reply::Handoff),
         epoch().prop_map(|epoch| Reply::Synced { epoch }),
         epoch().prop_map(|epoch| Reply::Fenced { epoch }),
         prop::collection::vec(("[a-z_]{1,10}", "[^|=\n\r]{0,10}"), 0..5).prop_map(Reply::Status),

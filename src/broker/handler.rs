@@ -141,11 +141,15 @@ impl Conn {
             Request::Status => Some(Reply::Status(node.status().pairs())),
             Request::Probe(peer) => Some(node.answer_probe(peer)),
             Request::Sync { epoch } => {
-                let reply = node.accept_sync(epoch);
-                if matches!(reply, Reply::Synced { .. }) {
+                let mut replies = node.accept_sync(epoch);
+                if matches!(replies.last(), Some(Reply::Synced { .. })) {
                     self.link_epoch = Some(epoch);
                 }
-                Some(reply)
+                let last = replies.pop();
+                for handoff in &replies {
+                    self.reply(handoff);
+                }
+                last
             }
             Request::Seen(id) => match self.link_epoch {
                 Some(epoch) => node.accept_seen(epoch, id),

@@ -55,6 +55,9 @@ pub struct State {
     pub peer: Option<PeerState>,
     /// Set while a shutting-down primary hands over: it accepts no more publishes.
     handing_over: bool,
+    /// What we accepted as primary and had not delivered when we stepped down, for the new
+    /// primary's SYNC to collect.
+    orphans: Vec<Arc<Message>>,
     probes_requested: u64,
     probes_answered: u64,
 }
@@ -135,6 +138,7 @@ impl Node {
                 link: None,
                 peer: None,
                 handing_over: false,
+                orphans: Vec::new(),
                 probes_requested: 0,
                 probes_answered: 0,
             }),
@@ -334,7 +338,14 @@ impl Node {
         s.epoch = seen.next(self.id);
         s.role = Role::Primary;
         s.link = None;
-        self.safety.interrupt();
+        s.orphans.clear(); // they are in the log we are about to replay
+        // Our backup (the old primary) is unknown until the replicator reaches it: a strict
+        // pair must not ACK alone before it knows the old primary is really gone.
+        self.safety.interrupt(if self.config.require_backup {
+            BackupHealth::Silent
+        } else {
+            BackupHealth::Down
+        });
         let replay: Vec<(u64, Arc<Message>)> =
             s.log.pending().map(|(i, m)| (i, Arc::clone(m))).collect();
         info!(
@@ -376,26 +387,64 @@ impl Node {
                 );
             }
             s.handing_over = false;
+            s.orphans = s.log.pending().map(|(_, m)| Arc::clone(m)).collect();
             self.counters.step_downs.fetch_add(1, Ordering::Relaxed);
             s.role = Role::Backup;
             s.link = None;
-            self.safety.interrupt();
+            self.safety.interrupt(BackupHealth::Down);
         }
         s.epoch = epoch;
         self.state_changed.notify_all();
         true
     }
 
-    /// SYNC from a primary: follow it with an empty log, or fence it if it is stale.
-    pub fn accept_sync(&self, epoch: Epoch) -> Reply {
+    /// SYNC from a primary: follow it with an empty log, or fence it if it is stale. If we
+    /// stepped down from primary, the answer first hands over what we had accepted and not
+    /// delivered, so a split that ends loses nothing we ACKed alone.
+    pub fn accept_sync(&self, epoch: Epoch) -> Vec<Reply> {
         let mut s = self.state.lock();
         if epoch < s.epoch || (epoch == s.epoch && s.role == Role::Primary) {
-            return Reply::Fenced { epoch: s.epoch };
+            return vec![Reply::Fenced { epoch: s.epoch }];
         }
         self.observe_locked(&mut s, epoch);
         s.log.clear();
-        info!("following the primary of epoch {epoch}; receiving its log");
-        Reply::Synced { epoch }
+        let orphans = std::mem::take(&mut s.orphans);
+        info!(
+            "following the primary of epoch {epoch}; handing it {} undelivered message(s), receiving its log",
+            orphans.len()
+        );
+        let mut replies: Vec<Reply> = orphans
+            .iter()
+            .map(|m| Reply::Handoff(Message::clone(m)))
+            .collect();
+        replies.push(Reply::Synced { epoch });
+        replies
+    }
+
+    /// The messages a stepped-down primary handed us while we synced it: admit the ones we do
+    /// not hold (the dedup table recognises the rest), in its order. Returns how many were new.
+    pub fn adopt_orphans(&self, epoch: Epoch, orphans: Vec<Message>) -> usize {
+        let mut s = self.state.lock();
+        if s.role != Role::Primary || s.epoch != epoch {
+            return 0;
+        }
+        let mut adopted = 0;
+        for message in orphans {
+            if let (Admit::New(index), Some(message)) = s.log.admit(message) {
+                debug!(
+                    "{} adopted from the old primary at index {index}",
+                    message.id
+                );
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                self.dispatch(Job {
+                    index,
+                    epoch,
+                    message,
+                });
+                adopted += 1;
+            }
+        }
+        adopted
     }
 
     /// REPLICATE from the primary we follow.
@@ -618,7 +667,7 @@ impl Node {
             s.link = None;
             self.state_changed.notify_all();
         }
-        self.safety.interrupt();
+        self.safety.interrupt(BackupHealth::Down);
         for w in &self.workers {
             let _ = w.send(Task::Stop);
         }

@@ -47,9 +47,14 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
     while node.wait_for_role(Role::Primary) {
         let (_, epoch) = node.role();
         match open_session(&node, &peer, epoch) {
-            Ok(stream) => {
+            Ok((stream, orphans)) => {
                 backoff = MIN_BACKOFF;
                 warned = false;
+                if !orphans.is_empty() {
+                    let offered = orphans.len();
+                    let adopted = node.adopt_orphans(epoch, orphans);
+                    info!("the old primary handed over {offered} message(s); {adopted} were new");
+                }
                 run_session(&node, stream, epoch);
                 continue; // redial at once: a dead backup refuses quickly
             }
@@ -85,8 +90,13 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
     }
 }
 
-/// Dials the backup and SYNCs it to our epoch.
-fn open_session(node: &Node, peer: &str, epoch: Epoch) -> Result<TcpStream, Failure> {
+/// Dials the backup and SYNCs it to our epoch; returns the link and what the peer handed
+/// over (if it was a primary that stepped down).
+fn open_session(
+    node: &Node,
+    peer: &str,
+    epoch: Epoch,
+) -> Result<(TcpStream, Vec<Message>), Failure> {
     let timeout = node.config.ping_timeout;
     let stream = dial(peer, timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::ConnectionRefused => Failure::Refused("refused the connection".into()),
@@ -113,14 +123,18 @@ fn open_session(node: &Node, peer: &str, epoch: Epoch) -> Result<TcpStream, Fail
     let mut line = Vec::new();
     Request::Sync { epoch }.encode(&mut line);
     (&stream).write_all(&line).map_err(silent)?;
-    let answer = reader
-        .read_line()
-        .map_err(silent)?
-        .ok_or_else(|| Failure::Refused("closed the connection".into()))?;
-    match Reply::parse(answer) {
-        Ok(Reply::Synced { epoch: e }) if e == epoch => Ok(stream),
-        Ok(Reply::Fenced { epoch: newer }) => Err(Failure::Fenced(newer)),
-        other => Err(Failure::Refused(format!("answered SYNC with {other:?}"))),
+    let mut orphans = Vec::new();
+    loop {
+        let answer = reader
+            .read_line()
+            .map_err(silent)?
+            .ok_or_else(|| Failure::Refused("closed the connection".into()))?;
+        match Reply::parse(answer) {
+            Ok(Reply::Handoff(message)) => orphans.push(message),
+            Ok(Reply::Synced { epoch: e }) if e == epoch => return Ok((stream, orphans)),
+            Ok(Reply::Fenced { epoch: newer }) => return Err(Failure::Fenced(newer)),
+            other => return Err(Failure::Refused(format!("answered SYNC with {other:?}"))),
+        }
     }
 }
 

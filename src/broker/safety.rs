@@ -88,11 +88,11 @@ impl Safety {
     }
 
     /// Wakes every waiter and makes them return [`Verdict::Interrupted`] (role or epoch
-    /// changed).
-    pub fn interrupt(&self) {
+    /// changed); the backup's state starts again as `health`.
+    pub fn interrupt(&self, health: BackupHealth) {
         let mut inner = self.inner.lock();
         inner.generation += 1;
-        inner.health = BackupHealth::Down;
+        inner.health = health;
         inner.unconfirmed_since = None;
         self.changed.notify_all();
     }
@@ -216,7 +216,7 @@ mod tests {
         let g = safety.generation();
         let s = Arc::clone(&safety);
         let waiter = std::thread::spawn(move || s.wait(9, g, None, false));
-        safety.interrupt();
+        safety.interrupt(BackupHealth::Down);
         assert_eq!(waiter.join().unwrap(), Verdict::Interrupted);
     }
 

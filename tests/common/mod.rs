@@ -53,13 +53,18 @@ pub struct Pair {
 impl Pair {
     /// Starts a pair with `base` settings and waits until replication is up.
     pub fn start(base: BrokerConfig) -> Pair {
+        Pair::start_with(base.clone(), base)
+    }
+
+    /// Starts a pair with different settings for each broker.
+    pub fn start_with(primary_config: BrokerConfig, backup_config: BrokerConfig) -> Pair {
         let (pl, bl) = (listener(), listener());
         let (primary_addr, backup_addr) = (pl.local_addr().unwrap(), bl.local_addr().unwrap());
-        let primary = start_broker(pl, &base, backup_addr, true);
+        let primary = start_broker(pl, &primary_config, backup_addr, true);
         wait_until("the primary to take over", || {
             primary.status().role == Role::Primary
         });
-        let backup = start_broker(bl, &base, primary_addr, false);
+        let backup = start_broker(bl, &backup_config, primary_addr, false);
         let pair = Pair {
             primary: Some(primary),
             backup: Some(backup),
@@ -222,4 +227,100 @@ impl Valve {
         *open.lock().unwrap() = true;
         cv.notify_all();
     }
+}
+
+/// A TCP forwarder between the two brokers, so a test can cut and heal the link between them
+/// while clients still reach both. Cut, it swallows every byte and answers nothing, as a
+/// network that drops packets does.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    /// Forwards connections made to `self.addr` to `target`.
+    pub fn start(target: SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = listener();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (c, k) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                k.lock().unwrap().push(client.try_clone().unwrap());
+                let upstream = if c.load(Ordering::Acquire) {
+                    None
+                } else {
+                    TcpStream::connect(target).ok()
+                };
+                let Some(upstream) = upstream else {
+                    // Cut (or the target is down): swallow what arrives, answer nothing.
+                    let mut client = client;
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut client, &mut std::io::sink());
+                    });
+                    continue;
+                };
+                k.lock().unwrap().push(upstream.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    let c = c.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            match std::io::Read::read(&mut from, &mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) if !c.load(Ordering::Acquire) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(_) => {} // cut: dropped
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Proxy { addr, cut, conns }
+    }
+
+    /// Drops everything from now on, without closing anything.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Ends the connections that lived through the cut and forwards new ones again.
+    pub fn heal(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        self.cut.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// A pair whose broker-to-broker traffic goes through two [`Proxy`]s (clients connect
+/// directly), with separate settings for each broker.
+pub fn proxied_pair(primary: BrokerConfig, backup: BrokerConfig) -> (Pair, Proxy, Proxy) {
+    let (pl, bl) = (listener(), listener());
+    let (primary_addr, backup_addr) = (pl.local_addr().unwrap(), bl.local_addr().unwrap());
+    let (to_primary, to_backup) = (Proxy::start(primary_addr), Proxy::start(backup_addr));
+    let p = start_broker(pl, &primary, to_backup.addr, true);
+    wait_until("the primary to take over", || {
+        p.status().role == Role::Primary
+    });
+    let b = start_broker(bl, &backup, to_primary.addr, false);
+    let pair = Pair {
+        primary: Some(p),
+        backup: Some(b),
+        primary_addr,
+        backup_addr,
+    };
+    pair.wait_replicating();
+    (pair, to_primary, to_backup)
 }
