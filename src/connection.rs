@@ -2,9 +2,48 @@
 //! peer with a timeout. Brokers and clients use it alike; the protocol module never sees a
 //! socket.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A TCP stream shared by the threads that serve one connection (its reader, its writer, the
+/// registry that closes it at shutdown). Cloning shares the socket instead of duplicating its
+/// file descriptor, so a connection costs one descriptor however many threads touch it.
+#[derive(Clone, Debug)]
+pub struct Stream(Arc<TcpStream>);
+
+impl Stream {
+    /// Shares `stream`.
+    pub fn new(stream: TcpStream) -> Self {
+        Stream(Arc::new(stream))
+    }
+}
+
+impl Deref for Stream {
+    type Target = TcpStream;
+
+    fn deref(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
+    }
+}
 
 /// Reads `\n`-terminated lines, never buffering more than the line limit.
 pub struct LineReader<R> {

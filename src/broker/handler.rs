@@ -2,7 +2,6 @@
 //! the same listener; a connection becomes the replication link when the peer sends SYNC on it.
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use log::{debug, info, warn};
 
 use crate::auth::{self, Side};
-use crate::connection::{LINE_TOO_LONG, LineReader};
+use crate::connection::{LINE_TOO_LONG, LineReader, Stream};
 use crate::protocol::{AuthKind, Epoch, Message, Reply, Request, Role};
 
 use super::node::{Node, Refusal};
@@ -27,7 +26,7 @@ const WRITER_STACK: usize = 64 * 1024;
 struct Conn {
     node: Arc<Node>,
     id: u64,
-    stream: TcpStream,
+    stream: Stream,
     /// Replies not yet written, flushed when no more input is buffered.
     out: Vec<u8>,
     /// Once the connection subscribes, every line goes through its queue.
@@ -50,16 +49,9 @@ struct Access {
 }
 
 /// Serves one connection until it closes. `id` is its key in the node's socket registry.
-pub fn serve(node: Arc<Node>, stream: TcpStream, id: u64) {
+pub fn serve(node: Arc<Node>, stream: Stream, id: u64) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let read_half = match stream.try_clone() {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("conn-{id}: cannot clone socket: {e}");
-            return;
-        }
-    };
-    let mut reader = LineReader::new(read_half, node.config.max_line_bytes);
+    let mut reader = LineReader::new(stream.clone(), node.config.max_line_bytes);
     let mut conn = Conn {
         node,
         id,
@@ -243,10 +235,12 @@ impl Conn {
         if self.outbox.is_none() {
             // Replies already queued go out before the first delivery.
             self.flush();
-            let stream = self.stream.try_clone().ok()?;
-            let write_half = self.stream.try_clone().ok()?;
-            let (outbox, writer) =
-                Outbox::new(self.id, stream, self.node.config.slow_consumer_limit);
+            let write_half = self.stream.clone();
+            let (outbox, writer) = Outbox::new(
+                self.id,
+                self.stream.clone(),
+                self.node.config.slow_consumer_limit,
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("sub-writer-{}", self.id))
                 .stack_size(WRITER_STACK)
@@ -263,7 +257,7 @@ impl Conn {
     fn reply(&mut self, reply: &Reply) {
         match &self.outbox {
             Some((outbox, _)) => {
-                if !outbox.push(Frame::reply(reply)) {
+                if outbox.try_push(Frame::reply(reply)).is_err() {
                     debug!("queue full; reply dropped");
                 }
             }

@@ -28,6 +28,7 @@ use ::log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::config::BrokerConfig;
+use crate::connection::Stream;
 use crate::error::{Error, Result};
 use crate::protocol::Reply;
 
@@ -191,6 +192,7 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let stream = Stream::new(stream);
         let Some(key) = node.register(&stream) else {
             return;
         };

@@ -4,7 +4,6 @@
 //! after the ping timeout.
 
 use std::io::{ErrorKind, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, error, info};
 
 use crate::auth;
-use crate::connection::{LineReader, dial, is_timeout};
+use crate::connection::{LineReader, Stream, dial, is_timeout};
 use crate::protocol::{AuthKind, PeerState, Reply, Request, Role};
 
 use super::node::Node;
@@ -82,7 +81,7 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
 struct Prober {
     node: Arc<Node>,
     addr: String,
-    conn: Option<(TcpStream, LineReader<TcpStream>, u64)>,
+    conn: Option<(Stream, LineReader<Stream>, u64)>,
 }
 
 impl Prober {
@@ -122,12 +121,12 @@ impl Prober {
     fn try_exchange(&mut self, me: PeerState) -> std::io::Result<PeerState> {
         let timeout = self.node.config.ping_timeout;
         if self.conn.is_none() {
-            let stream = dial(&self.addr, timeout)?;
+            let stream = Stream::new(dial(&self.addr, timeout)?);
             stream.set_read_timeout(Some(timeout))?;
             stream.set_write_timeout(Some(timeout))?;
-            let mut reader = LineReader::new(stream.try_clone()?, self.node.config.max_line_bytes);
+            let mut reader = LineReader::new(stream.clone(), self.node.config.max_line_bytes);
             if let Some(secret) = &self.node.config.secret {
-                auth::authenticate(&stream, &mut reader, AuthKind::Peer, secret)?;
+                auth::authenticate(stream.clone(), &mut reader, AuthKind::Peer, secret)?;
             }
             let key = self.node.register(&stream).ok_or_else(stopping)?;
             self.conn = Some((stream, reader, key));

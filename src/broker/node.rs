@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::config::BrokerConfig;
+use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
 
 use super::compute::{Job, Task};
@@ -112,7 +113,7 @@ pub struct Node {
     workers: Vec<Sender<Task>>,
     probe_now: Sender<()>,
     redial_now: Sender<()>,
-    sockets: Mutex<HashMap<u64, TcpStream>>,
+    sockets: Mutex<HashMap<u64, Stream>>,
     next_socket: AtomicU64,
     anon_seq: AtomicU64,
     stopping: AtomicBool,
@@ -676,15 +677,14 @@ impl Node {
     }
 
     /// Remembers a socket so that [`Node::stop`] can close it; returns its key.
-    pub fn register(&self, stream: &TcpStream) -> Option<u64> {
+    pub fn register(&self, stream: &Stream) -> Option<u64> {
         let key = self.next_socket.fetch_add(1, Ordering::Relaxed);
-        let clone = stream.try_clone().ok()?;
         let mut sockets = self.sockets.lock();
         if self.stopping() {
-            let _ = clone.shutdown(Shutdown::Both);
+            let _ = stream.shutdown(Shutdown::Both);
             return None;
         }
-        sockets.insert(key, clone);
+        sockets.insert(key, stream.clone());
         Some(key)
     }
 

@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, select};
 use log::{debug, info, warn};
 
 use crate::auth;
-use crate::connection::{LineReader, dial, is_timeout};
+use crate::connection::{LineReader, Stream, dial, is_timeout};
 use crate::protocol::{AuthKind, Epoch, Message, Reply, Request, Role};
 
 use super::node::{LinkCmd, Node};
@@ -141,6 +141,7 @@ fn open_session(
 /// Runs one synced session until either side ends it. This thread writes; a helper thread
 /// reads confirmations and heartbeat answers.
 fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) {
+    let stream = Stream::new(stream);
     let Some(key) = node.register(&stream) else {
         return;
     };
@@ -154,16 +155,14 @@ fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) {
         node.config.peer.as_deref().unwrap_or("?")
     );
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    let reader = match (stream.try_clone(), Arc::clone(node)) {
-        (Ok(read_half), node) => thread::Builder::new()
-            .name("repl-reader".into())
-            .spawn(move || {
-                read_confirmations(&node, read_half, epoch);
-                drop(done_tx);
-            })
-            .ok(),
-        (Err(_), _) => None,
-    };
+    let (read_half, reader_node) = (stream.clone(), Arc::clone(node));
+    let reader = thread::Builder::new()
+        .name("repl-reader".into())
+        .spawn(move || {
+            read_confirmations(&reader_node, read_half, epoch);
+            drop(done_tx);
+        })
+        .ok();
     if reader.is_some() {
         write_link(node, &stream, &link_rx, &done_rx, epoch);
     }
@@ -252,12 +251,18 @@ fn encode(cmd: &LinkCmd, epoch: Epoch, buf: &mut Vec<u8>) -> u64 {
 
 /// Reads the backup's answers. Ends on EOF, on a fence, or when the backup falls silent: no
 /// line for a ping interval plus timeout, or a REPLICATE unconfirmed for a ping timeout.
-fn read_confirmations(node: &Node, stream: TcpStream, epoch: Epoch) {
+fn read_confirmations(node: &Node, stream: Stream, epoch: Epoch) {
     let config = &node.config;
     let _ = stream.set_read_timeout(Some(config.ping_timeout.min(config.ping_interval)));
     let mut reader = LineReader::new(stream, config.max_line_bytes);
     let mut last_heard = Instant::now();
+    // Confirmations that arrived together wake the waiting publishers once.
+    let mut confirmed = 0;
     loop {
+        if confirmed > 0 && !reader.has_buffered_line() {
+            node.safety.confirm(confirmed);
+            confirmed = 0;
+        }
         let line = match reader.read_line() {
             Ok(Some(line)) => line,
             Ok(None) => {
@@ -289,7 +294,7 @@ fn read_confirmations(node: &Node, stream: TcpStream, epoch: Epoch) {
         };
         last_heard = Instant::now();
         match Reply::parse(line) {
-            Ok(Reply::Replicated { index }) => node.safety.confirm(index),
+            Ok(Reply::Replicated { index }) => confirmed = confirmed.max(index),
             Ok(Reply::PeerPong(peer)) => {
                 node.observe(peer.epoch);
             }

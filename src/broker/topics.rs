@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{debug, warn};
 use parking_lot::Mutex;
 
+use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, Reply};
 
 /// Something that acts when its last clone is dropped.
@@ -56,8 +57,10 @@ pub struct Outbox {
     /// The connection's id, to find its subscriptions.
     pub conn: u64,
     tx: Sender<Frame>,
+    /// How many frames may wait before the subscriber counts as slow.
+    limit: usize,
     slow: Arc<AtomicBool>,
-    stream: TcpStream,
+    stream: Stream,
 }
 
 /// The draining end of an [`Outbox`], run by the connection's writer thread. It ends when
@@ -70,21 +73,28 @@ pub struct OutboxWriter {
 
 impl Outbox {
     /// Creates the queue (holding up to `limit` frames) for a connection, and its draining end.
-    pub fn new(conn: u64, stream: TcpStream, limit: usize) -> (Arc<Outbox>, OutboxWriter) {
-        let (tx, rx) = crossbeam_channel::bounded(limit.max(1));
+    /// The channel itself is unbounded, so an idle subscriber costs a few hundred bytes rather
+    /// than `limit` preallocated slots; [`Outbox::try_push`] enforces the limit.
+    pub fn new(conn: u64, stream: Stream, limit: usize) -> (Arc<Outbox>, OutboxWriter) {
+        let (tx, rx) = crossbeam_channel::unbounded();
         let slow = Arc::new(AtomicBool::new(false));
         let outbox = Outbox {
             conn,
             tx,
+            limit: limit.max(1),
             slow: Arc::clone(&slow),
             stream,
         };
         (Arc::new(outbox), OutboxWriter { conn, rx, slow })
     }
 
-    /// Queues a reply line behind the deliveries already queued. Fails when the queue is full.
-    pub fn push(&self, frame: Frame) -> bool {
-        self.tx.try_send(frame).is_ok()
+    /// Queues a line behind those already queued. `Full` means the subscriber lags by the
+    /// limit; `Disconnected` that its writer is gone.
+    pub fn try_push(&self, frame: Frame) -> Result<(), TrySendError<Frame>> {
+        if self.tx.len() >= self.limit {
+            return Err(TrySendError::Full(frame));
+        }
+        self.tx.try_send(frame)
     }
 
     /// Ends the connection's reader, which then drops its subscriptions and its outbox.
@@ -162,7 +172,7 @@ impl Topics {
                     })
                 }),
             };
-            match sub.outbox.tx.try_send(frame.clone()) {
+            match sub.outbox.try_push(frame.clone()) {
                 Ok(()) => {
                     delivered += 1;
                     true
@@ -196,7 +206,7 @@ impl OutboxWriter {
     /// Drains the queue onto `stream`, several frames per write when they pile up; frames
     /// (and their tokens) are dropped only after their bytes are written. A slow consumer gets
     /// `ERR|slow consumer` (if it can still take it) and its connection is closed.
-    pub fn run(self, mut stream: TcpStream) {
+    pub fn run(self, mut stream: Stream) {
         let mut bytes = Vec::with_capacity(16 * 1024);
         let mut frames = Vec::new();
         while let Ok(frame) = self.rx.recv() {
