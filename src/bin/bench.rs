@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use edgebroker::auth::{self, Secret};
 use edgebroker::cli::{self, Args, Command, Flag};
-use edgebroker::connection::{LineReader, dial, is_timeout};
+use edgebroker::connection::{LineReader, Stream, dial, is_timeout};
 use edgebroker::protocol::{AuthKind, MsgId, Reply, Request};
 use edgebroker::{Error, Result};
 use log::debug;
@@ -190,8 +190,8 @@ fn header_room(publishers: usize, share: u64) -> usize {
 
 /// One line connection to a broker, authenticated if a secret is set.
 struct Conn {
-    stream: TcpStream,
-    reader: LineReader<TcpStream>,
+    stream: Stream,
+    reader: LineReader<Stream>,
     /// Who this is, for error messages: `publisher 3 (127.0.0.1:7000)`.
     who: String,
 }
@@ -199,12 +199,15 @@ struct Conn {
 impl Conn {
     fn open(addr: &str, secret: Option<&Secret>, who: String) -> Result<Conn> {
         let who = format!("{who} ({addr})");
-        let stream = dial(addr, CONNECT_TIMEOUT)
-            .map_err(|e| context(e, &format!("{who}: cannot connect")))?;
+        // One descriptor per connection: ten thousand subscribers must fit in the fd limit.
+        let stream = Stream::new(
+            dial(addr, CONNECT_TIMEOUT)
+                .map_err(|e| context(e, &format!("{who}: cannot connect")))?,
+        );
         stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-        let mut reader = LineReader::new(stream.try_clone()?, MAX_LINE);
+        let mut reader = LineReader::new(stream.clone(), MAX_LINE);
         if let Some(secret) = secret {
-            auth::authenticate(&stream, &mut reader, AuthKind::Client, secret)
+            auth::authenticate(stream.clone(), &mut reader, AuthKind::Client, secret)
                 .map_err(|e| context(e, &format!("{who}: authentication failed")))?;
         }
         Ok(Conn {
@@ -389,7 +392,7 @@ fn run(o: &Options) -> Result<Report> {
         // Deliveries may pause for as long as the broker computes; the end of the run is
         // signalled by shutting the socket down, not by a timeout.
         conn.stream.set_read_timeout(None)?;
-        sub_sockets.push(conn.stream.try_clone()?);
+        sub_sockets.push(conn.stream.clone());
         subscribers.push((idx, conn));
     }
     let publishers = plans

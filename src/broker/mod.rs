@@ -8,6 +8,7 @@
 //! - `replicator`: streams the log to the backup while this broker is primary
 //!   ([`replication`]).
 
+pub mod capacity;
 pub mod compute;
 pub mod handler;
 pub mod log;
@@ -60,8 +61,18 @@ impl Broker {
 
     /// Like [`Broker::start`] on a listener bound already (`config.listen` is ignored). Tests
     /// bind both brokers' listeners first, so each knows the other's address before it starts.
-    pub fn start_on(listener: TcpListener, config: BrokerConfig) -> Result<Broker> {
+    pub fn start_on(listener: TcpListener, mut config: BrokerConfig) -> Result<Broker> {
         let addr = listener.local_addr()?;
+        if let Some(cap) = capacity::connection_capacity()
+            && config.max_connections > cap
+        {
+            info!(
+                "this machine's limits (open files, vm.max_map_count) fit about {cap} connections; \
+                 lowering --max-connections from {} to {cap}",
+                config.max_connections
+            );
+            config.max_connections = cap;
+        }
         let (probe_tx, probe_rx) = crossbeam_channel::bounded(1);
         let (redial_tx, redial_rx) = crossbeam_channel::bounded(1);
         let mut worker_rxs = Vec::new();
