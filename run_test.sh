@@ -3,13 +3,25 @@
 # test_publisher, SIGKILL the primary after RUN_SECS, run AFTER_SECS more on the backup, stop
 # everything this script started (and only that), then judge the run with `report`.
 #
-# Environment overrides (defaults in brackets):
-#   PRIMARY_PORT [8080]  BACKUP_PORT [8081]  TOPIC [topicC]
-#   RUN_SECS [30] (before the kill)  AFTER_SECS [10] (after the kill)  RATE_HZ [10]
-#   MAX_SILENCE_MS [1000]  LOG_DIR [run-logs/<timestamp>]  RUST_LOG [info]
+# FAULT picks what happens to the primary after RUN_SECS:
+#   kill               SIGKILL it (the default, the demo above).
+#   stop               SIGSTOP it, SIGCONT it STOP_SECS later, run AFTER_SECS more, then check
+#                      that the resumed broker stepped down (its STATUS says role=backup).
+#   kill-restart-kill  SIGKILL it, restart it RESTART_SECS later (it rejoins as backup), wait
+#                      REJOIN_SECS, SIGKILL the other broker (primary by then) so the restarted
+#                      one takes over, run AFTER_SECS more.
+# Every fault moment is handed to `report`, which judges the silence around each one.
 #
-# Exit code: the report's (0 PASS, 1 FAIL); 2 for a bad setting, a busy port or a program
-# that would not start.
+# Environment overrides (defaults in brackets):
+#   PRIMARY_PORT [8080]  BACKUP_PORT [8081]  TOPIC [topicC]  FAULT [kill]
+#   RUN_SECS [30] (before the fault)  AFTER_SECS [10] (after the last fault)  RATE_HZ [10]
+#   STOP_SECS [3]  RESTART_SECS [5]  REJOIN_SECS [3]
+#   MAX_SILENCE_MS [1000; 2000 for FAULT=stop, where the silent primary is only detected after
+#   a ping timeout]  LOG_DIR [run-logs/<timestamp>]  RUST_LOG [info]
+#   SKIP_BUILD [0] (1: use the release binaries already built, e.g. by a script running many)
+#
+# Exit code: 0 PASS, 1 FAIL (the report's verdict, or a stopped primary that did not step
+# down); 2 for a bad setting, a busy port or a program that would not start.
 set -euo pipefail
 
 PRIMARY_PORT="${PRIMARY_PORT:-8080}"
@@ -18,7 +30,14 @@ TOPIC="${TOPIC:-topicC}"
 RUN_SECS="${RUN_SECS:-30}"
 AFTER_SECS="${AFTER_SECS:-10}"
 RATE_HZ="${RATE_HZ:-10}"
-MAX_SILENCE_MS="${MAX_SILENCE_MS:-1000}"
+FAULT="${FAULT:-kill}"
+STOP_SECS="${STOP_SECS:-3}"
+RESTART_SECS="${RESTART_SECS:-5}"
+REJOIN_SECS="${REJOIN_SECS:-3}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+if [[ -z "${MAX_SILENCE_MS:-}" ]]; then
+	if [[ "$FAULT" == stop ]]; then MAX_SILENCE_MS=2000; else MAX_SILENCE_MS=1000; fi
+fi
 export RUST_LOG="${RUST_LOG:-info}"
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,7 +60,12 @@ die() {
 # ---- settings -------------------------------------------------------------------------------
 
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
-for var in PRIMARY_PORT BACKUP_PORT RUN_SECS AFTER_SECS RATE_HZ MAX_SILENCE_MS; do
+case "$FAULT" in
+kill | stop | kill-restart-kill) ;;
+*) die 2 "FAULT must be kill, stop or kill-restart-kill, got '$FAULT'" ;;
+esac
+[[ "$SKIP_BUILD" == 0 || "$SKIP_BUILD" == 1 ]] || die 2 "SKIP_BUILD must be 0 or 1, got '$SKIP_BUILD'"
+for var in PRIMARY_PORT BACKUP_PORT RUN_SECS AFTER_SECS RATE_HZ MAX_SILENCE_MS STOP_SECS RESTART_SECS REJOIN_SECS; do
 	is_uint "${!var}" || die 2 "$var must be a non-negative integer, got '${!var}'"
 done
 for var in PRIMARY_PORT BACKUP_PORT; do
@@ -107,12 +131,14 @@ pause() {
 	forget "$s"
 }
 
-# On any exit: whatever this script started and is still running gets SIGTERM, then SIGKILL.
+# On any exit: whatever this script started and is still running gets SIGTERM, then SIGKILL
+# (and SIGCONT first, in case it is the primary FAULT=stop froze: it could not act on TERM).
 # shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
 	local p signalled=0
 	for p in ${pids[@]+"${pids[@]}"}; do
 		if alive "$p"; then
+			kill -CONT "$p" 2>/dev/null || true
 			kill -TERM "$p" 2>/dev/null || true
 			signalled=1
 		fi
@@ -144,8 +170,20 @@ listening() {
 	fi
 }
 
+# True if a TCP socket other than a TIME_WAIT one holds local port $1: a listener, or a
+# connection that was given it as its ephemeral port. Either way a broker cannot bind it.
+port_taken() {
+	command -v ss >/dev/null 2>&1 || {
+		listening "$1"
+		return
+	}
+	ss -tan 2>/dev/null | awk -v p=":$1" '
+		NR > 1 && $1 != "TIME-WAIT" { a = $4; if (substr(a, length(a) - length(p) + 1) == p) found = 1 }
+		END { exit !found }'
+}
+
 for var in PRIMARY_PORT BACKUP_PORT; do
-	if listening "${!var}"; then
+	if port_taken "${!var}"; then
 		die 2 "port ${!var} is already in use (set $var=... to use another)"
 	fi
 done
@@ -165,8 +203,12 @@ wait_listening() {
 
 # ---- build and start ------------------------------------------------------------------------
 
-say "building (cargo build --release --bins)"
-cargo build --release --bins --quiet
+if ((SKIP_BUILD)); then
+	say "not building (SKIP_BUILD=1): using $bin"
+else
+	say "building (cargo build --release --bins)"
+	cargo build --release --bins --quiet
+fi
 for prog in primary backup subscriber test_publisher report; do
 	[[ -x "$bin/$prog" ]] || die 2 "$bin/$prog was not built"
 done
@@ -174,16 +216,19 @@ done
 mkdir -p "$LOG_DIR"
 say "logs in $LOG_DIR"
 
-# start NAME ARGS...: runs $bin/NAME in the background, output to $LOG_DIR/NAME.{out,err};
-# its pid is left in $started.
-start() {
-	local name="$1"
-	shift
-	"$bin/$name" "$@" >"$LOG_DIR/$name.out" 2>"$LOG_DIR/$name.err" &
+# start_as LOG PROG ARGS...: runs $bin/PROG in the background, output to
+# $LOG_DIR/LOG.{out,err}; its pid is left in $started.
+start_as() {
+	local log="$1" prog="$2"
+	shift 2
+	"$bin/$prog" "$@" >"$LOG_DIR/$log.out" 2>"$LOG_DIR/$log.err" &
 	started=$!
 	pids+=("$started")
-	say "started $name pid $started: $name $*"
+	say "started $prog pid $started: $prog $*"
 }
+
+# start NAME ARGS...: start_as with the program's own name for its logs.
+start() { start_as "$1" "$@"; }
 
 primary_addr="127.0.0.1:$PRIMARY_PORT"
 backup_addr="127.0.0.1:$BACKUP_PORT"
@@ -208,31 +253,117 @@ publisher_pid=$started
 
 # ---- the run --------------------------------------------------------------------------------
 
-say "running $RUN_SECS s before the kill…"
-pause "$RUN_SECS"
-
 check_running() {
 	alive "$2" || say "warning: $1 (pid $2) exited early (see $LOG_DIR/$1.err)"
 }
+
+# now_ms: the time in unix ms (whole seconds where `date` cannot do milliseconds).
+now_ms() {
+	local ms
+	ms="$(date +%s%3N)"
+	[[ "$ms" =~ ^[0-9]+$ ]] || ms="$(($(date +%s) * 1000))"
+	printf '%s\n' "$ms"
+}
+
+# sigkill NAME PID [PREFIX]: SIGKILL a broker and collect it; its kill moment (unix ms) is
+# appended to $fault_ms. PREFIX (optional) opens the progress line.
+fault_ms=()
+sigkill() {
+	local name="$1" pid="$2" prefix="${3:-}" at
+	at="$(now_ms)"
+	fault_ms+=("$at")
+	if alive "$pid"; then
+		say "${prefix}killing $name (pid $pid) with SIGKILL at $at ms"
+		kill -KILL "$pid" 2>/dev/null || true
+		# SIGKILL cannot be caught, so this wait is short; the redirect keeps bash's "Killed"
+		# job notice out of the demo's output.
+		wait "$pid" 2>/dev/null || true
+		forget "$pid"
+	else
+		say "warning: $name (pid $pid) had already exited; kill time $at ms"
+	fi
+}
+
+# broker_status PORT: the broker's one-line answer to STATUS (empty if none within 2 s).
+broker_status() {
+	local fd line=""
+	if exec {fd}<>"/dev/tcp/127.0.0.1/$1"; then
+		printf 'STATUS\n' >&"$fd" || true
+		IFS= read -r -t 2 line <&"$fd" || true
+		exec {fd}>&-
+	fi 2>/dev/null
+	printf '%s\n' "${line%$'\r'}"
+}
+
+# role_of STATUS_LINE: the value of its role= field (empty if it has none).
+role_of() {
+	local field fields
+	IFS='|' read -r -a fields <<<"$1"
+	for field in ${fields[@]+"${fields[@]}"}; do
+		[[ "$field" == role=* ]] && printf '%s\n' "${field#role=}" && return 0
+	done
+	printf '\n'
+}
+
+# show_status WHAT PORT: prints the broker's STATUS line; its role is left in $role.
+show_status() {
+	local line
+	line="$(broker_status "$2")"
+	role="$(role_of "$line")"
+	say "$1 (port $2): ${line:-no answer to STATUS}"
+}
+
+# FAULT=stop: the resumed primary's role at the end, judged after the report.
+stepped_down=""
+
+say "running $RUN_SECS s before the ${FAULT/kill-restart-kill/first kill}…"
+pause "$RUN_SECS"
 check_running backup "$backup_pid"
 check_running subscriber "$subscriber_pid"
 check_running test_publisher "$publisher_pid"
 
-kill_ms="$(date +%s%3N)"
-[[ "$kill_ms" =~ ^[0-9]+$ ]] || kill_ms="$(($(date +%s) * 1000))"
-if alive "$primary_pid"; then
-	say "killing primary (pid $primary_pid) with SIGKILL at $kill_ms ms"
-	kill -KILL "$primary_pid" 2>/dev/null || true
-	# SIGKILL cannot be caught, so this wait is short; the redirect keeps bash's "Killed"
-	# job notice out of the demo's output.
-	wait "$primary_pid" 2>/dev/null || true
-	forget "$primary_pid"
-else
-	say "warning: primary (pid $primary_pid) had already exited; kill time $kill_ms ms"
-fi
-
-say "running $AFTER_SECS s more on the backup…"
-pause "$AFTER_SECS"
+case "$FAULT" in
+kill)
+	sigkill primary "$primary_pid"
+	say "running $AFTER_SECS s more on the backup…"
+	pause "$AFTER_SECS"
+	;;
+stop)
+	at="$(now_ms)"
+	fault_ms+=("$at")
+	alive "$primary_pid" || die 2 "primary (pid $primary_pid) exited early (see $LOG_DIR/primary.err)"
+	say "stopping primary (pid $primary_pid) with SIGSTOP at $at ms, for $STOP_SECS s"
+	kill -STOP "$primary_pid" || die 2 "cannot SIGSTOP primary (pid $primary_pid)"
+	pause "$STOP_SECS"
+	say "resuming primary (pid $primary_pid) with SIGCONT; it must find itself replaced and step down"
+	kill -CONT "$primary_pid" 2>/dev/null || true
+	say "running $AFTER_SECS s more…"
+	pause "$AFTER_SECS"
+	check_running primary "$primary_pid"
+	show_status "resumed primary" "$PRIMARY_PORT"
+	stepped_down="$role"
+	show_status "backup" "$BACKUP_PORT"
+	;;
+kill-restart-kill)
+	sigkill primary "$primary_pid" "kill 1 of 2: "
+	say "restarting it in $RESTART_SECS s…"
+	pause "$RESTART_SECS"
+	say "restarting the primary (logs primary2.out, primary2.err); it should rejoin as backup"
+	start_as primary2 primary "$PRIMARY_PORT" "$backup_addr"
+	restarted_pid=$started
+	wait_listening primary2 "$restarted_pid" "$PRIMARY_PORT"
+	say "letting it rejoin for $REJOIN_SECS s…"
+	pause "$REJOIN_SECS"
+	show_status "restarted broker" "$PRIMARY_PORT"
+	show_status "backup" "$BACKUP_PORT"
+	check_running subscriber "$subscriber_pid"
+	check_running test_publisher "$publisher_pid"
+	sigkill backup "$backup_pid" "kill 2 of 2, the primary now: "
+	say "running $AFTER_SECS s more on the restarted broker…"
+	pause "$AFTER_SECS"
+	show_status "restarted broker" "$PRIMARY_PORT"
+	;;
+esac
 
 # ---- stop -----------------------------------------------------------------------------------
 
@@ -240,9 +371,25 @@ say "stopping test_publisher (pid $publisher_pid) with SIGINT"
 stop test_publisher "$publisher_pid"
 say "letting the subscriber drain…"
 pause 1.5
-say "stopping subscriber (pid $subscriber_pid) and backup (pid $backup_pid) with SIGINT"
-stop subscriber "$subscriber_pid"
-stop backup "$backup_pid"
+case "$FAULT" in
+kill)
+	say "stopping subscriber (pid $subscriber_pid) and backup (pid $backup_pid) with SIGINT"
+	stop subscriber "$subscriber_pid"
+	stop backup "$backup_pid"
+	;;
+stop)
+	# The resumed primary (a backup by now) first, so the primary does not hand over to it.
+	say "stopping subscriber (pid $subscriber_pid), the resumed primary (pid $primary_pid) and backup (pid $backup_pid) with SIGINT"
+	stop subscriber "$subscriber_pid"
+	stop primary "$primary_pid"
+	stop backup "$backup_pid"
+	;;
+kill-restart-kill)
+	say "stopping subscriber (pid $subscriber_pid) and the restarted broker (pid $restarted_pid) with SIGINT"
+	stop subscriber "$subscriber_pid"
+	stop primary2 "$restarted_pid"
+	;;
+esac
 
 # ---- report ---------------------------------------------------------------------------------
 
@@ -254,6 +401,23 @@ else
 	say "warning: no 'summary: sent=' line in $LOG_DIR/test_publisher.err; counting sent from the seqs seen"
 fi
 
+fault_args=()
+for at in ${fault_ms[@]+"${fault_ms[@]}"}; do
+	fault_args+=(--kill-ms "$at")
+done
+case "$FAULT" in
+kill)
+	title="primary killed after $RUN_SECS s"
+	;;
+stop)
+	fault_args+=(--fault-label "primary stopped (SIGSTOP $STOP_SECS s)")
+	title="primary stopped (SIGSTOP) for $STOP_SECS s after $RUN_SECS s"
+	;;
+kill-restart-kill)
+	title="primary killed after $RUN_SECS s, restarted, new primary killed"
+	;;
+esac
+
 say "report:"
 echo
 set +e
@@ -261,13 +425,23 @@ set +e
 	--sub "$LOG_DIR/subscriber.out" \
 	--acks "$LOG_DIR/test_publisher.out" \
 	${sent_args[@]+"${sent_args[@]}"} \
-	--kill-ms "$kill_ms" \
+	${fault_args[@]+"${fault_args[@]}"} \
 	--max-silence-ms "$MAX_SILENCE_MS" \
 	--svg "$LOG_DIR/run.svg" \
-	--title "edgebroker failover: $TOPIC at $RATE_HZ Hz, primary killed after $RUN_SECS s" |
+	--title "edgebroker failover: $TOPIC at $RATE_HZ Hz, $title" |
 	tee "$LOG_DIR/report.txt"
 status="${PIPESTATUS[0]}"
 set -e
+if [[ "$FAULT" == stop ]]; then
+	# The report judges the subscriber; the fencing of the resumed primary is judged here.
+	if [[ "$stepped_down" == backup ]]; then
+		verdict="PASS (the resumed primary reports role=backup)"
+	else
+		verdict="FAIL (the resumed primary did not step down: role=${stepped_down:-no answer})"
+		((status != 0)) || status=1
+	fi
+	printf 'step-down check:   %s\n' "$verdict" | tee -a "$LOG_DIR/report.txt"
+fi
 echo
 
 say "logs:    $LOG_DIR"

@@ -7,22 +7,25 @@
 //!   (`<unix_ms> ACK <seq>`, see [`parse_ack`]). [`parse_log`] applies either to a whole file
 //!   and counts the lines it could not read instead of failing on them.
 //! - **Judging** a run: [`analyse`] turns deliveries and ACKs into a [`RunReport`] (missing
-//!   ACKed messages, duplicates, order inversions, the longest silence around the kill), whose
-//!   `Display` is the human report and whose [`RunReport::passed`] is the PASS/FAIL rule.
+//!   ACKed messages, duplicates, order inversions, the longest silence around each fault —
+//!   a kill or a stop of the primary), whose `Display` is the human report and whose
+//!   [`RunReport::passed`] is the PASS/FAIL rule.
 //! - **Drawing** the run: [`render_svg`] plots sequence number against time, one dot per
-//!   delivery, coloured by the broker that delivered it, with the kill marked.
+//!   delivery, coloured by the broker that delivered it, with each fault marked.
 //!
 //! The `report` program is a thin wrapper: read the files, call these, print, exit 0/1.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::{self, Write as _};
 
-/// How far before the kill the silence search looks, in ms.
+/// How far before a fault the silence search looks, in ms.
 pub const SILENCE_WINDOW_BEFORE_MS: u64 = 5_000;
-/// How far after the kill the silence search looks, in ms.
+/// How far after a fault the silence search looks, in ms.
 pub const SILENCE_WINDOW_AFTER_MS: u64 = 10_000;
-/// The default limit on the silence around the kill for a run to pass, in ms.
+/// The default limit on the silence around each fault for a run to pass, in ms.
 pub const DEFAULT_MAX_SILENCE_MS: u64 = 1_000;
+/// How the picture labels a fault unless told otherwise.
+pub const DEFAULT_FAULT_LABEL: &str = "primary killed";
 /// How many missing sequence numbers the report lists before shortening the list.
 pub const MISSING_SHOWN: usize = 20;
 /// How many unparsed lines [`parse_log`] keeps as examples.
@@ -129,14 +132,15 @@ pub fn parse_log<T>(text: &str, parse: impl Fn(&str) -> Option<T>) -> ParsedLog<
     log
 }
 
-/// The longest gap between consecutive deliveries around the kill.
+/// The longest gap between consecutive deliveries around one fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Silence {
-    /// Start of the gap (a delivery, or the kill moment if nothing was delivered before it), ms.
+    /// Start of the gap (a delivery, or the fault moment if nothing was delivered before it),
+    /// ms.
     pub from_ms: u64,
     /// End of the gap (a delivery, or the end of the search window if `open_ended`), ms.
     pub to_ms: u64,
-    /// True when nothing was delivered after the kill: the gap has no end, and `to_ms` is
+    /// True when nothing was delivered after the fault: the gap has no end, and `to_ms` is
     /// only where the search stopped looking.
     pub open_ended: bool,
 }
@@ -146,6 +150,21 @@ impl Silence {
     pub fn ms(&self) -> u64 {
         self.to_ms.saturating_sub(self.from_ms)
     }
+}
+
+/// What the subscriber saw around one fault: a kill (or a stop) of the broker that was
+/// primary at that moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultWindow {
+    /// When the fault happened, unix ms.
+    pub at_ms: u64,
+    /// The last delivery at or before the fault.
+    pub last_before: Option<Delivery>,
+    /// The first delivery after the fault.
+    pub first_after: Option<Delivery>,
+    /// The longest silence around the fault (the rule is on [`analyse`]); `None` only when
+    /// nothing was delivered at all.
+    pub silence: Option<Silence>,
 }
 
 /// What a run did, computed by [`analyse`]; `Display` prints the human report.
@@ -169,14 +188,11 @@ pub struct RunReport {
     pub duplicates: usize,
     /// Delivery lines (not duplicates) whose seq is lower than one delivered before them.
     pub inversions: usize,
-    /// The kill moment, unix ms, if the run had one.
-    pub kill_at_ms: Option<u64>,
-    /// The longest silence around the kill; `None` without a kill or without any delivery.
-    pub longest_silence: Option<Silence>,
-    /// The last delivery at or before the kill.
-    pub last_before_kill: Option<Delivery>,
-    /// The first delivery after the kill.
-    pub first_after_kill: Option<Delivery>,
+    /// What the subscriber saw around each fault, in time order; empty for a run without one.
+    pub faults: Vec<FaultWindow>,
+    /// What the faults were (e.g. "primary stopped"), shown in the report. `None` means each
+    /// was a kill of the primary, reported as such (`kill at:`).
+    pub fault_label: Option<String>,
     /// The silence limit `Display` judges against (set by the caller; default
     /// [`DEFAULT_MAX_SILENCE_MS`]).
     pub max_silence_ms: u64,
@@ -190,12 +206,17 @@ pub struct RunReport {
 ///
 /// `deliveries` are in the order the subscriber printed them; `acked` are the seqs the
 /// publisher got an ACK for (any order, repeats ignored); `sent` defaults to the highest seq
-/// seen; `kill_at_ms` is when the primary was killed, if it was.
+/// seen; `faults_at_ms` are the moments (unix ms) the primary of the day was killed or
+/// stopped: none, one (`Some(ms)` will do) or several, in any order.
+///
+/// The silence around a fault is the longest gap between consecutive deliveries from
+/// [`SILENCE_WINDOW_BEFORE_MS`] before it to [`SILENCE_WINDOW_AFTER_MS`] after it, always
+/// counting the gap that spans the fault even when its ends lie outside that window.
 pub fn analyse(
     deliveries: &[Delivery],
     acked: &[u64],
     sent: Option<u64>,
-    kill_at_ms: Option<u64>,
+    faults_at_ms: impl IntoIterator<Item = u64>,
 ) -> RunReport {
     let acked_set: BTreeSet<u64> = acked.iter().copied().collect();
 
@@ -225,23 +246,12 @@ pub fn analyse(
         .collect();
     let highest_seen = acked_set.last().copied().max(highest).unwrap_or(0);
 
-    let (last_before_kill, first_after_kill, longest_silence) = match kill_at_ms {
-        Some(kill) => {
-            let last_before = deliveries
-                .iter()
-                .filter(|d| d.at_ms <= kill)
-                .max_by_key(|d| d.at_ms)
-                .copied();
-            let first_after = deliveries
-                .iter()
-                .filter(|d| d.at_ms > kill)
-                .min_by_key(|d| d.at_ms)
-                .copied();
-            let silence = silence_around(deliveries, kill, last_before, first_after);
-            (last_before, first_after, silence)
-        }
-        None => (None, None, None),
-    };
+    let mut fault_times: Vec<u64> = faults_at_ms.into_iter().collect();
+    fault_times.sort_unstable();
+    let faults = fault_times
+        .into_iter()
+        .map(|at_ms| fault_window(deliveries, at_ms))
+        .collect();
 
     RunReport {
         sent: sent.unwrap_or(highest_seen),
@@ -253,37 +263,55 @@ pub fn analyse(
         missing,
         duplicates,
         inversions,
-        kill_at_ms,
-        longest_silence,
-        last_before_kill,
-        first_after_kill,
+        faults,
+        fault_label: None,
         max_silence_ms: DEFAULT_MAX_SILENCE_MS,
         unparsed_sub_lines: 0,
         unparsed_ack_lines: 0,
     }
 }
 
-/// The longest gap between consecutive delivery times within the window around the kill,
-/// always counting the gap that spans the kill even if its ends lie outside the window.
+/// The deliveries on either side of the fault at `at_ms`, and the silence around it.
+fn fault_window(deliveries: &[Delivery], at_ms: u64) -> FaultWindow {
+    let last_before = deliveries
+        .iter()
+        .filter(|d| d.at_ms <= at_ms)
+        .max_by_key(|d| d.at_ms)
+        .copied();
+    let first_after = deliveries
+        .iter()
+        .filter(|d| d.at_ms > at_ms)
+        .min_by_key(|d| d.at_ms)
+        .copied();
+    FaultWindow {
+        at_ms,
+        last_before,
+        first_after,
+        silence: silence_around(deliveries, at_ms, last_before, first_after),
+    }
+}
+
+/// The longest gap between consecutive delivery times within the window around the fault,
+/// always counting the gap that spans the fault even if its ends lie outside the window.
 fn silence_around(
     deliveries: &[Delivery],
-    kill: u64,
+    fault: u64,
     last_before: Option<Delivery>,
     first_after: Option<Delivery>,
 ) -> Option<Silence> {
     if deliveries.is_empty() {
         return None;
     }
-    let window_start = kill.saturating_sub(SILENCE_WINDOW_BEFORE_MS);
-    let window_end = kill.saturating_add(SILENCE_WINDOW_AFTER_MS);
+    let window_start = fault.saturating_sub(SILENCE_WINDOW_BEFORE_MS);
+    let window_end = fault.saturating_add(SILENCE_WINDOW_AFTER_MS);
     let mut times: Vec<u64> = deliveries
         .iter()
         .map(|d| d.at_ms)
         .filter(|&t| (window_start..=window_end).contains(&t))
         .collect();
-    // The gap across the kill starts at the last delivery before it, or at the kill itself
+    // The gap across the fault starts at the last delivery before it, or at the fault itself
     // if nothing came before (the subscriber cannot have been silent before it existed).
-    times.push(last_before.map_or(kill, |d| d.at_ms));
+    times.push(last_before.map_or(fault, |d| d.at_ms));
     if let Some(d) = first_after {
         times.push(d.at_ms);
     }
@@ -299,8 +327,8 @@ fn silence_around(
         })
         .max_by_key(Silence::ms);
     if first_after.is_none() {
-        // Nothing after the kill: the silence never ended; measure it to the window's end.
-        let from_ms = times.last().copied().unwrap_or(kill);
+        // Nothing after the fault: the silence never ended; measure it to the window's end.
+        let from_ms = times.last().copied().unwrap_or(fault);
         let open = Silence {
             from_ms,
             to_ms: window_end.max(from_ms),
@@ -311,8 +339,8 @@ fn silence_around(
         }
     }
     longest.or(Some(Silence {
-        from_ms: kill,
-        to_ms: kill,
+        from_ms: fault,
+        to_ms: fault,
         open_ended: false,
     }))
 }
@@ -333,6 +361,37 @@ impl RunReport {
         self.unparsed_sub_lines = sub_lines;
         self.unparsed_ack_lines = ack_lines;
         self
+    }
+
+    /// Says what the faults were (e.g. "primary stopped"); the report then speaks of
+    /// "faults" and shows the label, instead of "kills".
+    pub fn with_fault_label(mut self, label: impl Into<String>) -> Self {
+        self.fault_label = Some(label.into());
+        self
+    }
+
+    /// The name of fault `i` (0-based) as a line key: `kill`, `fault`, or numbered (`kill 2`)
+    /// when the run had several.
+    fn fault_key(&self, i: usize) -> String {
+        let noun = if self.fault_label.is_some() {
+            "fault"
+        } else {
+            "kill"
+        };
+        if self.faults.len() > 1 {
+            format!("{noun} {}", i + 1)
+        } else {
+            noun.to_string()
+        }
+    }
+
+    /// The name of fault `i` (0-based) inside a sentence: `the kill`, `fault 2`.
+    fn fault_ref(&self, i: usize) -> String {
+        if self.faults.len() > 1 {
+            self.fault_key(i)
+        } else {
+            format!("the {}", self.fault_key(i))
+        }
     }
 
     /// Why the run fails with this silence limit, one phrase per reason; empty means PASS.
@@ -357,14 +416,17 @@ impl RunReport {
                 "order inversions",
             ));
         }
-        if let Some(s) = self.longest_silence {
+        // "the kill 2600 ms" reads fine; "kill 2 2600 ms" needs a colon.
+        let sep = if self.faults.len() > 1 { ":" } else { "" };
+        for (i, fault) in self.faults.iter().enumerate() {
+            let Some(s) = fault.silence else { continue };
+            let name = self.fault_ref(i);
             if s.open_ended {
-                reasons.push("nothing delivered after the kill".to_string());
+                reasons.push(format!("nothing delivered after {name}"));
             } else if s.ms() > max_silence_ms {
                 reasons.push(format!(
-                    "silence around the kill {} ms > {} ms",
-                    s.ms(),
-                    max_silence_ms
+                    "silence around {name}{sep} {} ms > {max_silence_ms} ms",
+                    s.ms()
                 ));
             }
         }
@@ -372,46 +434,72 @@ impl RunReport {
     }
 
     /// The PASS rule: nothing ACKed is missing, no duplicates, no inversions, something was
-    /// received, and (if there was a kill) the longest silence is at most `max_silence_ms`.
+    /// received, and the silence around every fault is at most `max_silence_ms`.
     pub fn passed(&self, max_silence_ms: u64) -> bool {
         self.failures(max_silence_ms).is_empty()
     }
-}
 
-/// `<n> ms before/after the kill`.
-fn relative_to_kill(at_ms: u64, kill: u64) -> String {
-    if at_ms <= kill {
-        format!("{} ms before the kill", kill - at_ms)
-    } else {
-        format!("{} ms after the kill", at_ms - kill)
-    }
-}
-
-fn describe_delivery(d: Option<Delivery>, kill: u64) -> String {
-    match d {
-        Some(d) => format!(
-            "seq {} from {}, {}",
-            d.seq,
-            d.source,
-            relative_to_kill(d.at_ms, kill)
-        ),
-        None => "none".to_string(),
+    /// The report's `key: value` lines about fault `i` (0-based).
+    fn fault_lines(&self, i: usize, fault: &FaultWindow) -> Vec<(String, String)> {
+        let (key, name, at) = (self.fault_key(i), self.fault_ref(i), fault.at_ms);
+        let relative = |at_ms: u64| {
+            if at_ms <= at {
+                format!("{} ms before {name}", at - at_ms)
+            } else {
+                format!("{} ms after {name}", at_ms - at)
+            }
+        };
+        let describe = |d: Option<Delivery>| match d {
+            Some(d) => format!("seq {} from {}, {}", d.seq, d.source, relative(d.at_ms)),
+            None => "none".to_string(),
+        };
+        let mut at_value = format!("{at} (unix ms)");
+        if let Some(label) = &self.fault_label {
+            at_value = format!("{at_value}, {label}");
+        }
+        let silence = match fault.silence {
+            None => "n/a (nothing delivered)".to_string(),
+            Some(s) if s.open_ended => format!(
+                ">= {} ms, nothing delivered after {name} (limit {} ms)",
+                s.ms(),
+                self.max_silence_ms
+            ),
+            Some(s) => format!(
+                "{} ms, from {} to {} (limit {} ms)",
+                s.ms(),
+                relative(s.from_ms),
+                relative(s.to_ms),
+                self.max_silence_ms
+            ),
+        };
+        let silence_key = if self.faults.len() > 1 {
+            format!("silence at {key}")
+        } else {
+            "longest silence".to_string()
+        };
+        vec![
+            (format!("{key} at"), at_value),
+            (format!("last before {key}"), describe(fault.last_before)),
+            (format!("first after {key}"), describe(fault.first_after)),
+            (silence_key, silence),
+        ]
     }
 }
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut line = |key: &str, value: String| writeln!(f, "{:<18} {value}", format!("{key}:"));
-        line("sent", self.sent.to_string())?;
-        line("acked", self.acked.to_string())?;
-        line("received", format!("{} distinct", self.received))?;
+        let mut lines: Vec<(String, String)> = Vec::new();
+        let mut line = |key: &str, value: String| lines.push((key.to_string(), value));
+        line("sent", self.sent.to_string());
+        line("acked", self.acked.to_string());
+        line("received", format!("{} distinct", self.received));
         line(
             "delivered lines",
             format!(
                 "{} ({} from PRIMARY, {} from BACKUP)",
                 self.delivered_lines, self.from_primary, self.from_backup
             ),
-        )?;
+        );
         if self.unparsed_sub_lines > 0 || self.unparsed_ack_lines > 0 {
             line(
                 "unparsed lines",
@@ -419,7 +507,7 @@ impl fmt::Display for RunReport {
                     "{} in subscriber output, {} in publisher output",
                     self.unparsed_sub_lines, self.unparsed_ack_lines
                 ),
-            )?;
+            );
         }
         let mut missing = self.missing.len().to_string();
         if !self.missing.is_empty() {
@@ -437,38 +525,25 @@ impl fmt::Display for RunReport {
             };
             missing = format!("{missing} (seq {}{more})", shown.join(", "));
         }
-        line("missing", missing)?;
-        line("duplicates", self.duplicates.to_string())?;
-        line("order inversions", self.inversions.to_string())?;
-        match self.kill_at_ms {
-            None => line("kill", "none (no failover in this run)".to_string())?,
-            Some(kill) => {
-                line("kill at", format!("{kill} (unix ms)"))?;
-                line(
-                    "last before kill",
-                    describe_delivery(self.last_before_kill, kill),
-                )?;
-                line(
-                    "first after kill",
-                    describe_delivery(self.first_after_kill, kill),
-                )?;
-                let silence = match self.longest_silence {
-                    None => "n/a (nothing delivered)".to_string(),
-                    Some(s) if s.open_ended => format!(
-                        ">= {} ms, nothing delivered after the kill (limit {} ms)",
-                        s.ms(),
-                        self.max_silence_ms
-                    ),
-                    Some(s) => format!(
-                        "{} ms, from {} to {} (limit {} ms)",
-                        s.ms(),
-                        relative_to_kill(s.from_ms, kill),
-                        relative_to_kill(s.to_ms, kill),
-                        self.max_silence_ms
-                    ),
-                };
-                line("longest silence", silence)?;
-            }
+        line("missing", missing);
+        line("duplicates", self.duplicates.to_string());
+        line("order inversions", self.inversions.to_string());
+        if self.faults.is_empty() {
+            line("kill", "none (no failover in this run)".to_string());
+        }
+        for (i, fault) in self.faults.iter().enumerate() {
+            lines.extend(self.fault_lines(i, fault));
+        }
+
+        // Values line up one space after the longest key (at least column 19).
+        let width = lines
+            .iter()
+            .map(|(key, _)| key.chars().count() + 1)
+            .max()
+            .unwrap_or(0)
+            .max(18);
+        for (key, value) in &lines {
+            writeln!(f, "{:<width$} {value}", format!("{key}:"))?;
         }
         let reasons = self.failures(self.max_silence_ms);
         if reasons.is_empty() {
@@ -548,16 +623,28 @@ const KILL_COLOUR: &str = "#d62728";
 
 /// Renders a self-contained 900×500 SVG of a run: sequence number (y) against seconds since
 /// the first delivery (x), one dot per delivery coloured by source (primary blue, backup
-/// orange), a legend, and the kill as a red dashed vertical line labelled "primary killed".
-pub fn render_svg(deliveries: &[Delivery], kill_at_ms: Option<u64>, title: &str) -> String {
+/// orange), a legend, and each fault (unix ms) as a red dashed vertical line labelled
+/// `fault_label` (numbered when there are several).
+pub fn render_svg(
+    deliveries: &[Delivery],
+    faults_at_ms: &[u64],
+    fault_label: &str,
+    title: &str,
+) -> String {
     let t0 = deliveries.iter().map(|d| d.at_ms).min().unwrap_or(0);
     let secs = |at_ms: u64| (at_ms as f64 - t0 as f64) / 1000.0;
-    let kill_s = kill_at_ms.filter(|_| !deliveries.is_empty()).map(secs);
+    let mut fault_times = faults_at_ms.to_vec();
+    fault_times.sort_unstable();
+    let faults_s: Vec<f64> = if deliveries.is_empty() {
+        Vec::new()
+    } else {
+        fault_times.into_iter().map(secs).collect()
+    };
 
-    // Data ranges, always including the kill and never empty.
+    // Data ranges, always including the faults and never empty.
     let mut x_lo: f64 = 0.0;
     let mut x_hi: f64 = deliveries.iter().map(|d| secs(d.at_ms)).fold(0.0, f64::max);
-    if let Some(k) = kill_s {
+    for &k in &faults_s {
         x_lo = x_lo.min(k);
         x_hi = x_hi.max(k);
     }
@@ -650,23 +737,32 @@ pub fn render_svg(deliveries: &[Delivery], kill_at_ms: Option<u64>, title: &str)
         (py0 + py1) / 2.0
     );
 
-    // The kill, under the dots so it never hides one.
-    if let Some(k) = kill_s {
+    // The faults, under the dots so they never hide one.
+    let label = xml_escape(fault_label);
+    // Rough width of the label (12 px sans-serif), to keep it inside the plot and the legend.
+    let label_w = 6.5 * fault_label.chars().count() as f64;
+    for (i, &k) in faults_s.iter().enumerate() {
         let x = px(k);
         let _ = writeln!(
             svg,
             r#"<line x1="{x:.1}" y1="{py0:.1}" x2="{x:.1}" y2="{py1:.1}" stroke="{KILL_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>"#
         );
         // Label to the left of the line when it sits near the right edge.
-        let (lx, anchor) = if x > px1 - 110.0 {
+        let (lx, anchor) = if x > px1 - (label_w + 19.0) {
             (x - 4.0, "end")
         } else {
             (x + 4.0, "start")
         };
+        let text = if faults_s.len() > 1 {
+            format!("{label} ({})", i + 1)
+        } else {
+            label.clone()
+        };
+        // Each label one row lower than the one before, so close faults stay readable.
         let _ = writeln!(
             svg,
-            r#"<text x="{lx:.1}" y="{:.1}" fill="{KILL_COLOUR}" text-anchor="{anchor}">primary killed</text>"#,
-            py0 + 14.0
+            r#"<text x="{lx:.1}" y="{:.1}" fill="{KILL_COLOUR}" text-anchor="{anchor}">{text}</text>"#,
+            py0 + 14.0 * (i + 1) as f64
         );
     }
 
@@ -699,10 +795,16 @@ pub fn render_svg(deliveries: &[Delivery], kill_at_ms: Option<u64>, title: &str)
     // Legend, top left inside the plot (the dots rise to the right, so that corner is free).
     let count = |s: Source| deliveries.iter().filter(|d| d.source == s).count();
     let (lx, ly) = (px0 + 10.0, py0 + 10.0);
+    let has_faults = !faults_s.is_empty();
+    let legend_w = if has_faults {
+        (label_w + 36.0).max(150.0)
+    } else {
+        150.0
+    };
     let _ = writeln!(
         svg,
-        r##"<rect x="{lx:.1}" y="{ly:.1}" width="150" height="{}" fill="white" fill-opacity="0.9" stroke="#999"/>"##,
-        if kill_s.is_some() { 66 } else { 46 }
+        r##"<rect x="{lx:.1}" y="{ly:.1}" width="{legend_w:.0}" height="{}" fill="white" fill-opacity="0.9" stroke="#999"/>"##,
+        if has_faults { 66 } else { 46 }
     );
     let mut row = ly + 16.0;
     for (source, colour, name) in [
@@ -720,10 +822,10 @@ pub fn render_svg(deliveries: &[Delivery], kill_at_ms: Option<u64>, title: &str)
         );
         row += 20.0;
     }
-    if kill_s.is_some() {
+    if has_faults {
         let _ = writeln!(
             svg,
-            r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{KILL_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}">primary killed</text>"#,
+            r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{KILL_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/><text x="{:.1}" y="{:.1}">{label}</text>"#,
             lx + 6.0,
             row - 4.0,
             lx + 18.0,
@@ -742,6 +844,14 @@ mod tests {
 
     fn d(at_ms: u64, source: Source, seq: u64) -> Delivery {
         Delivery { at_ms, source, seq }
+    }
+
+    /// The length of the silence around each fault, in ms.
+    fn silences(r: &RunReport) -> Vec<u64> {
+        r.faults
+            .iter()
+            .map(|f| f.silence.expect("deliveries give a silence").ms())
+            .collect()
     }
 
     /// Deliveries of `seqs` from the primary, 100 ms apart starting at t = 1000.
@@ -818,13 +928,13 @@ mod tests {
 
     #[test]
     fn clean_run_passes() {
-        let r = analyse(&steady(1..=10), &(1..=10).collect::<Vec<_>>(), None, None);
+        let r = analyse(&steady(1..=10), &(1..=10).collect::<Vec<_>>(), None, []);
         assert_eq!(r.sent, 10);
         assert_eq!(r.acked, 10);
         assert_eq!(r.received, 10);
         assert!(r.missing.is_empty());
         assert_eq!((r.duplicates, r.inversions), (0, 0));
-        assert_eq!(r.longest_silence, None);
+        assert!(r.faults.is_empty());
         assert!(r.passed(DEFAULT_MAX_SILENCE_MS));
         assert!(r.to_string().ends_with("RESULT: PASS\n"), "{r}");
     }
@@ -832,7 +942,7 @@ mod tests {
     #[test]
     fn missing_lists_acked_seqs_never_delivered() {
         let got = steady([1, 2, 4, 6]);
-        let r = analyse(&got, &[1, 2, 3, 4, 5], Some(7), None);
+        let r = analyse(&got, &[1, 2, 3, 4, 5], Some(7), []);
         assert_eq!(r.missing, vec![3, 5]);
         assert_eq!(r.sent, 7);
         assert!(!r.passed(DEFAULT_MAX_SILENCE_MS));
@@ -847,7 +957,7 @@ mod tests {
     #[test]
     fn unacked_loss_is_not_missing() {
         // seq 3 was sent but never ACKed: losing it is allowed.
-        let r = analyse(&steady([1, 2]), &[1, 2], Some(3), None);
+        let r = analyse(&steady([1, 2]), &[1, 2], Some(3), []);
         assert!(r.missing.is_empty());
         assert!(r.passed(DEFAULT_MAX_SILENCE_MS));
     }
@@ -861,7 +971,7 @@ mod tests {
             d(4, Source::Backup, 2),
             d(5, Source::Backup, 3),
         ];
-        let r = analyse(&got, &[1, 2, 3], None, None);
+        let r = analyse(&got, &[1, 2, 3], None, []);
         assert_eq!(r.duplicates, 2);
         assert_eq!(r.inversions, 0, "a duplicate is not an inversion");
         assert_eq!(r.received, 3);
@@ -873,7 +983,7 @@ mod tests {
     #[test]
     fn inversions_count_each_late_line_once() {
         // 4 and 3 arrive after 5; 6 after them is fine; the repeat of 3 is a duplicate.
-        let r = analyse(&steady([1, 2, 5, 4, 3, 6, 3]), &[], None, None);
+        let r = analyse(&steady([1, 2, 5, 4, 3, 6, 3]), &[], None, []);
         assert_eq!(r.inversions, 2);
         assert_eq!(r.duplicates, 1);
         assert_eq!(r.sent, 6);
@@ -886,12 +996,15 @@ mod tests {
         // Every 100 ms until 1500, kill at 1550, backup resumes at 2750.
         let mut got = steady(1..=6);
         got.extend((7..=10).map(|seq| d(2750 + 100 * (seq - 7), Source::Backup, seq)));
-        let r = analyse(&got, &(1..=10).collect::<Vec<_>>(), None, Some(1550));
-        let s = r.longest_silence.expect("a kill gives a silence");
+        let r = analyse(&got, &(1..=10).collect::<Vec<_>>(), None, [1550]);
+        let [fault] = r.faults[..] else {
+            panic!("one fault: {:?}", r.faults)
+        };
+        let s = fault.silence.expect("a kill gives a silence");
         assert_eq!((s.from_ms, s.to_ms, s.ms()), (1500, 2750, 1250));
         assert!(!s.open_ended);
-        assert_eq!(r.last_before_kill, Some(d(1500, Source::Primary, 6)));
-        assert_eq!(r.first_after_kill, Some(d(2750, Source::Backup, 7)));
+        assert_eq!(fault.last_before, Some(d(1500, Source::Primary, 6)));
+        assert_eq!(fault.first_after, Some(d(2750, Source::Backup, 7)));
         assert!(!r.passed(1000));
         assert!(r.passed(1250));
         let text = r.with_max_silence_ms(1000).to_string();
@@ -908,8 +1021,8 @@ mod tests {
     #[test]
     fn spanning_gap_counts_even_when_its_ends_are_outside_the_window() {
         let got = vec![d(0, Source::Primary, 1), d(60_000, Source::Backup, 2)];
-        let r = analyse(&got, &[1, 2], None, Some(30_000));
-        assert_eq!(r.longest_silence.map(|s| s.ms()), Some(60_000));
+        let r = analyse(&got, &[1, 2], None, [30_000]);
+        assert_eq!(silences(&r), vec![60_000]);
     }
 
     #[test]
@@ -918,24 +1031,24 @@ mod tests {
         let mut got = vec![d(0, Source::Primary, 1)];
         got.extend((2..=100).map(|seq| d(20_000 + 100 * seq, Source::Primary, seq)));
         got.push(d(30_200, Source::Backup, 101));
-        let r = analyse(&got, &[], None, Some(30_000));
-        assert_eq!(r.longest_silence.map(|s| s.ms()), Some(200));
+        let r = analyse(&got, &[], None, [30_000]);
+        assert_eq!(silences(&r), vec![200]);
         assert!(r.passed(1000));
     }
 
     #[test]
     fn nothing_after_the_kill_fails() {
-        let r = analyse(&steady(1..=5), &[1, 2, 3, 4, 5], None, Some(1450));
-        let s = r.longest_silence.expect("silence");
+        let r = analyse(&steady(1..=5), &[1, 2, 3, 4, 5], None, [1450]);
+        let s = r.faults[0].silence.expect("silence");
         assert!(s.open_ended);
-        assert_eq!(r.first_after_kill, None);
+        assert_eq!(r.faults[0].first_after, None);
         assert!(!r.passed(u64::MAX));
         assert!(r.to_string().contains("nothing delivered after the kill"));
     }
 
     #[test]
     fn nothing_received_fails() {
-        let r = analyse(&[], &[], None, None);
+        let r = analyse(&[], &[], None, []);
         assert_eq!(r.sent, 0);
         assert!(!r.passed(DEFAULT_MAX_SILENCE_MS));
         assert!(r.to_string().contains("nothing was delivered"));
@@ -944,18 +1057,155 @@ mod tests {
     #[test]
     fn long_missing_list_is_shortened() {
         let acked: Vec<u64> = (1..=50).collect();
-        let r = analyse(&steady([50]), &acked, None, None);
+        let r = analyse(&steady([50]), &acked, None, []);
         let text = r.to_string();
         assert!(text.contains("missing:           49 (seq 1, 2,"), "{text}");
         assert!(text.contains("19, 20, … 29 more)"), "{text}");
         assert!(!text.contains(" 21,"), "{text}");
     }
 
+    /// Primary until 1500, a kill at 1550, the backup from 2750: a 1250 ms silence.
+    fn one_failover() -> Vec<Delivery> {
+        let mut got = steady(1..=6);
+        got.extend((7..=10).map(|seq| d(2750 + 100 * (seq - 7), Source::Backup, seq)));
+        got
+    }
+
+    #[test]
+    fn a_single_kill_reads_as_it_always_did() {
+        let r = analyse(&one_failover(), &(1..=10).collect::<Vec<_>>(), None, [1550]);
+        assert_eq!(
+            r.with_max_silence_ms(1500).to_string(),
+            "\
+sent:              10
+acked:             10
+received:          10 distinct
+delivered lines:   10 (6 from PRIMARY, 4 from BACKUP)
+missing:           0
+duplicates:        0
+order inversions:  0
+kill at:           1550 (unix ms)
+last before kill:  seq 6 from PRIMARY, 50 ms before the kill
+first after kill:  seq 7 from BACKUP, 1200 ms after the kill
+longest silence:   1250 ms, from 50 ms before the kill to 1200 ms after the kill (limit 1500 ms)
+RESULT: PASS
+"
+        );
+    }
+
+    #[test]
+    fn a_fault_label_names_the_fault() {
+        let r = analyse(&one_failover(), &(1..=10).collect::<Vec<_>>(), None, [1550])
+            .with_fault_label("primary stopped");
+        let text = r.to_string();
+        for want in [
+            "fault at:          1550 (unix ms), primary stopped\n",
+            "last before fault: seq 6 from PRIMARY, 50 ms before the fault\n",
+            "first after fault: seq 7 from BACKUP, 1200 ms after the fault\n",
+            "longest silence:   1250 ms, from 50 ms before the fault to 1200 ms after the fault",
+            "RESULT: FAIL (silence around the fault 1250 ms > 1000 ms)",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+        assert!(!text.contains("kill"), "{text}");
+    }
+
+    /// Kill, restart, kill: the primary delivers 1..=10 until 1900 and is killed at 1950; the
+    /// backup delivers 11..=190 from 2500 to 20400 and is killed at 20450; the restarted
+    /// broker delivers 191..=200 from 21200.
+    fn two_failovers() -> Vec<Delivery> {
+        let mut got: Vec<Delivery> = (1..=10)
+            .map(|seq| d(1000 + 100 * (seq - 1), Source::Primary, seq))
+            .collect();
+        got.extend((11..=190).map(|seq| d(2500 + 100 * (seq - 11), Source::Backup, seq)));
+        got.extend((191..=200).map(|seq| d(21_200 + 100 * (seq - 191), Source::Primary, seq)));
+        got
+    }
+
+    #[test]
+    fn each_fault_gets_its_own_silence() {
+        let acked: Vec<u64> = (1..=200).collect();
+        // Given in any order, reported in time order.
+        let r = analyse(&two_failovers(), &acked, None, [20_450, 1950]);
+        assert_eq!(r.faults.len(), 2);
+        assert_eq!((r.faults[0].at_ms, r.faults[1].at_ms), (1950, 20_450));
+        assert_eq!(silences(&r), vec![600, 800]);
+        assert_eq!(
+            r.faults[1].last_before,
+            Some(d(20_400, Source::Backup, 190))
+        );
+        assert_eq!(
+            r.faults[1].first_after,
+            Some(d(21_200, Source::Primary, 191))
+        );
+        assert!(r.passed(800));
+        assert!(!r.passed(799), "every fault must be within the limit");
+
+        let text = r.with_max_silence_ms(700).to_string();
+        for want in [
+            "sent:               200\n",
+            "kill 1 at:          1950 (unix ms)\n",
+            "last before kill 1: seq 10 from PRIMARY, 50 ms before kill 1\n",
+            "first after kill 1: seq 11 from BACKUP, 550 ms after kill 1\n",
+            "silence at kill 1:  600 ms, from 50 ms before kill 1 to 550 ms after kill 1 (limit 700 ms)\n",
+            "kill 2 at:          20450 (unix ms)\n",
+            "silence at kill 2:  800 ms, from 50 ms before kill 2 to 750 ms after kill 2 (limit 700 ms)\n",
+            "RESULT: FAIL (silence around kill 2: 800 ms > 700 ms)\n",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_later_fault_inside_the_window_counts_for_the_earlier_one() {
+        // As `two_failovers`, but the second kill comes 8.4 s after the first: its 800 ms gap
+        // lies within 10 s after the first kill, so it is the longest silence around both.
+        let mut got: Vec<Delivery> = (1..=10)
+            .map(|seq| d(1000 + 100 * (seq - 1), Source::Primary, seq))
+            .collect();
+        got.extend((11..=89).map(|seq| d(2500 + 100 * (seq - 11), Source::Backup, seq)));
+        got.extend((90..=99).map(|seq| d(11_100 + 100 * (seq - 90), Source::Primary, seq)));
+        let r = analyse(&got, &[], None, [1950, 10_350]);
+        assert_eq!(silences(&r), vec![800, 800]);
+        assert!(r.passed(800));
+    }
+
+    #[test]
+    fn nothing_after_the_last_fault_fails() {
+        let mut got = one_failover();
+        got.truncate(8);
+        let r = analyse(&got, &[], None, [1550, 3000]);
+        assert_eq!(r.faults[0].silence.map(|s| s.open_ended), Some(false));
+        assert_eq!(r.faults[1].silence.map(|s| s.open_ended), Some(true));
+        assert_eq!(
+            r.failures(u64::MAX),
+            vec!["nothing delivered after kill 2".to_string()]
+        );
+    }
+
+    #[test]
+    fn svg_marks_every_fault_with_its_label() {
+        let svg = render_svg(&one_failover(), &[3000, 1550], "primary <stopped>", "two");
+        assert_eq!(
+            svg.matches("stroke-dasharray").count(),
+            2 + 1,
+            "2 markers + 1 legend line"
+        );
+        assert!(svg.contains("primary &lt;stopped&gt; (1)</text>"), "{svg}");
+        assert!(svg.contains("primary &lt;stopped&gt; (2)</text>"), "{svg}");
+        assert!(
+            svg.contains(">primary &lt;stopped&gt;</text>"),
+            "legend: {svg}"
+        );
+        assert!(!svg.contains("primary killed"));
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
+
     #[test]
     fn svg_is_self_contained_and_marks_the_kill() {
         let mut got = steady(1..=6);
         got.push(d(2750, Source::Backup, 7));
-        let svg = render_svg(&got, Some(1550), "run <1> & \"more\"");
+        let svg = render_svg(&got, &[1550], DEFAULT_FAULT_LABEL, "run <1> & \"more\"");
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(
@@ -973,10 +1223,15 @@ mod tests {
 
     #[test]
     fn svg_copes_with_no_data() {
-        let svg = render_svg(&[], None, "empty");
+        let svg = render_svg(&[], &[], DEFAULT_FAULT_LABEL, "empty");
         assert!(svg.contains("no deliveries"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
-        let svg = render_svg(&[d(0, Source::Primary, 1)], Some(0), "one");
+        let svg = render_svg(
+            &[d(0, Source::Primary, 1)],
+            &[0],
+            DEFAULT_FAULT_LABEL,
+            "one",
+        );
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
     }
 

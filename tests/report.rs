@@ -154,6 +154,108 @@ fn long_silence_after_kill_fails() {
     );
 }
 
+/// Kill, restart, kill: the primary delivers 1..=10 until T0+900 and is killed at T0+950; the
+/// backup delivers 11..=190 from T0+1500 to T0+19400 and is killed at T0+19450; the restarted
+/// broker delivers 191..=200 from T0+20200 (silences of 600 and 800 ms).
+fn two_failovers(dir: &Scratch) -> (PathBuf, PathBuf, [String; 2]) {
+    let mut sub = sub_lines("PRIMARY", 1..=10, 0);
+    sub.push_str(&sub_lines("BACKUP", 11..=190, 1500));
+    sub.push_str(&sub_lines("PRIMARY", 191..=200, 20_200));
+    let sub = dir.file("subscriber.out", &sub);
+    let acks = dir.file("test_publisher.out", &ack_lines(1..=200));
+    let kills = [(T0 + 950).to_string(), (T0 + 19_450).to_string()];
+    (sub, acks, kills)
+}
+
+#[test]
+fn every_fault_gets_a_silence_line_and_all_must_pass() {
+    let dir = Scratch::new("two-kills");
+    let (sub, acks, [k1, k2]) = two_failovers(&dir);
+    let svg = dir.0.join("run.svg");
+    let args = |limit: &'static str| {
+        let mut args = vec!["--sub", p(&sub), "--acks", p(&acks)];
+        args.extend([
+            "--kill-ms",
+            &k2,
+            "--kill-ms",
+            &k1,
+            "--max-silence-ms",
+            limit,
+        ]);
+        args.extend(["--svg", p(&svg)]);
+        args
+    };
+
+    let out = report(&args("800"));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("silence at kill 1:  600 ms, from 50 ms before kill 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("silence at kill 2:  800 ms, from 50 ms before kill 2"),
+        "{text}"
+    );
+    assert!(text.contains("RESULT: PASS"), "{text}");
+    let picture = fs::read_to_string(&svg).expect("svg written");
+    assert!(picture.contains("primary killed (1)"), "{picture}");
+    assert!(picture.contains("primary killed (2)"), "{picture}");
+
+    // The first failover alone would pass; the second one's silence fails the run.
+    let out = report(&args("700"));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("RESULT: FAIL (silence around kill 2: 800 ms > 700 ms)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn fault_label_names_the_fault_in_the_report_and_the_picture() {
+    let dir = Scratch::new("label");
+    let mut sub = sub_lines("PRIMARY", 1..=20, 0);
+    sub.push_str(&sub_lines("BACKUP", 21..=30, 3000));
+    let sub = dir.file("subscriber.out", &sub);
+    let acks = dir.file("test_publisher.out", &ack_lines(1..=30));
+    let svg = dir.0.join("run.svg");
+    let stop = (T0 + 1950).to_string();
+
+    let out = report(&[
+        "--sub",
+        p(&sub),
+        "--acks",
+        p(&acks),
+        "--kill-ms",
+        &stop,
+        "--fault-label",
+        "primary stopped (SIGSTOP 3 s)",
+        "--max-silence-ms=2000",
+        "--svg",
+        p(&svg),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        text.contains(&format!(
+            "fault at:          {stop} (unix ms), primary stopped (SIGSTOP 3 s)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("longest silence:   1100 ms, from 50 ms before the fault"),
+        "{text}"
+    );
+    assert!(text.contains("(limit 2000 ms)"), "{text}");
+    let picture = fs::read_to_string(&svg).expect("svg written");
+    assert!(
+        picture.contains(">primary stopped (SIGSTOP 3 s)</text>"),
+        "{picture}"
+    );
+    assert!(!picture.contains("primary killed"), "{picture}");
+}
+
 #[test]
 fn help_exits_zero_with_usage_on_stdout() {
     let out = report(&["--help"]);
@@ -168,6 +270,17 @@ fn bad_arguments_exit_two_with_usage_on_stderr() {
         &["--sub", "a"][..],
         &["--sub", "a", "--acks", "b", "--sent", "many"][..],
         &["--sub", "a", "--acks"][..],
+        &[
+            "--sub",
+            "a",
+            "--acks",
+            "b",
+            "--kill-ms",
+            "1",
+            "--kill-ms",
+            "soon",
+        ][..],
+        &["--sub", "a", "--acks", "b", "--fault-label", " "][..],
     ] {
         let out = report(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -7,17 +7,20 @@
 use std::fs;
 use std::process::ExitCode;
 
-use edgebroker::report::{self, DEFAULT_MAX_SILENCE_MS};
+use edgebroker::report::{self, DEFAULT_FAULT_LABEL, DEFAULT_MAX_SILENCE_MS};
 
 const USAGE: &str = "\
-usage: report --sub FILE --acks FILE [--sent N] [--kill-ms MS] [--max-silence-ms MS]
-              [--svg FILE] [--title T]
+usage: report --sub FILE --acks FILE [--sent N] [--kill-ms MS]... [--fault-label TEXT]
+              [--max-silence-ms MS] [--svg FILE] [--title T]
 
   --sub FILE            subscriber output (`<unix_ms> [PRIMARY|BACKUP] <seq>` per line)
   --acks FILE           test_publisher output (`<unix_ms> ACK <seq>` per line)
   --sent N              messages sent (default: the highest seq ACKed or delivered)
-  --kill-ms MS          when the primary was killed, unix ms (default: no kill)
-  --max-silence-ms MS   longest silence around the kill that still passes [1000]
+  --kill-ms MS          when the primary was killed (or stopped), unix ms; repeat it for
+                        each fault of the run (default: no fault)
+  --fault-label TEXT    what the faults were, for the report and the picture; without it
+                        they are reported as kills [primary killed]
+  --max-silence-ms MS   longest silence around each fault that still passes [1000]
   --svg FILE            also write a picture of the run (SVG) to FILE
   --title T             title of the picture
   -h, --help            print this help
@@ -29,7 +32,9 @@ struct Args {
     sub: String,
     acks: String,
     sent: Option<u64>,
-    kill_ms: Option<u64>,
+    /// Each fault's moment, unix ms, in command-line order.
+    kill_ms: Vec<u64>,
+    fault_label: Option<String>,
     max_silence_ms: u64,
     svg: Option<String>,
     title: String,
@@ -37,8 +42,9 @@ struct Args {
 
 /// Parses the command line; `Ok(None)` means `--help` was asked for.
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let (mut sub, mut acks, mut sent, mut kill_ms, mut svg, mut title) =
+    let (mut sub, mut acks, mut sent, mut fault_label, mut svg, mut title) =
         (None, None, None, None, None, None);
+    let mut kill_ms = Vec::new();
     let mut max_silence_ms = DEFAULT_MAX_SILENCE_MS;
     while let Some(arg) = argv.next() {
         if arg == "-h" || arg == "--help" {
@@ -63,7 +69,14 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
             "--sub" => sub = Some(value()?),
             "--acks" => acks = Some(value()?),
             "--sent" => sent = Some(number(value()?)?),
-            "--kill-ms" => kill_ms = Some(number(value()?)?),
+            "--kill-ms" => kill_ms.push(number(value()?)?),
+            "--fault-label" => {
+                let label = value()?;
+                if label.trim().is_empty() {
+                    return Err(format!("{flag} needs a non-empty text"));
+                }
+                fault_label = Some(label);
+            }
             "--max-silence-ms" => max_silence_ms = number(value()?)?,
             "--svg" => svg = Some(value()?),
             "--title" => title = Some(value()?),
@@ -75,6 +88,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
         acks: acks.ok_or("--acks FILE is required")?,
         sent,
         kill_ms,
+        fault_label,
         max_silence_ms,
         svg,
         title: title.unwrap_or_else(|| "edgebroker failover run".to_string()),
@@ -106,13 +120,17 @@ fn run(args: Args) -> Result<bool, String> {
     warn_unparsed("publisher", &args.acks, &acks);
 
     let acked: Vec<u64> = acks.items.iter().map(|&(_, seq)| seq).collect();
-    let report = report::analyse(&sub.items, &acked, args.sent, args.kill_ms)
+    let mut report = report::analyse(&sub.items, &acked, args.sent, args.kill_ms.iter().copied())
         .with_max_silence_ms(args.max_silence_ms)
         .with_unparsed(sub.unparsed, acks.unparsed);
+    if let Some(label) = &args.fault_label {
+        report = report.with_fault_label(label);
+    }
     print!("{report}");
 
     if let Some(path) = &args.svg {
-        let svg = report::render_svg(&sub.items, args.kill_ms, &args.title);
+        let label = args.fault_label.as_deref().unwrap_or(DEFAULT_FAULT_LABEL);
+        let svg = report::render_svg(&sub.items, &args.kill_ms, label, &args.title);
         fs::write(path, svg).map_err(|e| format!("cannot write {path}: {e}"))?;
     }
     Ok(report.passed(args.max_silence_ms))
