@@ -96,7 +96,12 @@ impl<R: Read> LineReader<R> {
                 return Err(too_long());
             }
             self.make_room();
-            let n = self.inner.read(&mut self.buf[self.end..])?;
+            let n = match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(n) => n,
+                // A signal (SIGSTOP/SIGCONT, a debugger) interrupted the read: try again.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 return if self.start == self.end {
                     Ok(None)

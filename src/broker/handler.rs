@@ -10,7 +10,7 @@ use std::time::Duration;
 use log::{debug, info, warn};
 
 use crate::auth::{self, Side};
-use crate::connection::{LINE_TOO_LONG, LineReader, Stream};
+use crate::connection::{LINE_TOO_LONG, LineReader, Stream, is_timeout};
 use crate::protocol::{AuthKind, Epoch, Message, Reply, Request, Role};
 
 use super::node::{Node, Refusal};
@@ -79,6 +79,12 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64) {
                 conn.flush();
                 break;
             }
+            // Our primary's link went quiet (it heartbeats faster than this): check on it.
+            Err(e) if is_timeout(&e) && conn.link_epoch.is_some() => {
+                debug!("replication link quiet; probing the primary");
+                conn.node.request_probe();
+                continue;
+            }
             Err(e) => {
                 debug!("read failed: {e}");
                 break;
@@ -136,6 +142,11 @@ impl Conn {
                 let mut replies = node.accept_sync(epoch);
                 if matches!(replies.last(), Some(Reply::Synced { .. })) {
                     self.link_epoch = Some(epoch);
+                    // The primary heartbeats every quarter ping timeout; half a timeout of
+                    // silence is worth a probe.
+                    let _ = self
+                        .stream
+                        .set_read_timeout(Some(node.config.ping_timeout / 2));
                 }
                 let last = replies.pop();
                 for handoff in &replies {

@@ -66,7 +66,7 @@ impl Broker {
         if let Some(cap) = capacity::connection_capacity()
             && config.max_connections > cap
         {
-            info!(
+            debug!(
                 "this machine's limits (open files, vm.max_map_count) fit about {cap} connections; \
                  lowering --max-connections from {} to {cap}",
                 config.max_connections
@@ -198,7 +198,10 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
         };
         let open = node.counters.connections.load(Ordering::Relaxed);
         if open >= node.config.max_connections as u64 {
-            warn!("refusing a connection: {open} already open");
+            warn!(
+                "refusing a connection: {open} already open (--max-connections {})",
+                node.config.max_connections
+            );
             let _ = (&stream).write_all_reply(&Reply::Err("too many connections".into()));
             continue;
         }

@@ -191,7 +191,7 @@ fn write_link(
                 Err(_) => return, // the node dropped the link: reign over or stopping
             },
             recv(done_rx) -> _ => return, // the reader saw the session end
-            default(node.config.ping_interval) => None,
+            default(heartbeat_interval(node)) => None,
         };
         node.gate();
         let mut highest = 0;
@@ -216,6 +216,15 @@ fn write_link(
             node.safety.note_sent(highest);
         }
     }
+}
+
+/// How often an idle link carries a heartbeat: often enough that the backup notices a frozen
+/// primary within half a ping timeout (see the link's read timeout in `handler`).
+fn heartbeat_interval(node: &Node) -> Duration {
+    node.config
+        .ping_interval
+        .min(node.config.ping_timeout / 4)
+        .max(Duration::from_millis(1))
 }
 
 /// Encodes one command; returns the index it replicates (0 if none).
