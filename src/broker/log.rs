@@ -11,8 +11,8 @@ use crate::protocol::{Message, MsgId};
 /// What [`Log::admit`] decided about a message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
-    /// New: appended at this index.
-    New(u64),
+    /// New: appended at this index (the message, now shared with the log).
+    New(u64, Arc<Message>),
     /// Its id was already accepted; it is safe once the log up to this index is.
     Duplicate(u64),
 }
@@ -51,16 +51,16 @@ impl Log {
 
     /// Accepts a message on the primary: a resend of an accepted id is a duplicate, anything
     /// else is appended.
-    pub fn admit(&mut self, message: Message) -> (Admit, Option<Arc<Message>>) {
+    pub fn admit(&mut self, message: Message) -> Admit {
         if let Some(seen) = self.seen.get(&message.id.publisher)
             && message.id.seq <= seen.seq
         {
-            return (Admit::Duplicate(seen.index), None);
+            return Admit::Duplicate(seen.index);
         }
         let index = self.next_index;
         let message = Arc::new(message);
         self.insert(index, Arc::clone(&message));
-        (Admit::New(index), Some(message))
+        Admit::New(index, message)
     }
 
     /// Stores a message at `index` (the backup's side of REPLICATE, and [`Log::admit`]'s).
@@ -141,6 +141,14 @@ impl Log {
 mod tests {
     use super::*;
 
+    /// The index an admission went to, and whether it was new.
+    fn admitted(a: Admit) -> (bool, u64) {
+        match a {
+            Admit::New(i, _) => (true, i),
+            Admit::Duplicate(i) => (false, i),
+        }
+    }
+
     fn msg(publisher: u64, seq: u64) -> Message {
         Message {
             id: MsgId { publisher, seq },
@@ -152,12 +160,12 @@ mod tests {
     #[test]
     fn resends_are_duplicates_of_the_latest_index() {
         let mut log = Log::new(10);
-        assert_eq!(log.admit(msg(1, 1)).0, Admit::New(1));
-        assert_eq!(log.admit(msg(1, 2)).0, Admit::New(2));
-        assert_eq!(log.admit(msg(2, 1)).0, Admit::New(3));
-        assert_eq!(log.admit(msg(1, 1)).0, Admit::Duplicate(2));
-        assert_eq!(log.admit(msg(1, 2)).0, Admit::Duplicate(2));
-        assert_eq!(log.admit(msg(1, 3)).0, Admit::New(4));
+        assert_eq!(admitted(log.admit(msg(1, 1))), (true, 1));
+        assert_eq!(admitted(log.admit(msg(1, 2))), (true, 2));
+        assert_eq!(admitted(log.admit(msg(2, 1))), (true, 3));
+        assert_eq!(admitted(log.admit(msg(1, 1))), (false, 2));
+        assert_eq!(admitted(log.admit(msg(1, 2))), (false, 2));
+        assert_eq!(admitted(log.admit(msg(1, 3))), (true, 4));
         assert_eq!(log.len(), 4);
     }
 
@@ -177,9 +185,9 @@ mod tests {
         let order: Vec<u64> = backup.pending().map(|(i, _)| i).collect();
         assert_eq!(order, vec![8]);
         // After a takeover the mirrored table recognises resends of both publishers.
-        assert_eq!(backup.admit(msg(1, 6)).0, Admit::Duplicate(8));
-        assert_eq!(backup.admit(msg(2, 9)).0, Admit::Duplicate(3));
-        assert_eq!(backup.admit(msg(2, 10)).0, Admit::New(9));
+        assert_eq!(admitted(backup.admit(msg(1, 6))), (false, 8));
+        assert_eq!(admitted(backup.admit(msg(2, 9))), (false, 3));
+        assert_eq!(admitted(backup.admit(msg(2, 10))), (true, 9));
     }
 
     #[test]
@@ -190,6 +198,6 @@ mod tests {
         }
         assert!(log.seen().count() <= 4);
         // The most recent publisher is still recognised.
-        assert_eq!(log.admit(msg(99, 1)).0, Admit::Duplicate(100));
+        assert_eq!(admitted(log.admit(msg(99, 1))), (false, 100));
     }
 }

@@ -84,8 +84,6 @@ pub struct Admitted {
     id: MsgId,
     index: u64,
     generation: u64,
-    /// Whether it was a resend of an id we already held.
-    pub duplicate: bool,
 }
 
 /// A test hook that freezes a broker's threads at their next step, as SIGSTOP would.
@@ -215,7 +213,7 @@ impl Node {
         let id = message.id;
         let generation = self.safety.generation();
         match s.log.admit(message) {
-            (Admit::New(index), Some(message)) => {
+            Admit::New(index, message) => {
                 debug!("{id} accepted at index {index} in epoch {}", s.epoch);
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
                 if let Some(link) = &s.link {
@@ -233,17 +231,15 @@ impl Node {
                     id,
                     index,
                     generation,
-                    duplicate: false,
                 })
             }
-            (Admit::Duplicate(index), _) | (Admit::New(index), None) => {
+            Admit::Duplicate(index) => {
                 debug!("{id} is a resend of a message we hold; ACKing it again");
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 Ok(Admitted {
                     id,
                     index,
                     generation,
-                    duplicate: true,
                 })
             }
         }
@@ -431,7 +427,7 @@ impl Node {
         }
         let mut adopted = 0;
         for message in orphans {
-            if let (Admit::New(index), Some(message)) = s.log.admit(message) {
+            if let Admit::New(index, message) = s.log.admit(message) {
                 debug!(
                     "{} adopted from the old primary at index {index}",
                     message.id
