@@ -25,17 +25,21 @@ pub struct Flag {
     pub takes_value: bool,
 }
 
-const fn value(name: &'static str) -> Flag {
-    Flag {
-        name,
-        takes_value: true,
+impl Flag {
+    /// A flag that takes a value: `--rate-hz 10`.
+    pub const fn value(name: &'static str) -> Flag {
+        Flag {
+            name,
+            takes_value: true,
+        }
     }
-}
 
-const fn switch(name: &'static str) -> Flag {
-    Flag {
-        name,
-        takes_value: false,
+    /// A switch: `--timestamps`.
+    pub const fn switch(name: &'static str) -> Flag {
+        Flag {
+            name,
+            takes_value: false,
+        }
     }
 }
 
@@ -229,18 +233,18 @@ pub fn unix_millis() -> u128 {
 // ---- the programs ----
 
 const BROKER_FLAGS: &[Flag] = &[
-    value("--compute-ms"),
-    value("--ping-interval-ms"),
-    value("--ping-timeout-ms"),
-    value("--bind"),
-    switch("--require-backup"),
-    value("--workers"),
-    value("--max-line-bytes"),
-    value("--max-connections"),
-    value("--slow-consumer-limit"),
-    value("--max-pending"),
-    value("--secret"),
-    value("--client-secret"),
+    Flag::value("--compute-ms"),
+    Flag::value("--ping-interval-ms"),
+    Flag::value("--ping-timeout-ms"),
+    Flag::value("--bind"),
+    Flag::switch("--require-backup"),
+    Flag::value("--workers"),
+    Flag::value("--max-line-bytes"),
+    Flag::value("--max-connections"),
+    Flag::value("--slow-consumer-limit"),
+    Flag::value("--max-pending"),
+    Flag::value("--secret"),
+    Flag::value("--client-secret"),
 ];
 
 /// The `primary` program.
@@ -262,9 +266,9 @@ pub const BACKUP: Command = Command {
 };
 
 const PUBLISH_FLAGS: &[Flag] = &[
-    value("--ack-timeout-ms"),
-    value("--resend"),
-    value("--secret"),
+    Flag::value("--ack-timeout-ms"),
+    Flag::value("--resend"),
+    Flag::value("--secret"),
 ];
 
 /// The `publisher` program.
@@ -305,12 +309,12 @@ flags:
     required: 3,
     max_positionals: 3,
     flags: &[
-        value("--rate-hz"),
-        value("--count"),
-        switch("--timestamps"),
-        value("--ack-timeout-ms"),
-        value("--resend"),
-        value("--secret"),
+        Flag::value("--rate-hz"),
+        Flag::value("--count"),
+        Flag::switch("--timestamps"),
+        Flag::value("--ack-timeout-ms"),
+        Flag::value("--resend"),
+        Flag::value("--secret"),
     ],
 };
 
@@ -329,7 +333,7 @@ flags:
   -h, --help     print this help",
     required: 3,
     max_positionals: 3,
-    flags: &[switch("--timestamps"), value("--secret")],
+    flags: &[Flag::switch("--timestamps"), Flag::value("--secret")],
 };
 
 mod usage_text {

@@ -59,34 +59,13 @@ A progress line goes to stderr once a second for runs longer than 2 s. Exit stat
     required: 1,
     max_positionals: 2,
     flags: &[
-        Flag {
-            name: "--publishers",
-            takes_value: true,
-        },
-        Flag {
-            name: "--subscribers",
-            takes_value: true,
-        },
-        Flag {
-            name: "--messages",
-            takes_value: true,
-        },
-        Flag {
-            name: "--payload-bytes",
-            takes_value: true,
-        },
-        Flag {
-            name: "--topic",
-            takes_value: true,
-        },
-        Flag {
-            name: "--json",
-            takes_value: false,
-        },
-        Flag {
-            name: "--secret",
-            takes_value: true,
-        },
+        Flag::value("--publishers"),
+        Flag::value("--subscribers"),
+        Flag::value("--messages"),
+        Flag::value("--payload-bytes"),
+        Flag::value("--topic"),
+        Flag::switch("--json"),
+        Flag::value("--secret"),
     ],
 };
 
