@@ -456,6 +456,18 @@ fn peer_state(f: &mut Fields<'_>, with_role: bool) -> Result<PeerState, ParseErr
 
 impl Request {
     /// Parses one line (without its `\n`).
+    ///
+    /// ```
+    /// use edgebroker::protocol::Request;
+    ///
+    /// let publish = Request::parse(b"PUBLISH|topicA|a|b").unwrap();
+    /// assert_eq!(
+    ///     publish,
+    ///     Request::Publish { topic: "topicA".into(), payload: "a|b".into() }
+    /// );
+    /// let bad = Request::parse(b"publish|t|x").unwrap_err();
+    /// assert_eq!(bad.reason(), "unknown verb 'publish' (verbs are upper-case)");
+    /// ```
     pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
         let mut f = Fields::new(line)?;
         let request = match f.verb {
@@ -639,6 +651,21 @@ impl Reply {
     }
 
     /// The encoded line as bytes, `\n` included.
+    ///
+    /// ```
+    /// use edgebroker::protocol::{Epoch, Message, MsgId, Reply};
+    ///
+    /// assert_eq!(Reply::Ack.to_bytes(), b"ACK\n");
+    /// let msg = Reply::Msg {
+    ///     epoch: Epoch { term: 2, node: 7 },
+    ///     message: Message {
+    ///         id: MsgId { publisher: 42, seq: 1 },
+    ///         topic: "t".into(),
+    ///         payload: "hello".into(),
+    ///     },
+    /// };
+    /// assert_eq!(msg.to_bytes(), b"MSG|2.7|42|1|t|hello\n");
+    /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode(&mut out);

@@ -53,6 +53,22 @@ impl Broker {
     /// Binds `config.listen` and starts every thread. The broker starts as a backup and
     /// settles its role at once: with no peer, or a peer that refuses, it takes over; if the
     /// peer is an active primary, it follows it.
+    ///
+    /// ```
+    /// use edgebroker::protocol::Role;
+    /// use edgebroker::{Broker, BrokerConfig};
+    ///
+    /// // A lone broker (no peer) on a free loopback port: it leads at once.
+    /// let broker = Broker::start(BrokerConfig::fast())?;
+    /// assert_ne!(broker.local_addr().port(), 0);
+    /// # for _ in 0..500 {
+    /// #     if broker.status().role == Role::Primary { break }
+    /// #     std::thread::sleep(std::time::Duration::from_millis(2));
+    /// # }
+    /// assert_eq!(broker.status().role, Role::Primary);
+    /// broker.shutdown();
+    /// # Ok::<(), edgebroker::Error>(())
+    /// ```
     pub fn start(config: BrokerConfig) -> Result<Broker> {
         let listener =
             TcpListener::bind(config.listen).map_err(|e| Error::Listen(config.listen, e))?;

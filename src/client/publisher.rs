@@ -56,6 +56,19 @@ impl Publisher {
 
     /// Publishes one message and returns its sequence number once a broker ACKed it.
     ///
+    /// ```
+    /// use edgebroker::{Broker, BrokerConfig, Publisher, PublisherConfig};
+    ///
+    /// let broker = Broker::start(BrokerConfig::fast())?;
+    /// let addr = broker.local_addr().to_string();
+    /// // With one broker, give it as both addresses.
+    /// let mut publisher = Publisher::new(PublisherConfig::new(&addr, &addr));
+    /// assert_eq!(publisher.publish("news", "hello")?, 1);
+    /// assert_eq!(publisher.publish("news", "again")?, 2);
+    /// assert!(publisher.publish("bad|topic", "x").is_err());
+    /// # Ok::<(), edgebroker::Error>(())
+    /// ```
+    ///
     /// Fails with [`Error::Usage`] for a topic or payload that cannot travel (empty topic,
     /// `|` in the topic, a newline anywhere), and with [`Error::Timeout`] when neither broker
     /// ACKed it within `give_up_after`.
