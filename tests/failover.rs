@@ -441,6 +441,9 @@ fn a_healed_split_loses_nothing_the_old_primary_acked_alone() {
         5,
         "ACKed alone, held at the valve"
     );
+    // Let the new primary give up on a SYNC the cut holds: it reaches the old primary after
+    // the heal, on a connection nobody reads any more.
+    wait_until("a SYNC abandoned in the cut", || to_primary.abandoned() > 0);
 
     // Heal: the lower epoch steps down and hands its undelivered messages to the new primary.
     to_primary.heal();

@@ -33,6 +33,9 @@ struct Conn {
     outbox: Option<(Arc<Outbox>, JoinHandle<()>)>,
     /// Set when the peer SYNCed on this connection: it is our primary's replication link.
     link_epoch: Option<Epoch>,
+    /// Set after a SYNC that handed over orphans, until the primary's next line proves it
+    /// read them.
+    handoff_unconfirmed: bool,
     /// What the connection proved it may do.
     access: Access,
     /// A handshake in progress: its kind, the dialer's nonce and ours.
@@ -59,6 +62,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64) {
         out: Vec::new(),
         outbox: None,
         link_epoch: None,
+        handoff_unconfirmed: false,
         access: Access::default(),
         challenge: None,
         hang_up: false,
@@ -114,6 +118,13 @@ impl Conn {
             return self.reply(&Reply::Err(refusal.into()));
         }
         let node = Arc::clone(&self.node);
+        if self.handoff_unconfirmed
+            && request.is_peer_verb()
+            && let Some(epoch) = self.link_epoch
+        {
+            self.handoff_unconfirmed = false;
+            node.handoff_received(epoch);
+        }
         let reply = match request {
             Request::Publish { topic, payload } => {
                 let message = Message {
@@ -142,6 +153,7 @@ impl Conn {
                 let mut replies = node.accept_sync(epoch);
                 if matches!(replies.last(), Some(Reply::Synced { .. })) {
                     self.link_epoch = Some(epoch);
+                    self.handoff_unconfirmed = replies.len() > 1;
                     // The primary heartbeats every quarter ping timeout; half a timeout of
                     // silence is worth a probe.
                     let _ = self

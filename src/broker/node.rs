@@ -56,8 +56,10 @@ pub struct State {
     pub peer: Option<PeerState>,
     /// Set while a shutting-down primary hands over: it accepts no more publishes.
     handing_over: bool,
-    /// What we accepted as primary and had not delivered when we stepped down, for the new
-    /// primary's SYNC to collect.
+    /// What we accepted as primary and had not delivered when we stepped down. Every SYNC
+    /// from the new primary is handed a copy; they are forgotten only once a synced session
+    /// has shown it is alive (see [`Node::handoff_received`]), because a SYNC that waited out a
+    /// cut link may come from a dial the primary has long given up on.
     orphans: Vec<Arc<Message>>,
     probes_requested: u64,
     probes_answered: u64,
@@ -335,7 +337,11 @@ impl Node {
         s.epoch = seen.next(self.id);
         s.role = Role::Primary;
         s.link = None;
-        s.orphans.clear(); // they are in the log we are about to replay
+        // Orphans no primary confirmed yet are ours to deliver again; those the log still
+        // holds are recognised by the dedup table.
+        for orphan in std::mem::take(&mut s.orphans) {
+            s.log.admit(Message::clone(&orphan));
+        }
         // Our backup (the old primary) is unknown until the replicator reaches it: a strict
         // pair must not ACK alone before it knows the old primary is really gone.
         self.safety.interrupt(if self.config.require_backup {
@@ -405,17 +411,30 @@ impl Node {
         }
         self.observe_locked(&mut s, epoch);
         s.log.clear();
-        let orphans = std::mem::take(&mut s.orphans);
         info!(
             "following the primary of epoch {epoch}; handing it {} undelivered message(s), receiving its log",
-            orphans.len()
+            s.orphans.len()
         );
-        let mut replies: Vec<Reply> = orphans
+        let mut replies: Vec<Reply> = s
+            .orphans
             .iter()
             .map(|m| Reply::Handoff(Message::clone(m)))
             .collect();
         replies.push(Reply::Synced { epoch });
         replies
+    }
+
+    /// The primary of `epoch` sent a line after our `SYNCED`: it read the handoff before it,
+    /// so the orphans are in its hands now.
+    pub fn handoff_received(&self, epoch: Epoch) {
+        let mut s = self.state.lock();
+        if s.epoch == epoch && !s.orphans.is_empty() {
+            debug!(
+                "the primary of epoch {epoch} holds our {} orphan(s)",
+                s.orphans.len()
+            );
+            s.orphans.clear();
+        }
     }
 
     /// The messages a stepped-down primary handed us while we synced it: admit the ones we do

@@ -115,6 +115,12 @@ impl Pair {
     }
 }
 
+/// Sends the brokers' logs to the test's output when `RUST_LOG` asks for them.
+pub fn init_logs() {
+    let env = env_logger::Env::default().default_filter_or("off");
+    let _ = env_logger::Builder::from_env(env).is_test(true).try_init();
+}
+
 /// Starts a broker on `listener` whose peer is `peer`.
 pub fn start_broker(
     listener: TcpListener,
@@ -122,6 +128,7 @@ pub fn start_broker(
     peer: SocketAddr,
     preferred: bool,
 ) -> Broker {
+    init_logs();
     let config = BrokerConfig {
         peer: Some(peer.to_string()),
         preferred_primary: preferred,
@@ -230,12 +237,18 @@ impl Valve {
 }
 
 /// A TCP forwarder between the two brokers, so a test can cut and heal the link between them
-/// while clients still reach both. Cut, it swallows every byte and answers nothing, as a
-/// network that drops packets does.
+/// while clients still reach both. Cut, it drops what flows on the connections it carries and
+/// holds new connections: their bytes wait, as they would in a network that delays packets,
+/// and reach the target when the link heals — long after the dialer may have given up.
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections held by the cut that have not reached the target yet.
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Set by `heal` to release the held connections before anything else moves.
+    releasing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -246,61 +259,120 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
-        let (c, k) = (cut.clone(), conns.clone());
+        let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let held_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let releasing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, k, a, h, r) = (
+            cut.clone(),
+            conns.clone(),
+            abandoned.clone(),
+            held_count.clone(),
+            releasing.clone(),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                k.lock().unwrap().push(client.try_clone().unwrap());
-                let upstream = if c.load(Ordering::Acquire) {
-                    None
-                } else {
-                    TcpStream::connect(target).ok()
-                };
-                let Some(upstream) = upstream else {
-                    // Cut (or the target is down): swallow what arrives, answer nothing.
+                let (c, k, a, h, r) = (c.clone(), k.clone(), a.clone(), h.clone(), r.clone());
+                std::thread::spawn(move || {
+                    // Held while cut: keep what arrives, connect once healed.
+                    let mut held = Vec::new();
                     let mut client = client;
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut client, &mut std::io::sink());
-                    });
-                    continue;
-                };
-                k.lock().unwrap().push(upstream.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-                    (upstream, client),
-                ] {
-                    let c = c.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            match std::io::Read::read(&mut from, &mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) if !c.load(Ordering::Acquire) => {
-                                    if to.write_all(&buf[..n]).is_err() {
-                                        break;
-                                    }
-                                }
-                                Ok(_) => {} // cut: dropped
-                            }
+                    client
+                        .set_read_timeout(Some(Duration::from_millis(10)))
+                        .unwrap();
+                    let mut gave_up = false;
+                    let was_held = c.load(Ordering::Acquire);
+                    if was_held {
+                        h.fetch_add(1, Ordering::AcqRel);
+                    }
+                    while c.load(Ordering::Acquire) && !r.load(Ordering::Acquire) {
+                        if gave_up {
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
                         }
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                }
+                        let mut buf = [0u8; 4096];
+                        match std::io::Read::read(&mut client, &mut buf) {
+                            // The dialer gave up; what it sent still arrives after the heal.
+                            Ok(0) => {
+                                gave_up = true;
+                                a.fetch_add(1, Ordering::AcqRel);
+                            }
+                            Ok(n) => held.extend_from_slice(&buf[..n]),
+                            Err(_) => {}
+                        }
+                    }
+                    client.set_read_timeout(None).unwrap();
+                    let upstream = TcpStream::connect(target);
+                    let delivered = upstream
+                        .as_ref()
+                        .is_ok_and(|mut u| u.write_all(&held).is_ok());
+                    if was_held {
+                        h.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    let (Ok(upstream), true) = (upstream, delivered) else {
+                        return;
+                    };
+                    {
+                        let mut k = k.lock().unwrap();
+                        k.push(client.try_clone().unwrap());
+                        k.push(upstream.try_clone().unwrap());
+                    }
+                    for (mut from, mut to) in [
+                        (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                        (upstream, client),
+                    ] {
+                        let c = c.clone();
+                        std::thread::spawn(move || {
+                            let mut buf = [0u8; 16 * 1024];
+                            loop {
+                                match std::io::Read::read(&mut from, &mut buf) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) if !c.load(Ordering::Acquire) => {
+                                        if to.write_all(&buf[..n]).is_err() {
+                                            break;
+                                        }
+                                    }
+                                    Ok(_) => {} // cut: dropped
+                                }
+                            }
+                            let _ = to.shutdown(std::net::Shutdown::Write);
+                        });
+                    }
+                });
             }
         });
-        Proxy { addr, cut, conns }
+        Proxy {
+            addr,
+            cut,
+            conns,
+            abandoned,
+            held: held_count,
+            releasing,
+        }
     }
 
-    /// Drops everything from now on, without closing anything.
+    /// How many connections their dialer closed while they were held by a cut.
+    pub fn abandoned(&self) -> usize {
+        self.abandoned.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Drops what flows from now on and holds new connections, closing nothing.
     pub fn cut(&self) {
         self.cut.store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Ends the connections that lived through the cut and forwards new ones again.
+    /// Ends the connections that lived through the cut, delivers what the held ones carried
+    /// (before anything newer), and forwards again.
     pub fn heal(&self) {
+        use std::sync::atomic::Ordering;
         for s in self.conns.lock().unwrap().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
-        self.cut.store(false, std::sync::atomic::Ordering::Release);
+        self.releasing.store(true, Ordering::Release);
+        wait_until("held connections to reach the target", || {
+            self.held.load(Ordering::Acquire) == 0
+        });
+        self.cut.store(false, Ordering::Release);
+        self.releasing.store(false, Ordering::Release);
     }
 }
 
