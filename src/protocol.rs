@@ -194,11 +194,15 @@ pub enum Request {
     /// `PROBE|<epoch>|<node>|<preferred>`: a broker's alive check of its peer, answered by
     /// `PONG|<epoch>|<role>|<node>|<preferred>`.
     Probe(PeerState),
-    /// `SYNC|<epoch>`: the primary of `epoch` makes the receiver its backup; the receiver drops
-    /// its buffer and answers `SYNCED|<epoch>`, or `FENCED|<its epoch>` if its own is higher.
+    /// `SYNC|<epoch>|<session>`: the primary of `epoch` makes the receiver its backup; the
+    /// receiver drops its buffer and answers `SYNCED|<epoch>`, or `FENCED|<its epoch>` if its
+    /// own is higher. `session` counts the primary's dials: a SYNC older than the session the
+    /// receiver already follows (a dial delayed in the network) gets `ERR|stale session`.
     Sync {
         /// The sender's epoch.
         epoch: Epoch,
+        /// The sender's dial counter.
+        session: u64,
     },
     /// `SEEN|<publisher>|<seq>`: during a sync, the highest sequence the primary accepted from
     /// a publisher, so the backup can drop resends after a takeover.
@@ -487,7 +491,10 @@ impl Request {
                 state.role = Role::Backup;
                 Request::Probe(state)
             }
-            "SYNC" => Request::Sync { epoch: f.epoch()? },
+            "SYNC" => Request::Sync {
+                epoch: f.epoch()?,
+                session: f.number("session")?,
+            },
             "SEEN" => Request::Seen(MsgId {
                 publisher: f.number("publisher")?,
                 seq: f.number("seq")?,
@@ -543,7 +550,7 @@ impl Request {
                 s.node,
                 u8::from(s.preferred)
             ),
-            Request::Sync { epoch } => writeln!(out, "SYNC|{epoch}"),
+            Request::Sync { epoch, session } => writeln!(out, "SYNC|{epoch}|{session}"),
             Request::Seen(id) => writeln!(out, "SEEN|{}|{}", id.publisher, id.seq),
             Request::Replicate {
                 epoch,
@@ -778,7 +785,7 @@ mod tests {
                 node: 5,
                 preferred: true,
             }),
-            Request::Sync { epoch },
+            Request::Sync { epoch, session: 3 },
             Request::Seen(MsgId {
                 publisher: 4,
                 seq: 8,

@@ -44,7 +44,7 @@ fn peer_verbs_are_refused_without_the_secret() {
     for target in [pair.primary_addr, pair.backup_addr] {
         let mut intruder = LineClient::connect(target);
         for line in [
-            "SYNC|99.1",
+            "SYNC|99.1|1",
             "PROBE|99.1|1|1",
             "REPLICATE|99.1|1|5|1|t|injected",
             "CLEAR|1.1|1",

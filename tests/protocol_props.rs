@@ -67,7 +67,7 @@ fn request() -> impl Strategy<Value = Request> {
                 preferred,
             })
         }),
-        epoch().prop_map(|epoch| Request::Sync { epoch }),
+        (epoch(), any::<u64>()).prop_map(|(epoch, session)| Request::Sync { epoch, session }),
         (any::<u64>(), any::<u64>())
             .prop_map(|(publisher, seq)| Request::Seen(MsgId { publisher, seq })),
         (epoch(), any::<u64>(), message()).prop_map(|(epoch, index, message)| {

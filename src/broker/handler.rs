@@ -149,8 +149,8 @@ impl Conn {
             Request::Ping => Some(Reply::Pong),
             Request::Status => Some(Reply::Status(node.status().pairs())),
             Request::Probe(peer) => Some(node.answer_probe(peer)),
-            Request::Sync { epoch } => {
-                let mut replies = node.accept_sync(epoch);
+            Request::Sync { epoch, session } => {
+                let mut replies = node.accept_sync(epoch, session);
                 if matches!(replies.last(), Some(Reply::Synced { .. })) {
                     self.link_epoch = Some(epoch);
                     self.handoff_unconfirmed = replies.len() > 1;

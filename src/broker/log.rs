@@ -17,19 +17,83 @@ pub enum Admit {
     Duplicate(u64),
 }
 
-/// The latest sequence accepted from one publisher and where it went in the log.
+/// How many sequence numbers below a publisher's highest the dedup window tells apart.
+pub const WINDOW: u64 = 1024;
+
+/// What the dedup table knows of one publisher: its highest accepted sequence, where that went
+/// in the log, and which of the [`WINDOW`] sequences below it were accepted (bit `i` of
+/// `below` stands for `seq - i`). Anything older than the window counts as accepted.
 #[derive(Clone, Copy, Debug)]
 struct Seen {
     seq: u64,
     index: u64,
+    below: [u64; (WINDOW / 64) as usize],
+}
+
+impl Seen {
+    fn new(seq: u64, index: u64) -> Self {
+        let mut below = [0; (WINDOW / 64) as usize];
+        below[0] = 1;
+        Seen { seq, index, below }
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        if seq > self.seq {
+            return false;
+        }
+        let back = self.seq - seq;
+        back >= WINDOW || self.below[(back / 64) as usize] & (1 << (back % 64)) != 0
+    }
+
+    fn insert(&mut self, seq: u64, index: u64) {
+        if seq > self.seq {
+            self.shift(seq - self.seq);
+            self.seq = seq;
+            self.index = index;
+        }
+        let back = self.seq - seq;
+        if back < WINDOW {
+            self.below[(back / 64) as usize] |= 1 << (back % 64);
+        }
+    }
+
+    /// Everything up to `seq` was accepted (a SEEN line from a syncing primary).
+    fn fill_to(&mut self, seq: u64, index: u64) {
+        if seq >= self.seq {
+            *self = Seen {
+                seq,
+                index,
+                below: [u64::MAX; (WINDOW / 64) as usize],
+            };
+        }
+    }
+
+    /// Moves the window up by `by` sequence numbers.
+    fn shift(&mut self, by: u64) {
+        let words = self.below.len();
+        let (word_shift, bit_shift) = ((by / 64) as usize, (by % 64) as u32);
+        for i in (0..words).rev() {
+            let from = i.checked_sub(word_shift);
+            let hi = from.map_or(0, |j| self.below[j]);
+            let lo = from
+                .and_then(|j| j.checked_sub(1))
+                .map_or(0, |j| self.below[j]);
+            self.below[i] = if bit_shift == 0 {
+                hi
+            } else {
+                (hi << bit_shift) | (lo >> (64 - bit_shift))
+            };
+        }
+    }
 }
 
 /// Pending messages in log order, and the dedup table.
 ///
-/// Publishers send one message at a time and number them upwards, so "the highest sequence
-/// accepted from this publisher" is enough to recognise any resend (Kafka's idempotent producer
-/// keeps the same per-producer state). The table holds at most `max_publishers` publishers;
-/// when it is full the least recently active half is forgotten.
+/// The table keeps, per publisher, its highest accepted sequence and a window of the 1,024
+/// below it (the window NATS and Kafka keep for the same job): a resend is recognised exactly,
+/// and a message that arrives late but is new — one a stepped-down primary hands over after
+/// a split, while the publisher has moved on — is still accepted. The table holds at most
+/// `max_publishers` publishers; when it is full the least recently active half is forgotten.
 #[derive(Debug)]
 pub struct Log {
     pending: BTreeMap<u64, Arc<Message>>,
@@ -53,7 +117,7 @@ impl Log {
     /// else is appended.
     pub fn admit(&mut self, message: Message) -> Admit {
         if let Some(seen) = self.seen.get(&message.id.publisher)
-            && message.id.seq <= seen.seq
+            && seen.contains(message.id.seq)
         {
             return Admit::Duplicate(seen.index);
         }
@@ -65,20 +129,29 @@ impl Log {
 
     /// Stores a message at `index` (the backup's side of REPLICATE, and [`Log::admit`]'s).
     pub fn insert(&mut self, index: u64, message: Arc<Message>) {
-        self.note_seen(message.id, index);
+        let id = message.id;
+        self.seen
+            .entry(id.publisher)
+            .and_modify(|s| s.insert(id.seq, index))
+            .or_insert_with(|| Seen::new(id.seq, index));
+        self.bound_table();
         self.next_index = self.next_index.max(index + 1);
         self.pending.insert(index, message);
     }
 
-    /// Records that `id` was accepted at `index` without holding the message (SEEN).
+    /// Records that a publisher's messages up to `id` were accepted, without holding them
+    /// (SEEN, from a primary syncing us).
     pub fn note_seen(&mut self, id: MsgId, index: u64) {
-        let entry = self
-            .seen
+        let mut filled = Seen::new(id.seq, index);
+        filled.fill_to(id.seq, index);
+        self.seen
             .entry(id.publisher)
-            .or_insert(Seen { seq: 0, index });
-        if id.seq >= entry.seq {
-            *entry = Seen { seq: id.seq, index };
-        }
+            .and_modify(|s| s.fill_to(id.seq, index))
+            .or_insert(filled);
+        self.bound_table();
+    }
+
+    fn bound_table(&mut self) {
         if self.seen.len() > self.max_publishers {
             self.forget_oldest_half();
         }
@@ -188,6 +261,56 @@ mod tests {
         assert_eq!(admitted(backup.admit(msg(1, 6))), (false, 8));
         assert_eq!(admitted(backup.admit(msg(2, 9))), (false, 3));
         assert_eq!(admitted(backup.admit(msg(2, 10))), (true, 9));
+    }
+
+    #[test]
+    fn a_late_message_inside_the_window_is_new_and_a_resend_is_not() {
+        let mut log = Log::new(10);
+        for seq in [1, 2, 3, 7, 8] {
+            assert!(admitted(log.admit(msg(1, seq))).0);
+        }
+        // 4..=6 never came here (a stepped-down primary held them): they are new.
+        assert_eq!(admitted(log.admit(msg(1, 5))), (true, 6));
+        assert!(!admitted(log.admit(msg(1, 5))).0);
+        assert!(!admitted(log.admit(msg(1, 7))).0);
+        // Far behind the window counts as seen.
+        assert!(admitted(log.admit(msg(1, 5000))).0);
+        assert!(!admitted(log.admit(msg(1, 4))).0);
+        assert!(admitted(log.admit(msg(1, 4999 - 64))).0);
+    }
+
+    #[test]
+    fn a_synced_table_counts_everything_up_to_seen_as_accepted() {
+        let mut log = Log::new(10);
+        log.note_seen(
+            MsgId {
+                publisher: 1,
+                seq: 40,
+            },
+            0,
+        );
+        for seq in [1, 35, 40] {
+            assert!(!admitted(log.admit(msg(1, seq))).0, "{seq}");
+        }
+        assert!(admitted(log.admit(msg(1, 41))).0);
+    }
+
+    #[test]
+    fn the_window_shifts_across_word_boundaries() {
+        let mut seen = Seen::new(10, 0);
+        for seq in [9, 5, 2] {
+            seen.insert(seq, 0);
+        }
+        for by in [1, 63, 64, 65, 130] {
+            let mut s = seen;
+            s.insert(10 + by, 0);
+            for seq in [10, 9, 5, 2] {
+                assert!(s.contains(seq), "shift {by}: {seq}");
+            }
+            for seq in [8, 7, 3] {
+                assert!(!s.contains(seq), "shift {by}: {seq}");
+            }
+        }
     }
 
     #[test]

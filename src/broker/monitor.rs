@@ -62,6 +62,9 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
                 }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {} // stopping
+            Err(e) if is_timeout(&e) && node.primary_recently_heard() => {
+                debug!("probe timed out, but the primary's link spoke just now; not taking over");
+            }
             Err(e) => node.take_over(&format!("peer {} {}", prober.addr, describe(&e))),
         }
         node.probe_finished(ticket);

@@ -61,6 +61,11 @@ pub struct State {
     /// has shown it is alive (see [`Node::handoff_received`]), because a SYNC that waited out a
     /// cut link may come from a dial the primary has long given up on.
     orphans: Vec<Arc<Message>>,
+    /// The primary session we follow: its epoch and dial counter.
+    synced: (Epoch, u64),
+    /// When a line last came from the primary we follow: evidence of life that a probe which
+    /// merely timed out cannot outweigh.
+    heard_from_primary: Option<Instant>,
     probes_requested: u64,
     probes_answered: u64,
 }
@@ -140,6 +145,8 @@ impl Node {
                 peer: None,
                 handing_over: false,
                 orphans: Vec::new(),
+                synced: (Epoch::default(), 0),
+                heard_from_primary: None,
                 probes_requested: 0,
                 probes_answered: 0,
             }),
@@ -404,11 +411,18 @@ impl Node {
     /// SYNC from a primary: follow it with an empty log, or fence it if it is stale. If we
     /// stepped down from primary, the answer first hands over what we had accepted and not
     /// delivered, so a split that ends loses nothing we ACKed alone.
-    pub fn accept_sync(&self, epoch: Epoch) -> Vec<Reply> {
+    pub fn accept_sync(&self, epoch: Epoch, session: u64) -> Vec<Reply> {
         let mut s = self.state.lock();
         if epoch < s.epoch || (epoch == s.epoch && s.role == Role::Primary) {
             return vec![Reply::Fenced { epoch: s.epoch }];
         }
+        // A SYNC that waited out a cut must not empty the log a newer session is filling.
+        if (epoch, session) <= s.synced {
+            debug!("ignoring a stale SYNC (session {session} of epoch {epoch})");
+            return vec![Reply::Err("stale session".into())];
+        }
+        s.synced = (epoch, session);
+        s.heard_from_primary = Some(Instant::now());
         self.observe_locked(&mut s, epoch);
         s.log.clear();
         info!(
@@ -506,7 +520,16 @@ impl Node {
             self.observe_locked(s, epoch);
             return Some(Reply::Err("not synced; send SYNC first".into()));
         }
+        s.heard_from_primary = Some(Instant::now());
         None
+    }
+
+    /// Whether the primary we follow spoke within the last ping timeout; a probe that timed
+    /// out then is not evidence enough to take over (a refused connection always is).
+    pub fn primary_recently_heard(&self) -> bool {
+        let s = self.state.lock();
+        s.heard_from_primary
+            .is_some_and(|t| t.elapsed() < self.config.ping_timeout)
     }
 
     /// HANDOVER from the primary we follow: take over now, and tell it our new epoch.
@@ -567,6 +590,7 @@ impl Node {
         s.peer = Some(peer);
         if peer.role == Role::Primary {
             self.observe_locked(&mut s, peer.epoch);
+            s.heard_from_primary = Some(Instant::now());
         }
     }
 

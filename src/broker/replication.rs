@@ -44,9 +44,12 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
     };
     let mut backoff = MIN_BACKOFF;
     let mut warned = false;
+    // Numbers each dial, so the backup can tell a SYNC delayed in the network from ours.
+    let mut session = 0;
     while node.wait_for_role(Role::Primary) {
         let (_, epoch) = node.role();
-        match open_session(&node, &peer, epoch) {
+        session += 1;
+        match open_session(&node, &peer, epoch, session) {
             Ok((stream, orphans)) => {
                 backoff = MIN_BACKOFF;
                 warned = false;
@@ -96,6 +99,7 @@ fn open_session(
     node: &Node,
     peer: &str,
     epoch: Epoch,
+    session: u64,
 ) -> Result<(TcpStream, Vec<Message>), Failure> {
     let timeout = node.config.ping_timeout;
     let stream = dial(peer, timeout).map_err(|e| match e.kind() {
@@ -121,7 +125,7 @@ fn open_session(
         auth::authenticate(&stream, &mut reader, AuthKind::Peer, secret).map_err(silent)?;
     }
     let mut line = Vec::new();
-    Request::Sync { epoch }.encode(&mut line);
+    Request::Sync { epoch, session }.encode(&mut line);
     (&stream).write_all(&line).map_err(silent)?;
     let mut orphans = Vec::new();
     loop {
