@@ -244,6 +244,7 @@ impl Conn {
         let node = &self.node;
         let mut result = node.admit(message.clone());
         if result.as_ref().err() == Some(&Refusal::NotPrimary) {
+            node.await_orphans_handed_over();
             debug!("publish on the backup; probing the primary now");
             if node.settle_role() == Role::Primary {
                 result = node.admit(message);

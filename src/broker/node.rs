@@ -448,6 +448,20 @@ impl Node {
                 s.orphans.len()
             );
             s.orphans.clear();
+            self.state_changed.notify_all();
+        }
+    }
+
+    /// A publisher reached us after we stepped down with orphans: hold its answer until the
+    /// new primary has them (at most a ping interval plus timeout), so that the publisher's
+    /// next messages reach the new primary after its older ones, not before.
+    pub fn await_orphans_handed_over(&self) {
+        let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout;
+        let mut s = self.state.lock();
+        while s.role == Role::Backup && !s.orphans.is_empty() && !self.stopping() {
+            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
+                return;
+            }
         }
     }
 
