@@ -48,6 +48,7 @@
 //! | [`protocol`] | every line on the wire as a Rust value: parse and encode bytes, no sockets |
 //! | [`connection`] | reading lines off a socket within a length limit; dialling with a timeout |
 //! | [`config`] | [`BrokerConfig`] and the client configs: the seed's numbers, a fast test preset |
+//! | [`auth`] | the shared-secret handshake: nonces and HMAC-SHA256 proofs |
 //! | [`cli`] | the command lines of every program, parsed once |
 //! | [`broker`] | the engine: one broker, either role ([`Broker`]) |
 //! | [`broker::node`] | role, epoch and log under one lock; takeover, step-down, following |
@@ -59,8 +60,11 @@
 //! | [`broker::replication`] | the primary's link to the backup: sync, replicate, clear, heartbeat |
 //! | [`broker::monitor`] | the backup's pinger: probe the primary, take over when it fails |
 //! | [`broker::status`] | counters and the STATUS snapshot |
+//! | [`broker::capacity`] | how many connections the machine's limits fit |
 //! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover |
 //! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |
+//! | [`harness`] | separate hosts in network namespaces, fault injection and the chaos soak |
+//! | [`broker::handoff`] | a stepped-down primary publishes its undelivered messages to the new one |
 //! | [`error`] | the library's [`Error`] and [`Result`] |
 //!
 //! ## Threads
@@ -104,6 +108,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod harness;
 pub mod protocol;
 pub mod report;
 

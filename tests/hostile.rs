@@ -191,9 +191,15 @@ fn a_subscriber_that_never_reads_is_cut_off_and_holds_up_nobody() {
     let mut fast = LineClient::connect(addr);
     fast.send("SUBSCRIBE|t");
     wait_subscriptions(&broker, 2);
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
     let reader = thread::spawn(move || {
         let lines: Vec<String> = (0..MESSAGES)
-            .map(|_| fast.recv().expect("every message"))
+            .map(|_| {
+                let line = fast.recv().expect("every message");
+                counter.fetch_add(1, std::sync::atomic::Ordering::Release);
+                line
+            })
             .collect();
         (fast, lines)
     });
@@ -207,12 +213,19 @@ fn a_subscriber_that_never_reads_is_cut_off_and_holds_up_nobody() {
             .filter(|l| l.as_deref().is_ok_and(|l| l == "ACK"))
             .count()
     });
+    // In chunks the fast reader keeps up with, however busy the machine: only the subscriber
+    // that never reads may fall the limit (10,000) behind.
     let mut out = std::io::BufWriter::new(&publisher);
     let filler = "x".repeat(1018);
-    for i in 0..MESSAGES {
-        writeln!(out, "PUBLISH|t|{i:05}{filler}").unwrap();
+    for chunk in 0..MESSAGES / 1000 {
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            writeln!(out, "PUBLISH|t|{i:05}{filler}").unwrap();
+        }
+        out.flush().unwrap();
+        wait_until("the fast subscriber to keep up", || {
+            received.load(std::sync::atomic::Ordering::Acquire) + 2000 > (chunk + 1) * 1000
+        });
     }
-    out.flush().unwrap();
     drop(out);
 
     assert_eq!(acker.join().unwrap(), MESSAGES);

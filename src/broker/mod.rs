@@ -11,6 +11,7 @@
 pub mod capacity;
 pub mod compute;
 pub mod handler;
+pub mod handoff;
 pub mod log;
 pub mod monitor;
 pub mod node;
@@ -91,6 +92,7 @@ impl Broker {
         }
         let (probe_tx, probe_rx) = crossbeam_channel::bounded(1);
         let (redial_tx, redial_rx) = crossbeam_channel::bounded(1);
+        let (handoff_tx, handoff_rx) = crossbeam_channel::bounded(1);
         let mut worker_rxs = Vec::new();
         let mut worker_txs = Vec::new();
         for _ in 0..config.workers.max(1) {
@@ -98,7 +100,9 @@ impl Broker {
             worker_txs.push(tx);
             worker_rxs.push(rx);
         }
-        let node = Arc::new(Node::new(config, worker_txs, probe_tx, redial_tx));
+        let node = Arc::new(Node::new(
+            config, worker_txs, probe_tx, redial_tx, handoff_tx,
+        ));
         info!("listening on {addr} (node {})", node.id);
 
         let mut threads = Vec::new();
@@ -114,6 +118,10 @@ impl Broker {
         })?);
         let n = Arc::clone(&node);
         threads.push(spawn("pinger", move || monitor::run_monitor(n, probe_rx))?);
+        let n = Arc::clone(&node);
+        threads.push(spawn("handoff", move || {
+            handoff::run_handoff(n, handoff_rx)
+        })?);
         let conns = Arc::new(Mutex::new(Vec::new()));
         let (n, c) = (Arc::clone(&node), Arc::clone(&conns));
         threads.push(spawn("accept", move || accept_loop(n, listener, c))?);

@@ -118,6 +118,7 @@ pub struct Node {
     workers: Vec<Sender<Task>>,
     probe_now: Sender<()>,
     redial_now: Sender<()>,
+    handoff_now: Sender<()>,
     sockets: Mutex<HashMap<u64, Stream>>,
     next_socket: AtomicU64,
     anon_seq: AtomicU64,
@@ -133,6 +134,7 @@ impl Node {
         workers: Vec<Sender<Task>>,
         probe_now: Sender<()>,
         redial_now: Sender<()>,
+        handoff_now: Sender<()>,
     ) -> Self {
         let id = rand::random_range(1..=999_999);
         Node {
@@ -158,6 +160,7 @@ impl Node {
             workers,
             probe_now,
             redial_now,
+            handoff_now,
             sockets: Mutex::new(HashMap::new()),
             next_socket: AtomicU64::new(1),
             anon_seq: AtomicU64::new(0),
@@ -398,6 +401,9 @@ impl Node {
             }
             s.handing_over = false;
             s.orphans = s.log.pending().map(|(_, m)| Arc::clone(m)).collect();
+            if !s.orphans.is_empty() {
+                let _ = self.handoff_now.try_send(());
+            }
             self.counters.step_downs.fetch_add(1, Ordering::Relaxed);
             s.role = Role::Backup;
             s.link = None;
@@ -450,6 +456,12 @@ impl Node {
             s.orphans.clear();
             self.state_changed.notify_all();
         }
+    }
+
+    /// The epoch we follow and our orphans, if we hold any.
+    pub fn orphans(&self) -> Option<(Epoch, Vec<Arc<Message>>)> {
+        let s = self.state.lock();
+        (s.role == Role::Backup && !s.orphans.is_empty()).then(|| (s.epoch, s.orphans.clone()))
     }
 
     /// A publisher reached us after we stepped down with orphans: hold its answer until the
@@ -727,6 +739,7 @@ impl Node {
         }
         let _ = self.probe_now.try_send(());
         let _ = self.redial_now.try_send(());
+        let _ = self.handoff_now.try_send(());
     }
 
     /// Remembers a socket so that [`Node::stop`] can close it; returns its key.
