@@ -259,16 +259,21 @@ impl Network {
         Ok(())
     }
 
-    /// Cuts a host off entirely: its link to the switch goes down.
-    pub fn isolate(&mut self, host: Host) -> Result<()> {
+    /// Sets the switch end of a host's link `up` or `down`.
+    fn switch_port(&self, host: Host, state: &str) -> Result<()> {
         ip(&[
             "-n",
             &self.namespace_of_switch(),
             "link",
             "set",
             host.name(),
-            "down",
-        ])?;
+            state,
+        ])
+    }
+
+    /// Cuts a host off entirely: its link to the switch goes down.
+    pub fn isolate(&mut self, host: Host) -> Result<()> {
+        self.switch_port(host, "down")?;
         self.isolated.push(host);
         info!("network {}: {host} cut off", self.tag);
         Ok(())
@@ -276,14 +281,7 @@ impl Network {
 
     /// Brings a host cut off by [`Network::isolate`] back.
     pub fn rejoin(&mut self, host: Host) -> Result<()> {
-        ip(&[
-            "-n",
-            &self.namespace_of_switch(),
-            "link",
-            "set",
-            host.name(),
-            "up",
-        ])?;
+        self.switch_port(host, "up")?;
         self.isolated.retain(|&h| h != host);
         info!("network {}: {host} back on the network", self.tag);
         Ok(())
