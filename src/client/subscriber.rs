@@ -1,8 +1,8 @@
 //! The subscriber: one thread per broker keeps a `SUB` connection open (redialling with
-//! backoff), and [`Subscriber::recv`] merges what they read, dropping every message whose id
-//! it has already returned.
+//! backoff), and [`Subscriber::recv`] merges what they read, returning each publisher's
+//! messages once and in order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -33,35 +33,11 @@ pub struct Delivery {
 /// The longest [`Subscriber::connect`] waits for the brokers to confirm the subscription.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How many sequence numbers per publisher the dedup window remembers above its floor.
-const WINDOW: usize = 4096;
-
-/// The ids already returned, per publisher: everything at or below `floor`, plus `above`.
-#[derive(Default)]
-struct Seen {
-    floor: u64,
-    above: BTreeSet<u64>,
-}
-
-impl Seen {
-    /// Records `seq`; `false` if it was seen before.
-    fn insert(&mut self, seq: u64) -> bool {
-        if seq <= self.floor || !self.above.insert(seq) {
-            return false;
-        }
-        while self.above.len() > WINDOW {
-            if let Some(lowest) = self.above.pop_first() {
-                self.floor = lowest;
-            }
-        }
-        true
-    }
-}
-
 /// A subscriber connected to both brokers that returns each message once.
 pub struct Subscriber {
     rx: Receiver<Delivery>,
-    seen: HashMap<u64, Seen>,
+    /// The highest sequence number returned, per publisher.
+    last: HashMap<u64, u64>,
     highest_epoch: Epoch,
     closer: Closer,
     threads: Vec<JoinHandle<()>>,
@@ -123,7 +99,7 @@ impl Subscriber {
         }
         Ok(Subscriber {
             rx,
-            seen: HashMap::new(),
+            last: HashMap::new(),
             highest_epoch: Epoch::default(),
             closer: Closer {
                 stop: Arc::new(Mutex::new(Some(stop))),
@@ -160,17 +136,23 @@ impl Subscriber {
         }
     }
 
-    /// Drops a message whose id was returned already: a replay of the backup's buffer after a
-    /// takeover, or a zombie primary's late forward from an older epoch.
+    /// Returns each publisher's messages in order, each once: drops a message no newer than
+    /// the last one returned from its publisher. That is a message returned already (the
+    /// backup's replay of its buffer after a takeover, a zombie primary's late forward), or one
+    /// published before this subscriber joined: after a split, the broker taking over replays
+    /// messages the other one forwarded before the subscriber came, and they can arrive after
+    /// newer ones.
     fn fresh(&mut self, d: Delivery) -> Option<Delivery> {
         let MsgId { publisher, seq } = d.message.id;
-        if !self.seen.entry(publisher).or_default().insert(seq) {
+        let last = self.last.entry(publisher).or_default();
+        if seq <= *last {
             debug!(
-                "dropping duplicate {} from {} (epoch {})",
+                "dropping {} from {} (epoch {}): {publisher}:{last} was returned already",
                 d.message.id, d.source, d.epoch
             );
             return None;
         }
+        *last = seq;
         if d.epoch > self.highest_epoch {
             if self.highest_epoch != Epoch::default() {
                 info!("epoch {} began (delivered by {})", d.epoch, d.source);
