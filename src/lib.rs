@@ -56,7 +56,7 @@
 //! | [`broker::safety`] | what the primary knows of the backup's copy; waiting until a message is safe |
 //! | [`broker::handler`] | one thread per connection: a line in, an answer out |
 //! | [`broker::compute`] | the compute workers fed by crossbeam channels; the busy loop |
-//! | [`broker::topics`] | the subscriber map, bounded outbound queues and their writer threads |
+//! | [`broker::topics`] | the subscriber map, outboxes (direct writes, bounded queues) and their writer threads |
 //! | [`broker::replication`] | the primary's link to the backup: sync, replicate, clear, heartbeat |
 //! | [`broker::monitor`] | the backup's pinger: probe the primary, take over when it fails |
 //! | [`broker::status`] | counters and the STATUS snapshot |
@@ -78,8 +78,8 @@
 //!            ▼ crossbeam channel (per topic   ▼ link channel                │ SYNC/REPLICATE/CLEAR
 //!       [worker-K]  shard)              [replicator] ──TCP──▶ backup       │ from our primary
 //!        wait until replicated,          [repl-reader] ◀─ REPLICATED|i      ▼
-//!        busy-loop, fan out ──try_send──▶ [sub-writer-N] ──▶ subscriber   log (backup side)
-//!                                  (bounded queue per subscriber)
+//!        busy-loop, fan out ─┬─ idle socket: write ──────────▶ subscriber  log (backup side)
+//!                            └─ else queue ─▶ [sub-writer-N] ─▶ subscriber
 //!       [pinger]: while backup, PROBE the primary every interval or on demand; take over
 //! ```
 //!
@@ -91,8 +91,9 @@
 //!    answers `REPLICATED|i`; the `repl-reader` records the confirmation.
 //! 3. The `conn-N` thread, waiting in [`broker::safety::Safety::wait`], wakes and writes the ACK.
 //! 4. The worker, which also waited for the confirmation, busy-loops 50–150 ms, checks that its
-//!    epoch is still current, and queues the delivery on every subscriber's outbound queue.
-//! 5. Each `sub-writer` writes it to its socket. When the last copy is written, the message is
+//!    epoch is still current, and sends the delivery to every subscriber: written straight into
+//!    an idle subscriber's socket, or queued for its `sub-writer` when it is busy.
+//! 5. When the last copy is written to its socket, the message is
 //!    removed from the log and a CLEAR goes to the backup, which drops its copy.
 //!
 //! If the primary dies between 1 and 5, the backup holds the message and redoes it after taking

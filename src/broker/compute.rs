@@ -68,7 +68,9 @@ pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
             index,
             epoch,
         });
-        let (delivered, slow) = node.topics.deliver(&message, epoch, &token);
+        // With jobs waiting, the writer threads write (and batch) so this one gets on.
+        let direct = tasks.is_empty();
+        let (delivered, slow) = node.topics.deliver(&message, epoch, &token, direct);
         node.counters.processed.fetch_add(1, Ordering::Relaxed);
         node.counters
             .delivered

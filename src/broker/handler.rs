@@ -259,7 +259,6 @@ impl Conn {
         if self.outbox.is_none() {
             // Replies already queued go out before the first delivery.
             self.flush();
-            let write_half = self.stream.clone();
             let (outbox, writer) = Outbox::new(
                 self.id,
                 self.stream.clone(),
@@ -268,7 +267,7 @@ impl Conn {
             let thread = std::thread::Builder::new()
                 .name(format!("sub-writer-{}", self.id))
                 .stack_size(WRITER_STACK)
-                .spawn(move || writer.run(write_half))
+                .spawn(move || writer.run())
                 .ok()?;
             self.outbox = Some((outbox, thread));
         }
@@ -281,7 +280,7 @@ impl Conn {
     fn reply(&mut self, reply: &Reply) {
         match &self.outbox {
             Some((outbox, _)) => {
-                if outbox.try_push(Frame::reply(reply)).is_err() {
+                if outbox.send(Frame::reply(reply), true).is_err() {
                     debug!("queue full; reply dropped");
                 }
             }
