@@ -12,6 +12,7 @@ pub mod capacity;
 pub mod compute;
 pub mod handler;
 pub mod handoff;
+pub mod link;
 pub mod log;
 pub mod monitor;
 pub mod node;

@@ -19,28 +19,11 @@ use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
 
 use super::compute::{Job, Task};
+use super::link::{Link, LinkCmd};
 use super::log::{Admit, Log};
 use super::safety::{BackupHealth, Safety, Verdict};
 use super::status::{Counters, Status};
 use super::topics::Topics;
-
-/// A line for the live replication session to send to the backup.
-#[derive(Debug)]
-pub enum LinkCmd {
-    /// REPLICATE one message.
-    Replicate {
-        /// Where it sits in the log.
-        index: u64,
-        /// The message.
-        message: Arc<Message>,
-    },
-    /// CLEAR one processed message.
-    Clear(u64),
-    /// SEEN: a publisher's highest accepted sequence, sent during a sync.
-    Seen(MsgId),
-    /// HANDOVER: we are shutting down; the backup takes over now.
-    Handover,
-}
 
 /// Everything the role mutex guards.
 pub struct State {
@@ -50,8 +33,8 @@ pub struct State {
     pub epoch: Epoch,
     /// Accepted, unprocessed messages and the dedup table.
     pub log: Log,
-    /// The outbox of the live replication session, while we are primary and synced.
-    pub link: Option<Sender<LinkCmd>>,
+    /// The sending half of the live replication session, while we are primary and synced.
+    pub link: Option<Arc<Link>>,
     /// The peer as its last answer described it.
     pub peer: Option<PeerState>,
     /// Set while a shutting-down primary hands over: it accepts no more publishes.
@@ -210,6 +193,17 @@ impl Node {
     /// one step so the log, the link and the worker see one order.
     pub fn admit(&self, message: Message) -> Result<Admitted, Refusal> {
         let mut s = self.state.lock();
+        let admitted = self.admit_locked(&mut s, message);
+        // The REPLICATE goes out after the role lock is let go.
+        let link = s.link.clone();
+        drop(s);
+        if let Some(link) = link {
+            link.flush(&self.safety);
+        }
+        admitted
+    }
+
+    fn admit_locked(&self, s: &mut State, message: Message) -> Result<Admitted, Refusal> {
         if self.stopping() {
             return Err(Refusal::Stopping);
         }
@@ -229,9 +223,9 @@ impl Node {
                 debug!("{id} accepted at index {index} in epoch {}", s.epoch);
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
                 if let Some(link) = &s.link {
-                    let _ = link.send(LinkCmd::Replicate {
+                    link.push(LinkCmd::Replicate {
                         index,
-                        message: Arc::clone(&message),
+                        message: &message,
                     });
                 }
                 self.dispatch(Job {
@@ -312,8 +306,10 @@ impl Node {
             && let Some(message) = s.log.remove(index)
         {
             debug!("{} written to every subscriber; clearing it", message.id);
-            if let Some(link) = &s.link {
-                let _ = link.send(LinkCmd::Clear(index));
+            if let Some(link) = s.link.clone() {
+                link.push(LinkCmd::Clear(index));
+                drop(s);
+                link.flush(&self.safety);
             }
         }
     }
@@ -584,7 +580,8 @@ impl Node {
             return false;
         }
         s.handing_over = true;
-        let _ = link.send(LinkCmd::Handover);
+        link.push(LinkCmd::Handover);
+        MutexGuard::unlocked(&mut s, || link.flush(&self.safety));
         info!("handing over to the backup");
         let deadline = Instant::now() + self.config.ping_timeout;
         while s.role == Role::Primary {
@@ -677,23 +674,21 @@ impl Node {
 
     // ---- replication sessions, on the primary ----
 
-    /// Installs a freshly synced replication session: queues SEEN for the dedup table and
-    /// REPLICATE for every pending message onto it, then makes it the live link. Returns the
+    /// Installs a freshly synced replication session: appends SEEN for the dedup table and
+    /// REPLICATE for every pending message to it (the caller flushes), then makes it the live
+    /// link. Returns the
     /// number of messages handed over, or `None` if the reign ended meanwhile.
-    pub fn install_link(&self, epoch: Epoch, link: Sender<LinkCmd>) -> Option<usize> {
+    pub fn install_link(&self, epoch: Epoch, link: Arc<Link>) -> Option<usize> {
         let mut s = self.state.lock();
         if s.role != Role::Primary || s.epoch != epoch {
             return None;
         }
         for (id, _) in s.log.seen() {
-            let _ = link.send(LinkCmd::Seen(id));
+            link.push(LinkCmd::Seen(id));
         }
         let mut handed = 0;
         for (index, message) in s.log.pending() {
-            let _ = link.send(LinkCmd::Replicate {
-                index,
-                message: Arc::clone(message),
-            });
+            link.push(LinkCmd::Replicate { index, message });
             handed += 1;
         }
         s.link = Some(link);

@@ -10,14 +10,15 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, select};
-use log::{debug, info, warn};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{info, warn};
 
 use crate::auth;
 use crate::connection::{LineReader, Stream, dial, is_timeout};
 use crate::protocol::{AuthKind, Epoch, Message, Reply, Request, Role};
 
-use super::node::{LinkCmd, Node};
+use super::link::{Link, LinkCmd};
+use super::node::Node;
 use super::safety::BackupHealth;
 
 /// The first pause between redials of an unreachable backup; it doubles up to the ping
@@ -142,15 +143,19 @@ fn open_session(
     }
 }
 
-/// Runs one synced session until either side ends it. This thread writes; a helper thread
-/// reads confirmations and heartbeat answers.
+/// Runs one synced session until either side ends it. Publishing threads write to the link
+/// themselves (see [`Link`]); this thread hands the backup the log, then sends a PROBE
+/// heartbeat whenever the link has been idle, and a helper thread reads confirmations.
 fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) {
+    // A backup that stops reading must not hold a writer for long: past the ping timeout the
+    // write fails and the session ends.
+    let _ = stream.set_write_timeout(Some(node.config.ping_timeout));
     let stream = Stream::new(stream);
     let Some(key) = node.register(&stream) else {
         return;
     };
-    let (link_tx, link_rx) = crossbeam_channel::unbounded();
-    let Some(handed) = node.install_link(epoch, link_tx) else {
+    let link = Link::new(stream.clone(), epoch);
+    let Some(handed) = node.install_link(epoch, Arc::clone(&link)) else {
         node.unregister(key);
         return;
     };
@@ -168,7 +173,7 @@ fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) {
         })
         .ok();
     if reader.is_some() {
-        write_link(node, &stream, &link_rx, &done_rx, epoch);
+        keep_alive(node, &link, &done_rx);
     }
     node.drop_link(epoch);
     let _ = stream.shutdown(Shutdown::Both);
@@ -178,46 +183,28 @@ fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) {
     node.unregister(key);
 }
 
-/// Writes queued link commands, batching whatever piled up into one write, and a PROBE
-/// heartbeat whenever the link has been idle for a ping interval.
-fn write_link(
-    node: &Node,
-    mut stream: &TcpStream,
-    link_rx: &Receiver<LinkCmd>,
-    done_rx: &Receiver<()>,
-    epoch: Epoch,
-) {
-    let mut buf = Vec::with_capacity(64 * 1024);
+/// Flushes the link and sends a PROBE whenever it has been idle for a heartbeat interval,
+/// until the reader sees the session end or a write breaks the link.
+fn keep_alive(node: &Node, link: &Link, done_rx: &Receiver<()>) {
+    let interval = heartbeat_interval(node);
     loop {
-        let first = select! {
-            recv(link_rx) -> cmd => match cmd {
-                Ok(cmd) => Some(cmd),
-                Err(_) => return, // the node dropped the link: reign over or stopping
-            },
-            recv(done_rx) -> _ => return, // the reader saw the session end
-            default(heartbeat_interval(node)) => None,
-        };
         node.gate();
-        let mut highest = 0;
-        match first {
-            Some(cmd) => {
-                highest = highest.max(encode(&cmd, epoch, &mut buf));
-                while buf.len() < 64 * 1024 {
-                    match link_rx.try_recv() {
-                        Ok(cmd) => highest = highest.max(encode(&cmd, epoch, &mut buf)),
-                        Err(_) => break,
-                    }
-                }
-            }
-            None => Request::Probe(node.me()).encode(&mut buf),
+        // `None`: a write is going out right now.
+        let idle = link.last_write().map(|t| t.elapsed());
+        if idle.is_some_and(|idle| idle >= interval) {
+            link.push(LinkCmd::Probe(node.me()));
         }
-        if let Err(e) = stream.write_all(&buf) {
-            debug!("replication link write failed: {e}");
+        link.flush(&node.safety);
+        if link.is_broken() {
             return;
         }
-        buf.clear();
-        if highest > 0 {
-            node.safety.note_sent(highest);
+        let next = match idle {
+            Some(idle) if idle < interval => interval - idle,
+            _ => interval,
+        };
+        match done_rx.recv_timeout(next) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -229,37 +216,6 @@ fn heartbeat_interval(node: &Node) -> Duration {
         .ping_interval
         .min(node.config.ping_timeout / 4)
         .max(Duration::from_millis(1))
-}
-
-/// Encodes one command; returns the index it replicates (0 if none).
-fn encode(cmd: &LinkCmd, epoch: Epoch, buf: &mut Vec<u8>) -> u64 {
-    match cmd {
-        LinkCmd::Replicate { index, message } => {
-            Request::Replicate {
-                epoch,
-                index: *index,
-                message: Message::clone(message),
-            }
-            .encode(buf);
-            *index
-        }
-        LinkCmd::Clear(index) => {
-            Request::Clear {
-                epoch,
-                index: *index,
-            }
-            .encode(buf);
-            0
-        }
-        LinkCmd::Seen(id) => {
-            Request::Seen(*id).encode(buf);
-            0
-        }
-        LinkCmd::Handover => {
-            Request::Handover { epoch }.encode(buf);
-            0
-        }
-    }
 }
 
 /// Reads the backup's answers. Ends on EOF, on a fence, or when the backup falls silent: no

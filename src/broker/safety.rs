@@ -1,10 +1,15 @@
 //! What the primary knows about its backup's copy of the log: the highest index the backup
 //! confirmed, and whether the backup is up, silent or down. Publishers' connection threads and
 //! the compute worker wait here until a message is safe to ACK or to process.
+//!
+//! A confirmation wakes only the waiters whose message it covers: with many publishers waiting,
+//! waking them all on every confirmation (a condition variable's `notify_all`) would send most
+//! of them straight back to sleep.
 
+use std::thread::{self, Thread};
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 /// The primary's view of its backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,13 +57,28 @@ struct Inner {
     unconfirmed_since: Option<Instant>,
     health: BackupHealth,
     generation: u64,
+    /// Threads parked in [`Safety::wait`], with the index each waits for.
+    waiters: Vec<(u64, Thread)>,
 }
 
-/// The confirmed watermark and backup health, with a condition variable to wait on.
+impl Inner {
+    /// Unparks the waiters `wake` picks and forgets them (a woken waiter that must wait on
+    /// registers again).
+    fn wake(&mut self, wake: impl Fn(u64) -> bool) {
+        self.waiters.retain(|(index, thread)| {
+            let woken = wake(*index);
+            if woken {
+                thread.unpark();
+            }
+            !woken
+        });
+    }
+}
+
+/// The confirmed watermark and backup health, and the threads waiting on them.
 #[derive(Debug)]
 pub struct Safety {
     inner: Mutex<Inner>,
-    changed: Condvar,
 }
 
 impl Default for Safety {
@@ -77,8 +97,8 @@ impl Safety {
                 unconfirmed_since: None,
                 health: BackupHealth::Down,
                 generation: 0,
+                waiters: Vec::new(),
             }),
-            changed: Condvar::new(),
         }
     }
 
@@ -94,7 +114,7 @@ impl Safety {
         inner.generation += 1;
         inner.health = health;
         inner.unconfirmed_since = None;
-        self.changed.notify_all();
+        inner.wake(|_| true);
     }
 
     /// Blocks until the message at `index` is safe, the backup is given up, the role changes
@@ -119,14 +139,20 @@ impl Safety {
                 _ if inner.confirmed >= index => return Verdict::Replicated,
                 _ => {}
             }
-            match deadline {
-                Some(d) => {
-                    if self.changed.wait_until(&mut inner, d).timed_out() {
-                        return Verdict::TimedOut;
-                    }
-                }
-                None => self.changed.wait(&mut inner),
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Verdict::TimedOut;
             }
+            let me = thread::current();
+            let id = me.id();
+            inner.waiters.push((index, me));
+            drop(inner);
+            // An unpark between the unlock and the park is not lost: park returns at once.
+            match deadline {
+                Some(d) => thread::park_timeout(d.saturating_duration_since(Instant::now())),
+                None => thread::park(),
+            }
+            inner = self.inner.lock();
+            inner.waiters.retain(|(_, t)| t.id() != id);
         }
     }
 
@@ -142,7 +168,7 @@ impl Safety {
         // A new state starts a new session: nothing it sent is outstanding yet.
         inner.sent = inner.confirmed;
         inner.unconfirmed_since = None;
-        self.changed.notify_all();
+        inner.wake(|_| true);
     }
 
     /// Records that REPLICATE lines up to `index` went out.
@@ -163,7 +189,8 @@ impl Safety {
         } else {
             Some(Instant::now())
         };
-        self.changed.notify_all();
+        let confirmed = inner.confirmed;
+        inner.wake(|waiting_for| waiting_for <= confirmed);
     }
 
     /// Since when something sent has waited for its confirmation, if anything has.
@@ -194,6 +221,27 @@ mod tests {
         let confirmer = std::thread::spawn(move || s.confirm(1));
         assert_eq!(safety.wait(1, g, None, false), Verdict::Replicated);
         confirmer.join().unwrap();
+    }
+
+    #[test]
+    fn a_confirmation_wakes_the_waiters_it_covers_and_keeps_the_others() {
+        let safety = Arc::new(Safety::new());
+        safety.set_health(BackupHealth::Up);
+        let g = safety.generation();
+        let waiter = |index: u64| {
+            let s = Arc::clone(&safety);
+            let deadline = Some(Instant::now() + Duration::from_secs(5));
+            std::thread::spawn(move || s.wait(index, g, deadline, false))
+        };
+        let (first, second) = (waiter(1), waiter(2));
+        while safety.inner.lock().waiters.len() < 2 {
+            std::thread::yield_now();
+        }
+        safety.confirm(1);
+        assert_eq!(first.join().unwrap(), Verdict::Replicated);
+        assert_eq!(safety.inner.lock().waiters.len(), 1, "index 2 still waits");
+        safety.confirm(2);
+        assert_eq!(second.join().unwrap(), Verdict::Replicated);
     }
 
     #[test]
