@@ -57,7 +57,8 @@
 //! | [`broker::handler`] | one thread per connection: a line in, an answer out |
 //! | [`broker::compute`] | the compute workers fed by crossbeam channels; the busy loop |
 //! | [`broker::topics`] | the subscriber map, outboxes (direct writes, bounded queues) and their writer threads |
-//! | [`broker::replication`] | the primary's link to the backup: sync, replicate, clear, heartbeat |
+//! | [`broker::replication`] | the primary's replication sessions: dial, sync, read confirmations, heartbeat |
+//! | [`broker::link`] | a session's sending half: lines appended under the role lock, written by whoever finds the socket free |
 //! | [`broker::monitor`] | the backup's pinger: probe the primary, take over when it fails |
 //! | [`broker::status`] | counters and the STATUS snapshot |
 //! | [`broker::capacity`] | how many connections the machine's limits fit |
@@ -75,8 +76,8 @@
 //!                      [accept] ──spawns──▶ [conn-N] one per connection
 //!                                             │ admit under the role lock
 //!            ┌────────────────────────────────┼─────────────────────────────┐
-//!            ▼ crossbeam channel (per topic   ▼ link channel                │ SYNC/REPLICATE/CLEAR
-//!       [worker-K]  shard)              [replicator] ──TCP──▶ backup       │ from our primary
+//!            ▼ crossbeam channel (per topic   ▼ link buffer, written by     │ SYNC/REPLICATE/CLEAR
+//!       [worker-K]  shard)              whoever finds it free ─▶ backup     │ from our primary
 //!        wait until replicated,          [repl-reader] ◀─ REPLICATED|i      ▼
 //!        busy-loop, fan out ─┬─ idle socket: write ──────────▶ subscriber  log (backup side)
 //!                            └─ else queue ─▶ [sub-writer-N] ─▶ subscriber
@@ -86,15 +87,17 @@
 //! ## The life of one message
 //!
 //! 1. A `conn-N` thread reads `PUB|p|s|topic|payload` and, under the role lock, appends it to
-//!    the log, queues a REPLICATE on the replication link and a job on its topic's worker.
-//! 2. The `replicator` writes the REPLICATE; the backup's `conn` thread stores it in its log and
+//!    the log, appends a REPLICATE to the replication link's buffer and queues a job on its
+//!    topic's worker.
+//! 2. Out of the lock, the same thread writes the REPLICATE to the link (or leaves it to the
+//!    thread already writing there); the backup's `conn` thread stores it in its log and
 //!    answers `REPLICATED|i`; the `repl-reader` records the confirmation.
 //! 3. The `conn-N` thread, waiting in [`broker::safety::Safety::wait`], wakes and writes the ACK.
 //! 4. The worker, which also waited for the confirmation, busy-loops 50–150 ms, checks that its
 //!    epoch is still current, and sends the delivery to every subscriber: written straight into
 //!    an idle subscriber's socket, or queued for its `sub-writer` when it is busy.
-//! 5. When the last copy is written to its socket, the message is
-//!    removed from the log and a CLEAR goes to the backup, which drops its copy.
+//! 5. When the last copy is written to its socket, the message is removed from the log and a
+//!    CLEAR goes to the backup, which drops its copy.
 //!
 //! If the primary dies between 1 and 5, the backup holds the message and redoes it after taking
 //! over; the subscriber drops the copy it may already have printed. ARCHITECTURE.md tells the

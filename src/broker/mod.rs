@@ -5,8 +5,8 @@
 //! - `accept`: accepts connections and gives each its own `conn-N` thread ([`handler`]);
 //! - `worker-N`: the compute workers ([`compute`]);
 //! - `pinger`: probes the primary while this broker is the backup ([`monitor`]);
-//! - `replicator`: streams the log to the backup while this broker is primary
-//!   ([`replication`]).
+//! - `replicator`: dials and syncs the backup while this broker is primary, then keeps the
+//!   link alive ([`replication`]); publishing threads write to the link themselves ([`link`]).
 
 pub mod capacity;
 pub mod compute;
