@@ -122,8 +122,7 @@ impl Link {
                 writer.last_write = Instant::now();
                 if let Err(e) = written {
                     debug!("replication link write failed: {e}");
-                    self.broken.store(true, Ordering::Release);
-                    let _ = self.stream.shutdown(Shutdown::Both);
+                    self.close();
                     return;
                 }
                 if highest > 0 {
@@ -144,7 +143,13 @@ impl Link {
         self.writer.try_lock().map(|w| w.last_write)
     }
 
-    /// Whether a write failed.
+    /// Ends the session: nothing more is written, and the socket is shut so its reader ends.
+    pub fn close(&self) {
+        self.broken.store(true, Ordering::Release);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Whether a write failed or the session was closed.
     pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire)
     }

@@ -53,6 +53,16 @@ pub struct State {
     probes_answered: u64,
 }
 
+impl State {
+    /// Ends the live replication session, if any: its socket is shut at once, so the backup
+    /// sees the session end and the replicator's threads wind down.
+    fn end_link(&mut self) {
+        if let Some(link) = self.link.take() {
+            link.close();
+        }
+    }
+}
+
 /// Why a publish was not accepted or not ACKed; [`Node::explain`] words it for the client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -342,7 +352,7 @@ impl Node {
         let seen = s.peer.map_or(s.epoch, |p| p.epoch.max(s.epoch));
         s.epoch = seen.next(self.id);
         s.role = Role::Primary;
-        s.link = None;
+        s.end_link();
         // Orphans no primary confirmed yet are ours to deliver again; those the log still
         // holds are recognised by the dedup table.
         for orphan in std::mem::take(&mut s.orphans) {
@@ -402,7 +412,7 @@ impl Node {
             }
             self.counters.step_downs.fetch_add(1, Ordering::Relaxed);
             s.role = Role::Backup;
-            s.link = None;
+            s.end_link();
             self.safety.interrupt(BackupHealth::Down);
         }
         s.epoch = epoch;
@@ -696,11 +706,11 @@ impl Node {
         Some(handed)
     }
 
-    /// The replication session ended: stop queueing for it.
+    /// The replication session ended: forget it.
     pub fn drop_link(&self, epoch: Epoch) {
         let mut s = self.state.lock();
         if s.epoch == epoch {
-            s.link = None;
+            s.end_link();
         }
     }
 
@@ -725,7 +735,7 @@ impl Node {
         self.resume();
         {
             let mut s = self.state.lock();
-            s.link = None;
+            s.end_link();
             self.state_changed.notify_all();
         }
         self.safety.interrupt(BackupHealth::Down);
