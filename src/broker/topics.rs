@@ -130,17 +130,25 @@ impl Outbox {
     }
 
     /// Sends a line: with `direct`, written at once if nothing is queued and nobody is
-    /// writing; otherwise (or for whatever a direct write left over) queued behind the others.
-    /// `Full` means the subscriber lags by the limit; `Disconnected` that its writer is gone.
+    /// writing; otherwise queued behind the others. `Full` means the subscriber lags by the
+    /// limit; `Disconnected` that its writer is gone.
     pub fn send(&self, frame: Frame, direct: bool) -> Result<(), TrySendError<Frame>> {
-        let frame = if direct {
-            match self.write_directly(frame) {
-                None => return Ok(()),
-                Some(rest) => rest,
+        if direct
+            && let Some(_writing) = self.shared.writing.try_lock()
+            && self.shared.backlog.load(Ordering::Acquire) == 0
+        {
+            let written = self.write_some(&frame.bytes);
+            if written == frame.bytes.len() {
+                return Ok(());
             }
-        } else {
-            frame
-        };
+            // Queued while we still hold the socket, so nothing gets in before the rest of
+            // the line (the queue is empty, so the limit cannot refuse it).
+            return self.queue(frame.rest(written));
+        }
+        self.queue(frame)
+    }
+
+    fn queue(&self, frame: Frame) -> Result<(), TrySendError<Frame>> {
         if self.tx.len() >= self.limit {
             return Err(TrySendError::Full(frame));
         }
@@ -150,18 +158,11 @@ impl Outbox {
         })
     }
 
-    /// Writes `frame` to the socket if that cannot overtake a queued frame or interleave with
-    /// the writer thread; returns what is left to queue (all of it if it did not try).
-    fn write_directly(&self, frame: Frame) -> Option<Frame> {
-        let Some(_writing) = self.shared.writing.try_lock() else {
-            return Some(frame);
-        };
-        if self.shared.backlog.load(Ordering::Acquire) > 0 {
-            return Some(frame);
-        }
+    /// Writes as much of `bytes` as the socket takes within its send timeout; returns how much.
+    fn write_some(&self, bytes: &[u8]) -> usize {
         let mut written = 0;
-        while written < frame.bytes.len() {
-            match (&*self.shared.stream).write(&frame.bytes[written..]) {
+        while written < bytes.len() {
+            match (&*self.shared.stream).write(&bytes[written..]) {
                 Ok(0) => break,
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -170,7 +171,7 @@ impl Outbox {
                 Err(_) => break,
             }
         }
-        (written < frame.bytes.len()).then(|| frame.rest(written))
+        written
     }
 
     /// Ends the connection's reader, which then drops its subscriptions and its outbox.
