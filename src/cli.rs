@@ -62,7 +62,8 @@ pub struct Command {
 #[derive(Debug)]
 pub struct Args {
     positionals: Vec<String>,
-    values: HashMap<&'static str, String>,
+    /// Every value each flag was given, in command-line order (a switch gets one empty value).
+    values: HashMap<&'static str, Vec<String>>,
 }
 
 impl Args {
@@ -76,10 +77,9 @@ impl Args {
         self.values.contains_key(name)
     }
 
-    /// A flag's value, parsed; `None` if the flag was not given.
+    /// A flag's value, parsed; `None` if the flag was not given. Given twice, the last wins.
     pub fn value<T: FromStr>(&self, name: &str) -> Result<Option<T>> {
-        self.values
-            .get(name)
+        self.raw(name)
             .map(|v| {
                 v.parse()
                     .map_err(|_| Error::Usage(format!("{name}: bad value '{v}'")))
@@ -90,6 +90,17 @@ impl Args {
     /// A flag's value in milliseconds, as a `Duration`.
     pub fn millis(&self, name: &str) -> Result<Option<Duration>> {
         Ok(self.value::<u64>(name)?.map(Duration::from_millis))
+    }
+
+    /// Every value of a flag that may be repeated (`--kill-ms 1 --kill-ms 2`), in
+    /// command-line order; empty if it was not given.
+    pub fn all(&self, name: &str) -> &[String] {
+        self.values.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// A flag's last value, unparsed.
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.values.get(name)?.last().map(String::as_str)
     }
 }
 
@@ -137,7 +148,7 @@ pub fn parse(cmd: &Command, argv: impl IntoIterator<Item = String>) -> Result<Pa
             (false, None) => String::new(),
             (false, Some(_)) => return Err(Error::Usage(format!("{name} takes no value"))),
         };
-        args.values.insert(flag.name, value);
+        args.values.entry(flag.name).or_default().push(value);
     }
     if args.positionals.len() < cmd.required {
         return Err(Error::Usage("missing arguments".into()));
@@ -336,6 +347,132 @@ flags:
     flags: &[Flag::switch("--timestamps"), Flag::value("--secret")],
 };
 
+/// The `bench` program.
+pub const BENCH: Command = Command {
+    name: "bench",
+    usage: "\
+usage: bench <primary-host:port> [<backup-host:port>] [flags]
+
+Measures the broker: publishers send their share of the messages, each waiting for its ACK
+before the next publish; subscribers on the primary count what they receive. Reports
+publish->ACK and publish->delivery latency, throughput, and delivered/lost/duplicate counts.
+The backup address is only shown; the primary's STATUS says whether replication is on.
+
+flags:
+  --publishers N      publisher connections, each with its share of the messages [1]
+  --subscribers N     subscriber connections on the primary (0: publish only) [1]
+  --messages N        messages in all [10000]
+  --payload-bytes N   payload size; it starts with a timing header of ~20-40 bytes [100]
+  --topic T           topic to publish and subscribe to [bench]
+  --json              also print the results as one JSON object, the last stdout line
+  --secret S          the brokers' client secret [$BROKER_CLIENT_SECRET]
+  -h, --help          print this help
+
+A progress line goes to stderr once a second for runs longer than 2 s. Exit status: 0 done,
+1 a connection failed or a broker refused a message, 2 bad arguments.",
+    required: 1,
+    max_positionals: 2,
+    flags: &[
+        Flag::value("--publishers"),
+        Flag::value("--subscribers"),
+        Flag::value("--messages"),
+        Flag::value("--payload-bytes"),
+        Flag::value("--topic"),
+        Flag::switch("--json"),
+        Flag::value("--secret"),
+    ],
+};
+
+/// The `soak` program.
+pub const SOAK: Command = Command {
+    name: "soak",
+    usage: "\
+usage: soak [flags]
+
+Runs a primary and a backup broker, a 10 Hz test_publisher and three subscribers (the third
+restarted every 15 s), and injects N faults at random moments, each undone after a while:
+  kill -9 the primary, restart it 1-3 s later     kill -9 the backup, restart it 1-3 s later
+  SIGSTOP the primary for 1-4 s, then SIGCONT     cut the link between the brokers for 2-5 s
+  cut the primary's host off for 2-5 s
+(primary and backup mean the brokers holding those roles at the time). Before each fault it
+waits until the pair is healthy again (one primary with a synced backup). At the end it checks
+that every subscriber that stayed up printed every ACKed message once and in order, that the
+restarted one printed nothing twice, and that no two brokers were primary in one epoch; it
+prints a summary table and exits 0 if nothing was violated, 1 otherwise.
+
+Hosts are network namespaces (198.18.0.0/15 on a bridge; needs root and iproute2) when they
+can be made; otherwise loopback ports, where links cannot be cut and only kills and stops are
+injected. The logs of a failed run are kept (its folder is printed); a passing run's are
+deleted unless --keep-logs is given. Under `cargo run`, the other programs are built first.
+
+flags:
+  --faults N          faults to inject [10]
+  --seed S            seed of every random choice [random, printed]
+  --min-gap-ms N      shortest pause between a healthy pair and the next fault [2000]
+  --max-gap-ms N      longest such pause [6000]
+  --compute-ms SPEC   the brokers' compute step, MIN-MAX or 0 [50-150]
+  --keep-logs DIR     write the run's logs to DIR and keep them
+  --netns             use network namespaces or fail
+  --local             use loopback ports (no link cuts, no host cut-offs)
+  --bin-dir DIR       where primary, backup, subscriber and test_publisher are
+                      [the folder of this program]
+  --log-level LEVEL   RUST_LOG of the programs [debug]
+  -h, --help          print this help
+
+Exit status: 0 no violation, 1 a violation (or the soak could not run), 2 bad arguments,
+130 interrupted by Ctrl-C (after undoing the fault in hand and judging what ran).
+Example: cargo run --release --bin soak -- --faults 10",
+    required: 0,
+    max_positionals: 0,
+    flags: &[
+        Flag::value("--faults"),
+        Flag::value("--seed"),
+        Flag::value("--min-gap-ms"),
+        Flag::value("--max-gap-ms"),
+        Flag::value("--compute-ms"),
+        Flag::value("--keep-logs"),
+        Flag::switch("--netns"),
+        Flag::switch("--local"),
+        Flag::value("--bin-dir"),
+        Flag::value("--log-level"),
+    ],
+};
+
+/// The `report` program. Its errors differ from the others': `report: error: <why>`, exit 2
+/// also for an unreadable file, since exit 1 is the verdict FAIL.
+pub const REPORT: Command = Command {
+    name: "report",
+    usage: "\
+usage: report --sub FILE --acks FILE [--sent N] [--kill-ms MS]... [--fault-label TEXT]
+              [--max-silence-ms MS] [--svg FILE] [--title T]
+
+  --sub FILE            subscriber output (`<unix_ms> [PRIMARY|BACKUP] <seq>` per line)
+  --acks FILE           test_publisher output (`<unix_ms> ACK <seq>` per line)
+  --sent N              messages sent (default: the highest seq ACKed or delivered)
+  --kill-ms MS          when the primary was killed (or stopped), unix ms; repeat it for
+                        each fault of the run (default: no fault)
+  --fault-label TEXT    what the faults were, for the report and the picture; without it
+                        they are reported as kills [primary killed]
+  --max-silence-ms MS   longest silence around each fault that still passes [1000]
+  --svg FILE            also write a picture of the run (SVG) to FILE
+  --title T             title of the picture
+  -h, --help            print this help
+
+Prints the report on stdout. Exit code: 0 PASS, 1 FAIL, 2 bad argument or unreadable file.",
+    required: 0,
+    max_positionals: 0,
+    flags: &[
+        Flag::value("--sub"),
+        Flag::value("--acks"),
+        Flag::value("--sent"),
+        Flag::value("--kill-ms"),
+        Flag::value("--fault-label"),
+        Flag::value("--max-silence-ms"),
+        Flag::value("--svg"),
+        Flag::value("--title"),
+    ],
+};
+
 mod usage_text {
     macro_rules! broker_usage {
         ($head:literal) => {
@@ -383,7 +520,7 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
     let port: u16 = parse_positional(args, 0, "port")?;
     let bind: IpAddr = args.value("--bind")?.unwrap_or(defaults.listen.ip());
     let peer = args.positional(1).map(check_host_port).transpose()?;
-    let compute = match args.values.get("--compute-ms") {
+    let compute = match args.raw("--compute-ms") {
         Some(spec) => parse_compute(spec)?,
         None => defaults.compute.clone(),
     };
@@ -441,7 +578,7 @@ pub const CLIENT_SECRET_ENV: &str = "BROKER_CLIENT_SECRET";
 
 /// A secret from its flag, or else from the environment.
 pub fn secret(args: &Args, flag: &str, env: &str) -> Option<Secret> {
-    match args.values.get(flag) {
+    match args.raw(flag) {
         Some(s) => Secret::new(s),
         None => std::env::var(env).ok().as_deref().and_then(Secret::new),
     }

@@ -64,7 +64,10 @@
 //! | [`broker::capacity`] | how many connections the machine's limits fit |
 //! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover |
 //! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |
+//! | [`report::program`] | the `report` program's work: read the two output files, print the verdict, draw |
+//! | [`bench`](mod@bench) | load-testing a broker: publishers and subscribers on threads, latency and loss figures |
 //! | [`harness`] | separate hosts in network namespaces, fault injection and the chaos soak |
+//! | [`harness::soak_program`] | the `soak` program's work: flags to a soak, building the programs, logs, outcome |
 //! | [`broker::handoff`] | a stepped-down primary publishes its undelivered messages to the new one |
 //! | [`error`] | the library's [`Error`] and [`Result`] |
 //!
@@ -106,6 +109,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod client;

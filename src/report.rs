@@ -13,7 +13,10 @@
 //! - **Drawing** the run: [`render_svg`] plots sequence number against time, one dot per
 //!   delivery, coloured by the broker that delivered it, with each fault marked.
 //!
-//! The `report` program is a thin wrapper: read the files, call these, print, exit 0/1.
+//! The `report` program is a thin wrapper around [`program`], which reads the files, calls
+//! these and prints; the program maps the verdict to exit 0/1.
+
+pub mod program;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::{self, Write as _};

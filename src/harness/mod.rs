@@ -23,9 +23,10 @@
 //! | [`cluster`] | a broker pair and its clients as processes: start, fault, restart, wait until healthy |
 //! | [`check`] | judging a run from its output files: losses, duplicates, order, epochs claimed twice |
 //! | [`soak`] | the chaos soak: random faults, then the verdict and a summary table |
+//! | [`soak_program`] | the `soak` program's work: flags to a soak, building the programs, logs, outcome |
 //!
 //! The tests in `tests/netns.rs` use [`cluster`] for the separate-host scenarios; the `soak`
-//! program is a thin wrapper around [`soak::run`].
+//! program is a thin wrapper around [`soak_program::run`], which calls [`soak::run`].
 
 pub mod check;
 pub mod cluster;
@@ -33,6 +34,7 @@ pub mod netns;
 pub mod process;
 pub mod site;
 pub mod soak;
+pub mod soak_program;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
