@@ -39,7 +39,8 @@ use conn::Conn;
 use load::{Shared, SubStats, plans, publish, subscribe};
 pub use report::Report;
 
-/// After the last ACK: give up waiting for deliveries when none arrived for this long...
+/// After the last ACK: give up waiting for deliveries when none arrived for this long since
+/// the last one (the first may come late: a compute worker shared with other topics)...
 const DRAIN_QUIET: Duration = Duration::from_secs(1);
 /// ...or after this long in all.
 const DRAIN_MAX: Duration = Duration::from_secs(10);
@@ -258,7 +259,8 @@ pub fn run(o: &Options) -> Result<Report> {
     let publish_time = finished - started;
     let acked = shared.acked.load(Ordering::Relaxed);
 
-    // Wait for deliveries: until all arrived, none arrived for a while, or the deadline.
+    // Wait for deliveries: until all arrived, none arrived for a while after the first one,
+    // or the deadline.
     let expected = acked * o.subscribers as u64;
     let drain_start = Instant::now();
     let mut progress = Progress::new(drain_start, expected);
@@ -270,7 +272,7 @@ pub fn run(o: &Options) -> Result<Report> {
             (last, last_change) = (delivered, now);
         }
         if delivered >= expected
-            || now - last_change >= DRAIN_QUIET
+            || (delivered > 0 && now - last_change >= DRAIN_QUIET)
             || now - drain_start >= DRAIN_MAX
         {
             break;
