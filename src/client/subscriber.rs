@@ -33,7 +33,8 @@ pub struct Delivery {
 /// The longest [`Subscriber::connect`] waits for the brokers to confirm the subscription.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A subscriber connected to both brokers that returns each message once.
+/// A subscriber connected to both brokers that returns each message once, each publisher's
+/// in the order they were published.
 pub struct Subscriber {
     rx: Receiver<Delivery>,
     /// The highest sequence number returned, per publisher.
