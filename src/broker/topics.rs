@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -137,7 +137,8 @@ impl Outbox {
             && let Some(_writing) = self.shared.writing.try_lock()
             && self.shared.backlog.load(Ordering::Acquire) == 0
         {
-            let written = self.write_some(&frame.bytes);
+            // A full send buffer ends the attempt at once: the writer thread takes the rest.
+            let (written, _) = write_until(&self.shared.stream, &frame.bytes, Instant::now());
             if written == frame.bytes.len() {
                 return Ok(());
             }
@@ -156,22 +157,6 @@ impl Outbox {
         self.tx.try_send(frame).inspect_err(|_| {
             self.shared.backlog.fetch_sub(1, Ordering::AcqRel);
         })
-    }
-
-    /// Writes as much of `bytes` as the socket takes within its send timeout; returns how much.
-    fn write_some(&self, bytes: &[u8]) -> usize {
-        let mut written = 0;
-        while written < bytes.len() {
-            match (&*self.shared.stream).write(&bytes[written..]) {
-                Ok(0) => break,
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A full send buffer (the writer thread takes over) or a dead peer (its writer
-                // finds out and ends).
-                Err(_) => break,
-            }
-        }
-        written
     }
 
     /// Ends the connection's reader, which then drops its subscriptions and its outbox.
@@ -331,18 +316,25 @@ impl OutboxWriter {
 }
 
 /// Writes all of `bytes`, waiting out a full send buffer for up to [`WRITE_PATIENCE`].
-fn write_patiently(mut stream: &std::net::TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    let deadline = Instant::now() + WRITE_PATIENCE;
-    while !bytes.is_empty() {
-        match stream.write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
+fn write_patiently(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    write_until(stream, bytes, Instant::now() + WRITE_PATIENCE).1
+}
+
+/// Writes `bytes` until they are all out, the socket fails, or its send buffer stays full
+/// (each `write` waits up to [`SEND_TIMEOUT`]) past `give_up`. Returns how much was written
+/// and what stopped it.
+fn write_until(mut stream: &TcpStream, bytes: &[u8], give_up: Instant) -> (usize, io::Result<()>) {
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
-            Err(e) => return Err(e),
+            Err(e) if is_timeout(&e) && Instant::now() < give_up => {}
+            Err(e) => return (written, Err(e)),
         }
     }
-    Ok(())
+    (written, Ok(()))
 }
 
 #[cfg(test)]
