@@ -22,6 +22,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::connection::LineReader;
+use crate::error::{Error, Result};
 use crate::protocol::{AuthKind, Reply, Request};
 
 /// A shared secret. Its `Debug` does not show it.
@@ -100,13 +101,16 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Runs the dialer's side of the handshake on a fresh connection.
+/// Runs the dialer's side of the handshake on a fresh connection. Fails with [`Error::Auth`]
+/// when either side's proof is wrong, and with [`Error::Refused`] when the listener refused
+/// the connection for another reason (`ERR|too many connections`): it is alive, and the
+/// secrets may well match.
 pub fn authenticate<R: Read>(
     mut writer: impl Write,
     reader: &mut LineReader<R>,
     kind: AuthKind,
     secret: &Secret,
-) -> io::Result<()> {
+) -> Result<()> {
     let mine = nonce();
     let mut line = Vec::new();
     Request::Hello {
@@ -117,10 +121,10 @@ pub fn authenticate<R: Read>(
     writer.write_all(&line)?;
     let (theirs, their_proof) = match read_reply(reader)? {
         Reply::Challenge { nonce, proof } => (nonce, proof),
-        other => return Err(refused(format!("answered HELLO with {other:?}"))),
+        other => return Err(Error::Auth(format!("answered HELLO with {other:?}"))),
     };
     if !verify(secret, Side::Listener, kind, (&mine, &theirs), &their_proof) {
-        return Err(refused("the listener does not know the secret".to_string()));
+        return Err(Error::Auth("the listener does not know the secret".into()));
     }
     line.clear();
     Request::Proof {
@@ -130,22 +134,21 @@ pub fn authenticate<R: Read>(
     writer.write_all(&line)?;
     match read_reply(reader)? {
         Reply::Welcome => Ok(()),
-        other => Err(refused(format!("answered PROOF with {other:?}"))),
+        other => Err(Error::Auth(format!("answered PROOF with {other:?}"))),
     }
 }
 
-fn read_reply<R: Read>(reader: &mut LineReader<R>) -> io::Result<Reply> {
+/// The listener's next answer; an `ERR` other than a failed proof is a refusal, not a
+/// verdict on the secret.
+fn read_reply<R: Read>(reader: &mut LineReader<R>) -> Result<Reply> {
     let line = reader
         .read_line()?
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed during HELLO"))?;
-    Reply::parse(line).map_err(|e| refused(e.to_string()))
-}
-
-fn refused(why: String) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::PermissionDenied,
-        format!("authentication failed: {why}"),
-    )
+    match Reply::parse(line) {
+        Ok(Reply::Err(reason)) if reason == "too many connections" => Err(Error::Refused(reason)),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(Error::Auth(e.to_string())),
+    }
 }
 
 #[cfg(test)]

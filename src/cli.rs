@@ -15,6 +15,7 @@ use crate::auth::Secret;
 use crate::broker::Broker;
 use crate::config::{BrokerConfig, ComputeStep, PublisherConfig};
 use crate::error::{Error, Result};
+use crate::protocol::Message;
 
 /// A flag a program accepts.
 #[derive(Clone, Copy, Debug)]
@@ -253,7 +254,14 @@ const BROKER_FLAGS: &[Flag] = &[
     Flag::value("--max-line-bytes"),
     Flag::value("--max-connections"),
     Flag::value("--slow-consumer-limit"),
+    Flag::value("--slow-consumer-bytes"),
+    Flag::value("--slow-consumer-ms"),
+    Flag::value("--max-queued-bytes"),
     Flag::value("--max-pending"),
+    Flag::value("--max-pending-bytes"),
+    Flag::value("--max-subscriptions"),
+    Flag::value("--max-subscription-bytes"),
+    Flag::value("--auth-timeout-ms"),
     Flag::value("--secret"),
     Flag::value("--client-secret"),
 ];
@@ -486,10 +494,23 @@ mod usage_text {
   --bind ADDR                address to listen on [0.0.0.0]
   --require-backup           refuse to ACK while the backup is silent (not while it is dead)
   --workers N                compute workers; topics are spread over them [1]
-  --max-line-bytes N         longest line accepted [65536]
-  --max-connections N        most connections served at once [10000]
-  --slow-consumer-limit N    undelivered messages before a subscriber is cut off [10000]
-  --max-pending N            unprocessed messages held before publishes are refused [100000]
+  --max-line-bytes N         longest line accepted; a message's topic and payload may take
+                             this less 101 bytes (the fields brokers add) [65536]
+  --max-connections N        most client connections served at once; 4 more slots are kept
+                             for the peer broker [10000]
+  --slow-consumer-limit N    messages queued for a subscriber before it is cut off [10000]
+  --slow-consumer-bytes N    bytes queued for a subscriber before it is cut off [33554432]
+  --slow-consumer-ms N       how long a line may wait for a subscriber before it is cut
+                             off [10000]
+  --max-queued-bytes N       bytes queued for all subscribers together; past it the one
+                             with the longest queue is cut off [268435456]
+  --max-pending N            messages waiting for the compute step before publishes are
+                             refused [100000]
+  --max-pending-bytes N      bytes waiting for the compute step before publishes are
+                             refused [268435456]
+  --max-subscriptions N      topics one connection may subscribe to [1000]
+  --max-subscription-bytes N bytes of topic names one connection may subscribe to [262144]
+  --auth-timeout-ms N        how long a connection that must authenticate may take [10000]
   --secret S                 broker-to-broker secret; peer verbs need it [$BROKER_SECRET]
   --client-secret S          clients must authenticate with it [$BROKER_CLIENT_SECRET]
   -h, --help                 print this help
@@ -540,7 +561,7 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
             .unwrap_or(defaults.ping_interval),
         ping_timeout: nonzero("--ping-timeout-ms", ping_timeout)?.unwrap_or(defaults.ping_timeout),
         require_backup: args.switch("--require-backup"),
-        max_line_bytes: positive("--max-line-bytes", args.value("--max-line-bytes")?)?
+        max_line_bytes: line_limit(args.value("--max-line-bytes")?)?
             .unwrap_or(defaults.max_line_bytes),
         max_connections: positive("--max-connections", args.value("--max-connections")?)?
             .unwrap_or(defaults.max_connections),
@@ -549,8 +570,28 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
             args.value("--slow-consumer-limit")?,
         )?
         .unwrap_or(defaults.slow_consumer_limit),
+        slow_consumer_bytes: positive(
+            "--slow-consumer-bytes",
+            args.value("--slow-consumer-bytes")?,
+        )?
+        .unwrap_or(defaults.slow_consumer_bytes),
+        slow_consumer_age: nonzero("--slow-consumer-ms", args.millis("--slow-consumer-ms")?)?
+            .unwrap_or(defaults.slow_consumer_age),
+        max_queued_bytes: positive("--max-queued-bytes", args.value("--max-queued-bytes")?)?
+            .unwrap_or(defaults.max_queued_bytes),
         max_pending: positive("--max-pending", args.value("--max-pending")?)?
             .unwrap_or(defaults.max_pending),
+        max_pending_bytes: positive("--max-pending-bytes", args.value("--max-pending-bytes")?)?
+            .unwrap_or(defaults.max_pending_bytes),
+        max_subscriptions: positive("--max-subscriptions", args.value("--max-subscriptions")?)?
+            .unwrap_or(defaults.max_subscriptions),
+        max_subscription_bytes: positive(
+            "--max-subscription-bytes",
+            args.value("--max-subscription-bytes")?,
+        )?
+        .unwrap_or(defaults.max_subscription_bytes),
+        auth_timeout: nonzero("--auth-timeout-ms", args.millis("--auth-timeout-ms")?)?
+            .unwrap_or(defaults.auth_timeout),
         dedup_publishers: defaults.dedup_publishers,
         secret: secret(args, "--secret", "BROKER_SECRET"),
         client_secret: secret(args, "--client-secret", CLIENT_SECRET_ENV),
@@ -600,6 +641,17 @@ pub fn check_host_port(addr: &str) -> Result<String> {
         _ => Err(Error::Usage(format!(
             "bad address '{addr}' (want host:port)"
         ))),
+    }
+}
+
+/// `--max-line-bytes` must leave room for a message beside the fields brokers add to it.
+fn line_limit(v: Option<usize>) -> Result<Option<usize>> {
+    let least = Message::ENVELOPE_BYTES + 2;
+    match v {
+        Some(n) if n < least => Err(Error::Usage(format!(
+            "--max-line-bytes must be at least {least}"
+        ))),
+        _ => Ok(v),
     }
 }
 

@@ -57,9 +57,27 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// How many undelivered messages a subscriber may lag before it is disconnected.
     pub slow_consumer_limit: usize,
-    /// How many accepted but unprocessed messages the broker holds before it refuses
+    /// How many bytes may wait in one subscriber's queue before it is disconnected.
+    pub slow_consumer_bytes: usize,
+    /// How long a line may wait in a subscriber's queue before the subscriber is disconnected
+    /// (one that reads, but too slowly to keep up).
+    pub slow_consumer_age: Duration,
+    /// How many bytes may wait in all subscribers' queues together; past it, the subscriber
+    /// with the longest queue is disconnected.
+    pub max_queued_bytes: usize,
+    /// How many accepted messages may wait for the compute step before the broker refuses
     /// publishes.
     pub max_pending: usize,
+    /// How many bytes of messages may wait for the compute step before the broker refuses
+    /// publishes.
+    pub max_pending_bytes: usize,
+    /// How many topics one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// How many bytes of topic names one connection's subscriptions may take together.
+    pub max_subscription_bytes: usize,
+    /// How long a connection that must authenticate (a client secret is set, or it took one of
+    /// the slots kept for the peer broker) may take to do so before it is closed.
+    pub auth_timeout: Duration,
     /// How many publishers the dedup table remembers.
     pub dedup_publishers: usize,
     /// The broker-to-broker secret: when set, peer verbs need an authenticated connection.
@@ -83,7 +101,14 @@ impl Default for BrokerConfig {
             max_line_bytes: 64 * 1024,
             max_connections: 10_000,
             slow_consumer_limit: 10_000,
+            slow_consumer_bytes: 32 * 1024 * 1024,
+            slow_consumer_age: Duration::from_secs(10),
+            max_queued_bytes: 256 * 1024 * 1024,
             max_pending: 100_000,
+            max_pending_bytes: 256 * 1024 * 1024,
+            max_subscriptions: 1_000,
+            max_subscription_bytes: 256 * 1024,
+            auth_timeout: Duration::from_secs(10),
             dedup_publishers: 100_000,
             secret: None,
             client_secret: None,
@@ -100,13 +125,15 @@ impl BrokerConfig {
         }
     }
 
-    /// Test timings on loopback port 0: compute 1–3 ms, probes every 20 ms, 200 ms timeout.
+    /// Test timings on loopback port 0: compute 1–3 ms, probes every 20 ms, 200 ms timeout,
+    /// 1 s to authenticate.
     pub fn fast() -> Self {
         BrokerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             compute: ComputeStep::BusyLoop(1..=3),
             ping_interval: Duration::from_millis(20),
             ping_timeout: Duration::from_millis(200),
+            auth_timeout: Duration::from_secs(1),
             ..BrokerConfig::default()
         }
     }

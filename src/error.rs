@@ -16,6 +16,9 @@ pub enum Error {
     Protocol(String),
     /// A broker answered `ERR|<reason>`.
     Refused(String),
+    /// The shared-secret handshake failed: the other side does not know our secret, or
+    /// refused our proof. The text says which.
+    Auth(String),
     /// No broker answered in time.
     Timeout,
     /// The operation was abandoned because the program is shutting down.
@@ -33,6 +36,7 @@ impl fmt::Display for Error {
             Error::Usage(msg) => write!(f, "{msg}"),
             Error::Protocol(msg) => write!(f, "protocol error: {msg}"),
             Error::Refused(reason) => write!(f, "broker refused: {reason}"),
+            Error::Auth(why) => write!(f, "authentication failed: {why}"),
             Error::Timeout => write!(f, "no broker answered in time"),
             Error::Shutdown => write!(f, "shutting down"),
         }
@@ -51,5 +55,16 @@ impl std::error::Error for Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Error::Io(e)
+    }
+}
+
+/// For code that speaks `io::Result`: an I/O error comes back as it was, anything else as an
+/// `io::Error` that carries it.
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(e) => e,
+            other => io::Error::other(other),
+        }
     }
 }

@@ -21,6 +21,33 @@ pub struct MsgId {
     pub seq: u64,
 }
 
+/// The publisher id a `PUB` line's key files its messages under: the top 63 bits of
+/// SHA-256 of the key, with the top bit set.
+///
+/// A publisher sends its *key*, a random number only it knows; deliveries, dedup and the
+/// subscriber's order use the id derived from it. Whoever reads a delivery learns the id, never
+/// the key, so no other client can publish under that id, and none can suppress or reorder
+/// another publisher's messages by claiming it. The top bit keeps these ids apart from the
+/// ones a broker gives seed-form `PUBLISH` lines (its node id, below 2^20).
+///
+/// ```
+/// use edgebroker::protocol::publisher_id;
+///
+/// assert_eq!(publisher_id(42), publisher_id(42));
+/// assert_ne!(publisher_id(42), publisher_id(43));
+/// assert!(publisher_id(42) >= 1 << 63);
+/// ```
+pub fn publisher_id(key: u64) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"edgebroker publisher key ")
+        .chain_update(key.to_be_bytes())
+        .finalize();
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first) | 1 << 63
+}
+
 impl fmt::Display for MsgId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.publisher, self.seq)
@@ -39,12 +66,18 @@ pub struct Epoch {
 }
 
 impl Epoch {
-    /// The epoch a broker that takes over after seeing `self` starts.
-    pub fn next(self, node: u32) -> Epoch {
-        Epoch {
+    /// The highest term a broker will take over in or accept from the wire: 2^48 takeovers, far
+    /// beyond any that could happen (a takeover a millisecond for 8,900 years), and far from
+    /// `u64::MAX`, so counting up can never wrap. A line carrying a higher term is refused.
+    pub const MAX_TERM: u64 = 1 << 48;
+
+    /// The epoch a broker that takes over after seeing `self` starts; `None` once the term
+    /// reached [`Epoch::MAX_TERM`].
+    pub fn next(self, node: u32) -> Option<Epoch> {
+        (self.term < Epoch::MAX_TERM).then(|| Epoch {
             term: self.term + 1,
             node,
-        }
+        })
     }
 }
 
@@ -61,8 +94,14 @@ impl FromStr for Epoch {
         let (term, node) = s
             .split_once('.')
             .ok_or_else(|| ParseError::new(format!("bad epoch '{s}' (want term.node)")))?;
+        let term = number(term, "epoch term")?;
+        if term > Epoch::MAX_TERM {
+            return Err(ParseError::new(format!(
+                "epoch term {term} is beyond any a broker can reach"
+            )));
+        }
         Ok(Epoch {
-            term: number(term, "epoch term")?,
+            term,
             node: number(node, "epoch node")?,
         })
     }
@@ -149,6 +188,25 @@ pub struct Message {
     pub payload: String,
 }
 
+impl Message {
+    /// The most bytes a broker adds around a message's topic and payload in any line it builds
+    /// from it: the longest is `REPLICATE|<epoch>|<index>|<publisher>|<seq>|<topic>|<payload>`
+    /// with every number at its widest.
+    pub const ENVELOPE_BYTES: usize = "REPLICATE|".len()
+        + 15 // term, at most Epoch::MAX_TERM
+        + 1
+        + 10 // node, a u32
+        + 4 // the `|` after epoch, index, publisher and seq
+        + 3 * 20 // index, publisher, seq: u64s
+        + 1; // the `|` between topic and payload
+
+    /// Whether every line built from this message (REPLICATE, HANDOFF, ADOPT, MSG) fits in
+    /// `max_line` bytes, so a broker that accepts it can replicate, hand over and deliver it.
+    pub fn fits(&self, max_line: usize) -> bool {
+        self.topic.len() + self.payload.len() + Message::ENVELOPE_BYTES <= max_line
+    }
+}
+
 /// What a broker's peer says about itself when probed (the answer to [`Request::Probe`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerState {
@@ -173,9 +231,10 @@ pub enum Request {
         /// The payload.
         payload: String,
     },
-    /// `PUB|<publisher>|<seq>|<topic>|<payload>`: an idempotent publish, answered by
-    /// `ACK|<publisher>|<seq>`; a resend of an id the broker holds is ACKed but not processed
-    /// again.
+    /// `PUB|<key>|<seq>|<topic>|<payload>`: an idempotent publish, answered by
+    /// `ACK|<key>|<seq>`; a resend of an id the broker holds is ACKed but not processed again.
+    /// As parsed, the message's `id.publisher` is the publisher's *key*; the broker files the
+    /// message under [`publisher_id`] of it.
     PublishId(Message),
     /// `SUBSCRIBE|<topic>`: the seed's subscribe; the connection receives raw payload lines.
     Subscribe {
@@ -230,6 +289,10 @@ pub enum Request {
         /// The sender's epoch.
         epoch: Epoch,
     },
+    /// `ADOPT|<publisher>|<seq>|<topic>|<payload>`: a primary that stepped down hands the new
+    /// primary one message it accepted and had not delivered, under the message's own id;
+    /// answered by `ACK|<publisher>|<seq>`.
+    Adopt(Message),
     /// `HELLO|<kind>|<nonce>`: starts authentication; answered by `CHALLENGE`.
     Hello {
         /// Which secret.
@@ -255,6 +318,7 @@ impl Request {
                 | Request::Replicate { .. }
                 | Request::Clear { .. }
                 | Request::Handover { .. }
+                | Request::Adopt(_)
         )
     }
 }
@@ -264,7 +328,8 @@ impl Request {
 pub enum Reply {
     /// `ACK`: a seed-form publish is safe.
     Ack,
-    /// `ACK|<publisher>|<seq>`: an idempotent publish is safe.
+    /// `ACK|<key>|<seq>`: an idempotent publish is safe (the fields of the `PUB` it answers;
+    /// `ACK|<publisher>|<seq>` for an `ADOPT`).
     AckId(MsgId),
     /// `PONG`: the answer to a client's `PING`.
     Pong,
@@ -380,7 +445,24 @@ impl<'a> Fields<'a> {
         if topic.is_empty() {
             return Err(ParseError::new("empty topic"));
         }
+        if topic.trim() != topic {
+            return Err(ParseError::new(format!(
+                "topic '{topic}' has leading or trailing whitespace"
+            )));
+        }
         Ok(topic.to_string())
+    }
+
+    /// The rest of the line as a payload. A payload ending in `\r` is refused: the `\r\n`
+    /// line ending of every hop would swallow that byte.
+    fn payload(&mut self) -> Result<String, ParseError> {
+        let payload = self.tail("payload")?;
+        if payload.ends_with('\r') {
+            return Err(ParseError::new(
+                "payload ends in a carriage return, which the line ending would swallow",
+            ));
+        }
+        Ok(payload.to_string())
     }
 
     fn number<T: FromStr>(&mut self, what: &str) -> Result<T, ParseError> {
@@ -399,13 +481,20 @@ impl<'a> Fields<'a> {
         Ok(text.to_string())
     }
 
-    fn message(&mut self) -> Result<Message, ParseError> {
-        let id = MsgId {
-            publisher: self.number("publisher")?,
-            seq: self.number("seq")?,
-        };
+    /// A message id: any publisher, a sequence number from 1.
+    fn id(&mut self, publisher: &str) -> Result<MsgId, ParseError> {
+        let publisher = self.number(publisher)?;
+        let seq = self.number("seq")?;
+        if seq == 0 {
+            return Err(ParseError::new("seq must be at least 1"));
+        }
+        Ok(MsgId { publisher, seq })
+    }
+
+    fn message(&mut self, publisher: &str) -> Result<Message, ParseError> {
+        let id = self.id(publisher)?;
         let topic = self.topic()?;
-        let payload = self.tail("payload")?.to_string();
+        let payload = self.payload()?;
         Ok(Message { id, topic, payload })
     }
 
@@ -431,6 +520,25 @@ fn number<T: FromStr>(text: &str, what: &str) -> Result<T, ParseError> {
     }
     text.parse()
         .map_err(|_| ParseError::new(format!("{what} '{text}' is out of range")))
+}
+
+/// The error for `PUBLISH topicA hello`: fields separated by spaces, not `|`.
+fn spaces_for_bars(line: &str) -> ParseError {
+    let verb = line.split(' ').next().unwrap_or_default();
+    let separators = match verb {
+        "PUBLISH" => 2,
+        "PUB" => 4,
+        "SUBSCRIBE" | "SUB" => 1,
+        _ => {
+            return ParseError::new(format!(
+                "unknown verb '{line}' (fields are separated by '|')"
+            ));
+        }
+    };
+    ParseError::new(format!(
+        "fields are separated by '|', not spaces: try '{}'",
+        line.replacen(' ', "|", separators)
+    ))
 }
 
 fn flag(text: &str) -> Result<bool, ParseError> {
@@ -477,10 +585,10 @@ impl Request {
         let request = match f.verb {
             "PUBLISH" => {
                 let topic = f.topic()?;
-                let payload = f.tail("payload")?.to_string();
+                let payload = f.payload()?;
                 Request::Publish { topic, payload }
             }
-            "PUB" => Request::PublishId(f.message()?),
+            "PUB" => Request::PublishId(f.message("publisher key")?),
             "SUBSCRIBE" => Request::Subscribe { topic: f.topic()? },
             "SUB" => Request::SubscribeIds { topic: f.topic()? },
             // The seed's alive check ignores whatever follows the verb.
@@ -495,20 +603,18 @@ impl Request {
                 epoch: f.epoch()?,
                 session: f.number("session")?,
             },
-            "SEEN" => Request::Seen(MsgId {
-                publisher: f.number("publisher")?,
-                seq: f.number("seq")?,
-            }),
+            "SEEN" => Request::Seen(f.id("publisher")?),
             "REPLICATE" => Request::Replicate {
                 epoch: f.epoch()?,
                 index: f.number("index")?,
-                message: f.message()?,
+                message: f.message("publisher")?,
             },
             "CLEAR" => Request::Clear {
                 epoch: f.epoch()?,
                 index: f.number("index")?,
             },
             "HANDOVER" => Request::Handover { epoch: f.epoch()? },
+            "ADOPT" => Request::Adopt(f.message("publisher")?),
             "HELLO" => Request::Hello {
                 kind: f.field("kind")?.parse()?,
                 nonce: f.hex("nonce")?,
@@ -517,6 +623,7 @@ impl Request {
                 proof: f.hex("proof")?,
             },
             "" => return Err(ParseError::new("empty verb")),
+            verb if verb.contains(' ') => return Err(spaces_for_bars(verb)),
             verb if verb.chars().any(|c| c.is_ascii_lowercase()) => {
                 return Err(ParseError::new(format!(
                     "unknown verb '{verb}' (verbs are upper-case)"
@@ -563,6 +670,11 @@ impl Request {
             ),
             Request::Clear { epoch, index } => writeln!(out, "CLEAR|{epoch}|{index}"),
             Request::Handover { epoch } => writeln!(out, "HANDOVER|{epoch}"),
+            Request::Adopt(m) => writeln!(
+                out,
+                "ADOPT|{}|{}|{}|{}",
+                m.id.publisher, m.id.seq, m.topic, m.payload
+            ),
             Request::Hello { kind, nonce } => writeln!(out, "HELLO|{}|{nonce}", kind.as_str()),
             Request::Proof { proof } => writeln!(out, "PROOF|{proof}"),
         };
@@ -576,22 +688,19 @@ impl Reply {
         let mut f = Fields::new(line)?;
         let reply = match f.verb {
             "ACK" if f.rest.is_none() => Reply::Ack,
-            "ACK" => Reply::AckId(MsgId {
-                publisher: f.number("publisher")?,
-                seq: f.number("seq")?,
-            }),
+            "ACK" => Reply::AckId(f.id("publisher")?),
             "PONG" if f.rest.is_none() => Reply::Pong,
             "PONG" => Reply::PeerPong(peer_state(&mut f, true)?),
             "ERR" => Reply::Err(f.tail("reason")?.to_string()),
             "MSG" => Reply::Msg {
                 epoch: f.epoch()?,
-                message: f.message()?,
+                message: f.message("publisher")?,
             },
             "REPLICATED" => Reply::Replicated {
                 index: f.number("index")?,
             },
             "SYNCED" => Reply::Synced { epoch: f.epoch()? },
-            "HANDOFF" => Reply::Handoff(f.message()?),
+            "HANDOFF" => Reply::Handoff(f.message("publisher")?),
             "FENCED" => Reply::Fenced { epoch: f.epoch()? },
             "CHALLENGE" => Reply::Challenge {
                 nonce: f.hex("nonce")?,
@@ -749,8 +858,8 @@ mod tests {
             ),
             ("FROB|x", "unknown verb 'FROB'"),
             ("|||", "empty verb"),
-            ("PUB|x|1|t|p", "bad publisher 'x'"),
-            ("PUB|-1|1|t|p", "bad publisher '-1'"),
+            ("PUB|x|1|t|p", "bad publisher key 'x'"),
+            ("PUB|-1|1|t|p", "bad publisher key '-1'"),
             (
                 "PUB|1|99999999999999999999|t|p",
                 "seq '99999999999999999999' is out of range",
@@ -797,6 +906,7 @@ mod tests {
             },
             Request::Clear { epoch, index: 12 },
             Request::Handover { epoch },
+            Request::Adopt(msg(5, 6, "t", "a|b")),
             Request::Hello {
                 kind: AuthKind::Client,
                 nonce: "00ff".into(),
@@ -860,12 +970,92 @@ mod tests {
     }
 
     #[test]
+    fn the_envelope_covers_the_longest_line_built_from_a_message() {
+        let message = msg(u64::MAX, u64::MAX, "topic", "payload");
+        let widest = Request::Replicate {
+            epoch: Epoch {
+                term: Epoch::MAX_TERM,
+                node: u32::MAX,
+            },
+            index: u64::MAX,
+            message: message.clone(),
+        };
+        let mut line = Vec::new();
+        widest.encode(&mut line);
+        let without_newline = line.len() - 1;
+        assert_eq!(
+            without_newline,
+            "topic".len() + "payload".len() + Message::ENVELOPE_BYTES
+        );
+        assert!(message.fits(without_newline));
+        assert!(!message.fits(without_newline - 1));
+    }
+
+    #[test]
+    fn hostile_fields_are_refused_with_reasons() {
+        let cases = [
+            ("PUB|1|0|t|p", "seq must be at least 1"),
+            ("SEEN|1|0", "seq must be at least 1"),
+            (
+                "PROBE|18446744073709551615.1|1|0",
+                "epoch term 18446744073709551615 is beyond any a broker can reach",
+            ),
+            (
+                "PUBLISH| topicA|x",
+                "topic ' topicA' has leading or trailing whitespace",
+            ),
+            (
+                "SUBSCRIBE|topicA ",
+                "topic 'topicA ' has leading or trailing whitespace",
+            ),
+            (
+                "PUBLISH|t|abc\r",
+                "payload ends in a carriage return, which the line ending would swallow",
+            ),
+            (
+                "PUBLISH topicA hello",
+                "fields are separated by '|', not spaces: try 'PUBLISH|topicA|hello'",
+            ),
+            (
+                "SUBSCRIBE topicA",
+                "fields are separated by '|', not spaces: try 'SUBSCRIBE|topicA'",
+            ),
+        ];
+        for (line, reason) in cases {
+            assert_eq!(req(line).unwrap_err().reason(), reason, "{line:?}");
+        }
+        // A carriage return inside a payload survives every hop, so it is allowed.
+        assert!(req("PUBLISH|t|a\rb").is_ok());
+        let top = format!("CLEAR|{}.1|1", Epoch::MAX_TERM);
+        assert!(req(&top).is_ok());
+    }
+
+    #[test]
+    fn publisher_ids_come_from_keys_and_never_meet_broker_ids() {
+        let ids: std::collections::HashSet<u64> = (0..1000).map(publisher_id).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(
+            ids.iter()
+                .all(|&id| id >= 1 << 63 && id != u64::from(u32::MAX))
+        );
+    }
+
+    #[test]
     fn epochs_order_by_term_then_node() {
         let a = Epoch { term: 1, node: 9 };
         let b = Epoch { term: 2, node: 1 };
         assert!(a < b);
         assert!(Epoch { term: 2, node: 2 } > b);
-        assert_eq!(a.next(5), Epoch { term: 2, node: 5 });
+        assert_eq!(a.next(5), Some(Epoch { term: 2, node: 5 }));
+        let last = Epoch {
+            term: Epoch::MAX_TERM,
+            node: 1,
+        };
+        assert_eq!(
+            last.next(5),
+            None,
+            "counting up past the limit is refused, never wrapped"
+        );
         assert_eq!("2.1".parse::<Epoch>().unwrap(), b);
     }
 }

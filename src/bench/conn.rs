@@ -40,7 +40,7 @@ impl Conn {
         let mut reader = LineReader::new(stream.clone(), MAX_LINE);
         if let Some(secret) = secret {
             auth::authenticate(stream.clone(), &mut reader, AuthKind::Client, secret)
-                .map_err(|e| context(e, &format!("{who}: authentication failed")))?;
+                .map_err(|e| context(e.into(), &format!("{who}: authentication failed")))?;
         }
         Ok(Conn {
             stream,

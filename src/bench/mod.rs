@@ -174,8 +174,13 @@ pub fn run(o: &Options) -> Result<Report> {
         stopping: AtomicBool::new(false),
     });
     let plans = plans(o);
-    let ids: Arc<HashMap<u64, (usize, u64)>> =
-        Arc::new(plans.iter().map(|p| (p.id, (p.idx, p.count))).collect());
+    // Deliveries carry the id the broker derives from each publisher's key.
+    let ids: Arc<HashMap<u64, (usize, u64)>> = Arc::new(
+        plans
+            .iter()
+            .map(|p| (crate::protocol::publisher_id(p.id), (p.idx, p.count)))
+            .collect(),
+    );
 
     // Subscribe first and confirm each subscription with PING/PONG: the broker handles a
     // connection's lines in order, so the PONG means SUB is in place.

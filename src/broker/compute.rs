@@ -4,7 +4,7 @@
 //! socket has it. Topics are spread over the workers by hash, so each topic keeps its order.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -27,6 +27,41 @@ pub struct Job {
     pub message: Arc<Message>,
 }
 
+/// How many messages, and how many bytes of topic and payload, wait for the compute step
+/// (queued on a worker's channel or being computed). Publishes are refused past
+/// `--max-pending` and `--max-pending-bytes`.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Backlog {
+    /// A message was queued for a worker.
+    pub fn add(&self, message: &Message) {
+        self.messages.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(size(message), Ordering::AcqRel);
+    }
+
+    /// A worker is done with a message (forwarded or dropped).
+    pub fn done(&self, message: &Message) {
+        self.messages.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(size(message), Ordering::AcqRel);
+    }
+
+    /// Messages and bytes waiting.
+    pub fn get(&self) -> (usize, usize) {
+        (
+            self.messages.load(Ordering::Acquire),
+            self.bytes.load(Ordering::Acquire),
+        )
+    }
+}
+
+fn size(message: &Message) -> usize {
+    message.topic.len() + message.payload.len()
+}
+
 /// What a worker's channel carries.
 #[derive(Debug)]
 pub enum Task {
@@ -39,51 +74,54 @@ pub enum Task {
 /// The worker loop.
 pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
     while let Ok(Task::Process(job)) = tasks.recv() {
-        let Job {
-            index,
-            epoch,
-            message,
-        } = job;
-        if !node.await_replicated(index, epoch) {
-            debug!(
-                "{} dropped: epoch {epoch} ended before it was processed",
-                message.id
-            );
-            continue;
-        }
-        node.gate();
-        let started = Instant::now();
-        compute(&node.config.compute, &message);
-        node.gate();
-        // Fencing: a broker that stepped down while computing must not forward.
-        if !node.is_current(epoch) {
-            debug!(
-                "{} computed but not forwarded: epoch {epoch} ended",
-                message.id
-            );
-            continue;
-        }
-        let token: Token = Arc::new(ClearWhenWritten {
-            node: Arc::clone(&node),
-            index,
-            epoch,
-        });
         // With jobs waiting, the writer threads write (and batch) so this one gets on.
-        let direct = tasks.is_empty();
-        let (delivered, slow) = node.topics.deliver(&message, epoch, &token, direct);
-        node.counters.processed.fetch_add(1, Ordering::Relaxed);
-        node.counters
-            .delivered
-            .fetch_add(delivered as u64, Ordering::Relaxed);
-        node.counters
-            .slow_consumers
-            .fetch_add(slow as u64, Ordering::Relaxed);
-        debug!(
-            "{} computed in {} ms, forwarded to {delivered} subscriber(s) (epoch {epoch})",
-            message.id,
-            started.elapsed().as_millis()
-        );
+        process(&node, &job, tasks.is_empty());
+        node.backlog.done(&job.message);
     }
+}
+
+/// Computes and forwards one job; `direct` lets the delivery write straight into idle
+/// subscribers' sockets.
+fn process(node: &Arc<Node>, job: &Job, direct: bool) {
+    let Job {
+        index,
+        epoch,
+        ref message,
+    } = *job;
+    if !node.await_replicated(index, epoch) {
+        debug!(
+            "{} dropped: epoch {epoch} ended before it was processed",
+            message.id
+        );
+        return;
+    }
+    node.gate();
+    let started = Instant::now();
+    compute(&node.config.compute, message);
+    node.gate();
+    // Fencing: a broker that stepped down while computing must not forward.
+    if !node.is_current(epoch) {
+        debug!(
+            "{} computed but not forwarded: epoch {epoch} ended",
+            message.id
+        );
+        return;
+    }
+    let token: Token = Arc::new(ClearWhenWritten {
+        node: Arc::clone(node),
+        index,
+        epoch,
+    });
+    let delivered = node.topics.deliver(message, epoch, &token, direct);
+    node.counters.processed.fetch_add(1, Ordering::Relaxed);
+    node.counters
+        .delivered
+        .fetch_add(delivered as u64, Ordering::Relaxed);
+    debug!(
+        "{} computed in {} ms, forwarded to {delivered} subscriber(s) (epoch {epoch})",
+        message.id,
+        started.elapsed().as_millis()
+    );
 }
 
 /// Clears a message from the log when the last subscriber's writer has written it (or the

@@ -1,17 +1,18 @@
 //! One thread per connection: read a line, act on it, answer. Clients and the peer broker use
 //! the same listener; a connection becomes the replication link when the peer sends SYNC on it.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 
 use crate::auth::{self, Side};
 use crate::connection::{LINE_TOO_LONG, LineReader, Stream, is_timeout};
-use crate::protocol::{AuthKind, Epoch, Message, Reply, Request, Role};
+use crate::protocol::{AuthKind, Epoch, Message, MsgId, Reply, Request, Role, publisher_id};
 
 use super::node::{Node, Refusal};
 use super::topics::{Format, Frame, Outbox};
@@ -42,6 +43,31 @@ struct Conn {
     challenge: Option<(AuthKind, String, String)>,
     /// Set when the connection must close after the current line (failed authentication).
     hang_up: bool,
+    /// What the connection must prove, and by when, before it is served like any other.
+    probation: Probation,
+    /// What it subscribed to, and the bytes of those topics' names.
+    subscribed: (HashSet<(String, Format)>, usize),
+}
+
+/// A connection that must prove itself within a deadline, or be closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probation {
+    /// Nothing to prove.
+    None,
+    /// It took one of the slots kept for the peer broker (all others were taken): it must
+    /// authenticate as the peer (or, without `--secret`, speak a peer verb first).
+    PeerSlot(Instant),
+    /// A client secret is set: it must authenticate.
+    Authenticate(Instant),
+}
+
+impl Probation {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Probation::None => None,
+            Probation::PeerSlot(t) | Probation::Authenticate(t) => Some(t),
+        }
+    }
 }
 
 /// What a connection has authenticated as.
@@ -51,10 +77,19 @@ struct Access {
     client: bool,
 }
 
-/// Serves one connection until it closes. `id` is its key in the node's socket registry.
-pub fn serve(node: Arc<Node>, stream: Stream, id: u64) {
+/// Serves one connection until it closes. `id` is its key in the node's socket registry;
+/// `peer_slot` says it took one of the slots kept for the peer broker.
+pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut reader = LineReader::new(stream.clone(), node.config.max_line_bytes);
+    let deadline = Instant::now() + node.config.auth_timeout;
+    let probation = if peer_slot {
+        Probation::PeerSlot(deadline)
+    } else if node.config.client_secret.is_some() {
+        Probation::Authenticate(deadline)
+    } else {
+        Probation::None
+    };
     let mut conn = Conn {
         node,
         id,
@@ -66,8 +101,17 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64) {
         access: Access::default(),
         challenge: None,
         hang_up: false,
+        probation,
+        subscribed: (HashSet::new(), 0),
     };
     loop {
+        if let Some(deadline) = conn.probation.deadline() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || conn.stream.set_read_timeout(Some(left)).is_err() {
+                conn.probation_expired();
+                break;
+            }
+        }
         match reader.read_line() {
             Ok(Some(line)) => {
                 conn.node.gate();
@@ -75,12 +119,18 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64) {
             }
             Ok(None) => break,
             Err(e) if e.kind() == LINE_TOO_LONG => {
-                warn!(
-                    "line over {} bytes; closing the connection",
-                    conn.node.config.max_line_bytes
-                );
+                conn.node.warnings.too_long.warn(|| {
+                    format!(
+                        "line over {} bytes; closing the connection",
+                        conn.node.config.max_line_bytes
+                    )
+                });
                 conn.reply(&Reply::Err("line too long".into()));
                 conn.flush();
+                break;
+            }
+            Err(e) if is_timeout(&e) && conn.probation.deadline().is_some() => {
+                conn.probation_expired();
                 break;
             }
             // Our primary's link went quiet (it heartbeats faster than this): check on it.
@@ -114,9 +164,13 @@ impl Conn {
                 return self.reply(&Reply::Err(e.reason().to_string()));
             }
         };
+        if !self.may_use_peer_slot(&request) {
+            return self.refuse_peer_slot();
+        }
         if let Some(refusal) = self.check_access(&request) {
             return self.reply(&Reply::Err(refusal.into()));
         }
+        let peer_verb = request.is_peer_verb();
         let node = Arc::clone(&self.node);
         if self.handoff_unconfirmed
             && request.is_peer_verb()
@@ -137,7 +191,19 @@ impl Conn {
                         .map_or_else(Reply::Err, |_| Reply::Ack),
                 )
             }
-            Request::PublishId(message) => {
+            Request::PublishId(mut message) => {
+                // The ACK echoes the key; the message travels under the id derived from it.
+                let sent = message.id;
+                message.id = MsgId {
+                    publisher: publisher_id(sent.publisher),
+                    seq: sent.seq,
+                };
+                Some(
+                    self.publish(message)
+                        .map_or_else(Reply::Err, |_| Reply::AckId(sent)),
+                )
+            }
+            Request::Adopt(message) => {
                 let id = message.id;
                 Some(
                     self.publish(message)
@@ -183,6 +249,75 @@ impl Conn {
         if let Some(reply) = reply {
             self.reply(&reply);
         }
+        self.end_probation_if_proven(peer_verb);
+    }
+
+    /// In a peer slot, only the peer's handshake (or, without a secret, a peer verb) is
+    /// served.
+    fn may_use_peer_slot(&self, request: &Request) -> bool {
+        if !matches!(self.probation, Probation::PeerSlot(_)) {
+            return true;
+        }
+        match request {
+            Request::Hello {
+                kind: AuthKind::Peer,
+                ..
+            }
+            | Request::Proof { .. } => self.node.config.secret.is_some(),
+            r => r.is_peer_verb() && self.node.config.secret.is_none(),
+        }
+    }
+
+    fn end_probation_if_proven(&mut self, spoke_peer_verb: bool) {
+        let proven = match self.probation {
+            Probation::None => return,
+            Probation::PeerSlot(_) => {
+                self.access.peer || (spoke_peer_verb && self.node.config.secret.is_none())
+            }
+            Probation::Authenticate(_) => self.access.peer || self.access.client,
+        };
+        if proven {
+            self.probation = Probation::None;
+            // A replication link sets its own read timeout once synced.
+            if self.link_epoch.is_none() {
+                let _ = self.stream.set_read_timeout(None);
+            }
+        }
+    }
+
+    /// A stranger in a slot kept for the peer broker: it gets what any connection past the
+    /// limit gets.
+    fn refuse_peer_slot(&mut self) {
+        let node = &self.node;
+        node.counters
+            .refused_connections
+            .fetch_add(1, Ordering::Relaxed);
+        node.warnings.refused.warn(|| {
+            format!(
+                "refusing a connection: {} client connections are open (--max-connections) and \
+                 the slots kept for the peer broker are for it alone",
+                node.config.max_connections
+            )
+        });
+        self.reply(&Reply::Err("too many connections".into()));
+        self.hang_up = true;
+    }
+
+    /// The deadline to authenticate passed.
+    fn probation_expired(&mut self) {
+        let why = match self.probation {
+            Probation::PeerSlot(_) => {
+                self.node
+                    .counters
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                "too many connections"
+            }
+            _ => "authentication timed out",
+        };
+        debug!("{why}: closing the connection");
+        self.reply(&Reply::Err(why.into()));
+        self.flush();
     }
 
     /// Refuses a verb this connection has not authenticated for.
@@ -228,7 +363,14 @@ impl Conn {
             debug!("authenticated");
             Reply::Welcome
         } else {
-            warn!("authentication failed; hanging up");
+            let who = self
+                .stream
+                .peer_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
+            self.node
+                .warnings
+                .auth_failed
+                .warn(|| format!("authentication failed (from {who}); hanging up"));
             self.node
                 .counters
                 .auth_failures
@@ -256,14 +398,25 @@ impl Conn {
     }
 
     fn subscribe(&mut self, topic: &str, format: Format) -> Option<Reply> {
+        let config = &self.node.config;
+        let key = (topic.to_string(), format);
+        let (topics, bytes) = &self.subscribed;
+        if topics.contains(&key) {
+            return None;
+        }
+        if topics.len() >= config.max_subscriptions
+            || bytes + topic.len() > config.max_subscription_bytes
+        {
+            return Some(Reply::Err(format!(
+                "too many subscriptions: one connection may subscribe to {} topics of {} bytes \
+                 in all (--max-subscriptions, --max-subscription-bytes)",
+                config.max_subscriptions, config.max_subscription_bytes
+            )));
+        }
         if self.outbox.is_none() {
             // Replies already queued go out before the first delivery.
             self.flush();
-            let (outbox, writer) = Outbox::new(
-                self.id,
-                self.stream.clone(),
-                self.node.config.slow_consumer_limit,
-            );
+            let (outbox, writer) = self.node.topics.outbox(self.id, self.stream.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("sub-writer-{}", self.id))
                 .stack_size(WRITER_STACK)
@@ -273,6 +426,8 @@ impl Conn {
         }
         let (outbox, _) = self.outbox.as_ref()?;
         self.node.topics.subscribe(topic, format, outbox);
+        self.subscribed.1 += topic.len();
+        self.subscribed.0.insert(key);
         info!("subscribed to '{topic}' ({format:?})");
         None
     }

@@ -37,7 +37,8 @@ pub fn run_handoff(node: Arc<Node>, wake: Receiver<()>) {
     }
 }
 
-/// Publishes `orphans` to the peer, in order, each waiting for its ACK.
+/// Hands `orphans` to the peer as `ADOPT` lines (publishes under their own ids), in order,
+/// each waiting for its ACK.
 fn push(node: &Node, peer: &str, orphans: &[Arc<Message>]) -> std::io::Result<()> {
     let config = &node.config;
     let stream = Stream::new(dial(peer, config.ping_timeout)?);
@@ -51,7 +52,7 @@ fn push(node: &Node, peer: &str, orphans: &[Arc<Message>]) -> std::io::Result<()
     let mut line = Vec::new();
     for message in orphans {
         line.clear();
-        Request::PublishId(Message::clone(message)).encode(&mut line);
+        Request::Adopt(Message::clone(message)).encode(&mut line);
         (&*stream).write_all(&line)?;
         let answer = reader
             .read_line()?

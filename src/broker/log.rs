@@ -135,7 +135,7 @@ impl Log {
             .and_modify(|s| s.insert(id.seq, index))
             .or_insert_with(|| Seen::new(id.seq, index));
         self.bound_table();
-        self.next_index = self.next_index.max(index + 1);
+        self.next_index = self.next_index.max(index.saturating_add(1));
         self.pending.insert(index, message);
     }
 

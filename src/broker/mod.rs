@@ -20,6 +20,7 @@ pub mod replication;
 pub mod safety;
 pub mod status;
 pub mod topics;
+pub mod warnings;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -38,6 +39,12 @@ use crate::protocol::Reply;
 use node::Node;
 pub use safety::BackupHealth;
 pub use status::{CounterSnapshot, Status};
+
+/// Connection slots kept, beyond `--max-connections`, for the peer broker's replication link,
+/// probe connection and hand-off: a stranger holding every client slot cannot keep the pair
+/// apart. A connection in one of them must authenticate as the peer within
+/// `--auth-timeout-ms` (without `--secret`: speak a peer verb first) or it is closed.
+pub const PEER_SLOTS: u64 = 4;
 
 /// Stack size of a connection thread. Ten thousand connections must fit in memory; the
 /// handler keeps its buffers on the heap, so a small stack is plenty.
@@ -105,6 +112,13 @@ impl Broker {
             config, worker_txs, probe_tx, redial_tx, handoff_tx,
         ));
         info!("listening on {addr} (node {})", node.id);
+        if node.config.secret.is_none() && !addr.ip().is_loopback() {
+            warn!(
+                "no --secret: anyone who can reach {addr} can drive the pair (take over, \
+                 replicate, fence). Set the same --secret S (or BROKER_SECRET) on both brokers, \
+                 or --bind 127.0.0.1 for a local run"
+            );
+        }
 
         let mut threads = Vec::new();
         for (i, rx) in worker_rxs.into_iter().enumerate() {
@@ -222,14 +236,18 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
             }
         };
         let open = node.counters.connections.load(Ordering::Relaxed);
-        if open >= node.config.max_connections as u64 {
-            warn!(
-                "refusing a connection: {open} already open (--max-connections {})",
-                node.config.max_connections
-            );
+        let max = node.config.max_connections as u64;
+        if open >= max + PEER_SLOTS {
+            node.counters
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            node.warnings.refused.warn(|| {
+                format!("refusing a connection: {open} already open (--max-connections {max})")
+            });
             let _ = (&stream).write_all_reply(&Reply::Err("too many connections".into()));
             continue;
         }
+        let peer_slot = open >= max;
         let _ = stream.set_nodelay(true);
         let stream = Stream::new(stream);
         let Some(key) = node.register(&stream) else {
@@ -246,7 +264,7 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
         let spawned = thread::Builder::new()
             .name(format!("conn-{key}"))
             .stack_size(CONN_STACK)
-            .spawn(move || handler::serve(n, stream, key));
+            .spawn(move || handler::serve(n, stream, key, peer_slot));
         match spawned {
             Ok(handle) => {
                 let mut conns = conns.lock();

@@ -3,15 +3,16 @@
 //! process answers with a refused or reset connection and is acted on at once; a silent one
 //! after the ping timeout.
 
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 
 use crate::auth;
 use crate::connection::{LineReader, Stream, dial, is_timeout};
+use crate::error::{Error, Result};
 use crate::protocol::{AuthKind, PeerState, Reply, Request, Role};
 
 use super::node::Node;
@@ -46,7 +47,7 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
             }
             // The peer answered but we cannot trust it, or it will not talk to us: it is not
             // dead, the pair is misconfigured. Only the preferred primary leads.
-            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            Err(e @ Error::Auth(_)) => {
                 node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
                 if !refusal_logged {
                     error!(
@@ -61,11 +62,19 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
                     );
                 }
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {} // stopping
-            Err(e) if is_timeout(&e) && node.primary_recently_heard() => {
+            // Alive, and turning us away (full): nothing to take over from.
+            Err(Error::Refused(why)) => {
+                node.warnings
+                    .refused
+                    .warn(|| format!("peer {} is alive but refused the probe: {why}", prober.addr));
+            }
+            Err(Error::Shutdown) => {}
+            Err(Error::Io(e)) if is_timeout(&e) && node.primary_recently_heard() => {
                 debug!("probe timed out, but the primary's link spoke just now; not taking over");
             }
-            Err(e) => node.take_over(&format!("peer {} {}", prober.addr, describe(&e))),
+            Err(Error::Io(e)) => node.take_over(&format!("peer {} {}", prober.addr, describe(&e))),
+            // It answered, though not as a broker should: alive, so not ours to replace.
+            Err(e) => warn!("peer {} answered the probe oddly: {e}", prober.addr),
         }
         node.probe_finished(ticket);
         match probe_now.recv_timeout(node.config.ping_interval) {
@@ -97,12 +106,12 @@ impl Prober {
     }
 
     /// Sends PROBE and reads the PONG. A connection that broke since the last probe is
-    /// redialled once before the peer counts as dead. `PermissionDenied` means the peer is
-    /// alive but failed authentication or refused the probe.
-    fn probe(&mut self, me: PeerState) -> std::io::Result<PeerState> {
+    /// redialled once before the peer counts as dead. [`Error::Auth`] means the peer is alive
+    /// but the secrets differ, [`Error::Refused`] that it is alive but turned us away.
+    fn probe(&mut self, me: PeerState) -> Result<PeerState> {
         let fresh = self.conn.is_none();
         match self.exchange(me) {
-            Err(e) if !fresh && !is_timeout(&e) && e.kind() != ErrorKind::PermissionDenied => {
+            Err(Error::Io(e)) if !fresh && !is_timeout(&e) => {
                 debug!("probe connection to {} broke ({e}); redialling", self.addr);
                 self.exchange(me)
             }
@@ -110,7 +119,7 @@ impl Prober {
         }
     }
 
-    fn exchange(&mut self, me: PeerState) -> std::io::Result<PeerState> {
+    fn exchange(&mut self, me: PeerState) -> Result<PeerState> {
         let result = self.try_exchange(me);
         if result.is_err()
             && let Some((stream, _, key)) = self.conn.take()
@@ -121,7 +130,7 @@ impl Prober {
         result
     }
 
-    fn try_exchange(&mut self, me: PeerState) -> std::io::Result<PeerState> {
+    fn try_exchange(&mut self, me: PeerState) -> Result<PeerState> {
         let timeout = self.node.config.ping_timeout;
         if self.conn.is_none() {
             let stream = Stream::new(dial(&self.addr, timeout)?);
@@ -131,11 +140,11 @@ impl Prober {
             if let Some(secret) = &self.node.config.secret {
                 auth::authenticate(stream.clone(), &mut reader, AuthKind::Peer, secret)?;
             }
-            let key = self.node.register(&stream).ok_or_else(stopping)?;
+            let key = self.node.register(&stream).ok_or(Error::Shutdown)?;
             self.conn = Some((stream, reader, key));
         }
         let Some((stream, reader, _)) = self.conn.as_mut() else {
-            return Err(stopping());
+            return Err(Error::Shutdown);
         };
         let mut line = Vec::new();
         Request::Probe(me).encode(&mut line);
@@ -145,20 +154,15 @@ impl Prober {
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"))?;
         match Reply::parse(answer) {
             Ok(Reply::PeerPong(peer)) => Ok(peer),
-            Ok(Reply::Err(reason)) => Err(std::io::Error::new(
-                ErrorKind::PermissionDenied,
-                format!("refused the probe: {reason}"),
-            )),
-            other => Err(std::io::Error::new(
-                ErrorKind::InvalidData,
-                format!("answered the probe with {other:?}"),
-            )),
+            Ok(Reply::Err(reason)) if reason == "too many connections" => {
+                Err(Error::Refused(reason))
+            }
+            Ok(Reply::Err(reason)) => Err(Error::Auth(format!("refused the probe: {reason}"))),
+            other => Err(Error::Protocol(format!(
+                "answered the probe with {other:?}"
+            ))),
         }
     }
-}
-
-fn stopping() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::Interrupted, "stopping")
 }
 
 fn describe(e: &std::io::Error) -> String {

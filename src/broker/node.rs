@@ -18,12 +18,13 @@ use crate::config::BrokerConfig;
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
 
-use super::compute::{Job, Task};
+use super::compute::{Backlog, Job, Task};
 use super::link::{Link, LinkCmd};
 use super::log::{Admit, Log};
 use super::safety::{BackupHealth, Safety, Verdict};
-use super::status::{Counters, Status};
-use super::topics::Topics;
+use super::status::{CounterSnapshot, Counters, Status};
+use super::topics::{QueueLimits, Topics};
+use super::warnings::Warnings;
 
 /// Everything the role mutex guards.
 pub struct State {
@@ -68,8 +69,16 @@ impl State {
 pub enum Refusal {
     /// We are the backup and the primary is alive, or we stopped being primary.
     NotPrimary,
-    /// Too many messages wait to be processed.
-    Overloaded(usize),
+    /// Too many messages (or bytes of them) wait for the compute step.
+    Overloaded {
+        /// How many wait.
+        pending: usize,
+        /// `messages` or `bytes`.
+        unit: &'static str,
+    },
+    /// The message is too large to be replicated and delivered: its topic and payload may take
+    /// at most this many bytes.
+    TooLarge(usize),
     /// `--require-backup` and the backup is silent.
     BackupSilent,
     /// The backup neither confirmed nor was declared down in time.
@@ -108,6 +117,12 @@ pub struct Node {
     pub topics: Topics,
     /// Counters for STATUS.
     pub counters: Counters,
+    /// What waits for the compute step.
+    pub backlog: Backlog,
+    /// Warnings that come in floods, summed up.
+    pub warnings: Warnings,
+    /// Why the last replication session failed, until one confirms a message again.
+    link_error: Mutex<Option<String>>,
     workers: Vec<Sender<Task>>,
     probe_now: Sender<()>,
     redial_now: Sender<()>,
@@ -130,6 +145,14 @@ impl Node {
         handoff_now: Sender<()>,
     ) -> Self {
         let id = rand::random_range(1..=999_999);
+        let topics = Topics::new(
+            QueueLimits {
+                lines: config.slow_consumer_limit,
+                bytes: config.slow_consumer_bytes,
+                age: config.slow_consumer_age,
+            },
+            config.max_queued_bytes,
+        );
         Node {
             safety: Safety::new(),
             state: Mutex::new(State {
@@ -148,8 +171,11 @@ impl Node {
             config,
             id,
             state_changed: Condvar::new(),
-            topics: Topics::default(),
+            topics,
             counters: Counters::default(),
+            backlog: Backlog::default(),
+            warnings: Warnings::default(),
+            link_error: Mutex::new(None),
             workers,
             probe_now,
             redial_now,
@@ -223,8 +249,28 @@ impl Node {
         if self.safety.health() == BackupHealth::Silent && self.config.require_backup {
             return Err(Refusal::BackupSilent);
         }
-        if s.log.len() >= self.config.max_pending {
-            return Err(Refusal::Overloaded(s.log.len()));
+        if !message.fits(self.config.max_line_bytes) {
+            return Err(Refusal::TooLarge(
+                self.config.max_line_bytes - Message::ENVELOPE_BYTES,
+            ));
+        }
+        // Only what waits for the compute step counts: messages held for slow subscribers are
+        // bounded by the subscribers' own limits, so one topic's readers cannot refuse
+        // another topic's publishers.
+        let (waiting, waiting_bytes) = self.backlog.get();
+        if waiting >= self.config.max_pending {
+            return Err(Refusal::Overloaded {
+                pending: waiting,
+                unit: "messages",
+            });
+        }
+        if waiting_bytes + message.topic.len() + message.payload.len()
+            > self.config.max_pending_bytes
+        {
+            return Err(Refusal::Overloaded {
+                pending: waiting_bytes,
+                unit: "bytes",
+            });
         }
         let id = message.id;
         let generation = self.safety.generation();
@@ -294,7 +340,14 @@ impl Node {
                 Some(peer) => format!("not primary; the primary is {peer}"),
                 None => "not primary".into(),
             },
-            Refusal::Overloaded(n) => format!("overloaded: {n} messages pending"),
+            Refusal::Overloaded { pending, unit } => {
+                format!("overloaded: {pending} {unit} pending")
+            }
+            Refusal::TooLarge(max) => format!(
+                "message too large: topic and payload may take at most {max} bytes \
+                 (--max-line-bytes less {} for the fields brokers add)",
+                Message::ENVELOPE_BYTES
+            ),
             Refusal::BackupSilent => "backup silent; refusing to ACK (--require-backup)".into(),
             Refusal::TimedOut => "backup did not confirm in time".into(),
             Refusal::Stopping => "shutting down".into(),
@@ -302,6 +355,7 @@ impl Node {
     }
 
     fn dispatch(&self, job: Job) {
+        self.backlog.add(&job.message);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         job.message.topic.hash(&mut hasher);
         let shard = (hasher.finish() % self.workers.len() as u64) as usize;
@@ -350,7 +404,11 @@ impl Node {
             return;
         }
         let seen = s.peer.map_or(s.epoch, |p| p.epoch.max(s.epoch));
-        s.epoch = seen.next(self.id);
+        let Some(epoch) = seen.next(self.id) else {
+            warn!("cannot take over: epoch {seen} is at the highest term there is");
+            return;
+        };
+        s.epoch = epoch;
         s.role = Role::Primary;
         s.end_link();
         // Orphans no primary confirmed yet are ours to deliver again; those the log still
@@ -795,9 +853,20 @@ impl Node {
             node: self.id,
             backup: self.safety.health(),
             pending: s.log.len(),
+            computing: self.backlog.get().0,
+            queued_bytes: self.topics.queued_bytes(),
             confirmed: self.safety.confirmed(),
             subscriptions: self.topics.count(),
-            counters: self.counters.snapshot(),
+            link_error: self.link_error.lock().clone(),
+            counters: CounterSnapshot {
+                slow_consumers: self.topics.slow_consumers(),
+                ..self.counters.snapshot()
+            },
         }
+    }
+
+    /// Records why a replication session failed (`None`: a session works again).
+    pub fn set_link_error(&self, error: Option<String>) {
+        *self.link_error.lock() = error;
     }
 }

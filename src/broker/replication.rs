@@ -15,6 +15,7 @@ use log::{info, warn};
 
 use crate::auth;
 use crate::connection::{LineReader, Stream, dial, is_timeout};
+use crate::error::Error;
 use crate::protocol::{AuthKind, Epoch, Message, Reply, Request, Role};
 
 use super::link::{Link, LinkCmd};
@@ -31,8 +32,18 @@ enum Failure {
     Fenced(Epoch),
     /// Nothing listens there: the backup is certainly down.
     Refused(String),
-    /// It did not answer in time: silent, maybe hung.
+    /// It did not answer in time, or answered but would not serve us: silent, maybe hung,
+    /// maybe full.
     Silent(String),
+}
+
+/// How a synced session ended.
+enum Ended {
+    /// The link broke or went quiet: redial.
+    Lost,
+    /// The backup refused a line we sent (`ERR|…`): sending it again would fail the same
+    /// way, so the next dial waits.
+    Refused(String),
 }
 
 /// The replicator thread's loop.
@@ -52,15 +63,46 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
         session += 1;
         match open_session(&node, &peer, epoch, session) {
             Ok((stream, orphans)) => {
-                backoff = MIN_BACKOFF;
                 warned = false;
+                node.counters.link_sessions.fetch_add(1, Ordering::Relaxed);
                 if !orphans.is_empty() {
                     let offered = orphans.len();
                     let adopted = node.adopt_orphans(epoch, orphans);
                     info!("the old primary handed over {offered} message(s); {adopted} were new");
                 }
-                run_session(&node, stream, epoch);
-                continue; // redial at once: a dead backup refuses quickly
+                let started = Instant::now();
+                match run_session(&node, stream, epoch) {
+                    // A session that lived a while ended by chance: redial at once (a dead
+                    // backup refuses quickly). One that ended at once may end the same way
+                    // again: back off.
+                    Ended::Lost if started.elapsed() >= node.config.ping_interval => {
+                        backoff = MIN_BACKOFF;
+                        continue;
+                    }
+                    Ended::Lost => node.set_link_error(Some(
+                        "the replication link broke within a ping interval of syncing".into(),
+                    )),
+                    Ended::Refused(why) => {
+                        warn!(
+                            "backup {peer} refused the replication stream ({why}); check that \
+                             both brokers have the same limits (--max-line-bytes); retrying in {} ms",
+                            backoff.as_millis()
+                        );
+                        node.set_link_error(Some(format!("backup refused: {why}")));
+                        node.safety.set_health(if node.config.require_backup {
+                            BackupHealth::Silent
+                        } else {
+                            BackupHealth::Down
+                        });
+                    }
+                }
+                // A session that failed at once would fail again at once, and the backup's
+                // probe that its end provokes asks for a redial at once: sit the backoff out.
+                if !sit_out(&node, &redial_now, backoff) {
+                    return;
+                }
+                backoff = (backoff * 2).min(node.config.ping_interval);
+                continue;
             }
             Err(Failure::Fenced(newer)) => {
                 node.observe(newer);
@@ -94,6 +136,19 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
     }
 }
 
+/// Waits `pause`, ignoring requests to redial sooner; `false` when the broker stops.
+fn sit_out(node: &Node, redial_now: &Receiver<()>, pause: Duration) -> bool {
+    let until = Instant::now() + pause;
+    loop {
+        match redial_now.recv_deadline(until) {
+            Ok(()) if node.stopping() => return false,
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
 /// Dials the backup and SYNCs it to our epoch; returns the link and what the peer handed
 /// over (if it was a primary that stepped down).
 fn open_session(
@@ -108,31 +163,32 @@ fn open_session(
         _ if is_timeout(&e) => Failure::Silent("did not accept the connection in time".into()),
         _ => Failure::Refused(format!("is unreachable: {e}")),
     })?;
-    let silent = |e: std::io::Error| {
-        if is_timeout(&e) {
-            Failure::Silent("did not answer SYNC in time".into())
-        } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+    let silent = |e: Error| match e {
+        Error::Io(e) if is_timeout(&e) => Failure::Silent("did not answer SYNC in time".into()),
+        Error::Auth(_) => {
             node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
             Failure::Refused(format!(
                 "{e} (check that both brokers have the same --secret)"
             ))
-        } else {
-            Failure::Refused(format!("dropped the connection: {e}"))
         }
+        Error::Refused(why) => Failure::Silent(format!("is alive but refused us: {why}")),
+        e => Failure::Refused(format!("dropped the connection: {e}")),
     };
-    stream.set_read_timeout(Some(timeout)).map_err(silent)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| silent(e.into()))?;
     let mut reader = LineReader::new(&stream, node.config.max_line_bytes);
     if let Some(secret) = &node.config.secret {
         auth::authenticate(&stream, &mut reader, AuthKind::Peer, secret).map_err(silent)?;
     }
     let mut line = Vec::new();
     Request::Sync { epoch, session }.encode(&mut line);
-    (&stream).write_all(&line).map_err(silent)?;
+    (&stream).write_all(&line).map_err(|e| silent(e.into()))?;
     let mut orphans = Vec::new();
     loop {
         let answer = reader
             .read_line()
-            .map_err(silent)?
+            .map_err(|e| silent(e.into()))?
             .ok_or_else(|| Failure::Refused("closed the connection".into()))?;
         match Reply::parse(answer) {
             Ok(Reply::Handoff(message)) => orphans.push(message),
@@ -146,18 +202,18 @@ fn open_session(
 /// Runs one synced session until either side ends it. Publishing threads write to the link
 /// themselves (see [`Link`]); this thread hands the backup the log, then sends a PROBE
 /// heartbeat whenever the link has been idle, and a helper thread reads confirmations.
-fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) {
+fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) -> Ended {
     // A backup that stops reading must not hold a writer for long: past the ping timeout the
     // write fails and the session ends.
     let _ = stream.set_write_timeout(Some(node.config.ping_timeout));
     let stream = Stream::new(stream);
     let Some(key) = node.register(&stream) else {
-        return;
+        return Ended::Lost;
     };
     let link = Link::new(stream.clone(), epoch);
     let Some(handed) = node.install_link(epoch, Arc::clone(&link)) else {
         node.unregister(key);
-        return;
+        return Ended::Lost;
     };
     info!(
         "backup {} synced in epoch {epoch}: handed it {handed} pending message(s); replicating",
@@ -168,8 +224,9 @@ fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) {
     let reader = thread::Builder::new()
         .name("repl-reader".into())
         .spawn(move || {
-            read_confirmations(&reader_node, read_half, epoch);
+            let ended = read_confirmations(&reader_node, read_half, epoch);
             drop(done_tx);
+            ended
         })
         .ok();
     if reader.is_some() {
@@ -177,17 +234,25 @@ fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) {
     }
     node.drop_link(epoch);
     let _ = stream.shutdown(Shutdown::Both);
-    if let Some(reader) = reader {
-        let _ = reader.join();
-    }
+    let ended = reader
+        .and_then(|reader| reader.join().ok())
+        .unwrap_or(Ended::Lost);
     node.unregister(key);
+    ended
 }
 
 /// Flushes the link and sends a PROBE whenever it has been idle for a heartbeat interval,
-/// until the reader sees the session end or a write breaks the link.
+/// until the reader sees the session end or a write breaks the link. A session that lasted a
+/// ping interval works: the error of an earlier one is forgotten.
 fn keep_alive(node: &Node, link: &Link, done_rx: &Receiver<()>) {
     let interval = heartbeat_interval(node);
+    let works_after = Instant::now() + node.config.ping_interval;
+    let mut working = false;
     loop {
+        if !working && Instant::now() >= works_after {
+            working = true;
+            node.set_link_error(None);
+        }
         node.gate();
         // `None`: a write is going out right now.
         let idle = link.last_write().map(|t| t.elapsed());
@@ -220,7 +285,7 @@ fn heartbeat_interval(node: &Node) -> Duration {
 
 /// Reads the backup's answers. Ends on EOF, on a fence, or when the backup falls silent: no
 /// line for a ping interval plus timeout, or a REPLICATE unconfirmed for a ping timeout.
-fn read_confirmations(node: &Node, stream: Stream, epoch: Epoch) {
+fn read_confirmations(node: &Node, stream: Stream, epoch: Epoch) -> Ended {
     let config = &node.config;
     let _ = stream.set_read_timeout(Some(config.ping_timeout.min(config.ping_interval)));
     let mut reader = LineReader::new(stream, config.max_line_bytes);
@@ -236,7 +301,7 @@ fn read_confirmations(node: &Node, stream: Stream, epoch: Epoch) {
             Ok(Some(line)) => line,
             Ok(None) => {
                 info!("backup closed the replication link");
-                return;
+                return Ended::Lost;
             }
             Err(e) if is_timeout(&e) => {
                 let idle = last_heard.elapsed() > config.ping_interval + config.ping_timeout;
@@ -252,13 +317,13 @@ fn read_confirmations(node: &Node, stream: Stream, epoch: Epoch) {
                         BackupHealth::Down
                     };
                     node.safety.set_health(health);
-                    return;
+                    return Ended::Lost;
                 }
                 continue;
             }
             Err(e) => {
                 info!("replication link broke: {e}");
-                return;
+                return Ended::Lost;
             }
         };
         last_heard = Instant::now();
@@ -269,11 +334,12 @@ fn read_confirmations(node: &Node, stream: Stream, epoch: Epoch) {
             }
             Ok(Reply::Fenced { epoch: newer }) => {
                 node.observe(newer);
-                return;
+                return Ended::Lost;
             }
+            Ok(Reply::Err(why)) => return Ended::Refused(why),
             other => {
                 warn!("backup answered {other:?} in epoch {epoch}; resyncing");
-                return;
+                return Ended::Lost;
             }
         }
     }

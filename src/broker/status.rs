@@ -27,6 +27,11 @@ pub struct Counters {
     pub connections: AtomicU64,
     /// Authentication handshakes that failed, either way.
     pub auth_failures: AtomicU64,
+    /// Connections refused: past `--max-connections`, or a peer slot that did not
+    /// authenticate in time.
+    pub refused_connections: AtomicU64,
+    /// Replication sessions this broker opened as primary.
+    pub link_sessions: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -50,6 +55,10 @@ pub struct CounterSnapshot {
     pub connections: u64,
     /// Failed authentication handshakes.
     pub auth_failures: u64,
+    /// Refused connections.
+    pub refused_connections: u64,
+    /// Replication sessions opened.
+    pub link_sessions: u64,
 }
 
 impl Counters {
@@ -66,6 +75,8 @@ impl Counters {
             step_downs: get(&self.step_downs),
             connections: get(&self.connections),
             auth_failures: get(&self.auth_failures),
+            refused_connections: get(&self.refused_connections),
+            link_sessions: get(&self.link_sessions),
         }
     }
 }
@@ -81,12 +92,19 @@ pub struct Status {
     pub node: u32,
     /// Its view of the backup (meaningful on a primary).
     pub backup: BackupHealth,
-    /// Messages accepted and not yet processed (on a backup: held replicas).
+    /// Messages accepted and not yet written to every subscriber (on a backup: held
+    /// replicas).
     pub pending: usize,
+    /// Of those, the messages still waiting for the compute step.
+    pub computing: usize,
+    /// Bytes waiting in subscribers' queues.
+    pub queued_bytes: usize,
     /// The highest log index the backup confirmed.
     pub confirmed: u64,
     /// Subscriptions over all topics.
     pub subscriptions: usize,
+    /// Why the last replication session failed, while no session has worked since.
+    pub link_error: Option<String>,
     /// The counters.
     pub counters: CounterSnapshot,
 }
@@ -101,6 +119,8 @@ impl Status {
             ("node", self.node.to_string()),
             ("backup", self.backup.as_str().to_string()),
             ("pending", self.pending.to_string()),
+            ("computing", self.computing.to_string()),
+            ("queued_bytes", self.queued_bytes.to_string()),
             ("confirmed", self.confirmed.to_string()),
             ("subscriptions", self.subscriptions.to_string()),
             ("connections", c.connections.to_string()),
@@ -112,6 +132,16 @@ impl Status {
             ("takeovers", c.takeovers.to_string()),
             ("step_downs", c.step_downs.to_string()),
             ("auth_failures", c.auth_failures.to_string()),
+            ("refused_connections", c.refused_connections.to_string()),
+            ("link_sessions", c.link_sessions.to_string()),
+            // Free text, kept to what a STATUS field can carry.
+            (
+                "link_error",
+                self.link_error
+                    .as_deref()
+                    .unwrap_or("none")
+                    .replace(['|', '\n'], " "),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

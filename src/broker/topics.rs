@@ -9,6 +9,14 @@
 //! is a few milliseconds, so a direct write into a full buffer gives up quickly and queues the
 //! rest; a subscriber that stops reading can hold up nobody but itself.
 //!
+//! What waits for a subscriber is bounded three ways, each of which cuts it off as a slow
+//! consumer: its queue's length in lines (`--slow-consumer-limit`) and in bytes
+//! (`--slow-consumer-bytes`), and the age of the oldest line it has not taken
+//! (`--slow-consumer-ms`: a subscriber that reads, but too slowly to keep up). All queues
+//! together hold at most `--max-queued-bytes`; past it, the subscriber with the longest queue is
+//! cut off. A queued line counts against these limits until its [`Charge`] is dropped, when it
+//! was written or thrown away, so the count cannot drift.
+//!
 //! A delivery carries a [`Token`] that the writer drops only once the line is written to the
 //! subscriber's socket. The worker's token clears the message from the log when its last copy
 //! is dropped, so the backup lets go of a message only after every subscriber's socket has it:
@@ -18,7 +26,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -36,6 +44,8 @@ pub type Token = Arc<dyn Send + Sync>;
 #[derive(Clone)]
 pub struct Frame {
     bytes: Arc<[u8]>,
+    /// When the line was made: how long it has waited for its subscriber.
+    made: Instant,
     _token: Option<Token>,
 }
 
@@ -44,6 +54,7 @@ impl Frame {
     pub fn reply(reply: &Reply) -> Frame {
         Frame {
             bytes: reply.to_bytes().into(),
+            made: Instant::now(),
             _token: None,
         }
     }
@@ -52,6 +63,7 @@ impl Frame {
     fn rest(&self, written: usize) -> Frame {
         Frame {
             bytes: self.bytes[written..].into(),
+            made: self.made,
             _token: self._token.clone(),
         }
     }
@@ -61,12 +73,53 @@ impl Frame {
 /// buffer gives up after this and queues what is left.
 const SEND_TIMEOUT: Duration = Duration::from_millis(2);
 
-/// How long the writer thread keeps trying to write into a full send buffer before the
-/// subscriber counts as gone.
-const WRITE_PATIENCE: Duration = Duration::from_secs(5);
+/// What may wait for one subscriber before it counts as a slow consumer.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Lines queued.
+    pub lines: usize,
+    /// Bytes queued.
+    pub bytes: usize,
+    /// How long the oldest line not yet written may have waited.
+    pub age: Duration,
+}
+
+/// What all queues hold together, their limit, and how many subscribers were cut off.
+#[derive(Debug)]
+struct Budget {
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    slow_consumers: AtomicU64,
+}
+
+/// A queued line's share of its queue's and the broker's limits, given back when it is
+/// dropped: after it was written, or when the queue is thrown away.
+struct Charge {
+    bytes: usize,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.shared.backlog.fetch_sub(1, Ordering::AcqRel);
+        self.shared
+            .queued_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+        self.shared
+            .budget
+            .queued_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A line in a subscriber's queue.
+struct Queued {
+    frame: Frame,
+    _charge: Charge,
+}
 
 /// How a connection asked for a topic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
     /// `SUBSCRIBE`: the raw payload line.
     Raw,
@@ -76,54 +129,79 @@ pub enum Format {
 
 /// A connection's outbound side, shared between its reader thread, its writer thread and the
 /// subscriber map.
-#[derive(Debug)]
 pub struct Outbox {
     /// The connection's id, to find its subscriptions.
     pub conn: u64,
-    tx: Sender<Frame>,
-    /// How many frames may wait before the subscriber counts as slow.
-    limit: usize,
+    tx: Sender<Queued>,
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("conn", &self.conn).finish()
+    }
 }
 
 /// What an [`Outbox`] shares with its writer thread.
 #[derive(Debug)]
 struct Shared {
     stream: Stream,
+    limits: QueueLimits,
+    budget: Arc<Budget>,
     /// Held by whoever writes to the socket, so lines never interleave.
     writing: Mutex<()>,
-    /// Frames queued and not yet written; a direct write is allowed only when it is zero, so
+    /// Lines queued and not yet written; a direct write is allowed only when it is zero, so
     /// nothing overtakes what is queued.
     backlog: AtomicUsize,
+    /// The bytes of those lines.
+    queued_bytes: AtomicUsize,
     slow: AtomicBool,
+}
+
+impl Shared {
+    /// Marks the subscriber a slow consumer, once; `false` if it was marked already.
+    fn mark_slow(&self) -> bool {
+        let first = !self.slow.swap(true, Ordering::AcqRel);
+        if first {
+            self.budget.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        }
+        first
+    }
 }
 
 /// The draining end of an [`Outbox`], run by the connection's writer thread. It ends when
 /// every `Arc<Outbox>` is gone (the connection closed and its subscriptions were removed).
 pub struct OutboxWriter {
     conn: u64,
-    rx: Receiver<Frame>,
+    rx: Receiver<Queued>,
     shared: Arc<Shared>,
 }
 
 impl Outbox {
-    /// Creates the queue (holding up to `limit` frames) for a connection, and its draining end.
-    /// The channel itself is unbounded, so an idle subscriber costs a few hundred bytes rather
-    /// than `limit` preallocated slots; [`Outbox::send`] enforces the limit. From now on every
-    /// write to `stream` goes through the outbox.
-    pub fn new(conn: u64, stream: Stream, limit: usize) -> (Arc<Outbox>, OutboxWriter) {
+    /// Creates the queue for a connection, and its draining end. The channel itself is
+    /// unbounded, so an idle subscriber costs a few hundred bytes rather than preallocated
+    /// slots; [`Outbox::send`] enforces the limits. From now on every write to `stream` goes
+    /// through the outbox.
+    fn new(
+        conn: u64,
+        stream: Stream,
+        limits: QueueLimits,
+        budget: Arc<Budget>,
+    ) -> (Arc<Outbox>, OutboxWriter) {
         let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             stream,
+            limits,
+            budget,
             writing: Mutex::new(()),
             backlog: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             slow: AtomicBool::new(false),
         });
         let outbox = Outbox {
             conn,
             tx,
-            limit: limit.max(1),
             shared: Arc::clone(&shared),
         };
         (Arc::new(outbox), OutboxWriter { conn, rx, shared })
@@ -138,25 +216,48 @@ impl Outbox {
             && self.shared.backlog.load(Ordering::Acquire) == 0
         {
             // A full send buffer ends the attempt at once: the writer thread takes the rest.
-            let (written, _) = write_until(&self.shared.stream, &frame.bytes, Instant::now());
+            let (written, _) = write_until(&self.shared, &frame.bytes, Instant::now());
             if written == frame.bytes.len() {
                 return Ok(());
             }
             // Queued while we still hold the socket, so nothing gets in before the rest of
-            // the line (the queue is empty, so the limit cannot refuse it).
+            // the line (the queue is empty, so no limit refuses it).
             return self.queue(frame.rest(written));
         }
         self.queue(frame)
     }
 
+    /// Queues a line unless that would break one of the subscriber's limits. An empty queue
+    /// always takes one line, however long.
     fn queue(&self, frame: Frame) -> Result<(), TrySendError<Frame>> {
-        if self.tx.len() >= self.limit {
+        let shared = &self.shared;
+        let (lines, bytes) = (
+            shared.backlog.load(Ordering::Acquire),
+            shared.queued_bytes.load(Ordering::Acquire),
+        );
+        let len = frame.bytes.len();
+        if lines > 0 && (lines >= shared.limits.lines || bytes + len > shared.limits.bytes) {
             return Err(TrySendError::Full(frame));
         }
-        self.shared.backlog.fetch_add(1, Ordering::AcqRel);
-        self.tx.try_send(frame).inspect_err(|_| {
-            self.shared.backlog.fetch_sub(1, Ordering::AcqRel);
+        shared.backlog.fetch_add(1, Ordering::AcqRel);
+        shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        shared.budget.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        let queued = Queued {
+            frame,
+            _charge: Charge {
+                bytes: len,
+                shared: Arc::clone(shared),
+            },
+        };
+        self.tx.try_send(queued).map_err(|e| match e {
+            TrySendError::Full(q) => TrySendError::Full(q.frame.clone()),
+            TrySendError::Disconnected(q) => TrySendError::Disconnected(q.frame.clone()),
         })
+    }
+
+    /// Lines waiting in this queue.
+    fn backlog(&self) -> usize {
+        self.shared.backlog.load(Ordering::Acquire)
     }
 
     /// Ends the connection's reader, which then drops its subscriptions and its outbox.
@@ -173,12 +274,42 @@ struct Subscription {
 
 /// Topic name → the connections subscribed to it. A delivery takes the topic's list (an `Arc`)
 /// and writes without the lock; a change copies a list that a delivery still holds.
-#[derive(Default)]
 pub struct Topics {
     map: Mutex<HashMap<String, Arc<Vec<Subscription>>>>,
+    limits: QueueLimits,
+    budget: Arc<Budget>,
 }
 
 impl Topics {
+    /// An empty map whose subscribers' queues obey `limits`, all of them together holding at
+    /// most `max_queued_bytes`.
+    pub fn new(limits: QueueLimits, max_queued_bytes: usize) -> Self {
+        Topics {
+            map: Mutex::new(HashMap::new()),
+            limits,
+            budget: Arc::new(Budget {
+                queued_bytes: AtomicUsize::new(0),
+                max_bytes: max_queued_bytes,
+                slow_consumers: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A queue for a connection that subscribes, and the end its writer thread drains.
+    pub fn outbox(&self, conn: u64, stream: Stream) -> (Arc<Outbox>, OutboxWriter) {
+        Outbox::new(conn, stream, self.limits, Arc::clone(&self.budget))
+    }
+
+    /// Subscribers cut off as slow consumers so far.
+    pub fn slow_consumers(&self) -> u64 {
+        self.budget.slow_consumers.load(Ordering::Relaxed)
+    }
+
+    /// Bytes waiting in all subscribers' queues.
+    pub fn queued_bytes(&self) -> usize {
+        self.budget.queued_bytes.load(Ordering::Relaxed)
+    }
+
     /// Adds a subscription; subscribing twice to one topic in one format is a no-op.
     pub fn subscribe(&self, topic: &str, format: Format, outbox: &Arc<Outbox>) {
         let mut map = self.map.lock();
@@ -212,20 +343,17 @@ impl Topics {
 
     /// Sends `message` to every subscriber of its topic, each copy holding a clone of
     /// `token` (written directly where it can be with `direct`, see [`Outbox::send`]); returns
-    /// how many it was sent to and how many subscribers were cut off as slow consumers. The
-    /// map is locked only to take the topic's list, never during a write.
-    pub fn deliver(
-        &self,
-        message: &Message,
-        epoch: Epoch,
-        token: &Token,
-        direct: bool,
-    ) -> (usize, usize) {
+    /// how many it was sent to. A subscriber whose queue is full is cut off as a slow
+    /// consumer, and so is the one with the longest queue when all queues together hold too
+    /// much. The map is locked only to take the topic's list, never during a write.
+    pub fn deliver(&self, message: &Message, epoch: Epoch, token: &Token, direct: bool) -> usize {
         let Some(subs) = self.map.lock().get(&message.topic).map(Arc::clone) else {
-            return (0, 0);
+            return 0;
         };
+        let made = Instant::now();
         let frame = |reply: Reply| Frame {
             bytes: reply.to_bytes().into(),
+            made,
             _token: Some(Arc::clone(token)),
         };
         let mut raw: Option<Frame> = None;
@@ -256,16 +384,41 @@ impl Topics {
             self.remove_conn(conn);
         }
         for outbox in &slow {
-            warn!(
-                "subscriber conn-{} is {} messages behind: disconnecting it as a slow consumer",
-                outbox.conn,
-                outbox.tx.len()
-            );
-            outbox.shared.slow.store(true, Ordering::Release);
-            self.remove_conn(outbox.conn);
-            outbox.close();
+            self.cut_off(outbox, "its queue is full");
         }
-        (delivered, slow.len())
+        if self.queued_bytes() > self.budget.max_bytes
+            && let Some(longest) = self.longest_queue()
+        {
+            self.cut_off(
+                &longest,
+                "all queues together hold more than --max-queued-bytes",
+            );
+        }
+        delivered
+    }
+
+    /// The subscriber with the most bytes queued, not cut off yet.
+    fn longest_queue(&self) -> Option<Arc<Outbox>> {
+        let map = self.map.lock();
+        map.values()
+            .flat_map(|subs| subs.iter())
+            .filter(|s| !s.outbox.shared.slow.load(Ordering::Acquire))
+            .max_by_key(|s| s.outbox.shared.queued_bytes.load(Ordering::Acquire))
+            .map(|s| Arc::clone(&s.outbox))
+    }
+
+    /// Disconnects a slow consumer: its writer stops at once, and its queue is thrown away.
+    fn cut_off(&self, outbox: &Outbox, why: &str) {
+        if outbox.shared.mark_slow() {
+            warn!(
+                "subscriber conn-{} is {} lines ({} bytes) behind and {why}: disconnecting it as a slow consumer",
+                outbox.conn,
+                outbox.backlog(),
+                outbox.shared.queued_bytes.load(Ordering::Acquire)
+            );
+        }
+        self.remove_conn(outbox.conn);
+        outbox.close();
     }
 }
 
@@ -274,58 +427,70 @@ impl OutboxWriter {
     /// (and their tokens) are dropped only after their bytes are written. A slow consumer gets
     /// `ERR|slow consumer` (if it can still take it) and its connection is closed.
     pub fn run(self) {
+        let shared = &self.shared;
         let mut bytes = Vec::with_capacity(16 * 1024);
-        let mut frames = Vec::new();
-        while let Ok(frame) = self.rx.recv() {
-            if self.shared.slow.load(Ordering::Acquire) {
+        let mut batch = Vec::new();
+        while let Ok(queued) = self.rx.recv() {
+            if shared.slow.load(Ordering::Acquire) {
                 break;
             }
-            bytes.extend_from_slice(&frame.bytes);
-            frames.push(frame);
+            // The first line of a batch is the oldest: the subscriber must take it in time.
+            let give_up = queued.frame.made + shared.limits.age;
+            bytes.extend_from_slice(&queued.frame.bytes);
+            batch.push(queued);
             while bytes.len() < 64 * 1024 {
                 match self.rx.try_recv() {
-                    Ok(frame) => {
-                        bytes.extend_from_slice(&frame.bytes);
-                        frames.push(frame);
+                    Ok(queued) => {
+                        bytes.extend_from_slice(&queued.frame.bytes);
+                        batch.push(queued);
                     }
                     Err(_) => break,
                 }
             }
             let written = {
-                let _writing = self.shared.writing.lock();
-                write_patiently(&self.shared.stream, &bytes)
+                let _writing = shared.writing.lock();
+                write_until(shared, &bytes, give_up).1
             };
-            self.shared
-                .backlog
-                .fetch_sub(frames.len(), Ordering::AcqRel);
-            if let Err(e) = written {
-                debug!("conn-{}: write failed: {e}", self.conn);
-                break;
+            match written {
+                Ok(()) => {}
+                Err(e) if is_timeout(&e) => {
+                    if shared.mark_slow() {
+                        warn!(
+                            "subscriber conn-{} has not taken a line queued {} ms ago: disconnecting it as a slow consumer",
+                            self.conn,
+                            shared.limits.age.as_millis()
+                        );
+                    }
+                    break;
+                }
+                Err(e) => {
+                    debug!("conn-{}: write failed: {e}", self.conn);
+                    break;
+                }
             }
             bytes.clear();
-            frames.clear();
+            batch.clear();
         }
-        if self.shared.slow.load(Ordering::Acquire) {
-            let _ = write_patiently(
-                &self.shared.stream,
-                &Reply::Err("slow consumer".into()).to_bytes(),
-            );
+        if shared.slow.load(Ordering::Acquire) {
+            // One try, with the send timeout: a slow consumer cannot hold this thread.
+            let _ = (&*shared.stream).write(&Reply::Err("slow consumer".into()).to_bytes());
+            // Its reader sees the read side shut and drops the subscriptions.
+            let _ = shared.stream.shutdown(Shutdown::Read);
         }
-        let _ = self.shared.stream.shutdown(Shutdown::Both);
+        let _ = shared.stream.shutdown(Shutdown::Both);
     }
 }
 
-/// Writes all of `bytes`, waiting out a full send buffer for up to [`WRITE_PATIENCE`].
-fn write_patiently(stream: &TcpStream, bytes: &[u8]) -> io::Result<()> {
-    write_until(stream, bytes, Instant::now() + WRITE_PATIENCE).1
-}
-
-/// Writes `bytes` until they are all out, the socket fails, or its send buffer stays full
-/// (each `write` waits up to [`SEND_TIMEOUT`]) past `give_up`. Returns how much was written
-/// and what stopped it.
-fn write_until(mut stream: &TcpStream, bytes: &[u8], give_up: Instant) -> (usize, io::Result<()>) {
+/// Writes `bytes` until they are all out, the socket fails, the subscriber is cut off, or its
+/// send buffer stays full (each `write` waits up to [`SEND_TIMEOUT`]) past `give_up`. Returns
+/// how much was written and what stopped it.
+fn write_until(shared: &Shared, bytes: &[u8], give_up: Instant) -> (usize, io::Result<()>) {
+    let mut stream: &TcpStream = &shared.stream;
     let mut written = 0;
     while written < bytes.len() {
+        if shared.slow.load(Ordering::Acquire) {
+            return (written, Err(io::ErrorKind::ConnectionAborted.into()));
+        }
         match stream.write(&bytes[written..]) {
             Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
@@ -346,12 +511,34 @@ mod tests {
 
     /// An outbox on one end of a loopback connection (its writer not yet running), and a
     /// reader on the other end.
-    fn outbox(limit: usize) -> (Arc<Outbox>, OutboxWriter, BufReader<TcpStream>) {
+    fn outbox(lines: usize) -> (Arc<Outbox>, OutboxWriter, BufReader<TcpStream>) {
+        let topics = Topics::new(limits(lines, usize::MAX), usize::MAX);
+        let (outbox, writer, reader) = outbox_in(&topics, 1);
+        (outbox, writer, reader)
+    }
+
+    fn limits(lines: usize, bytes: usize) -> QueueLimits {
+        QueueLimits {
+            lines,
+            bytes,
+            age: Duration::from_secs(60),
+        }
+    }
+
+    fn outbox_in(topics: &Topics, conn: u64) -> (Arc<Outbox>, OutboxWriter, BufReader<TcpStream>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let (outbox, writer) = Outbox::new(1, Stream::new(server), limit);
+        let (outbox, writer) = topics.outbox(conn, Stream::new(server));
         (outbox, writer, BufReader::new(client))
+    }
+
+    fn big(len: usize) -> Frame {
+        Frame {
+            bytes: vec![b'x'; len].into(),
+            made: Instant::now(),
+            _token: None,
+        }
     }
 
     fn line(text: &str) -> Frame {
@@ -389,10 +576,7 @@ mod tests {
     #[test]
     fn a_subscriber_that_stops_reading_fills_its_queue_without_blocking_the_sender() {
         let (outbox, _writer, _reader) = outbox(3);
-        let big = Frame {
-            bytes: vec![b'x'; 1 << 20].into(),
-            _token: None,
-        };
+        let big = big(1 << 20);
         // Were a direct write to wait for the reader, the first full buffer would stop this
         // loop for good.
         let mut sent = 0;
@@ -402,5 +586,96 @@ mod tests {
         }
         // The socket buffers took some megabytes, the queue its limit; then `Full`.
         assert_eq!(outbox.tx.len(), 3);
+    }
+
+    #[test]
+    fn a_queue_is_bounded_in_bytes_and_gives_them_back_when_thrown_away() {
+        let topics = Topics::new(limits(1000, 100_000), usize::MAX);
+        let (outbox, writer, _reader) = outbox_in(&topics, 1);
+        // Not direct: nothing reaches the socket, everything queues.
+        let mut queued = 0;
+        while outbox.send(big(30_000), false).is_ok() {
+            queued += 1;
+        }
+        assert_eq!(
+            queued, 3,
+            "three lines of 30,000 bytes fit in 100,000, a fourth does not"
+        );
+        assert_eq!(topics.queued_bytes(), 90_000);
+        drop(writer); // the queue is thrown away: its charges come back
+        drop(outbox);
+        assert_eq!(topics.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn an_empty_queue_takes_a_line_longer_than_its_byte_limit() {
+        let topics = Topics::new(limits(1000, 10), usize::MAX);
+        let (outbox, _writer, _reader) = outbox_in(&topics, 1);
+        assert!(outbox.send(big(100), false).is_ok());
+        assert!(outbox.send(big(1), false).is_err());
+    }
+
+    #[test]
+    fn a_subscriber_that_reads_too_slowly_is_cut_off_when_a_line_waits_too_long() {
+        let mut limits = limits(1000, usize::MAX);
+        limits.age = Duration::from_millis(200);
+        let topics = Topics::new(limits, usize::MAX);
+        let (outbox, writer, reader) = outbox_in(&topics, 1);
+        let writing = std::thread::spawn(move || writer.run());
+        // Far more than the socket buffers hold, and a reader that takes a trickle.
+        for _ in 0..64 {
+            outbox.send(big(256 * 1024), false).unwrap();
+        }
+        let trickle = std::thread::spawn(move || {
+            let mut reader = reader;
+            let mut buf = [0; 1024];
+            let mut total = 0;
+            loop {
+                std::thread::sleep(Duration::from_millis(5));
+                match std::io::Read::read(reader.get_mut(), &mut buf) {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+            }
+        });
+        writing.join().unwrap();
+        assert_eq!(topics.slow_consumers(), 1);
+        drop(outbox);
+        assert!(
+            trickle.join().unwrap() < 64 * 256 * 1024,
+            "it never caught up"
+        );
+    }
+
+    #[test]
+    fn past_the_broker_budget_the_longest_queue_is_cut_off() {
+        let topics = Topics::new(limits(1000, usize::MAX), 50_000);
+        let (short, _w1, _r1) = outbox_in(&topics, 1);
+        let (long, _w2, _r2) = outbox_in(&topics, 2);
+        topics.subscribe("t", Format::Raw, &short);
+        topics.subscribe("t", Format::Raw, &long);
+        topics.subscribe("u", Format::Raw, &long);
+        let token: Token = Arc::new(());
+        let message = |topic: &str| Message {
+            id: crate::protocol::MsgId {
+                publisher: 1,
+                seq: 1,
+            },
+            topic: topic.into(),
+            payload: "y".repeat(20_000),
+        };
+        let epoch = Epoch::default();
+        assert_eq!(topics.deliver(&message("u"), epoch, &token, false), 1);
+        assert_eq!(topics.slow_consumers(), 0);
+        // 20,000 (u) + 2 x 20,000 (t) is past 50,000: the one holding two lines goes.
+        assert_eq!(topics.deliver(&message("t"), epoch, &token, false), 2);
+        assert_eq!(topics.slow_consumers(), 1);
+        assert!(long.shared.slow.load(Ordering::Acquire));
+        assert!(!short.shared.slow.load(Ordering::Acquire));
+        assert_eq!(
+            topics.count(),
+            1,
+            "only the short queue's subscription is left"
+        );
     }
 }

@@ -13,16 +13,18 @@ use crate::auth;
 use crate::config::PublisherConfig;
 use crate::connection::{LineReader, dial, is_timeout};
 use crate::error::{Error, Result};
-use crate::protocol::{AuthKind, Message, MsgId, Reply, Request};
+use crate::protocol::{AuthKind, Message, MsgId, Reply, Request, publisher_id};
 
 /// A blocking publisher with failover and idempotent resends.
 ///
-/// Every message gets an id: this publisher's random id and a sequence number counting from 1.
+/// Every message gets an id: this publisher's id and a sequence number counting from 1.
 /// Brokers recognise a resent id and ACK it without processing it again, so resending the
-/// latest messages after a failover never duplicates one.
+/// latest messages after a failover never duplicates one. On the wire the publisher sends its
+/// *key*, a random number only it knows; the brokers file its messages under the id derived
+/// from it ([`publisher_id`]), so nobody who reads the deliveries can publish in its name.
 pub struct Publisher {
     config: PublisherConfig,
-    id: u64,
+    key: u64,
     next_seq: u64,
     /// The latest messages, oldest first, for resending after a failover.
     window: VecDeque<Message>,
@@ -36,7 +38,7 @@ impl Publisher {
     pub fn new(config: PublisherConfig) -> Self {
         Publisher {
             config,
-            id: rand::random_range(1..=u64::MAX),
+            key: rand::random(),
             next_seq: 1,
             window: VecDeque::new(),
             current: 0,
@@ -44,9 +46,9 @@ impl Publisher {
         }
     }
 
-    /// This publisher's id.
+    /// This publisher's id, as deliveries carry it.
     pub fn id(&self) -> u64 {
-        self.id
+        publisher_id(self.key)
     }
 
     /// The broker this publisher sends to now.
@@ -79,9 +81,10 @@ impl Publisher {
         if payload.contains(['\n', '\r']) {
             return Err(Error::Usage("a payload cannot contain a newline".into()));
         }
+        // As sent: the key in the id's place (see `Request::PublishId`).
         let message = Message {
             id: MsgId {
-                publisher: self.id,
+                publisher: self.key,
                 seq: self.next_seq,
             },
             topic: topic.to_string(),

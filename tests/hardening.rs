@@ -1,0 +1,444 @@
+//! What a hostile or unlucky client could once break, each pinned by a test: messages at the
+//! line limit, spoofed publisher ids, memory held for slow subscribers, slow subscribers
+//! refusing other topics' publishers, strangers holding the peer's connection slots,
+//! unreachable epochs, and the small ones (a payload's last `\r`, unbounded subscriptions).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use edgebroker::auth::Secret;
+use edgebroker::broker::BackupHealth;
+use edgebroker::protocol::{Message, Role};
+use edgebroker::{Broker, BrokerConfig, ComputeStep, Publisher, Subscriber};
+
+/// A broker with no peer: it takes over at once and runs alone.
+fn lone(config: BrokerConfig) -> Broker {
+    let broker = Broker::start_on(
+        listener(),
+        BrokerConfig {
+            peer: None,
+            ..config
+        },
+    )
+    .unwrap();
+    wait_until("the lone broker to lead", || {
+        broker.status().role == Role::Primary
+    });
+    broker
+}
+
+/// A `PUB` line of exactly `len` bytes.
+fn pub_line(key: u64, seq: u64, len: usize) -> String {
+    let head = format!("PUB|{key}|{seq}|t|");
+    format!("{head}{}", "x".repeat(len - head.len()))
+}
+
+#[test]
+fn a_message_whose_replica_would_not_fit_is_refused_and_one_that_fits_survives_a_failover() {
+    let valve = Valve::default();
+    let mut pair = Pair::start(BrokerConfig {
+        compute: valve.step(),
+        ..base_with_line(1024)
+    });
+    let mut sub = Subscriber::connect(pair.subscriber_config("t")).unwrap();
+    let mut client = LineClient::connect(pair.primary_addr);
+    // A line at the limit is a legal line, but its REPLICATE would not be.
+    let answer = client.ask(&pub_line(7, 1, 1024));
+    assert!(
+        answer.starts_with("ERR|message too large: topic and payload may take at most 923 bytes"),
+        "{answer}"
+    );
+    assert_eq!(client.ask("PING"), "PONG", "the connection stays usable");
+    // The largest message that fits is replicated, held by the backup, and redone by it.
+    let payload_len = 1024 - Message::ENVELOPE_BYTES - "t".len();
+    let line = format!("PUB|7|1|t|{}", "y".repeat(payload_len));
+    assert_eq!(client.ask(&line), "ACK|7|1");
+    assert_eq!(pair.backup().status().pending, 1, "the backup holds it");
+    pair.primary.take().unwrap().kill();
+    valve.open();
+    let delivery = sub.recv_timeout(DEADLINE).expect("redone by the backup");
+    assert_eq!(delivery.message.payload.len(), payload_len);
+}
+
+fn base_with_line(max_line_bytes: usize) -> BrokerConfig {
+    BrokerConfig {
+        max_line_bytes,
+        ..config(ComputeStep::Off)
+    }
+}
+
+#[test]
+fn a_backup_that_refuses_the_stream_is_redialled_with_backoff_and_status_says_why() {
+    // A misconfigured pair: the backup's lines are shorter than the primary's. The valve
+    // keeps the message in the primary's log, so every resync sends it again.
+    let valve = Valve::default();
+    let primary = BrokerConfig {
+        ping_interval: Duration::from_millis(200),
+        compute: valve.step(),
+        ..base_with_line(4096)
+    };
+    let backup = BrokerConfig {
+        max_line_bytes: 1024,
+        ..primary.clone()
+    };
+    let pair = Pair::start_with(primary, backup);
+    let mut client = LineClient::connect(pair.primary_addr);
+    let answer = client.ask(&format!("PUB|7|1|t|{}", "z".repeat(2000)));
+    assert!(
+        answer.starts_with("ACK") || answer.starts_with("ERR"),
+        "{answer}"
+    );
+    let before = pair.primary().status().counters.link_sessions;
+    let watch = Instant::now();
+    let status = wait_for("the primary to say what is wrong", || {
+        let s = pair.primary().status();
+        s.link_error.is_some().then_some(s)
+    });
+    thread::sleep(Duration::from_secs(1).saturating_sub(watch.elapsed()));
+    let sessions = pair.primary().status().counters.link_sessions - before;
+    // Without backoff this was tens of thousands of sessions a second.
+    assert!(
+        sessions <= 15,
+        "{sessions} sessions in a second: {status:?}"
+    );
+    assert!(
+        status
+            .link_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("line too long")
+            || status
+                .link_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("broke within"),
+        "{status:?}"
+    );
+    valve.open();
+}
+
+#[test]
+fn a_spoofed_publisher_id_cannot_suppress_or_reorder_another_publishers_messages() {
+    let pair = Pair::start(config(ComputeStep::Off));
+    let mut sub = Subscriber::connect(pair.subscriber_config("t")).unwrap();
+    let mut publisher = Publisher::new(pair.publisher_config());
+    for i in 1..=3 {
+        publisher.publish("t", &i.to_string()).unwrap();
+    }
+    // The attacker reads a delivery, learns the publisher's id, and publishes under it far
+    // ahead of its sequence, and at the last sequence there is.
+    let mut spy = LineClient::connect(pair.primary_addr);
+    spy.send("SUB|t");
+    wait_subscriptions(pair.primary(), 2);
+    publisher.publish("t", "4").unwrap();
+    let seen = spy.recv().expect("a delivery");
+    let id: u64 = seen.split('|').nth(2).unwrap().parse().unwrap();
+    assert_eq!(id, publisher.id());
+    let mut attacker = LineClient::connect(pair.primary_addr);
+    for seq in [9_000, u64::MAX] {
+        assert!(
+            attacker
+                .ask(&format!("PUB|{id}|{seq}|t|x"))
+                .starts_with("ACK")
+        );
+    }
+    assert_eq!(
+        attacker.ask(&format!("PUB|{id}|0|t|x")),
+        "ERR|seq must be at least 1"
+    );
+    for i in 5..=20 {
+        publisher.publish("t", &i.to_string()).unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let d = sub.recv_timeout(DEADLINE).expect("every real message");
+        if d.message.id.publisher == publisher.id() {
+            got.push(d.message.payload.parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(got, (1..=20).collect::<Vec<_>>());
+    assert_eq!(pair.primary().status().counters.duplicates, 0);
+}
+
+/// A subscriber to `topic` that reads `chunk` bytes every `pause` until its connection ends
+/// or `stop` is set.
+fn trickle(
+    addr: SocketAddr,
+    topic: &str,
+    chunk: usize,
+    pause: Duration,
+    stop: &Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(format!("SUBSCRIBE|{topic}\n").as_bytes())
+        .unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let stop = Arc::clone(stop);
+    thread::spawn(move || {
+        let mut buf = vec![0; chunk];
+        while !stop.load(Ordering::Acquire) {
+            thread::sleep(pause);
+            if matches!(stream.read(&mut buf), Ok(0) | Err(_)) {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn trickling_subscribers_are_cut_off_by_bytes_and_memory_stays_bounded() {
+    const LIMIT: usize = 2 * 1024 * 1024;
+    let broker = lone(BrokerConfig {
+        slow_consumer_bytes: LIMIT,
+        ..config(ComputeStep::Off)
+    });
+    let addr = broker.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| trickle(addr, "t", 16 * 1024, Duration::from_millis(20), &stop))
+        .collect();
+    wait_subscriptions(&broker, 3);
+    let mut client = LineClient::connect(addr);
+    let payload = "p".repeat(60_000);
+    let mut most_queued = 0;
+    for _ in 0..400 {
+        assert_eq!(client.ask(&format!("PUBLISH|t|{payload}")), "ACK");
+        most_queued = most_queued.max(broker.status().queued_bytes);
+        if broker.status().counters.slow_consumers == 3 {
+            break;
+        }
+    }
+    let status = broker.status();
+    assert_eq!(status.counters.slow_consumers, 3, "{status:?}");
+    // Each queue is bounded by its limit.
+    assert!(most_queued <= 3 * LIMIT, "{most_queued} bytes queued");
+    wait_until("the queues to be given back", || {
+        broker.status().queued_bytes == 0 && broker.status().pending == 0
+    });
+    stop.store(true, Ordering::Release);
+    readers.into_iter().for_each(|r| r.join().unwrap());
+}
+
+#[test]
+fn a_subscriber_that_keeps_a_line_waiting_too_long_is_a_slow_consumer() {
+    let broker = lone(BrokerConfig {
+        slow_consumer_age: Duration::from_millis(300),
+        ..config(ComputeStep::Off)
+    });
+    let addr = broker.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = trickle(addr, "t", 1024, Duration::from_millis(10), &stop);
+    wait_subscriptions(&broker, 1);
+    let mut client = LineClient::connect(addr);
+    let payload = "q".repeat(50_000);
+    // Far under the line and byte limits: only the age of what waits can cut it off.
+    for _ in 0..200 {
+        assert_eq!(client.ask(&format!("PUBLISH|t|{payload}")), "ACK");
+        if broker.status().counters.slow_consumers == 1 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(broker.status().counters.slow_consumers, 1);
+    stop.store(true, Ordering::Release);
+    reader.join().unwrap();
+}
+
+#[test]
+fn slow_subscribers_of_one_topic_never_refuse_another_topics_publishers() {
+    let broker = lone(BrokerConfig {
+        max_pending: 50,
+        ..config(ComputeStep::Off)
+    });
+    let addr = broker.local_addr();
+    // Subscribers that never read, on topics of their own.
+    let mut stalled = Vec::new();
+    for t in ["a", "b", "c"] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(format!("SUBSCRIBE|{t}\n").as_bytes()).unwrap();
+        stalled.push(s);
+    }
+    wait_subscriptions(&broker, 3);
+    let mut client = LineClient::connect(addr);
+    let payload = "s".repeat(20_000);
+    // More than their sockets' buffers take: the rest waits in the broker. Every ten
+    // messages the compute step catches up, so only the subscribers can hold messages back.
+    for i in 0..1200 {
+        let topic = ["a", "b", "c"][i % 3];
+        assert_eq!(client.ask(&format!("PUBLISH|{topic}|{payload}")), "ACK");
+        if i % 10 == 9 {
+            wait_until("the compute step to catch up", || {
+                broker.status().computing == 0
+            });
+        }
+    }
+    assert!(broker.status().pending > 50, "{:?}", broker.status());
+    // Their backlogs are theirs: a publisher on another topic is still served.
+    for i in 0..20 {
+        assert_eq!(client.ask(&format!("PUBLISH|d|{i}")), "ACK");
+    }
+    drop(stalled);
+}
+
+#[test]
+fn a_stranger_holding_every_client_slot_cannot_keep_the_pair_from_resyncing() {
+    let base = BrokerConfig {
+        secret: Secret::new("pair"),
+        max_connections: 4,
+        ..config(ComputeStep::Off)
+    };
+    let pair = Pair::start(base);
+    // The stranger fills the backup's client slots (the pair's own link holds one), and tries
+    // the slots kept for the peer as well.
+    let strangers: Vec<TcpStream> = (0..12)
+        .filter_map(|_| TcpStream::connect(pair.backup_addr).ok())
+        .collect();
+    wait_until("the backup to be full", || {
+        pair.backup().status().counters.connections >= 4
+    });
+    // The backup freezes long enough to be declared down, then resumes.
+    pair.backup().pause();
+    wait_until("the primary to declare its backup down", || {
+        pair.primary().status().backup != BackupHealth::Up
+    });
+    pair.backup().resume();
+    pair.wait_replicating();
+    let refused = pair.backup().status().counters.refused_connections;
+    assert!(refused > 0, "the strangers past the limit were refused");
+    drop(strangers);
+}
+
+#[test]
+fn a_connection_in_a_peer_slot_that_does_not_authenticate_is_closed_in_time() {
+    let broker = lone(BrokerConfig {
+        secret: Secret::new("pair"),
+        max_connections: 1,
+        ..config(ComputeStep::Off)
+    });
+    let mut first = LineClient::connect(broker.local_addr());
+    assert_eq!(first.ask("PING"), "PONG");
+    // Past the limit, in a peer slot: a client verb is turned away at once...
+    let mut eager = LineClient::connect(broker.local_addr());
+    assert_eq!(eager.ask("PUBLISH|t|x"), "ERR|too many connections");
+    assert_eq!(eager.recv(), None);
+    // ...and silence is, once the deadline passes.
+    let started = Instant::now();
+    let mut silent = LineClient::connect(broker.local_addr());
+    assert_eq!(silent.recv().as_deref(), Some("ERR|too many connections"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(first.ask("PING"), "PONG");
+}
+
+#[test]
+fn a_client_that_never_authenticates_is_closed_when_a_client_secret_is_set() {
+    let broker = lone(BrokerConfig {
+        client_secret: Secret::new("clients"),
+        ..config(ComputeStep::Off)
+    });
+    let mut idle = LineClient::connect(broker.local_addr());
+    assert_eq!(idle.ask("PING"), "PONG", "PING needs no secret");
+    assert_eq!(idle.recv().as_deref(), Some("ERR|authentication timed out"));
+    assert_eq!(idle.recv(), None);
+}
+
+#[test]
+fn a_full_peer_is_alive_and_never_taken_over_from() {
+    // A fake primary that is full: it answers every connection as a full broker does.
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a, s) = (answered.clone(), stop.clone());
+    fake.set_nonblocking(true).unwrap();
+    let server = thread::spawn(move || {
+        while !s.load(Ordering::Acquire) {
+            match fake.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.write_all(b"ERR|too many connections\n");
+                    a.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(_) => thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    for secret in [None, Secret::new("pair")] {
+        let before = answered.load(Ordering::Acquire);
+        let broker = start_broker(
+            listener(),
+            &BrokerConfig {
+                secret,
+                ..config(ComputeStep::Off)
+            },
+            fake_addr,
+            true, // the preferred primary, which once took over from a peer it could not trust
+        );
+        wait_until("several probes", || {
+            answered.load(Ordering::Acquire) >= before + 5
+        });
+        assert_eq!(broker.status().role, Role::Backup);
+        assert_eq!(broker.status().counters.auth_failures, 0);
+    }
+    stop.store(true, Ordering::Release);
+    server.join().unwrap();
+}
+
+#[test]
+fn an_epoch_no_broker_could_reach_is_refused_and_the_pair_holds() {
+    let pair = Pair::start(config(ComputeStep::Off));
+    let before = (pair.primary().status(), pair.backup().status());
+    let mut stranger = LineClient::connect(pair.primary_addr);
+    for _ in 0..20 {
+        assert_eq!(
+            stranger.ask("PROBE|18446744073709551615.1|1|0"),
+            "ERR|epoch term 18446744073709551615 is beyond any a broker can reach"
+        );
+    }
+    let mut publisher = Publisher::new(pair.publisher_config());
+    publisher.publish("t", "still here").unwrap();
+    let after = (pair.primary().status(), pair.backup().status());
+    assert_eq!(after.0.role, Role::Primary);
+    assert_eq!(after.0.epoch, before.0.epoch);
+    assert_eq!(after.1.counters.takeovers, before.1.counters.takeovers);
+}
+
+#[test]
+fn every_payload_byte_survives_or_is_refused_and_subscriptions_are_bounded() {
+    let broker = lone(BrokerConfig {
+        max_subscriptions: 3,
+        ..config(ComputeStep::Off)
+    });
+    let mut client = LineClient::connect(broker.local_addr());
+    client.send_raw(b"PUBLISH|t|abc\r\r\n");
+    assert_eq!(
+        client.recv().as_deref(),
+        Some("ERR|payload ends in a carriage return, which the line ending would swallow")
+    );
+    assert_eq!(
+        client.ask("PUBLISH topicA hello"),
+        "ERR|fields are separated by '|', not spaces: try 'PUBLISH|topicA|hello'"
+    );
+    assert_eq!(
+        client.ask("PUBLISH| topicA|x"),
+        "ERR|topic ' topicA' has leading or trailing whitespace"
+    );
+    let mut subscriber = LineClient::connect(broker.local_addr());
+    for t in ["a", "b", "c", "a"] {
+        subscriber.send(&format!("SUBSCRIBE|{t}"));
+    }
+    assert!(
+        subscriber
+            .ask("SUBSCRIBE|d")
+            .starts_with("ERR|too many subscriptions: one connection may subscribe to 3 topics")
+    );
+    assert_eq!(broker.status().subscriptions, 3);
+    assert_eq!(client.ask("PUBLISH|c|still served"), "ACK");
+    assert_eq!(subscriber.recv().as_deref(), Some("still served"));
+}
