@@ -681,6 +681,15 @@ impl Request {
     }
 }
 
+impl Request {
+    /// The encoded line as bytes, `\n` included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
 impl Reply {
     /// Parses one line a broker sent (without its `\n`). A raw payload line cannot be told
     /// apart from other replies, so [`Reply::Payload`] is never returned.

@@ -442,3 +442,50 @@ fn every_payload_byte_survives_or_is_refused_and_subscriptions_are_bounded() {
     assert_eq!(client.ask("PUBLISH|c|still served"), "ACK");
     assert_eq!(subscriber.recv().as_deref(), Some("still served"));
 }
+
+/// Starts the real `primary` program with `args`, waits for its address, runs `work` against
+/// it, kills it, and returns what it logged.
+fn primary_program(args: &[&str], work: impl FnOnce(SocketAddr)) -> String {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_primary"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start primary");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port: u16 = first.trim().rsplit(':').next().unwrap().parse().unwrap();
+    work(SocketAddr::from(([127, 0, 0, 1], port)));
+    child.kill().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    child.wait().unwrap();
+    log
+}
+
+#[test]
+fn a_broker_open_to_the_network_without_a_secret_says_so_and_floods_of_warnings_are_summed_up() {
+    let open = primary_program(&["0", "--bind", "0.0.0.0"], |_| {});
+    assert!(open.contains("no --secret: anyone who can reach"), "{open}");
+
+    let guarded = primary_program(&["0", "--bind", "127.0.0.1", "--secret", "s"], |addr| {
+        for _ in 0..30 {
+            let mut c = LineClient::connect(addr);
+            assert!(c.ask("HELLO|peer|00").starts_with("CHALLENGE|"));
+            assert_eq!(c.ask("PROOF|00"), "ERR|authentication failed");
+        }
+    });
+    assert!(!guarded.contains("no --secret"), "{guarded}");
+    let warned = guarded.matches("authentication failed").count();
+    assert_eq!(warned, 1, "30 failed logins, one warning:\n{guarded}");
+}

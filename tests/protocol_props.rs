@@ -1,9 +1,14 @@
-//! Property tests of the wire protocol: no input panics the parsers or the line reader, and
-//! every request and reply survives encode → parse unchanged. The case counts are set here
-//! (`PROPTEST_CASES` raises them for a longer run).
+//! Property tests of the wire protocol: no input panics the parsers or the line reader, every
+//! request and reply survives encode → parse unchanged, and the hostile cases stay closed:
+//! every line built from an accepted message fits the limit it was accepted under, every byte
+//! of an accepted payload survives a hop, no epoch past the limit is taken, and no key yields
+//! a broker's id. The case counts are set here (`PROPTEST_CASES` raises them for a longer
+//! run).
 
 use edgebroker::connection::LineReader;
-use edgebroker::protocol::{AuthKind, Epoch, Message, MsgId, PeerState, Reply, Request, Role};
+use edgebroker::protocol::{
+    AuthKind, Epoch, Message, MsgId, PeerState, Reply, Request, Role, publisher_id,
+};
 use proptest::prelude::*;
 
 fn cases(default: u32) -> ProptestConfig {
@@ -17,8 +22,9 @@ fn cases(default: u32) -> ProptestConfig {
     }
 }
 
+/// A topic as the parser accepts it: no `|`, no newline, no whitespace at either end.
 fn topic() -> impl Strategy<Value = String> {
-    "[^|\n\r]{1,16}"
+    "[^|\\s]([^|\n\r]{0,14}[^|\\s])?"
 }
 
 fn payload() -> impl Strategy<Value = String> {
@@ -26,11 +32,11 @@ fn payload() -> impl Strategy<Value = String> {
 }
 
 fn epoch() -> impl Strategy<Value = Epoch> {
-    (any::<u64>(), any::<u32>()).prop_map(|(term, node)| Epoch { term, node })
+    (0..=Epoch::MAX_TERM, any::<u32>()).prop_map(|(term, node)| Epoch { term, node })
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    (any::<u64>(), any::<u64>(), topic(), payload()).prop_map(|(publisher, seq, topic, payload)| {
+    (any::<u64>(), 1..=u64::MAX, topic(), payload()).prop_map(|(publisher, seq, topic, payload)| {
         Message {
             id: MsgId { publisher, seq },
             topic,
@@ -87,8 +93,10 @@ fn request() -> impl Strategy<Value = Request> {
 fn reply() -> impl Strategy<Value = Reply> {
     prop_oneof![
         Just(Reply::Ack),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(publisher, seq)| Reply::AckId(MsgId { publisher, seq })),
+        (any::<u64>(), any::<u64>()).prop_map(|(publisher, seq)| Reply::AckId(MsgId {
+            publisher,
+            seq: seq.max(1)
+        })),
         Just(Reply::Pong),
         (epoch(), role(), any::<u32>(), any::<bool>()).prop_map(
             |(epoch, role, node, preferred)| {
@@ -194,6 +202,87 @@ proptest! {
         let mut line = reply.to_bytes();
         prop_assert_eq!(line.pop(), Some(b'\n'));
         prop_assert_eq!(Reply::parse(&line).unwrap(), reply);
+    }
+}
+
+/// Reads the lines of `bytes` as a broker would.
+fn lines_of(bytes: &[u8], max: usize) -> Vec<Vec<u8>> {
+    let mut reader = LineReader::new(bytes, max);
+    let mut lines = Vec::new();
+    while let Ok(Some(line)) = reader.read_line() {
+        lines.push(line.to_vec());
+    }
+    lines
+}
+
+proptest! {
+    #![proptest_config(cases(5_000))]
+
+    /// A broker accepts a message only if it `fits`; then every line it builds from it fits
+    /// too, whatever the epoch, index and id, so the backup and the subscribers take them.
+    #[test]
+    fn every_line_built_from_a_message_that_fits_fits(
+        message in message(),
+        epoch in epoch(),
+        index in any::<u64>(),
+    ) {
+        let limit = message.topic.len() + message.payload.len() + Message::ENVELOPE_BYTES;
+        prop_assert!(message.fits(limit));
+        let mut lines = vec![
+            Request::Replicate { epoch, index, message: message.clone() }.to_bytes(),
+            Request::Adopt(message.clone()).to_bytes(),
+            Request::PublishId(message.clone()).to_bytes(),
+        ];
+        lines.push(Reply::Handoff(message.clone()).to_bytes());
+        lines.push(Reply::Msg { epoch, message: message.clone() }.to_bytes());
+        for line in lines {
+            prop_assert!(line.len() - 1 <= limit, "{} > {limit}", line.len() - 1);
+        }
+    }
+
+    /// Whatever bytes a payload holds, a publish is refused or every byte of its payload
+    /// reaches the backup, also when sent with telnet's `\r\n`.
+    #[test]
+    fn every_byte_of_an_accepted_payload_survives_replication(
+        payload in "[^\n]{0,20}",
+        crlf in any::<bool>(),
+    ) {
+        let ending = if crlf { "\r\n" } else { "\n" };
+        let sent = format!("PUBLISH|t|{payload}{ending}");
+        let received = lines_of(sent.as_bytes(), 1000);
+        let Ok(Request::Publish { topic, payload: accepted }) = Request::parse(&received[0]) else {
+            return Ok(());
+        };
+        // The line ending is `\n` and a `\r` before it, so a bare `\n` can take one `\r`.
+        let one_cr_taken = !crlf && payload.strip_suffix('\r') == Some(accepted.as_str());
+        prop_assert!(accepted == payload || one_cr_taken);
+        let message = Message {
+            id: MsgId { publisher: 1, seq: 1 },
+            topic,
+            payload: accepted.clone(),
+        };
+        let replica = Request::Replicate { epoch: Epoch::default(), index: 1, message }.to_bytes();
+        let held = lines_of(&replica, 1000);
+        let Ok(Request::Replicate { message, .. }) = Request::parse(&held[0]) else {
+            return Err(TestCaseError::fail("the replica does not parse"));
+        };
+        prop_assert_eq!(message.payload, accepted);
+    }
+
+    /// No epoch past the limit is taken from the wire, and counting up never wraps.
+    #[test]
+    fn no_epoch_past_the_limit_is_accepted(term in any::<u64>(), node in any::<u32>()) {
+        let parsed = Request::parse(format!("CLEAR|{term}.{node}|1").as_bytes());
+        prop_assert_eq!(parsed.is_ok(), term <= Epoch::MAX_TERM);
+        if let Ok(Request::Clear { epoch, .. }) = parsed {
+            prop_assert!(epoch.next(1).is_none_or(|next| next > epoch));
+        }
+    }
+
+    /// A publisher's key never yields an id a broker gives seed-form publishes.
+    #[test]
+    fn no_key_yields_a_broker_id(key in any::<u64>()) {
+        prop_assert!(publisher_id(key) > u64::from(u32::MAX));
     }
 }
 

@@ -173,7 +173,7 @@ fn malformed_lines_get_err_with_reason_and_the_connection_stays_usable() {
         (b"FROB", "unknown verb 'FROB'"),
         (b"|||", "empty verb"),
         (b"PUBLISH|t|\xff\xfe", "line is not valid UTF-8"),
-        (b"PUB|x|1|t|p", "bad publisher 'x'"),
+        (b"PUB|x|1|t|p", "bad publisher key 'x'"),
     ];
     for (line, reason) in cases {
         let mut raw = line.to_vec();
@@ -302,11 +302,13 @@ fn idempotent_publish_is_acked_with_its_id_and_delivered_once() {
     );
     assert_eq!(client.ask("PUB|42|2|t|y"), "ACK|42|2");
 
-    // MSG|<epoch>|<publisher>|<seq>|<topic>|<payload>
-    assert_eq!(next(&mut sub), format!("MSG|{epoch}|42|1|t|x"));
+    // MSG|<epoch>|<publisher>|<seq>|<topic>|<payload>, the publisher's id derived from its
+    // key 42.
+    let id = edgebroker::protocol::publisher_id(42);
+    assert_eq!(next(&mut sub), format!("MSG|{epoch}|{id}|1|t|x"));
     assert_eq!(
         next(&mut sub),
-        format!("MSG|{epoch}|42|2|t|y"),
+        format!("MSG|{epoch}|{id}|2|t|y"),
         "the resend of 42:1 must not be delivered again"
     );
     let status = client.status();
