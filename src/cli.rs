@@ -502,14 +502,14 @@ mod usage_text {
   --slow-consumer-bytes N    bytes queued for a subscriber before it is cut off [33554432]
   --slow-consumer-ms N       how long a line may wait for a subscriber before it is cut
                              off [10000]
-  --max-queued-bytes N       bytes queued for all subscribers together; past it the one
-                             with the longest queue is cut off [268435456]
+  --max-queued-bytes N       bytes of messages waiting for subscribers, each counted once;
+                             past it the one with the longest queue is cut off [268435456]
   --max-pending N            messages waiting for the compute step before publishes are
                              refused [100000]
   --max-pending-bytes N      bytes waiting for the compute step before publishes are
                              refused [268435456]
   --max-subscriptions N      topics one connection may subscribe to [1000]
-  --max-subscription-bytes N bytes of topic names one connection may subscribe to [262144]
+  --max-subscription-bytes N bytes of topic names one connection may subscribe to [65536]
   --auth-timeout-ms N        how long a connection that must authenticate may take [10000]
   --secret S                 broker-to-broker secret; peer verbs need it [$BROKER_SECRET]
   --client-secret S          clients must authenticate with it [$BROKER_CLIENT_SECRET]

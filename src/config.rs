@@ -62,8 +62,9 @@ pub struct BrokerConfig {
     /// How long a line may wait in a subscriber's queue before the subscriber is disconnected
     /// (one that reads, but too slowly to keep up).
     pub slow_consumer_age: Duration,
-    /// How many bytes may wait in all subscribers' queues together; past it, the subscriber
-    /// with the longest queue is disconnected.
+    /// How many bytes of messages may wait in subscribers' queues, each counted once however
+    /// many subscribers it waits for; past it, the subscriber with the longest queue is
+    /// disconnected.
     pub max_queued_bytes: usize,
     /// How many accepted messages may wait for the compute step before the broker refuses
     /// publishes.
@@ -107,7 +108,7 @@ impl Default for BrokerConfig {
             max_pending: 100_000,
             max_pending_bytes: 256 * 1024 * 1024,
             max_subscriptions: 1_000,
-            max_subscription_bytes: 256 * 1024,
+            max_subscription_bytes: 64 * 1024,
             auth_timeout: Duration::from_secs(10),
             dedup_publishers: 100_000,
             secret: None,

@@ -14,7 +14,7 @@ use crate::config::ComputeStep;
 use crate::protocol::{Epoch, Message};
 
 use super::node::Node;
-use super::topics::Token;
+use super::topics::{Held, Token};
 
 /// One message to process in one epoch.
 #[derive(Debug)]
@@ -111,6 +111,7 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
         node: Arc::clone(node),
         index,
         epoch,
+        _held: node.topics.hold(message),
     });
     let delivered = node.topics.deliver(message, epoch, &token, direct);
     node.counters.processed.fetch_add(1, Ordering::Relaxed);
@@ -131,6 +132,8 @@ struct ClearWhenWritten {
     node: Arc<Node>,
     index: u64,
     epoch: Epoch,
+    /// The message's share of `--max-queued-bytes`, given back with the token.
+    _held: Held,
 }
 
 impl Drop for ClearWhenWritten {

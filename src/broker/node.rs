@@ -854,7 +854,7 @@ impl Node {
             backup: self.safety.health(),
             pending: s.log.len(),
             computing: self.backlog.get().0,
-            queued_bytes: self.topics.queued_bytes(),
+            queued_bytes: self.topics.held_bytes(),
             confirmed: self.safety.confirmed(),
             subscriptions: self.topics.count(),
             link_error: self.link_error.lock().clone(),

@@ -97,7 +97,7 @@ pub struct Status {
     pub pending: usize,
     /// Of those, the messages still waiting for the compute step.
     pub computing: usize,
-    /// Bytes waiting in subscribers' queues.
+    /// Bytes of the messages whose lines wait in subscribers' queues (each counted once).
     pub queued_bytes: usize,
     /// The highest log index the backup confirmed.
     pub confirmed: u64,

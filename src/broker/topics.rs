@@ -12,10 +12,11 @@
 //! What waits for a subscriber is bounded three ways, each of which cuts it off as a slow
 //! consumer: its queue's length in lines (`--slow-consumer-limit`) and in bytes
 //! (`--slow-consumer-bytes`), and the age of the oldest line it has not taken
-//! (`--slow-consumer-ms`: a subscriber that reads, but too slowly to keep up). All queues
-//! together hold at most `--max-queued-bytes`; past it, the subscriber with the longest queue is
-//! cut off. A queued line counts against these limits until its [`Charge`] is dropped, when it
-//! was written or thrown away, so the count cannot drift.
+//! (`--slow-consumer-ms`: a subscriber that reads, but too slowly to keep up). A queued line
+//! counts against its queue's limits until its [`Charge`] is dropped, when it was written or
+//! thrown away, so the count cannot drift. The messages whose lines wait in any queue take at
+//! most `--max-queued-bytes` together, each counted once however many subscribers it waits for
+//! (a [`Held`] inside its token); past it, the subscriber with the longest queue is cut off.
 //!
 //! A delivery carries a [`Token`] that the writer drops only once the line is written to the
 //! subscriber's socket. The worker's token clears the message from the log when its last copy
@@ -84,12 +85,29 @@ pub struct QueueLimits {
     pub age: Duration,
 }
 
-/// What all queues hold together, their limit, and how many subscribers were cut off.
+/// The bytes of the messages waiting for subscribers, their limit, and how many subscribers
+/// were cut off.
 #[derive(Debug)]
 struct Budget {
-    queued_bytes: AtomicUsize,
+    held_bytes: AtomicUsize,
     max_bytes: usize,
     slow_consumers: AtomicU64,
+}
+
+/// One message's share of `--max-queued-bytes`, from the moment it is handed to its
+/// subscribers until its last line is written: it lives in the message's [`Token`].
+#[derive(Debug)]
+pub struct Held {
+    bytes: usize,
+    budget: Arc<Budget>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget
+            .held_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// A queued line's share of its queue's and the broker's limits, given back when it is
@@ -103,10 +121,6 @@ impl Drop for Charge {
     fn drop(&mut self) {
         self.shared.backlog.fetch_sub(1, Ordering::AcqRel);
         self.shared
-            .queued_bytes
-            .fetch_sub(self.bytes, Ordering::AcqRel);
-        self.shared
-            .budget
             .queued_bytes
             .fetch_sub(self.bytes, Ordering::AcqRel);
     }
@@ -241,7 +255,6 @@ impl Outbox {
         }
         shared.backlog.fetch_add(1, Ordering::AcqRel);
         shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        shared.budget.queued_bytes.fetch_add(len, Ordering::AcqRel);
         let queued = Queued {
             frame,
             _charge: Charge {
@@ -281,14 +294,14 @@ pub struct Topics {
 }
 
 impl Topics {
-    /// An empty map whose subscribers' queues obey `limits`, all of them together holding at
-    /// most `max_queued_bytes`.
+    /// An empty map whose subscribers' queues obey `limits`, the messages waiting in them
+    /// taking at most `max_queued_bytes`.
     pub fn new(limits: QueueLimits, max_queued_bytes: usize) -> Self {
         Topics {
             map: Mutex::new(HashMap::new()),
             limits,
             budget: Arc::new(Budget {
-                queued_bytes: AtomicUsize::new(0),
+                held_bytes: AtomicUsize::new(0),
                 max_bytes: max_queued_bytes,
                 slow_consumers: AtomicU64::new(0),
             }),
@@ -305,9 +318,19 @@ impl Topics {
         self.budget.slow_consumers.load(Ordering::Relaxed)
     }
 
-    /// Bytes waiting in all subscribers' queues.
-    pub fn queued_bytes(&self) -> usize {
-        self.budget.queued_bytes.load(Ordering::Relaxed)
+    /// Counts `message` against `--max-queued-bytes` until the returned share is dropped.
+    pub fn hold(&self, message: &Message) -> Held {
+        let bytes = message.topic.len() + message.payload.len();
+        self.budget.held_bytes.fetch_add(bytes, Ordering::AcqRel);
+        Held {
+            bytes,
+            budget: Arc::clone(&self.budget),
+        }
+    }
+
+    /// Bytes of the messages whose lines wait for subscribers.
+    pub fn held_bytes(&self) -> usize {
+        self.budget.held_bytes.load(Ordering::Relaxed)
     }
 
     /// Adds a subscription; subscribing twice to one topic in one format is a no-op.
@@ -386,7 +409,7 @@ impl Topics {
         for outbox in &slow {
             self.cut_off(outbox, "its queue is full");
         }
-        if self.queued_bytes() > self.budget.max_bytes
+        if self.held_bytes() > self.budget.max_bytes
             && let Some(longest) = self.longest_queue()
         {
             self.cut_off(
@@ -601,10 +624,12 @@ mod tests {
             queued, 3,
             "three lines of 30,000 bytes fit in 100,000, a fourth does not"
         );
-        assert_eq!(topics.queued_bytes(), 90_000);
+        let shared = Arc::clone(&outbox.shared);
+        assert_eq!(shared.queued_bytes.load(Ordering::Acquire), 90_000);
         drop(writer); // the queue is thrown away: its charges come back
         drop(outbox);
-        assert_eq!(topics.queued_bytes(), 0);
+        assert_eq!(shared.queued_bytes.load(Ordering::Acquire), 0);
+        assert_eq!(shared.backlog.load(Ordering::Acquire), 0);
     }
 
     #[test]
@@ -649,13 +674,12 @@ mod tests {
 
     #[test]
     fn past_the_broker_budget_the_longest_queue_is_cut_off() {
-        let topics = Topics::new(limits(1000, usize::MAX), 50_000);
+        let topics = Topics::new(limits(1000, usize::MAX), 30_000);
         let (short, _w1, _r1) = outbox_in(&topics, 1);
         let (long, _w2, _r2) = outbox_in(&topics, 2);
         topics.subscribe("t", Format::Raw, &short);
         topics.subscribe("t", Format::Raw, &long);
         topics.subscribe("u", Format::Raw, &long);
-        let token: Token = Arc::new(());
         let message = |topic: &str| Message {
             id: crate::protocol::MsgId {
                 publisher: 1,
@@ -665,10 +689,14 @@ mod tests {
             payload: "y".repeat(20_000),
         };
         let epoch = Epoch::default();
-        assert_eq!(topics.deliver(&message("u"), epoch, &token, false), 1);
+        let (u, t) = (message("u"), message("t"));
+        let u_token: Token = Arc::new(topics.hold(&u));
+        assert_eq!(topics.deliver(&u, epoch, &u_token, false), 1);
         assert_eq!(topics.slow_consumers(), 0);
-        // 20,000 (u) + 2 x 20,000 (t) is past 50,000: the one holding two lines goes.
-        assert_eq!(topics.deliver(&message("t"), epoch, &token, false), 2);
+        // Two messages of 20,000 bytes wait, past 30,000: the queue holding both goes.
+        let t_token: Token = Arc::new(topics.hold(&t));
+        assert_eq!(topics.deliver(&t, epoch, &t_token, false), 2);
+        assert_eq!(topics.held_bytes(), 40_002);
         assert_eq!(topics.slow_consumers(), 1);
         assert!(long.shared.slow.load(Ordering::Acquire));
         assert!(!short.shared.slow.load(Ordering::Acquire));
