@@ -489,3 +489,27 @@ fn a_broker_open_to_the_network_without_a_secret_says_so_and_floods_of_warnings_
     let warned = guarded.matches("authentication failed").count();
     assert_eq!(warned, 1, "30 failed logins, one warning:\n{guarded}");
 }
+
+#[test]
+fn the_publisher_is_told_at_once_that_a_message_is_too_large_and_the_pair_stays_healthy() {
+    let pair = Pair::start(BrokerConfig {
+        secret: Secret::new("pair"),
+        ..config(ComputeStep::Off)
+    });
+    let sessions = pair.primary().status().counters.link_sessions;
+    let mut publisher = Publisher::new(pair.publisher_config());
+    let started = Instant::now();
+    let refused = publisher.publish("t", &"m".repeat(65_500));
+    assert!(
+        matches!(&refused, Err(edgebroker::Error::Refused(r)) if r.starts_with("message too large")),
+        "{refused:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no failover loop"
+    );
+    publisher.publish("t", "small").unwrap();
+    let status = pair.primary().status();
+    assert_eq!(status.counters.link_sessions, sessions, "{status:?}");
+    assert_eq!(status.backup, BackupHealth::Up);
+}

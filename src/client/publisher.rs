@@ -72,8 +72,9 @@ impl Publisher {
     /// ```
     ///
     /// Fails with [`Error::Usage`] for a topic or payload that cannot travel (empty topic,
-    /// `|` in the topic, a newline anywhere), and with [`Error::Timeout`] when neither broker
-    /// ACKed it within `give_up_after`.
+    /// `|` in the topic, a newline anywhere), with [`Error::Refused`] at once for a message
+    /// larger than the brokers take, and with [`Error::Timeout`] when neither broker ACKed it
+    /// within `give_up_after`.
     pub fn publish(&mut self, topic: &str, payload: &str) -> Result<u64> {
         if topic.is_empty() || topic.contains(['|', '\n', '\r']) {
             return Err(Error::Usage(format!("bad topic '{topic}'")));
@@ -96,8 +97,15 @@ impl Publisher {
             self.window.pop_front();
         }
         let give_up = Instant::now() + self.config.give_up_after;
-        if let Err(e) = self.send(&message) {
-            self.fail_over(&e, give_up)?;
+        match self.send(&message) {
+            Ok(()) => {}
+            // No broker of the pair takes it: trying the other one would only loop.
+            Err(Error::Refused(reason)) if reason.starts_with("message too large") => {
+                self.window.pop_back();
+                self.next_seq -= 1;
+                return Err(Error::Refused(reason));
+            }
+            Err(e) => self.fail_over(&e, give_up)?,
         }
         Ok(message.id.seq)
     }
