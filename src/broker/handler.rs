@@ -216,7 +216,7 @@ impl Conn {
             Request::Status => Some(Reply::Status(node.status().pairs())),
             Request::Probe(peer) => Some(node.answer_probe(peer)),
             Request::Sync { epoch, session } => {
-                let mut replies = node.accept_sync(epoch, session);
+                let mut replies = node.follow(epoch, session);
                 if matches!(replies.last(), Some(Reply::Synced { .. })) {
                     self.link_epoch = Some(epoch);
                     self.handoff_unconfirmed = replies.len() > 1;

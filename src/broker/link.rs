@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn lines_appended_while_another_thread_writes_go_out_with_its_next_write() {
         let (link, mut reader) = link();
-        let safety = Safety::new();
+        let safety = Safety::new(false);
         let busy = link.writer.lock(); // another thread is writing
         link.push(LinkCmd::Replicate {
             index: 1,
@@ -210,7 +210,7 @@ mod tests {
     fn a_failed_write_breaks_the_link() {
         let (link, reader) = link();
         drop(reader);
-        let safety = Safety::new();
+        let safety = Safety::new(false);
         // The peer is gone: a write fails within a few attempts (the first may still land).
         for seq in 1..=100 {
             link.push(LinkCmd::Replicate {

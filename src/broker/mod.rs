@@ -17,6 +17,7 @@ pub mod log;
 pub mod monitor;
 pub mod node;
 pub mod replication;
+pub mod role;
 pub mod safety;
 pub mod status;
 pub mod topics;

@@ -1,6 +1,8 @@
-//! The broker's shared state and every change of role: admitting publishes, takeover, stepping
-//! down, following a primary. One mutex guards role, epoch, log and the live replication
-//! session together, so "am I primary in this epoch?" and "append to the log" can never be
+//! The broker's shared core, [`Node`], and the message's path through it: admitting a publish,
+//! waiting until it is safe, and clearing it once delivered; on a backup, holding what the
+//! primary replicates. One mutex, the role lock, guards role, epoch, log and the live
+//! replication session together (its [`State`] and every change of role are in
+//! [`super::role`]), so "am I primary in this epoch?" and "append to the log" can never be
 //! split by a role change.
 
 use std::collections::HashMap;
@@ -11,58 +13,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use log::{debug, info, warn};
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use log::debug;
+use parking_lot::{Condvar, Mutex};
 
 use crate::config::BrokerConfig;
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
 
 use super::compute::{Backlog, Job, Task};
-use super::link::{Link, LinkCmd};
+use super::link::LinkCmd;
 use super::log::{Admit, Log};
+use super::role::{RoleState, State};
 use super::safety::{BackupHealth, Safety, Verdict};
 use super::status::{CounterSnapshot, Counters, Status};
 use super::topics::{QueueLimits, Topics};
 use super::warnings::Warnings;
-
-/// Everything the role mutex guards.
-pub struct State {
-    /// Our role.
-    pub role: Role,
-    /// Our epoch: the one we started as primary, or the one of the primary we follow.
-    pub epoch: Epoch,
-    /// Accepted, unprocessed messages and the dedup table.
-    pub log: Log,
-    /// The sending half of the live replication session, while we are primary and synced.
-    pub link: Option<Arc<Link>>,
-    /// The peer as its last answer described it.
-    pub peer: Option<PeerState>,
-    /// Set while a shutting-down primary hands over: it accepts no more publishes.
-    handing_over: bool,
-    /// What we accepted as primary and had not delivered when we stepped down. Every SYNC
-    /// from the new primary is handed a copy; they are forgotten only once a synced session
-    /// has shown it is alive (see [`Node::handoff_received`]), because a SYNC that waited out a
-    /// cut link may come from a dial the primary has long given up on.
-    orphans: Vec<Arc<Message>>,
-    /// The primary session we follow: its epoch and dial counter.
-    synced: (Epoch, u64),
-    /// When a line last came from the primary we follow: evidence of life that a probe which
-    /// merely timed out cannot outweigh.
-    heard_from_primary: Option<Instant>,
-    probes_requested: u64,
-    probes_answered: u64,
-}
-
-impl State {
-    /// Ends the live replication session, if any: its socket is shut at once, so the backup
-    /// sees the session end and the replicator's threads wind down.
-    fn end_link(&mut self) {
-        if let Some(link) = self.link.take() {
-            link.close();
-        }
-    }
-}
 
 /// Why a publish was not accepted or not ACKed; [`Node::explain`] words it for the client.
 #[derive(Debug, PartialEq, Eq)]
@@ -109,8 +74,8 @@ pub struct Node {
     pub config: BrokerConfig,
     /// This process's random node id.
     pub id: u32,
-    state: Mutex<State>,
-    state_changed: Condvar,
+    pub(super) state: Mutex<State>,
+    pub(super) state_changed: Condvar,
     /// The backup's copy of the log, as the primary sees it.
     pub safety: Safety,
     /// The subscriber map.
@@ -125,8 +90,8 @@ pub struct Node {
     link_error: Mutex<Option<String>>,
     workers: Vec<Sender<Task>>,
     probe_now: Sender<()>,
-    redial_now: Sender<()>,
-    handoff_now: Sender<()>,
+    pub(super) redial_now: Sender<()>,
+    pub(super) handoff_now: Sender<()>,
     sockets: Mutex<HashMap<u64, Stream>>,
     next_socket: AtomicU64,
     anon_seq: AtomicU64,
@@ -154,20 +119,8 @@ impl Node {
             config.max_queued_bytes,
         );
         Node {
-            safety: Safety::new(),
-            state: Mutex::new(State {
-                role: Role::Backup,
-                epoch: Epoch::default(),
-                log: Log::new(config.dedup_publishers),
-                link: None,
-                peer: None,
-                handing_over: false,
-                orphans: Vec::new(),
-                synced: (Epoch::default(), 0),
-                heard_from_primary: None,
-                probes_requested: 0,
-                probes_answered: 0,
-            }),
+            safety: Safety::new(config.require_backup),
+            state: Mutex::new(State::new(Log::new(config.dedup_publishers))),
             config,
             id,
             state_changed: Condvar::new(),
@@ -191,7 +144,7 @@ impl Node {
     /// Our role and epoch right now.
     pub fn role(&self) -> (Role, Epoch) {
         let s = self.state.lock();
-        (s.role, s.epoch)
+        (s.role(), s.epoch)
     }
 
     /// What we tell the peer about ourselves.
@@ -200,10 +153,10 @@ impl Node {
         self.me_locked(&s)
     }
 
-    fn me_locked(&self, s: &State) -> PeerState {
+    pub(super) fn me_locked(&self, s: &State) -> PeerState {
         PeerState {
             epoch: s.epoch,
-            role: s.role,
+            role: s.role(),
             node: self.id,
             preferred: self.config.preferred_primary,
         }
@@ -211,8 +164,7 @@ impl Node {
 
     /// Whether `epoch` is still our reign as primary.
     pub fn is_current(&self, epoch: Epoch) -> bool {
-        let s = self.state.lock();
-        s.role == Role::Primary && s.epoch == epoch
+        self.state.lock().is_primary_in(epoch)
     }
 
     // ---- publishing, on the primary ----
@@ -231,7 +183,7 @@ impl Node {
         let mut s = self.state.lock();
         let admitted = self.admit_locked(&mut s, message);
         // The REPLICATE goes out after the role lock is let go.
-        let link = s.link.clone();
+        let link = s.link().cloned();
         drop(s);
         if let Some(link) = link {
             link.flush(&self.safety);
@@ -243,7 +195,7 @@ impl Node {
         if self.stopping() {
             return Err(Refusal::Stopping);
         }
-        if s.role != Role::Primary || s.handing_over {
+        if !s.takes_publishes() {
             return Err(Refusal::NotPrimary);
         }
         if self.safety.health() == BackupHealth::Silent && self.config.require_backup {
@@ -278,7 +230,7 @@ impl Node {
             Admit::New(index, message) => {
                 debug!("{id} accepted at index {index} in epoch {}", s.epoch);
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
-                if let Some(link) = &s.link {
+                if let Some(link) = s.link() {
                     link.push(LinkCmd::Replicate {
                         index,
                         message: &message,
@@ -310,12 +262,9 @@ impl Node {
     /// Waits until an admitted publish may be ACKed.
     pub fn await_safe(&self, admitted: &Admitted) -> Result<(), Refusal> {
         let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout * 2;
-        let verdict = self.safety.wait(
-            admitted.index,
-            admitted.generation,
-            Some(deadline),
-            self.config.require_backup,
-        );
+        let verdict = self
+            .safety
+            .wait_to_ack(admitted.index, admitted.generation, deadline);
         match verdict {
             Verdict::Replicated => {
                 debug!("{} confirmed by the backup; ACKing", admitted.id);
@@ -354,7 +303,7 @@ impl Node {
         }
     }
 
-    fn dispatch(&self, job: Job) {
+    pub(super) fn dispatch(&self, job: Job) {
         self.backlog.add(&job.message);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         job.message.topic.hash(&mut hasher);
@@ -365,12 +314,11 @@ impl Node {
     /// The worker finished `index`: drop it from the log and tell the backup to CLEAR it.
     pub fn processed(&self, index: u64, epoch: Epoch) {
         let mut s = self.state.lock();
-        if s.role == Role::Primary
-            && s.epoch == epoch
+        if s.is_primary_in(epoch)
             && let Some(message) = s.log.remove(index)
         {
             debug!("{} written to every subscriber; clearing it", message.id);
-            if let Some(link) = s.link.clone() {
+            if let Some(link) = s.link().cloned() {
                 link.push(LinkCmd::Clear(index));
                 drop(s);
                 link.flush(&self.safety);
@@ -383,188 +331,15 @@ impl Node {
     pub fn await_replicated(&self, index: u64, epoch: Epoch) -> bool {
         let generation = {
             let s = self.state.lock();
-            if s.role != Role::Primary || s.epoch != epoch {
+            if !s.is_primary_in(epoch) {
                 return false;
             }
             self.safety.generation()
         };
         matches!(
-            self.safety.wait(index, generation, None, false),
+            self.safety.wait_replicated(index, generation),
             Verdict::Replicated | Verdict::Degraded
         )
-    }
-
-    // ---- role changes ----
-
-    /// Becomes primary in a new epoch and queues the buffered messages, oldest first, before
-    /// anything published later.
-    pub fn take_over(&self, reason: &str) {
-        let mut s = self.state.lock();
-        if s.role == Role::Primary || self.stopping() {
-            return;
-        }
-        let seen = s.peer.map_or(s.epoch, |p| p.epoch.max(s.epoch));
-        let Some(epoch) = seen.next(self.id) else {
-            warn!("cannot take over: epoch {seen} is at the highest term there is");
-            return;
-        };
-        s.epoch = epoch;
-        s.role = Role::Primary;
-        s.end_link();
-        // Orphans no primary confirmed yet are ours to deliver again; those the log still
-        // holds are recognised by the dedup table.
-        for orphan in std::mem::take(&mut s.orphans) {
-            s.log.admit(Message::clone(&orphan));
-        }
-        // Our backup (the old primary) is unknown until the replicator reaches it: a strict
-        // pair must not ACK alone before it knows the old primary is really gone.
-        self.safety.interrupt(if self.config.require_backup {
-            BackupHealth::Silent
-        } else {
-            BackupHealth::Down
-        });
-        let replay: Vec<(u64, Arc<Message>)> =
-            s.log.pending().map(|(i, m)| (i, Arc::clone(m))).collect();
-        info!(
-            "taking over as primary in epoch {} ({reason}); replaying {} buffered message(s)",
-            s.epoch,
-            replay.len()
-        );
-        for (index, message) in replay {
-            self.dispatch(Job {
-                index,
-                epoch: s.epoch,
-                message,
-            });
-        }
-        self.counters.takeovers.fetch_add(1, Ordering::Relaxed);
-        self.state_changed.notify_all();
-        drop(s);
-        let _ = self.redial_now.try_send(());
-    }
-
-    /// Meets `epoch` somewhere: if it is newer than ours, follow it, stepping down if we were
-    /// primary. Returns whether it was newer.
-    pub fn observe(&self, epoch: Epoch) -> bool {
-        let mut s = self.state.lock();
-        self.observe_locked(&mut s, epoch)
-    }
-
-    fn observe_locked(&self, s: &mut MutexGuard<'_, State>, epoch: Epoch) -> bool {
-        if epoch <= s.epoch {
-            return false;
-        }
-        if s.role == Role::Primary {
-            if s.handing_over {
-                info!("the backup took over in epoch {epoch}");
-            } else {
-                warn!(
-                    "met epoch {epoch}, newer than our {}: stepping down to backup",
-                    s.epoch
-                );
-            }
-            s.handing_over = false;
-            s.orphans = s.log.pending().map(|(_, m)| Arc::clone(m)).collect();
-            if !s.orphans.is_empty() {
-                let _ = self.handoff_now.try_send(());
-            }
-            self.counters.step_downs.fetch_add(1, Ordering::Relaxed);
-            s.role = Role::Backup;
-            s.end_link();
-            self.safety.interrupt(BackupHealth::Down);
-        }
-        s.epoch = epoch;
-        self.state_changed.notify_all();
-        true
-    }
-
-    /// SYNC from a primary: follow it with an empty log, or fence it if it is stale. If we
-    /// stepped down from primary, the answer first hands over what we had accepted and not
-    /// delivered, so a split that ends loses nothing we ACKed alone.
-    pub fn accept_sync(&self, epoch: Epoch, session: u64) -> Vec<Reply> {
-        let mut s = self.state.lock();
-        if epoch < s.epoch || (epoch == s.epoch && s.role == Role::Primary) {
-            return vec![Reply::Fenced { epoch: s.epoch }];
-        }
-        // A SYNC that waited out a cut must not empty the log a newer session is filling.
-        if (epoch, session) <= s.synced {
-            debug!("ignoring a stale SYNC (session {session} of epoch {epoch})");
-            return vec![Reply::Err("stale session".into())];
-        }
-        s.synced = (epoch, session);
-        s.heard_from_primary = Some(Instant::now());
-        self.observe_locked(&mut s, epoch);
-        s.log.clear();
-        info!(
-            "following the primary of epoch {epoch}; handing it {} undelivered message(s), receiving its log",
-            s.orphans.len()
-        );
-        let mut replies: Vec<Reply> = s
-            .orphans
-            .iter()
-            .map(|m| Reply::Handoff(Message::clone(m)))
-            .collect();
-        replies.push(Reply::Synced { epoch });
-        replies
-    }
-
-    /// The primary of `epoch` sent a line after our `SYNCED`: it read the handoff before it,
-    /// so the orphans are in its hands now.
-    pub fn handoff_received(&self, epoch: Epoch) {
-        let mut s = self.state.lock();
-        if s.epoch == epoch && !s.orphans.is_empty() {
-            debug!(
-                "the primary of epoch {epoch} holds our {} orphan(s)",
-                s.orphans.len()
-            );
-            s.orphans.clear();
-            self.state_changed.notify_all();
-        }
-    }
-
-    /// The epoch we follow and our orphans, if we hold any.
-    pub fn orphans(&self) -> Option<(Epoch, Vec<Arc<Message>>)> {
-        let s = self.state.lock();
-        (s.role == Role::Backup && !s.orphans.is_empty()).then(|| (s.epoch, s.orphans.clone()))
-    }
-
-    /// A publisher reached us after we stepped down with orphans: hold its answer until the
-    /// new primary has them (at most a ping interval plus timeout), so that the publisher's
-    /// next messages reach the new primary after its older ones, not before.
-    pub fn await_orphans_handed_over(&self) {
-        let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout;
-        let mut s = self.state.lock();
-        while s.role == Role::Backup && !s.orphans.is_empty() && !self.stopping() {
-            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
-                return;
-            }
-        }
-    }
-
-    /// The messages a stepped-down primary handed us while we synced it: admit the ones we do
-    /// not hold (the dedup table recognises the rest), in its order. Returns how many were new.
-    pub fn adopt_orphans(&self, epoch: Epoch, orphans: Vec<Message>) -> usize {
-        let mut s = self.state.lock();
-        if s.role != Role::Primary || s.epoch != epoch {
-            return 0;
-        }
-        let mut adopted = 0;
-        for message in orphans {
-            if let Admit::New(index, message) = s.log.admit(message) {
-                debug!(
-                    "{} adopted from the old primary at index {index}",
-                    message.id
-                );
-                self.counters.published.fetch_add(1, Ordering::Relaxed);
-                self.dispatch(Job {
-                    index,
-                    epoch,
-                    message,
-                });
-                adopted += 1;
-            }
-        }
-        adopted
     }
 
     /// REPLICATE from the primary we follow.
@@ -600,115 +375,24 @@ impl Node {
         None
     }
 
-    /// A replication line is only taken from the primary of our own epoch; a stale sender is
-    /// fenced, a newer one must SYNC first.
-    fn check_follower(&self, s: &mut MutexGuard<'_, State>, epoch: Epoch) -> Option<Reply> {
-        if epoch < s.epoch || (epoch == s.epoch && s.role == Role::Primary) {
-            return Some(Reply::Fenced { epoch: s.epoch });
-        }
-        if epoch > s.epoch {
-            self.observe_locked(s, epoch);
-            return Some(Reply::Err("not synced; send SYNC first".into()));
-        }
-        s.heard_from_primary = Some(Instant::now());
-        None
-    }
-
-    /// Whether the primary we follow spoke within the last ping timeout; a probe that timed
-    /// out then is not evidence enough to take over (a refused connection always is).
-    pub fn primary_recently_heard(&self) -> bool {
-        let s = self.state.lock();
-        s.heard_from_primary
-            .is_some_and(|t| t.elapsed() < self.config.ping_timeout)
-    }
-
-    /// HANDOVER from the primary we follow: take over now, and tell it our new epoch.
-    pub fn accept_handover(&self, epoch: Epoch) -> Reply {
-        let (role, ours) = self.role();
-        if role == Role::Backup && epoch == ours {
-            self.take_over("the primary handed over as it shut down");
-        }
-        let (_, now) = self.role();
-        if now > epoch {
-            Reply::Fenced { epoch: now }
-        } else {
-            Reply::Err("not following that epoch".into())
-        }
-    }
-
-    /// A shutting-down primary asks its synced backup to take over, and waits (at most a ping
-    /// timeout) until the backup's new epoch made it step down. `false` if there was no synced
-    /// backup to hand over to.
-    pub fn hand_over(&self) -> bool {
-        let mut s = self.state.lock();
-        let Some(link) = s.link.clone() else {
-            return false;
-        };
-        if s.role != Role::Primary || self.safety.health() != BackupHealth::Up {
-            return false;
-        }
-        s.handing_over = true;
-        link.push(LinkCmd::Handover);
-        MutexGuard::unlocked(&mut s, || link.flush(&self.safety));
-        info!("handing over to the backup");
-        let deadline = Instant::now() + self.config.ping_timeout;
-        while s.role == Role::Primary {
-            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
-                warn!("the backup did not take over in time");
-                return false;
-            }
-        }
-        true
-    }
-
-    /// A PROBE from the peer: note what it says, answer with our state. A backup probing a
-    /// primary whose replication link is down makes the primary redial at once.
-    pub fn answer_probe(&self, peer: PeerState) -> Reply {
-        let mut s = self.state.lock();
-        self.observe_locked(&mut s, peer.epoch);
-        s.peer = Some(peer);
-        if s.role == Role::Primary && s.link.is_none() {
-            let _ = self.redial_now.try_send(());
-        }
-        Reply::PeerPong(self.me_locked(&s))
-    }
-
-    // ---- the monitor's verdicts ----
-
-    /// Records a probe's answer from the peer.
-    pub fn peer_answered(&self, peer: PeerState) {
-        let mut s = self.state.lock();
-        s.peer = Some(peer);
-        if peer.role == Role::Primary {
-            self.observe_locked(&mut s, peer.epoch);
-            s.heard_from_primary = Some(Instant::now());
-        }
-    }
-
-    /// Whether we should lead when both brokers are backups: the one with the newer epoch
-    /// (it holds the newer log), then the preferred one, then the higher node id.
-    pub fn wins_tie(&self, peer: &PeerState) -> bool {
-        let s = self.state.lock();
-        let me = self.me_locked(&s);
-        (me.epoch, me.preferred, me.node) > (peer.epoch, peer.preferred, peer.node)
-    }
+    // ---- probes, on the backup ----
 
     /// The monitor starts a probe; the returned ticket covers every request made so far.
     pub fn probe_started(&self) -> u64 {
-        self.state.lock().probes_requested
+        self.state.lock().probes.0
     }
 
     /// The monitor finished the probe started with `ticket`.
     pub fn probe_finished(&self, ticket: u64) {
         let mut s = self.state.lock();
-        s.probes_answered = s.probes_answered.max(ticket);
+        s.probes.1 = s.probes.1.max(ticket);
         self.state_changed.notify_all();
     }
 
     /// Asks the monitor to probe the primary now (a broken link, a publish on the backup).
     pub fn request_probe(&self) {
         let mut s = self.state.lock();
-        s.probes_requested += 1;
+        s.probes.0 += 1;
         let _ = self.probe_now.try_send(());
     }
 
@@ -717,59 +401,27 @@ impl Node {
     pub fn settle_role(&self) -> Role {
         let deadline = Instant::now() + self.config.ping_timeout * 2 + Duration::from_millis(100);
         let mut s = self.state.lock();
-        if s.role == Role::Primary || self.config.peer.is_none() {
-            return s.role;
+        if s.role() == Role::Primary || self.config.peer.is_none() {
+            return s.role();
         }
-        s.probes_requested += 1;
-        let ticket = s.probes_requested;
+        s.probes.0 += 1;
+        let ticket = s.probes.0;
         let _ = self.probe_now.try_send(());
-        while s.role == Role::Backup && s.probes_answered < ticket && !self.stopping() {
+        while s.role() == Role::Backup && s.probes.1 < ticket && !self.stopping() {
             if self.state_changed.wait_until(&mut s, deadline).timed_out() {
                 break;
             }
         }
-        s.role
+        s.role()
     }
 
     /// Blocks while our role differs from `role`; returns `false` when the broker stops.
     pub fn wait_for_role(&self, role: Role) -> bool {
         let mut s = self.state.lock();
-        while s.role != role && !self.stopping() {
+        while s.role() != role && !self.stopping() {
             self.state_changed.wait(&mut s);
         }
         !self.stopping()
-    }
-
-    // ---- replication sessions, on the primary ----
-
-    /// Installs a freshly synced replication session: appends SEEN for the dedup table and
-    /// REPLICATE for every pending message to it (the caller flushes), then makes it the live
-    /// link. Returns the
-    /// number of messages handed over, or `None` if the reign ended meanwhile.
-    pub fn install_link(&self, epoch: Epoch, link: Arc<Link>) -> Option<usize> {
-        let mut s = self.state.lock();
-        if s.role != Role::Primary || s.epoch != epoch {
-            return None;
-        }
-        for (id, _) in s.log.seen() {
-            link.push(LinkCmd::Seen(id));
-        }
-        let mut handed = 0;
-        for (index, message) in s.log.pending() {
-            link.push(LinkCmd::Replicate { index, message });
-            handed += 1;
-        }
-        s.link = Some(link);
-        self.safety.set_health(BackupHealth::Up);
-        Some(handed)
-    }
-
-    /// The replication session ended: forget it.
-    pub fn drop_link(&self, epoch: Epoch) {
-        let mut s = self.state.lock();
-        if s.epoch == epoch {
-            s.end_link();
-        }
     }
 
     // ---- lifecycle ----
@@ -793,7 +445,11 @@ impl Node {
         self.resume();
         {
             let mut s = self.state.lock();
-            s.end_link();
+            if let RoleState::Primary(primary) = &mut s.role
+                && let Some(link) = primary.link.take()
+            {
+                link.close();
+            }
             self.state_changed.notify_all();
         }
         self.safety.interrupt(BackupHealth::Down);
@@ -848,7 +504,7 @@ impl Node {
     pub fn status(&self) -> Status {
         let s = self.state.lock();
         Status {
-            role: s.role,
+            role: s.role(),
             epoch: s.epoch,
             node: self.id,
             backup: self.safety.health(),

@@ -35,7 +35,7 @@ impl BackupHealth {
     }
 }
 
-/// The answer to [`Safety::wait`].
+/// The answer to [`Safety::wait_to_ack`] and [`Safety::wait_replicated`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// The backup holds the message.
@@ -57,7 +57,7 @@ struct Inner {
     unconfirmed_since: Option<Instant>,
     health: BackupHealth,
     generation: u64,
-    /// Threads parked in [`Safety::wait`], with the index each waits for.
+    /// Threads parked in a wait, with the index each waits for.
     waiters: Vec<(u64, Thread)>,
 }
 
@@ -79,18 +79,15 @@ impl Inner {
 #[derive(Debug)]
 pub struct Safety {
     inner: Mutex<Inner>,
-}
-
-impl Default for Safety {
-    fn default() -> Self {
-        Safety::new()
-    }
+    /// `--require-backup`: an ACK is refused while the backup is silent.
+    require_backup: bool,
 }
 
 impl Safety {
-    /// Starts with no backup.
-    pub fn new() -> Self {
+    /// Starts with no backup; `require_backup` refuses ACKs while the backup is silent.
+    pub fn new(require_backup: bool) -> Self {
         Safety {
+            require_backup,
             inner: Mutex::new(Inner {
                 confirmed: 0,
                 sent: 0,
@@ -102,7 +99,7 @@ impl Safety {
         }
     }
 
-    /// A stamp that [`Safety::wait`] compares to notice a role change.
+    /// A stamp that the waits compare to notice a role change.
     pub fn generation(&self) -> u64 {
         self.inner.lock().generation
     }
@@ -117,11 +114,23 @@ impl Safety {
         inner.wake(|_| true);
     }
 
-    /// Blocks until the message at `index` is safe, the backup is given up, the role changes
-    /// (`generation` differs) or `deadline` passes. With `refuse_silent` (an ACK under
-    /// `--require-backup`) a silent backup ends the wait at once; without it (the worker) the
-    /// wait goes on until the backup answers or is declared down.
-    pub fn wait(
+    /// A connection thread waits to ACK the message at `index`: until the backup holds it
+    /// ([`Verdict::Replicated`]), is down ([`Verdict::Degraded`]) or, under
+    /// `--require-backup`, silent ([`Verdict::BackupSilent`]); until the role changes
+    /// (`generation` differs) or `deadline` passes.
+    pub fn wait_to_ack(&self, index: u64, generation: u64, deadline: Instant) -> Verdict {
+        self.wait(index, generation, Some(deadline), self.require_backup)
+    }
+
+    /// The compute worker waits until the message at `index` is replicated, or the backup is
+    /// declared down, or the role changes: the message is processed only once it is safe.
+    pub fn wait_replicated(&self, index: u64, generation: u64) -> Verdict {
+        self.wait(index, generation, None, false)
+    }
+
+    /// With `refuse_silent` a silent backup ends the wait at once; without it the wait goes on
+    /// until the backup answers or is declared down.
+    fn wait(
         &self,
         index: u64,
         generation: u64,
@@ -212,26 +221,26 @@ mod tests {
 
     #[test]
     fn waits_for_the_confirmation_while_up() {
-        let safety = Arc::new(Safety::new());
+        let safety = Arc::new(Safety::new(false));
         safety.set_health(BackupHealth::Up);
         let g = safety.generation();
-        let soon = Some(Instant::now() + Duration::from_millis(20));
-        assert_eq!(safety.wait(1, g, soon, false), Verdict::TimedOut);
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert_eq!(safety.wait_to_ack(1, g, soon), Verdict::TimedOut);
         let s = Arc::clone(&safety);
         let confirmer = std::thread::spawn(move || s.confirm(1));
-        assert_eq!(safety.wait(1, g, None, false), Verdict::Replicated);
+        assert_eq!(safety.wait_replicated(1, g), Verdict::Replicated);
         confirmer.join().unwrap();
     }
 
     #[test]
     fn a_confirmation_wakes_the_waiters_it_covers_and_keeps_the_others() {
-        let safety = Arc::new(Safety::new());
+        let safety = Arc::new(Safety::new(false));
         safety.set_health(BackupHealth::Up);
         let g = safety.generation();
         let waiter = |index: u64| {
             let s = Arc::clone(&safety);
-            let deadline = Some(Instant::now() + Duration::from_secs(5));
-            std::thread::spawn(move || s.wait(index, g, deadline, false))
+            let deadline = Instant::now() + Duration::from_secs(5);
+            std::thread::spawn(move || s.wait_to_ack(index, g, deadline))
         };
         let (first, second) = (waiter(1), waiter(2));
         while safety.inner.lock().waiters.len() < 2 {
@@ -246,31 +255,32 @@ mod tests {
 
     #[test]
     fn down_is_degraded_and_strict_refuses_silence() {
-        let safety = Arc::new(Safety::new());
-        assert_eq!(safety.wait(5, 0, None, true), Verdict::Degraded);
+        let safety = Arc::new(Safety::new(true));
+        let later = Instant::now() + Duration::from_secs(5);
+        assert_eq!(safety.wait_to_ack(5, 0, later), Verdict::Degraded);
         safety.set_health(BackupHealth::Silent);
-        assert_eq!(safety.wait(5, 0, None, true), Verdict::BackupSilent);
-        // A waiter that does not refuse silence waits until the backup is declared down.
+        assert_eq!(safety.wait_to_ack(5, 0, later), Verdict::BackupSilent);
+        // The worker does not refuse silence: it waits until the backup is declared down.
         let s = Arc::clone(&safety);
-        let waiter = std::thread::spawn(move || s.wait(5, 0, None, false));
+        let waiter = std::thread::spawn(move || s.wait_replicated(5, 0));
         safety.set_health(BackupHealth::Down);
         assert_eq!(waiter.join().unwrap(), Verdict::Degraded);
     }
 
     #[test]
     fn a_role_change_interrupts_waiters() {
-        let safety = Arc::new(Safety::new());
+        let safety = Arc::new(Safety::new(false));
         safety.set_health(BackupHealth::Up);
         let g = safety.generation();
         let s = Arc::clone(&safety);
-        let waiter = std::thread::spawn(move || s.wait(9, g, None, false));
+        let waiter = std::thread::spawn(move || s.wait_replicated(9, g));
         safety.interrupt(BackupHealth::Down);
         assert_eq!(waiter.join().unwrap(), Verdict::Interrupted);
     }
 
     #[test]
     fn tracks_how_long_sends_wait_unconfirmed() {
-        let safety = Safety::new();
+        let safety = Safety::new(false);
         safety.set_health(BackupHealth::Up);
         assert!(safety.unconfirmed_since().is_none());
         safety.note_sent(3);
