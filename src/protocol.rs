@@ -200,6 +200,36 @@ impl Message {
         + 3 * 20 // index, publisher, seq: u64s
         + 1; // the `|` between topic and payload
 
+    /// `REPLICATE|<epoch>|<index>|<publisher>|<seq>|<topic>|<payload>`, `\n` included, from a
+    /// borrowed message (the primary keeps the message in its log).
+    pub fn encode_replicate(&self, epoch: Epoch, index: u64, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let m = self;
+        let _ = writeln!(
+            out,
+            "REPLICATE|{epoch}|{index}|{}|{}|{}|{}",
+            m.id.publisher, m.id.seq, m.topic, m.payload
+        );
+    }
+
+    /// `MSG|<epoch>|<publisher>|<seq>|<topic>|<payload>`, `\n` included: a delivery to an id
+    /// subscriber.
+    pub fn encode_msg(&self, epoch: Epoch, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let m = self;
+        let _ = writeln!(
+            out,
+            "MSG|{epoch}|{}|{}|{}|{}",
+            m.id.publisher, m.id.seq, m.topic, m.payload
+        );
+    }
+
+    /// `<payload>`, `\n` included: a delivery to a seed-form subscriber.
+    pub fn encode_payload(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.payload.as_bytes());
+        out.push(b'\n');
+    }
+
     /// Whether every line built from this message (REPLICATE, HANDOFF, ADOPT, MSG) fits in
     /// `max_line` bytes, so a broker that accepts it can replicate, hand over and deliver it.
     pub fn fits(&self, max_line: usize) -> bool {
@@ -662,12 +692,11 @@ impl Request {
             Request::Replicate {
                 epoch,
                 index,
-                message: m,
-            } => writeln!(
-                out,
-                "REPLICATE|{epoch}|{index}|{}|{}|{}|{}",
-                m.id.publisher, m.id.seq, m.topic, m.payload
-            ),
+                message,
+            } => {
+                message.encode_replicate(*epoch, *index, out);
+                Ok(())
+            }
             Request::Clear { epoch, index } => writeln!(out, "CLEAR|{epoch}|{index}"),
             Request::Handover { epoch } => writeln!(out, "HANDOVER|{epoch}"),
             Request::Adopt(m) => writeln!(
@@ -750,11 +779,10 @@ impl Reply {
             ),
             Reply::Err(reason) => writeln!(out, "ERR|{reason}"),
             Reply::Payload(payload) => writeln!(out, "{payload}"),
-            Reply::Msg { epoch, message: m } => writeln!(
-                out,
-                "MSG|{epoch}|{}|{}|{}|{}",
-                m.id.publisher, m.id.seq, m.topic, m.payload
-            ),
+            Reply::Msg { epoch, message } => {
+                message.encode_msg(*epoch, out);
+                Ok(())
+            }
             Reply::Replicated { index } => writeln!(out, "REPLICATED|{index}"),
             Reply::Synced { epoch } => writeln!(out, "SYNCED|{epoch}"),
             Reply::Handoff(m) => writeln!(

@@ -14,7 +14,7 @@ use crate::config::ComputeStep;
 use crate::protocol::{Epoch, Message};
 
 use super::node::Node;
-use super::topics::{Held, Token};
+use super::topics::Held;
 
 /// One message to process in one epoch.
 #[derive(Debug)]
@@ -107,13 +107,8 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
         );
         return;
     }
-    let token: Token = Arc::new(ClearWhenWritten {
-        node: Arc::clone(node),
-        index,
-        epoch,
-        _held: node.topics.hold(message),
-    });
-    let delivered = node.topics.deliver(message, epoch, &token, direct);
+    let clear = ClearWhenWritten::new(node, index, epoch, node.topics.hold(message));
+    let delivered = node.topics.deliver(message, epoch, &clear, direct);
     node.counters.processed.fetch_add(1, Ordering::Relaxed);
     node.counters
         .delivered
@@ -125,15 +120,30 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
     );
 }
 
-/// Clears a message from the log when the last subscriber's writer has written it (or the
-/// last subscriber went away). Dropped during a crash or shutdown, it does nothing: the
-/// message stays with the backup.
-struct ClearWhenWritten {
+/// The last step of a message's path. Every line that delivers the message holds one shared
+/// `ClearWhenWritten`; a subscriber's writer drops its line once the line is written to the
+/// socket (or the subscriber is gone), so the last drop comes when every subscriber's socket
+/// has the message. `Drop` then removes it from the log and sends the backup its CLEAR
+/// ([`Node::processed`]), and gives its bytes back to `--max-queued-bytes`. Dropped during a
+/// crash or shutdown, it clears nothing: the message stays with the backup, which redoes it.
+pub struct ClearWhenWritten {
     node: Arc<Node>,
     index: u64,
     epoch: Epoch,
-    /// The message's share of `--max-queued-bytes`, given back with the token.
+    /// The message's share of `--max-queued-bytes`.
     _held: Held,
+}
+
+impl ClearWhenWritten {
+    /// The clear of the message at `index` in `epoch`, holding its share `held`.
+    pub fn new(node: &Arc<Node>, index: u64, epoch: Epoch, held: Held) -> Arc<Self> {
+        Arc::new(ClearWhenWritten {
+            node: Arc::clone(node),
+            index,
+            epoch,
+            _held: held,
+        })
+    }
 }
 
 impl Drop for ClearWhenWritten {

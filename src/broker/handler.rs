@@ -15,7 +15,8 @@ use crate::connection::{LINE_TOO_LONG, LineReader, Stream, is_timeout};
 use crate::protocol::{AuthKind, Epoch, Message, MsgId, Reply, Request, Role, publisher_id};
 
 use super::node::{Node, Refusal};
-use super::topics::{Format, Frame, Outbox};
+use super::outbox::{Frame, Outbox};
+use super::topics::Format;
 
 /// How long a write may block before the peer counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);

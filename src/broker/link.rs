@@ -85,12 +85,7 @@ impl Link {
         let mut p = self.pending.lock();
         match cmd {
             LinkCmd::Replicate { index, message } => {
-                Request::Replicate {
-                    epoch,
-                    index,
-                    message: message.clone(),
-                }
-                .encode(&mut p.bytes);
+                message.encode_replicate(epoch, index, &mut p.bytes);
                 p.highest = p.highest.max(index);
             }
             LinkCmd::Clear(index) => Request::Clear { epoch, index }.encode(&mut p.bytes),

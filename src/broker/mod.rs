@@ -16,6 +16,7 @@ pub mod link;
 pub mod log;
 pub mod monitor;
 pub mod node;
+pub mod outbox;
 pub mod replication;
 pub mod role;
 pub mod safety;
