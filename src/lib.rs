@@ -65,11 +65,12 @@
 //! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover |
 //! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |
 //! | [`report::program`] | the `report` program's work: read the two output files, print the verdict, draw |
-//! | [`bench`](mod@bench) | load-testing a broker: publishers and subscribers on threads, latency and loss figures |
-//! | [`harness`] | separate hosts in network namespaces, fault injection and the chaos soak |
-//! | [`harness::soak_program`] | the `soak` program's work: flags to a soak, building the programs, logs, outcome |
 //! | [`broker::handoff`] | a stepped-down primary publishes its undelivered messages to the new one |
 //! | [`error`] | the library's [`Error`] and [`Result`] |
+//!
+//! The project's own tools — the chaos soak on separate hosts and the `bench` load generator —
+//! are not part of this crate: they are the `edgebroker-tools` crate in `tools/`, a user of
+//! this one like any other.
 //!
 //! ## Threads
 //!
@@ -109,14 +110,12 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
 pub mod error;
-pub mod harness;
 pub mod protocol;
 pub mod report;
 

@@ -20,6 +20,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use edgebroker::error::Result;
+use edgebroker::protocol::Epoch;
 use log::{info, warn};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -29,8 +31,6 @@ use super::cluster::{BrokerId, Cluster, ClusterConfig, Programs, Roles};
 use super::netns::Network;
 use super::site::Site;
 use super::unix_ms;
-use crate::error::Result;
-use crate::protocol::Epoch;
 
 /// Where the soak's hosts are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -522,7 +522,7 @@ fn choose_site(mode: Mode) -> Result<(Site, String, Option<String>)> {
                 (Site::Netns(net), text, None)
             }
             Err(why) if mode == Mode::Netns => {
-                return Err(crate::Error::Io(std::io::Error::other(format!(
+                return Err(edgebroker::Error::Io(std::io::Error::other(format!(
                     "network namespaces are not available: {why}"
                 ))));
             }

@@ -25,7 +25,7 @@
 //! | [`soak`] | the chaos soak: random faults, then the verdict and a summary table |
 //! | [`soak_program`] | the `soak` program's work: flags to a soak, building the programs, logs, outcome |
 //!
-//! The tests in `tests/netns.rs` use [`cluster`] for the separate-host scenarios; the `soak`
+//! The tests in `tools/tests/netns.rs` use [`cluster`] for the separate-host scenarios; the `soak`
 //! program is a thin wrapper around [`soak_program::run`], which calls [`soak::run`].
 
 pub mod check;

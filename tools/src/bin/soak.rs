@@ -1,10 +1,10 @@
 //! `soak [--faults N] [--seed S] [--netns|--local] …`: the chaos soak — a broker pair under N
-//! random faults, judged at the end ([`edgebroker::harness::soak_program`]).
+//! random faults, judged at the end ([`edgebroker_tools::harness::soak_program`]).
 
 use std::process::ExitCode;
 
 use edgebroker::cli;
-use edgebroker::harness::soak_program::{self, Outcome};
+use edgebroker_tools::harness::soak_program::{self, Outcome};
 
 fn main() -> ExitCode {
     let mut outcome = Outcome::Passed;

@@ -1,5 +1,7 @@
 //! The `bench` program end to end: the real binary against an in-process primary and backup.
 
+// The edgebroker crate's test helpers: an in-process pair, a raw line client.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use crate::auth::{self, Secret};
-use crate::connection::{LineReader, Stream, dial, is_timeout};
-use crate::error::{Error, Result};
-use crate::protocol::{AuthKind, Reply, Request};
+use edgebroker::auth::{self, Secret};
+use edgebroker::connection::{LineReader, Stream, dial, is_timeout};
+use edgebroker::error::{Error, Result};
+use edgebroker::protocol::{AuthKind, Reply, Request};
 
 use super::MAX_LINE;
 

@@ -6,10 +6,9 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use edgebroker::error::{Error, Result};
+use edgebroker::protocol::{MsgId, Reply};
 use log::debug;
-
-use crate::error::{Error, Result};
-use crate::protocol::{MsgId, Reply};
 
 use super::Options;
 use super::conn::{Conn, context};

@@ -29,12 +29,12 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
+use edgebroker::auth::Secret;
+use edgebroker::cli::{self, Args};
+use edgebroker::error::{Error, Result};
+use edgebroker::protocol::{Reply, Request};
 use log::debug;
 
-use crate::auth::Secret;
-use crate::cli::{self, Args};
-use crate::error::{Error, Result};
-use crate::protocol::{Reply, Request};
 use conn::Conn;
 use load::{Shared, SubStats, plans, publish, subscribe};
 pub use report::Report;
@@ -178,7 +178,7 @@ pub fn run(o: &Options) -> Result<Report> {
     let ids: Arc<HashMap<u64, (usize, u64)>> = Arc::new(
         plans
             .iter()
-            .map(|p| (crate::protocol::publisher_id(p.id), (p.idx, p.count)))
+            .map(|p| (edgebroker::protocol::publisher_id(p.id), (p.idx, p.count)))
             .collect(),
     );
 

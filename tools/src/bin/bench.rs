@@ -1,9 +1,11 @@
 //! `bench <primary-host:port> [<backup-host:port>] [flags]`: load-tests a broker in the spirit
-//! of `redis-benchmark` and `nats bench` ([`edgebroker::bench`](mod@edgebroker::bench)).
+//! of `redis-benchmark` and `nats bench`
+//! ([`edgebroker_tools::bench`](mod@edgebroker_tools::bench)).
 
 use std::process::ExitCode;
 
-use edgebroker::{bench, cli};
+use edgebroker::cli;
+use edgebroker_tools::bench;
 
 fn main() -> ExitCode {
     cli::run(&cli::BENCH, |args| {

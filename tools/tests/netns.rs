@@ -1,5 +1,5 @@
 //! Separate hosts: each broker, the publisher and the subscriber on a host of its own (a
-//! network namespace with its own address on a bridge, [`edgebroker::harness::netns`]),
+//! network namespace with its own address on a bridge, [`edgebroker_tools::harness::netns`]),
 //! running the real programs, with the faults a network has — a cut link between the brokers,
 //! a broker's host cut off — and a real `kill -9`.
 //!
@@ -13,13 +13,14 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use edgebroker::harness::check::{self, SubscriberVerdict};
-use edgebroker::harness::cluster::{BrokerId, Cluster, ClusterConfig, Programs, Roles};
-use edgebroker::harness::netns::Network;
-use edgebroker::harness::site::Site;
-use edgebroker::harness::{unix_ms, wait_for};
+use edgebroker_tools::harness::check::{self, SubscriberVerdict};
+use edgebroker_tools::harness::cluster::{BrokerId, Cluster, ClusterConfig, Programs, Roles};
+use edgebroker_tools::harness::netns::Network;
+use edgebroker_tools::harness::site::Site;
+use edgebroker_tools::harness::{unix_ms, wait_for};
 
 /// How long any one wait may take.
 const WAIT: Duration = Duration::from_secs(15);
@@ -27,13 +28,13 @@ const WAIT: Duration = Duration::from_secs(15);
 /// How long the subscriber may print nothing new before the drain at the end gives up.
 const STALL: Duration = Duration::from_secs(5);
 
+/// The broker programs of this build, built once for all the tests (they belong to the
+/// `edgebroker` crate, so cargo does not build them for this one's tests).
 fn programs() -> Programs {
-    Programs {
-        primary: env!("CARGO_BIN_EXE_primary").into(),
-        backup: env!("CARGO_BIN_EXE_backup").into(),
-        subscriber: env!("CARGO_BIN_EXE_subscriber").into(),
-        test_publisher: env!("CARGO_BIN_EXE_test_publisher").into(),
-    }
+    static PROGRAMS: OnceLock<Programs> = OnceLock::new();
+    PROGRAMS
+        .get_or_init(|| Programs::of_this_build().expect("build the broker programs"))
+        .clone()
 }
 
 /// A scenario's cluster: the pair, one subscriber, the publisher at 10 Hz. On a panic, `Drop`

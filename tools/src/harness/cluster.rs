@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use edgebroker::error::{Error, Result};
 use log::info;
 
 use super::check::{self, EpochClaim, SubscriberRun};
@@ -25,7 +26,6 @@ use super::netns::Host;
 use super::process::{Proc, Signal};
 use super::site::Site;
 use super::{unix_ms, wait_for};
-use crate::error::{Error, Result};
 
 /// How long a program may take to start listening.
 pub const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -55,6 +55,22 @@ impl Programs {
             subscriber: dir.join("subscriber"),
             test_publisher: dir.join("test_publisher"),
         }
+    }
+
+    /// The programs of the build this executable belongs to: those in its cargo profile folder
+    /// (`target/release` for `cargo run --release --bin soak`, `target/debug` for a test, whose
+    /// executable sits in `target/debug/deps`). Under cargo (`cargo run`, `cargo test`: they
+    /// set `CARGO` and `CARGO_MANIFEST_DIR`), the programs are built first with the same
+    /// profile, so a run never uses stale or missing ones: they belong to the `edgebroker`
+    /// crate, which cargo does not build for this one.
+    pub fn of_this_build() -> Result<Programs> {
+        let exe = std::env::current_exe()?;
+        let mut dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if dir.file_name().is_some_and(|name| name == "deps") {
+            dir.pop();
+        }
+        build_under_cargo(&dir)?;
+        Ok(Programs::in_dir(&dir))
     }
 
     /// Copies the programs into `dir` (made if missing) and returns the copies, so a long run
@@ -95,6 +111,45 @@ impl Programs {
             }
         }
         Ok(())
+    }
+}
+
+/// Under cargo, builds the `edgebroker` crate's programs with the profile whose folder is
+/// `profile_dir`; elsewhere (the programs run by hand) does nothing.
+fn build_under_cargo(profile_dir: &Path) -> Result<()> {
+    let (Some(cargo), Some(manifest)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return Ok(());
+    };
+    let profile = profile_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut build = std::process::Command::new(cargo);
+    build
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(Path::new(&manifest).join("Cargo.toml"))
+        .args(["--package", "edgebroker", "--bins", "--quiet"]);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            build.arg("--release");
+        }
+        other => {
+            build.args(["--profile", other]);
+        }
+    }
+    info!("building the programs ({profile})");
+    let status = build.status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Io(io::Error::other(format!(
+            "building the programs failed ({status})"
+        ))))
     }
 }
 

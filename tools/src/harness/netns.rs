@@ -37,9 +37,8 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use edgebroker::error::{Error, Result};
 use log::{debug, info, warn};
-
-use crate::error::{Error, Result};
 
 /// The hosts of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

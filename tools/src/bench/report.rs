@@ -5,9 +5,8 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::Duration;
 
+use edgebroker::error::Result;
 use log::debug;
-
-use crate::error::Result;
 
 use super::Options;
 

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{self, Args};
-use crate::error::{Error, Result};
+use edgebroker::cli::{self, Args};
+use edgebroker::error::{Error, Result};
+
 use crate::harness::cluster::Programs;
 use crate::harness::netns::Network;
 use crate::harness::soak::{self, Mode, SoakConfig};
@@ -22,8 +23,9 @@ pub enum Outcome {
 }
 
 /// Runs the soak the `soak` command line ([`cli::SOAK`]) asks for: checks the flags, builds the
-/// other programs under `cargo run`, makes the log folder, runs [`soak::run`], prints the
-/// timeline and summary (also written to `summary.txt`) and keeps or removes the logs.
+/// other programs under `cargo run` ([`Programs::of_this_build`]), makes the log folder, runs
+/// [`soak::run`], prints the timeline and summary (also written to `summary.txt`) and keeps or
+/// removes the logs.
 /// A bad flag is an [`Error::Usage`]; a soak that could not run is an error too, after a
 /// stderr line saying where its logs are.
 pub fn run(args: &Args) -> Result<Outcome> {
@@ -44,14 +46,9 @@ pub fn run(args: &Args) -> Result<Outcome> {
             "--netns: network namespaces are not available: {why}"
         ))));
     }
-    let bin_dir = match args.value::<PathBuf>("--bin-dir")? {
-        Some(dir) => dir,
-        None => {
-            let exe = std::env::current_exe()?;
-            let dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
-            build_under_cargo(&dir)?;
-            dir
-        }
+    let programs = match args.value::<PathBuf>("--bin-dir")? {
+        Some(dir) => Programs::in_dir(&dir),
+        None => Programs::of_this_build()?,
     };
     let seed = args
         .value("--seed")?
@@ -60,8 +57,10 @@ pub fn run(args: &Args) -> Result<Outcome> {
     let dir = match &keep {
         Some(dir) => dir.clone(),
         None => {
+            // Under cargo, in the workspace's `run-logs/` (this crate is one folder below the
+            // workspace root); elsewhere in the current folder's.
             let base = std::env::var_os("CARGO_MANIFEST_DIR")
-                .map(PathBuf::from)
+                .and_then(|dir| Path::new(&dir).parent().map(Path::to_path_buf))
                 .unwrap_or_default();
             let secs = super::unix_ms() / 1000;
             base.join("run-logs")
@@ -70,7 +69,7 @@ pub fn run(args: &Args) -> Result<Outcome> {
     };
     std::fs::create_dir_all(&dir)?;
 
-    let mut config = SoakConfig::new(Programs::in_dir(&bin_dir), dir.clone());
+    let mut config = SoakConfig::new(programs, dir.clone());
     config.seed = seed;
     config.mode = mode;
     if let Some(n) = args.value("--faults")? {
@@ -130,44 +129,4 @@ pub fn run(args: &Args) -> Result<Outcome> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(outcome)
-}
-
-/// Under `cargo run` (which sets `CARGO` and `CARGO_MANIFEST_DIR`), builds the other programs
-/// with this program's profile, so the soak never runs stale or missing binaries: `cargo run
-/// --bin soak` builds only the soak itself.
-fn build_under_cargo(exe_dir: &Path) -> Result<()> {
-    let (Some(cargo), Some(manifest)) = (
-        std::env::var_os("CARGO"),
-        std::env::var_os("CARGO_MANIFEST_DIR"),
-    ) else {
-        return Ok(());
-    };
-    let profile = exe_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut build = std::process::Command::new(cargo);
-    build
-        .arg("build")
-        .arg("--manifest-path")
-        .arg(Path::new(&manifest).join("Cargo.toml"))
-        .args(["--bins", "--quiet"]);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            build.arg("--release");
-        }
-        other => {
-            build.args(["--profile", other]);
-        }
-    }
-    eprintln!("soak: building the programs ({profile})");
-    let status = build.status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Io(std::io::Error::other(format!(
-            "building the programs failed ({status})"
-        ))))
-    }
 }

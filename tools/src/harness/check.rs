@@ -1,6 +1,6 @@
 //! Judging a run from what its programs wrote: the subscribers' stdout, `test_publisher`'s ACK
 //! lines and the brokers' logs. Nothing here touches a process or a socket; the parsing of
-//! single lines is [`crate::report`]'s, shared with `run_test.sh`'s report.
+//! single lines is [`edgebroker::report`]'s, shared with `run_test.sh`'s report.
 //!
 //! The rules:
 //! - a subscriber that stayed up printed every ACKed message, none twice, in publish order;
@@ -11,8 +11,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::protocol::Epoch;
-use crate::report::{self, Delivery};
+use edgebroker::protocol::Epoch;
+use edgebroker::report::{self, Delivery};
 
 /// What one subscriber printed, run by run (a restarted subscriber has several runs).
 #[derive(Clone, Debug, Default)]
@@ -255,7 +255,7 @@ pub fn panics(log: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Source;
+    use edgebroker::report::Source;
 
     fn d(at_ms: u64, seq: u64) -> Delivery {
         Delivery {

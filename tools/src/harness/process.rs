@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use edgebroker::error::{Error, Result};
 use log::debug;
 
 use super::{unix_ms, wait_for};
-use crate::error::{Error, Result};
 
 /// A signal the harness sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
