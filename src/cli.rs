@@ -383,6 +383,36 @@ A progress line goes to stderr once a second for runs longer than 2 s. Exit stat
     ],
 };
 
+/// The `pairstat` program.
+pub const PAIRSTAT: Command = Command {
+    name: "pairstat",
+    usage: "\
+usage: pairstat <host:port> [<host:port>] [flags]
+
+A live view of the pair: asks each broker for its STATUS every interval and shows one
+table of role, epoch, backup state, pending messages, messages per second published,
+processed and delivered, and takeovers. A role or epoch change is marked (*) and listed
+with its time (UTC, as in the logs); a broker that does not answer is shown as down. On a
+terminal the table is redrawn in place; into a pipe or a file each poll is appended.
+Ctrl-C stops it.
+
+flags:
+  --interval-ms N   how often to poll; a broker that takes longer than this (or 1 s) to
+                    answer is shown as down until it answers again [500]
+  --once            print one table (or one JSON object) and exit
+  --json            one JSON object per poll, one line each, instead of the table
+  --secret S        the brokers' client secret [$BROKER_CLIENT_SECRET]
+  -h, --help        print this help",
+    required: 1,
+    max_positionals: 2,
+    flags: &[
+        Flag::value("--interval-ms"),
+        Flag::switch("--once"),
+        Flag::switch("--json"),
+        Flag::value("--secret"),
+    ],
+};
+
 /// The `soak` program.
 pub const SOAK: Command = Command {
     name: "soak",
