@@ -313,6 +313,8 @@ flags:
   --rate-hz N          messages per second [10]
   --count N            stop after N messages [run until Ctrl-C]
   --timestamps         prefix each stdout line with the time in ms since the Unix epoch
+  --publish-log FILE   write `<unix_ms> PUBLISH <seq>` to FILE as each message is first
+                       sent (report --published reads it for the latency picture)
   --ack-timeout-ms N   how long to wait for an ACK before failing over [500]
   --resend N           how many of the latest messages to resend after a failover [5]
   --secret S           the brokers' client secret [$BROKER_CLIENT_SECRET]
@@ -323,6 +325,7 @@ flags:
         Flag::value("--rate-hz"),
         Flag::value("--count"),
         Flag::switch("--timestamps"),
+        Flag::value("--publish-log"),
         Flag::value("--ack-timeout-ms"),
         Flag::value("--resend"),
         Flag::value("--secret"),
@@ -473,11 +476,13 @@ Example: cargo run --release --bin soak -- --faults 10",
 pub const REPORT: Command = Command {
     name: "report",
     usage: "\
-usage: report --sub FILE --acks FILE [--sent N] [--kill-ms MS]... [--fault-label TEXT]
-              [--max-silence-ms MS] [--svg FILE] [--title T]
+usage: report --sub FILE --acks FILE [--published FILE] [--sent N] [--kill-ms MS]...
+              [--fault-label TEXT] [--max-silence-ms MS] [--svg FILE] [--title T]
 
   --sub FILE            subscriber output (`<unix_ms> [PRIMARY|BACKUP] <seq>` per line)
   --acks FILE           test_publisher output (`<unix_ms> ACK <seq>` per line)
+  --published FILE      test_publisher's --publish-log (`<unix_ms> PUBLISH <seq>` per line),
+                        for the picture's publish->delivery latency panel
   --sent N              messages sent (default: the highest seq ACKed or delivered)
   --kill-ms MS          when the primary was killed (or stopped), unix ms; repeat it for
                         each fault of the run (default: no fault)
@@ -494,6 +499,7 @@ Prints the report on stdout. Exit code: 0 PASS, 1 FAIL, 2 bad argument or unread
     flags: &[
         Flag::value("--sub"),
         Flag::value("--acks"),
+        Flag::value("--published"),
         Flag::value("--sent"),
         Flag::value("--kill-ms"),
         Flag::value("--fault-label"),
