@@ -73,14 +73,15 @@ impl Drop for Running {
     }
 }
 
-/// The JSON object `pairstat` prints for the broker at `addr`, from `"state"` on up to the
-/// rates (which depend on timing).
+/// What `pairstat`'s JSON says of a broker that answered, from `"state"` up to the rates
+/// (which depend on timing).
 fn up(role: &str, epoch: Epoch, changed: bool, backup: &str) -> String {
     format!(
         r#""state":"up","role":"{role}","epoch":"{epoch}","changed":{changed},"backup":"{backup}","#
     )
 }
 
+/// The JSON object for the broker at `addr` in one line of `pairstat --json`.
 fn broker_json(line: &str, addr: &str) -> String {
     let start = line
         .find(&format!(r#"{{"addr":"{addr}","#))
