@@ -13,6 +13,8 @@
 # Every fault moment is handed to `report`, which judges the silence around each one.
 #
 # Environment overrides (defaults in brackets):
+#   BIND [127.0.0.1] (the brokers' --bind: only this machine can reach them; 0.0.0.0 opens
+#   them to the network, e.g. to watch from another host)
 #   PRIMARY_PORT [8080]  BACKUP_PORT [8081]  TOPIC [topicC]  FAULT [kill]
 #   RUN_SECS [30] (before the fault)  AFTER_SECS [10] (after the last fault)  RATE_HZ [10]
 #   STOP_SECS [3]  RESTART_SECS [5]  REJOIN_SECS [3]
@@ -24,6 +26,7 @@
 # down); 2 for a bad setting, a busy port or a program that would not start.
 set -euo pipefail
 
+BIND="${BIND:-127.0.0.1}"
 PRIMARY_PORT="${PRIMARY_PORT:-8080}"
 BACKUP_PORT="${BACKUP_PORT:-8081}"
 TOPIC="${TOPIC:-topicC}"
@@ -74,6 +77,18 @@ done
 ((10#$RATE_HZ > 0)) || die 2 "RATE_HZ must be at least 1"
 [[ "$PRIMARY_PORT" != "$BACKUP_PORT" ]] || die 2 "PRIMARY_PORT and BACKUP_PORT must differ (both $PRIMARY_PORT)"
 [[ -n "$TOPIC" && "$TOPIC" != *"|"* && "$TOPIC" != *" "* ]] || die 2 "TOPIC must be a non-empty word without '|' or spaces, got '$TOPIC'"
+[[ "$BIND" =~ ^[0-9A-Fa-f.:]+$ ]] || die 2 "BIND must be an IP address (127.0.0.1, 0.0.0.0, ::1), got '$BIND'"
+
+# Where the clients reach the brokers: the bound address, or loopback for "every address".
+case "$BIND" in
+0.0.0.0) host=127.0.0.1 ;;
+::) host=::1 ;;
+*) host="$BIND" ;;
+esac
+# host_port PORT: host:port, with brackets around an IPv6 host.
+host_port() {
+	if [[ "$host" == *:* ]]; then printf '[%s]:%s\n' "$host" "$1"; else printf '%s:%s\n' "$host" "$1"; fi
+}
 
 # ---- process bookkeeping --------------------------------------------------------------------
 
@@ -166,7 +181,7 @@ listening() {
 			{ a = $4; if (substr(a, length(a) - length(p) + 1) == p) found = 1 }
 			END { exit !found }'
 	else
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+		(exec 3<>"/dev/tcp/$host/$1") 2>/dev/null
 	fi
 }
 
@@ -230,14 +245,14 @@ start_as() {
 # start NAME ARGS...: start_as with the program's own name for its logs.
 start() { start_as "$1" "$@"; }
 
-primary_addr="127.0.0.1:$PRIMARY_PORT"
-backup_addr="127.0.0.1:$BACKUP_PORT"
+primary_addr="$(host_port "$PRIMARY_PORT")"
+backup_addr="$(host_port "$BACKUP_PORT")"
 
-start primary "$PRIMARY_PORT" "$backup_addr"
+start primary "$PRIMARY_PORT" "$backup_addr" --bind "$BIND"
 primary_pid=$started
 wait_listening primary "$primary_pid" "$PRIMARY_PORT"
 
-start backup "$BACKUP_PORT" "$primary_addr"
+start backup "$BACKUP_PORT" "$primary_addr" --bind "$BIND"
 backup_pid=$started
 wait_listening backup "$backup_pid" "$BACKUP_PORT"
 
@@ -248,7 +263,8 @@ subscriber_pid=$started
 sleep 1
 alive "$subscriber_pid" || die 2 "subscriber exited at start (see $LOG_DIR/subscriber.err)"
 
-start test_publisher "$TOPIC" "$primary_addr" "$backup_addr" --rate-hz "$RATE_HZ" --timestamps
+start test_publisher "$TOPIC" "$primary_addr" "$backup_addr" --rate-hz "$RATE_HZ" --timestamps \
+	--publish-log "$LOG_DIR/published.log"
 publisher_pid=$started
 
 # ---- the run --------------------------------------------------------------------------------
@@ -287,7 +303,7 @@ sigkill() {
 # broker_status PORT: the broker's one-line answer to STATUS (empty if none within 2 s).
 broker_status() {
 	local fd line=""
-	if exec {fd}<>"/dev/tcp/127.0.0.1/$1"; then
+	if exec {fd}<>"/dev/tcp/$host/$1"; then
 		printf 'STATUS\n' >&"$fd" || true
 		IFS= read -r -t 2 line <&"$fd" || true
 		exec {fd}>&-
@@ -349,7 +365,7 @@ kill-restart-kill)
 	say "restarting it in $RESTART_SECS s…"
 	pause "$RESTART_SECS"
 	say "restarting the primary (logs primary2.out, primary2.err); it should rejoin as backup"
-	start_as primary2 primary "$PRIMARY_PORT" "$backup_addr"
+	start_as primary2 primary "$PRIMARY_PORT" "$backup_addr" --bind "$BIND"
 	restarted_pid=$started
 	wait_listening primary2 "$restarted_pid" "$PRIMARY_PORT"
 	say "letting it rejoin for $REJOIN_SECS s…"
@@ -424,6 +440,7 @@ set +e
 "$bin/report" \
 	--sub "$LOG_DIR/subscriber.out" \
 	--acks "$LOG_DIR/test_publisher.out" \
+	--published "$LOG_DIR/published.log" \
 	${sent_args[@]+"${sent_args[@]}"} \
 	${fault_args[@]+"${fault_args[@]}"} \
 	--max-silence-ms "$MAX_SILENCE_MS" \

@@ -321,6 +321,8 @@ flags:
   --rate-hz N          messages per second [10]
   --count N            stop after N messages [run until Ctrl-C]
   --timestamps         prefix each stdout line with the time in ms since the Unix epoch
+  --publish-log FILE   write `<unix_ms> PUBLISH <seq>` to FILE as each message is first
+                       sent (report --published reads it for the latency picture)
   --ack-timeout-ms N   how long to wait for an ACK before failing over [500]
   --resend N           how many of the latest messages to resend after a failover [5]
   --secret S           the brokers' client secret [$BROKER_CLIENT_SECRET]
@@ -331,6 +333,7 @@ flags:
         Flag::value("--rate-hz"),
         Flag::value("--count"),
         Flag::switch("--timestamps"),
+        Flag::value("--publish-log"),
         Flag::value("--ack-timeout-ms"),
         Flag::value("--resend"),
         Flag::value("--secret"),
@@ -386,6 +389,36 @@ A progress line goes to stderr once a second for runs longer than 2 s. Exit stat
         Flag::value("--messages"),
         Flag::value("--payload-bytes"),
         Flag::value("--topic"),
+        Flag::switch("--json"),
+        Flag::value("--secret"),
+    ],
+};
+
+/// The `pairstat` program.
+pub const PAIRSTAT: Command = Command {
+    name: "pairstat",
+    usage: "\
+usage: pairstat <host:port> [<host:port>] [flags]
+
+A live view of the pair: asks each broker for its STATUS every interval and shows one
+table of role, epoch, backup state, pending messages, messages per second published,
+processed and delivered, and takeovers. A role or epoch change is marked (*) and listed
+with its time (UTC, as in the logs); a broker that does not answer is shown as down. On a
+terminal the table is redrawn in place; into a pipe or a file each poll is appended.
+Ctrl-C stops it.
+
+flags:
+  --interval-ms N   how often to poll; a broker that takes longer than this (or 1 s) to
+                    answer is shown as down until it answers again [500]
+  --once            print one table (or one JSON object) and exit
+  --json            one JSON object per poll, one line each, instead of the table
+  --secret S        the brokers' client secret [$BROKER_CLIENT_SECRET]
+  -h, --help        print this help",
+    required: 1,
+    max_positionals: 2,
+    flags: &[
+        Flag::value("--interval-ms"),
+        Flag::switch("--once"),
         Flag::switch("--json"),
         Flag::value("--secret"),
     ],
@@ -451,11 +484,13 @@ Example: cargo run --release --bin soak -- --faults 10",
 pub const REPORT: Command = Command {
     name: "report",
     usage: "\
-usage: report --sub FILE --acks FILE [--sent N] [--kill-ms MS]... [--fault-label TEXT]
-              [--max-silence-ms MS] [--svg FILE] [--title T]
+usage: report --sub FILE --acks FILE [--published FILE] [--sent N] [--kill-ms MS]...
+              [--fault-label TEXT] [--max-silence-ms MS] [--svg FILE] [--title T]
 
   --sub FILE            subscriber output (`<unix_ms> [PRIMARY|BACKUP] <seq>` per line)
   --acks FILE           test_publisher output (`<unix_ms> ACK <seq>` per line)
+  --published FILE      test_publisher's --publish-log (`<unix_ms> PUBLISH <seq>` per line),
+                        for the picture's publish->delivery latency panel
   --sent N              messages sent (default: the highest seq ACKed or delivered)
   --kill-ms MS          when the primary was killed (or stopped), unix ms; repeat it for
                         each fault of the run (default: no fault)
@@ -472,6 +507,7 @@ Prints the report on stdout. Exit code: 0 PASS, 1 FAIL, 2 bad argument or unread
     flags: &[
         Flag::value("--sub"),
         Flag::value("--acks"),
+        Flag::value("--published"),
         Flag::value("--sent"),
         Flag::value("--kill-ms"),
         Flag::value("--fault-label"),

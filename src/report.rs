@@ -2,16 +2,19 @@
 //! compared with what `test_publisher` had ACKed, and a picture of the run.
 //!
 //! This module owns three things, none of which touch a socket or a file:
-//! - **Parsing** the two data streams the demo records: the subscriber's stdout
-//!   (`<unix_ms> [PRIMARY] <seq>`, see [`parse_delivery`]) and `test_publisher`'s stdout
-//!   (`<unix_ms> ACK <seq>`, see [`parse_ack`]). [`parse_log`] applies either to a whole file
-//!   and counts the lines it could not read instead of failing on them.
+//! - **Parsing** the data streams the demo records: the subscriber's stdout
+//!   (`<unix_ms> [PRIMARY] <seq>`, see [`parse_delivery`]), `test_publisher`'s stdout
+//!   (`<unix_ms> ACK <seq>`, see [`parse_ack`]) and its publish log (`<unix_ms> PUBLISH <seq>`,
+//!   see [`parse_publish`]). [`parse_log`] applies any of them to a whole file and counts the
+//!   lines it could not read instead of failing on them.
 //! - **Judging** a run: [`analyse`] turns deliveries and ACKs into a [`RunReport`] (missing
 //!   ACKed messages, duplicates, order inversions, the longest silence around each fault —
 //!   a kill or a stop of the primary), whose `Display` is the human report and whose
 //!   [`RunReport::passed`] is the PASS/FAIL rule.
 //! - **Drawing** the run: [`render_svg`] plots sequence number against time, one dot per
-//!   delivery, coloured by the broker that delivered it, with each fault marked.
+//!   delivery, coloured by the broker that delivered it, with each fault marked; under it a
+//!   zoom around each fault, where the silence is measured, and the publish→delivery
+//!   [`latencies`] of every message.
 //!
 //! The `report` program is a thin wrapper around [`program`], which reads the files, calls
 //! these and prints; the program maps the verdict to exit 0/1.
@@ -95,6 +98,13 @@ pub fn parse_delivery(line: &str) -> Option<Delivery> {
 pub fn parse_ack(line: &str) -> Option<(u64, u64)> {
     let (at_ms, rest) = split_timestamp(line);
     parse_tagged(rest, "ACK").map(|seq| (at_ms, seq))
+}
+
+/// Parses one line of `test_publisher`'s publish log (`--publish-log`),
+/// `<unix_ms> PUBLISH <seq>`: when the message was first sent, before any ACK or resend.
+pub fn parse_publish(line: &str) -> Option<(u64, u64)> {
+    let (at_ms, rest) = split_timestamp(line);
+    parse_tagged(rest, "PUBLISH").map(|seq| (at_ms, seq))
 }
 
 /// The result of parsing a whole log with [`parse_log`].
@@ -613,70 +623,217 @@ fn ticks(lo: f64, hi: f64, step: f64) -> Vec<f64> {
     (first..=last).map(|i| i as f64 * step).collect()
 }
 
-/// Picture size and plot margins, in SVG user units (pixels at 100 %).
+/// Picture width and the side margins of every panel, in SVG user units (pixels at 100 %).
 const SVG_W: f64 = 900.0;
-const SVG_H: f64 = 500.0;
 const MARGIN_LEFT: f64 = 75.0;
 const MARGIN_RIGHT: f64 = 25.0;
-const MARGIN_TOP: f64 = 45.0;
-const MARGIN_BOTTOM: f64 = 55.0;
+/// Heights of the three bands: the whole run, the zooms around the faults (drawn only when
+/// there is a fault), and the latency of each message.
+const OVERVIEW_H: f64 = 500.0;
+const ZOOM_H: f64 = 230.0;
+const LATENCY_H: f64 = 260.0;
+/// How much a zoomed panel shows before its fault, and at least after it, in ms.
+pub const ZOOM_MS: u64 = 1_500;
+/// How much a zoomed panel shows after the first delivery that ends the silence, in ms.
+const ZOOM_AFTER_SILENCE_MS: u64 = 1_000;
+/// The furthest a zoomed panel reaches after its fault, in ms.
+const ZOOM_MAX_AFTER_MS: u64 = 10_000;
 const PRIMARY_COLOUR: &str = "#1f77b4";
 const BACKUP_COLOUR: &str = "#ff7f0e";
 const KILL_COLOUR: &str = "#d62728";
+const SILENCE_COLOUR: &str = "#fcdcdc";
 
-/// Renders a self-contained 900×500 SVG of a run: sequence number (y) against seconds since
-/// the first delivery (x), one dot per delivery coloured by source (primary blue, backup
-/// orange), a legend, and each fault (unix ms) as a red dashed vertical line labelled
-/// `fault_label` (numbered when there are several).
+fn colour(source: Source) -> &'static str {
+    match source {
+        Source::Primary => PRIMARY_COLOUR,
+        Source::Backup => BACKUP_COLOUR,
+    }
+}
+
+/// One panel's plotting area: where it sits on the picture (pixels) and the data ranges it
+/// shows (`x` and `y`, each `(low, high)` with `low < high`).
+struct Plot {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Plot {
+    fn px(&self, x: f64) -> f64 {
+        self.left + (x - self.x.0) / (self.x.1 - self.x.0) * (self.right - self.left)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        self.bottom - (y - self.y.0) / (self.y.1 - self.y.0) * (self.bottom - self.top)
+    }
+
+    /// Draws the grid, tick labels, frame and the x axis's name; with `y` (its tick step
+    /// and name) the y axis too.
+    fn axes(&self, svg: &mut String, x_step: f64, x_name: &str, y: Option<(f64, &str)>) {
+        let x_ticks = ticks(self.x.0, self.x.1, x_step);
+        let y_ticks = y.map_or(Vec::new(), |(step, _)| ticks(self.y.0, self.y.1, step));
+        let (left, right, top, bottom) = (self.left, self.right, self.top, self.bottom);
+        let _ = writeln!(svg, r##"<g stroke="#e0e0e0" stroke-width="1">"##);
+        for &x in &x_ticks {
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{0:.1}" y1="{top:.1}" x2="{0:.1}" y2="{bottom:.1}"/>"#,
+                self.px(x)
+            );
+        }
+        for &y in &y_ticks {
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{left:.1}" y1="{0:.1}" x2="{right:.1}" y2="{0:.1}"/>"#,
+                self.py(y)
+            );
+        }
+        let _ = writeln!(svg, "</g>");
+        let _ = writeln!(svg, r##"<g fill="#333">"##);
+        for &x in &x_ticks {
+            let _ = writeln!(
+                svg,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                self.px(x),
+                bottom + 17.0,
+                tick_label(x, x_step)
+            );
+        }
+        if let Some((step, _)) = y {
+            for &y in &y_ticks {
+                let _ = writeln!(
+                    svg,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                    left - 6.0,
+                    self.py(y) + 4.0,
+                    tick_label(y, step)
+                );
+            }
+        }
+        let _ = writeln!(svg, "</g>");
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{left:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#333"/>"##,
+            right - left,
+            bottom - top
+        );
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            (left + right) / 2.0,
+            bottom + 36.0,
+            xml_escape(x_name)
+        );
+        if let Some((_, name)) = y {
+            let _ = writeln!(
+                svg,
+                r#"<text x="20" y="{0:.1}" text-anchor="middle" transform="rotate(-90 20 {0:.1})">{1}</text>"#,
+                (top + bottom) / 2.0,
+                xml_escape(name)
+            );
+        }
+    }
+
+    /// A solid red vertical line at `x`: a fault, in the panels under the overview.
+    fn fault_line(&self, svg: &mut String, x: f64) {
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="{KILL_COLOUR}" stroke-width="1.5"/>"#,
+            self.px(x),
+            self.top,
+            self.bottom
+        );
+    }
+}
+
+/// A panel's heading, left-aligned above its plot.
+fn heading(svg: &mut String, x: f64, y: f64, text: &str) {
+    let _ = writeln!(
+        svg,
+        r#"<text x="{x:.1}" y="{y:.1}" font-weight="bold">{}</text>"#,
+        xml_escape(text)
+    );
+}
+
+/// One message's way through the pair: published at one moment, first printed at another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latency {
+    /// The message's sequence number.
+    pub seq: u64,
+    /// When test_publisher first sent it, unix ms.
+    pub published_ms: u64,
+    /// Its first delivery (duplicates after it do not count).
+    pub delivery: Delivery,
+}
+
+impl Latency {
+    /// Publish to delivery, in ms.
+    pub fn ms(&self) -> u64 {
+        self.delivery.at_ms.saturating_sub(self.published_ms)
+    }
+}
+
+/// The latency of every delivered message whose publish time is known, in delivery order.
+/// `published` holds `(unix_ms, seq)` pairs (see [`parse_publish`]); the first one of a seq
+/// counts.
+pub fn latencies(deliveries: &[Delivery], published: &[(u64, u64)]) -> Vec<Latency> {
+    let mut sent_at = std::collections::HashMap::new();
+    for &(at_ms, seq) in published {
+        sent_at.entry(seq).or_insert(at_ms);
+    }
+    let mut seen = HashSet::new();
+    deliveries
+        .iter()
+        .filter(|d| seen.insert(d.seq))
+        .filter_map(|&delivery| {
+            let published_ms = *sent_at.get(&delivery.seq)?;
+            Some(Latency {
+                seq: delivery.seq,
+                published_ms,
+                delivery,
+            })
+        })
+        .collect()
+}
+
+/// Renders a self-contained SVG of a run, 900 wide, in three bands:
+/// - the whole run: sequence number (y) against seconds since the first delivery (x), one
+///   dot per delivery coloured by source (primary blue, backup orange), a legend, and each
+///   fault (unix ms) as a red dashed vertical line labelled `fault_label` (numbered when
+///   there are several);
+/// - when there are faults, one zoomed panel per fault ([`ZOOM_MS`] before it, and until a
+///   second after the silence ends): each delivery a tick at its time, in a lane for each
+///   broker, and the silence across the fault shaded and labelled in ms;
+/// - the publish→delivery latency of each message (`published`: `(unix_ms, seq)` pairs from
+///   test_publisher's publish log) against the same time axis as the whole run, so the
+///   backlog the backup works off after a takeover shows as a spike.
 pub fn render_svg(
     deliveries: &[Delivery],
+    published: &[(u64, u64)],
     faults_at_ms: &[u64],
     fault_label: &str,
     title: &str,
 ) -> String {
-    let t0 = deliveries.iter().map(|d| d.at_ms).min().unwrap_or(0);
-    let secs = |at_ms: u64| (at_ms as f64 - t0 as f64) / 1000.0;
-    let mut fault_times = faults_at_ms.to_vec();
-    fault_times.sort_unstable();
-    let faults_s: Vec<f64> = if deliveries.is_empty() {
-        Vec::new()
-    } else {
-        fault_times.into_iter().map(secs).collect()
-    };
-
-    // Data ranges, always including the faults and never empty.
-    let mut x_lo: f64 = 0.0;
-    let mut x_hi: f64 = deliveries.iter().map(|d| secs(d.at_ms)).fold(0.0, f64::max);
-    for &k in &faults_s {
-        x_lo = x_lo.min(k);
-        x_hi = x_hi.max(k);
+    let mut faults = faults_at_ms.to_vec();
+    faults.sort_unstable();
+    if deliveries.is_empty() {
+        faults.clear();
     }
-    if x_hi - x_lo < 1.0 {
-        x_hi = x_lo + 1.0;
-    }
-    let y_hi = deliveries.iter().map(|d| d.seq).max().unwrap_or(0).max(1) as f64;
-    let x_step = nice_step(x_hi - x_lo, 10.0);
-    let y_step = nice_step(y_hi, 8.0).max(1.0);
-    // Round the axis ends out to whole ticks, with a little headroom so the last dot does
-    // not sit on the frame.
-    let x_lo = (x_lo / x_step).floor() * x_step;
-    let x_hi = ((x_hi + 0.01 * (x_hi - x_lo)) / x_step).ceil() * x_step;
-    let y_hi = (y_hi * 1.02 / y_step).ceil() * y_step;
-
-    let (px0, px1) = (MARGIN_LEFT, SVG_W - MARGIN_RIGHT);
-    let (py0, py1) = (MARGIN_TOP, SVG_H - MARGIN_BOTTOM);
-    let px = |x: f64| px0 + (x - x_lo) / (x_hi - x_lo) * (px1 - px0);
-    let py = |y: f64| py1 - y / y_hi * (py1 - py0);
+    let zoom_h = if faults.is_empty() { 0.0 } else { ZOOM_H };
+    let height = OVERVIEW_H + zoom_h + LATENCY_H;
 
     let mut svg = String::new();
     // `write!` to a String cannot fail; the results are ignored on purpose.
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_W}" height="{SVG_H}" viewBox="0 0 {SVG_W} {SVG_H}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_W}" height="{height}" viewBox="0 0 {SVG_W} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(
         svg,
-        r#"<rect x="0" y="0" width="{SVG_W}" height="{SVG_H}" fill="white"/>"#
+        r#"<rect x="0" y="0" width="{SVG_W}" height="{height}" fill="white"/>"#
     );
     let _ = writeln!(
         svg,
@@ -684,79 +841,117 @@ pub fn render_svg(
         SVG_W / 2.0,
         xml_escape(title)
     );
+    let t0 = deliveries.iter().map(|d| d.at_ms).min().unwrap_or(0);
+    let time = TimeAxis::new(deliveries, &faults, t0);
 
-    // Grid and tick labels.
-    let _ = writeln!(svg, r##"<g stroke="#e0e0e0" stroke-width="1">"##);
-    for x in ticks(x_lo, x_hi, x_step) {
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{0:.1}" y1="{py0:.1}" x2="{0:.1}" y2="{py1:.1}"/>"#,
-            px(x)
-        );
-    }
-    for y in ticks(0.0, y_hi, y_step) {
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{px0:.1}" y1="{0:.1}" x2="{px1:.1}" y2="{0:.1}"/>"#,
-            py(y)
-        );
-    }
+    let _ = writeln!(svg, r#"<g id="overview">"#);
+    overview(&mut svg, deliveries, &faults, &time, fault_label);
     let _ = writeln!(svg, "</g>");
-    let _ = writeln!(svg, r##"<g fill="#333">"##);
-    for x in ticks(x_lo, x_hi, x_step) {
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            px(x),
-            py1 + 17.0,
-            tick_label(x, x_step)
-        );
+    let n = faults.len() as f64;
+    let width = (SVG_W - MARGIN_LEFT - MARGIN_RIGHT - 30.0 * (n - 1.0)) / n;
+    for (i, &at_ms) in faults.iter().enumerate() {
+        let left = MARGIN_LEFT + i as f64 * (width + 30.0);
+        let name = if faults.len() > 1 {
+            format!("{fault_label} ({})", i + 1)
+        } else {
+            fault_label.to_string()
+        };
+        let _ = writeln!(svg, r#"<g id="zoom-{}">"#, i + 1);
+        zoom(&mut svg, deliveries, at_ms, &name, (left, left + width));
+        let _ = writeln!(svg, "</g>");
     }
-    for y in ticks(0.0, y_hi, y_step) {
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            px0 - 6.0,
-            py(y) + 4.0,
-            tick_label(y, y_step)
-        );
-    }
+    let _ = writeln!(svg, r#"<g id="latency">"#);
+    latency(
+        &mut svg,
+        &latencies(deliveries, published),
+        &faults,
+        &time,
+        OVERVIEW_H + zoom_h,
+    );
     let _ = writeln!(svg, "</g>");
-    let _ = writeln!(
+    let _ = writeln!(svg, "</svg>");
+    svg
+}
+
+/// The time axis the overview and the latency panel share: seconds since the first delivery
+/// (`t0`, unix ms), rounded out to whole ticks.
+struct TimeAxis {
+    t0: u64,
+    range: (f64, f64),
+    step: f64,
+}
+
+impl TimeAxis {
+    fn new(deliveries: &[Delivery], faults: &[u64], t0: u64) -> TimeAxis {
+        let secs = |at_ms: u64| (at_ms as f64 - t0 as f64) / 1000.0;
+        let mut lo: f64 = 0.0;
+        let mut hi: f64 = deliveries.iter().map(|d| secs(d.at_ms)).fold(0.0, f64::max);
+        for &k in faults {
+            lo = lo.min(secs(k));
+            hi = hi.max(secs(k));
+        }
+        if hi - lo < 1.0 {
+            hi = lo + 1.0;
+        }
+        let step = nice_step(hi - lo, 10.0);
+        // A little headroom so the last dot does not sit on the frame.
+        let lo = (lo / step).floor() * step;
+        let hi = ((hi + 0.01 * (hi - lo)) / step).ceil() * step;
+        TimeAxis {
+            t0,
+            range: (lo, hi),
+            step,
+        }
+    }
+
+    fn secs(&self, at_ms: u64) -> f64 {
+        (at_ms as f64 - self.t0 as f64) / 1000.0
+    }
+}
+
+/// The whole run: sequence number against time, the faults dashed, a legend.
+fn overview(
+    svg: &mut String,
+    deliveries: &[Delivery],
+    faults: &[u64],
+    time: &TimeAxis,
+    fault_label: &str,
+) {
+    let y_hi = deliveries.iter().map(|d| d.seq).max().unwrap_or(0).max(1) as f64;
+    let y_step = nice_step(y_hi, 8.0).max(1.0);
+    let plot = Plot {
+        left: MARGIN_LEFT,
+        right: SVG_W - MARGIN_RIGHT,
+        top: 45.0,
+        bottom: OVERVIEW_H - 55.0,
+        x: time.range,
+        y: (0.0, (y_hi * 1.02 / y_step).ceil() * y_step),
+    };
+    plot.axes(
         svg,
-        r##"<rect x="{px0:.1}" y="{py0:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#333"/>"##,
-        px1 - px0,
-        py1 - py0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">time since first delivery (s)</text>"#,
-        (px0 + px1) / 2.0,
-        SVG_H - 15.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="20" y="{0:.1}" text-anchor="middle" transform="rotate(-90 20 {0:.1})">sequence number</text>"#,
-        (py0 + py1) / 2.0
+        time.step,
+        "time since first delivery (s)",
+        Some((y_step, "sequence number")),
     );
 
     // The faults, under the dots so they never hide one.
     let label = xml_escape(fault_label);
     // Rough width of the label (12 px sans-serif), to keep it inside the plot and the legend.
     let label_w = 6.5 * fault_label.chars().count() as f64;
-    for (i, &k) in faults_s.iter().enumerate() {
-        let x = px(k);
+    for (i, &at_ms) in faults.iter().enumerate() {
+        let x = plot.px(time.secs(at_ms));
         let _ = writeln!(
             svg,
-            r#"<line x1="{x:.1}" y1="{py0:.1}" x2="{x:.1}" y2="{py1:.1}" stroke="{KILL_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>"#
+            r#"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="{KILL_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4"/>"#,
+            plot.top, plot.bottom
         );
         // Label to the left of the line when it sits near the right edge.
-        let (lx, anchor) = if x > px1 - (label_w + 19.0) {
+        let (lx, anchor) = if x > plot.right - (label_w + 19.0) {
             (x - 4.0, "end")
         } else {
             (x + 4.0, "start")
         };
-        let text = if faults_s.len() > 1 {
+        let text = if faults.len() > 1 {
             format!("{label} ({})", i + 1)
         } else {
             label.clone()
@@ -765,22 +960,19 @@ pub fn render_svg(
         let _ = writeln!(
             svg,
             r#"<text x="{lx:.1}" y="{:.1}" fill="{KILL_COLOUR}" text-anchor="{anchor}">{text}</text>"#,
-            py0 + 14.0 * (i + 1) as f64
+            plot.top + 14.0 * (i + 1) as f64
         );
     }
 
     // One dot per delivery; backup drawn last so a late takeover is visible on top.
-    for (source, colour) in [
-        (Source::Primary, PRIMARY_COLOUR),
-        (Source::Backup, BACKUP_COLOUR),
-    ] {
-        let _ = writeln!(svg, r#"<g fill="{colour}" fill-opacity="0.8">"#);
+    for source in [Source::Primary, Source::Backup] {
+        let _ = writeln!(svg, r#"<g fill="{}" fill-opacity="0.8">"#, colour(source));
         for d in deliveries.iter().filter(|d| d.source == source) {
             let _ = writeln!(
                 svg,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="2.5"/>"#,
-                px(secs(d.at_ms)),
-                py(d.seq as f64)
+                plot.px(time.secs(d.at_ms)),
+                plot.py(d.seq as f64)
             );
         }
         let _ = writeln!(svg, "</g>");
@@ -790,15 +982,15 @@ pub fn render_svg(
         let _ = writeln!(
             svg,
             r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#888" font-size="16">no deliveries</text>"##,
-            (px0 + px1) / 2.0,
-            (py0 + py1) / 2.0
+            (plot.left + plot.right) / 2.0,
+            (plot.top + plot.bottom) / 2.0
         );
     }
 
     // Legend, top left inside the plot (the dots rise to the right, so that corner is free).
     let count = |s: Source| deliveries.iter().filter(|d| d.source == s).count();
-    let (lx, ly) = (px0 + 10.0, py0 + 10.0);
-    let has_faults = !faults_s.is_empty();
+    let (lx, ly) = (plot.left + 10.0, plot.top + 10.0);
+    let has_faults = !faults.is_empty();
     let legend_w = if has_faults {
         (label_w + 36.0).max(150.0)
     } else {
@@ -810,15 +1002,13 @@ pub fn render_svg(
         if has_faults { 66 } else { 46 }
     );
     let mut row = ly + 16.0;
-    for (source, colour, name) in [
-        (Source::Primary, PRIMARY_COLOUR, "primary"),
-        (Source::Backup, BACKUP_COLOUR, "backup"),
-    ] {
+    for (source, name) in [(Source::Primary, "primary"), (Source::Backup, "backup")] {
         let _ = writeln!(
             svg,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{colour}"/><text x="{:.1}" y="{:.1}">{name} ({})</text>"#,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"/><text x="{:.1}" y="{:.1}">{name} ({})</text>"#,
             lx + 12.0,
             row - 4.0,
+            colour(source),
             lx + 24.0,
             row,
             count(source)
@@ -837,8 +1027,147 @@ pub fn render_svg(
             row
         );
     }
-    let _ = writeln!(svg, "</svg>");
-    svg
+}
+
+/// The moments around one fault, between `left` and `right` on the picture: ms relative to
+/// the fault on x, one tick per delivery in its broker's lane, the silence across the fault
+/// shaded and labelled.
+fn zoom(
+    svg: &mut String,
+    deliveries: &[Delivery],
+    at_ms: u64,
+    name: &str,
+    (left, right): (f64, f64),
+) {
+    let window = fault_window(deliveries, at_ms);
+    let rel = |t: u64| t as f64 - at_ms as f64;
+    let after = window.first_after.map_or(ZOOM_MAX_AFTER_MS, |d| {
+        (d.at_ms - at_ms + ZOOM_AFTER_SILENCE_MS).clamp(ZOOM_MS, ZOOM_MAX_AFTER_MS)
+    });
+    let top = OVERVIEW_H + 30.0;
+    let plot = Plot {
+        left,
+        right,
+        top,
+        bottom: OVERVIEW_H + ZOOM_H - 45.0,
+        x: (-(ZOOM_MS as f64), after as f64),
+        y: (0.0, 2.0),
+    };
+    heading(svg, left, OVERVIEW_H + 18.0, &format!("zoom: {name}"));
+
+    // The silence first, so the ticks and the fault are drawn over it.
+    let from = window.last_before.map_or(at_ms, |d| d.at_ms);
+    let gap_from = rel(from).max(plot.x.0);
+    let (gap_to, label) = match window.first_after {
+        Some(d) => (
+            rel(d.at_ms).min(plot.x.1),
+            format!("{} ms without a delivery", d.at_ms - from),
+        ),
+        None => (plot.x.1, "nothing delivered after it".to_string()),
+    };
+    let _ = writeln!(
+        svg,
+        r#"<rect class="silence" x="{:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{SILENCE_COLOUR}"/>"#,
+        plot.px(gap_from),
+        (plot.px(gap_to) - plot.px(gap_from)).max(1.0),
+        plot.bottom - top
+    );
+    plot.axes(
+        svg,
+        nice_step(plot.x.1 - plot.x.0, 6.0),
+        "ms from the fault",
+        None,
+    );
+    plot.fault_line(svg, 0.0);
+
+    // Two lanes: the primary's deliveries in the upper one, the backup's in the lower.
+    for (source, lane, lane_name) in [
+        (Source::Primary, 1.0, "primary"),
+        (Source::Backup, 0.0, "backup"),
+    ] {
+        let (y1, y2) = (plot.py(lane + 0.85), plot.py(lane + 0.15));
+        let _ = writeln!(svg, r#"<g stroke="{}" stroke-width="2">"#, colour(source));
+        for d in deliveries.iter().filter(|d| d.source == source) {
+            let x = rel(d.at_ms);
+            if (plot.x.0..=plot.x.1).contains(&x) {
+                let _ = writeln!(
+                    svg,
+                    r#"<line class="tick" x1="{0:.1}" y1="{y1:.1}" x2="{0:.1}" y2="{y2:.1}"/>"#,
+                    plot.px(x)
+                );
+            }
+        }
+        let _ = writeln!(svg, "</g>");
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="{}">{lane_name}</text>"#,
+            left - 6.0,
+            plot.py(lane + 0.5) + 4.0,
+            colour(source)
+        );
+    }
+
+    // The silence's length above it, kept inside the panel.
+    let half = 3.5 * label.chars().count() as f64;
+    let centre = ((plot.px(gap_from) + plot.px(gap_to)) / 2.0).clamp(left + half, right - half);
+    let _ = writeln!(
+        svg,
+        r#"<text class="silence" x="{centre:.1}" y="{:.1}" text-anchor="middle" fill="{KILL_COLOUR}" font-weight="bold">{label}</text>"#,
+        top - 4.0
+    );
+}
+
+/// Publish→delivery latency per message against the run's time axis, under the zooms
+/// (`top` is where this band starts).
+fn latency(svg: &mut String, lat: &[Latency], faults: &[u64], time: &TimeAxis, top: f64) {
+    let mut sorted: Vec<u64> = lat.iter().map(Latency::ms).collect();
+    sorted.sort_unstable();
+    let worst = lat.iter().max_by_key(|l| l.ms());
+    let title = match (worst, sorted.get(sorted.len() / 2)) {
+        (Some(w), Some(median)) => format!(
+            "publish → delivery latency per message: median {median} ms, max {} ms (seq {})",
+            w.ms(),
+            w.seq
+        ),
+        _ => "publish → delivery latency per message".to_string(),
+    };
+    heading(svg, MARGIN_LEFT, top + 18.0, &title);
+    let y_hi = worst.map_or(1, |w| w.ms()).max(1) as f64;
+    let y_step = nice_step(y_hi, 5.0).max(1.0);
+    let plot = Plot {
+        left: MARGIN_LEFT,
+        right: SVG_W - MARGIN_RIGHT,
+        top: top + 30.0,
+        bottom: top + LATENCY_H - 45.0,
+        x: time.range,
+        y: (0.0, (y_hi * 1.05 / y_step).ceil() * y_step),
+    };
+    plot.axes(
+        svg,
+        time.step,
+        "time since first delivery (s)",
+        Some((y_step, "latency (ms)")),
+    );
+    for &at_ms in faults {
+        plot.fault_line(svg, time.secs(at_ms));
+    }
+    for l in lat {
+        let _ = writeln!(
+            svg,
+            r#"<rect class="latency" x="{:.1}" y="{:.1}" width="3" height="3" fill="{}"/>"#,
+            plot.px(time.secs(l.delivery.at_ms)) - 1.5,
+            plot.py(l.ms() as f64) - 1.5,
+            colour(l.delivery.source)
+        );
+    }
+    if lat.is_empty() {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#888">no publish times: run test_publisher with --publish-log FILE and give report --published FILE</text>"##,
+            (plot.left + plot.right) / 2.0,
+            (plot.top + plot.bottom) / 2.0
+        );
+    }
 }
 
 #[cfg(test)]
@@ -1188,7 +1517,13 @@ RESULT: PASS
 
     #[test]
     fn svg_marks_every_fault_with_its_label() {
-        let svg = render_svg(&one_failover(), &[3000, 1550], "primary <stopped>", "two");
+        let svg = render_svg(
+            &one_failover(),
+            &[],
+            &[3000, 1550],
+            "primary <stopped>",
+            "two",
+        );
         assert_eq!(
             svg.matches("stroke-dasharray").count(),
             2 + 1,
@@ -1208,7 +1543,13 @@ RESULT: PASS
     fn svg_is_self_contained_and_marks_the_kill() {
         let mut got = steady(1..=6);
         got.push(d(2750, Source::Backup, 7));
-        let svg = render_svg(&got, &[1550], DEFAULT_FAULT_LABEL, "run <1> & \"more\"");
+        let svg = render_svg(
+            &got,
+            &[],
+            &[1550],
+            DEFAULT_FAULT_LABEL,
+            "run <1> & \"more\"",
+        );
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(
@@ -1225,12 +1566,54 @@ RESULT: PASS
     }
 
     #[test]
+    fn latency_is_from_the_first_publish_to_the_first_delivery() {
+        let got = vec![
+            d(1100, Source::Primary, 1),
+            d(1900, Source::Backup, 2),
+            d(1950, Source::Backup, 2),
+            d(2000, Source::Backup, 3),
+        ];
+        // seq 2 was resent after the failover (a second PUBLISH line); seq 3 never logged.
+        let published = [(1000, 1), (1100, 2), (1800, 2)];
+        let l = latencies(&got, &published);
+        let ms: Vec<(u64, u64)> = l.iter().map(|l| (l.seq, l.ms())).collect();
+        assert_eq!(ms, vec![(1, 100), (2, 800)]);
+        assert_eq!(l[1].delivery.source, Source::Backup);
+    }
+
+    #[test]
+    fn svg_zooms_on_the_silence_around_each_fault() {
+        // Primary until 1500, kill at 1550, backup from 2750: a 1250 ms silence.
+        let svg = render_svg(&one_failover(), &[], &[1550], DEFAULT_FAULT_LABEL, "zoom");
+        assert!(svg.contains(r#"<g id="zoom-1">"#), "{svg}");
+        assert!(!svg.contains(r#"<g id="zoom-2">"#));
+        assert!(svg.contains(">1250 ms without a delivery</text>"), "{svg}");
+        assert_eq!(
+            svg.matches(r#"class="tick""#).count(),
+            10,
+            "every delivery is in the zoom"
+        );
+        // No fault, no zoom: the picture is the overview and the latency panel.
+        let svg = render_svg(
+            &steady(1..=3),
+            &[(950, 1)],
+            &[],
+            DEFAULT_FAULT_LABEL,
+            "calm",
+        );
+        assert!(!svg.contains("zoom"), "{svg}");
+        assert_eq!(svg.matches(r#"class="latency""#).count(), 1);
+        assert!(svg.contains(r#"height="760""#), "{svg}");
+    }
+
+    #[test]
     fn svg_copes_with_no_data() {
-        let svg = render_svg(&[], &[], DEFAULT_FAULT_LABEL, "empty");
+        let svg = render_svg(&[], &[], &[], DEFAULT_FAULT_LABEL, "empty");
         assert!(svg.contains("no deliveries"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
         let svg = render_svg(
             &[d(0, Source::Primary, 1)],
+            &[],
             &[0],
             DEFAULT_FAULT_LABEL,
             "one",

@@ -80,6 +80,19 @@ fn clean_failover_passes_and_draws_the_run() {
     sub.push_str(&sub_lines("BACKUP", 21..=30, 2500));
     let sub = dir.file("subscriber.out", &sub);
     let acks = dir.file("test_publisher.out", &ack_lines(1..=30));
+    // Each message is published 20 ms before the primary would deliver it; seq 21 is
+    // published just before the kill and waits out the failover: 570 ms.
+    let published: String = (1..=30u64)
+        .map(|seq| {
+            let at = if seq == 21 {
+                T0 + 1930
+            } else {
+                T0 + 100 * (seq - 1) - 20
+            };
+            format!("{at} PUBLISH {seq}\n")
+        })
+        .collect();
+    let published = dir.file("published.log", &published);
     let svg = dir.0.join("run.svg");
     let kill = (T0 + 1950).to_string();
 
@@ -88,6 +101,8 @@ fn clean_failover_passes_and_draws_the_run() {
         p(&sub),
         "--acks",
         p(&acks),
+        "--published",
+        p(&published),
         "--sent",
         "30",
         "--kill-ms",
@@ -112,6 +127,36 @@ fn clean_failover_passes_and_draws_the_run() {
     assert!(picture.starts_with("<svg"), "{picture}");
     assert!(picture.contains("primary killed"));
     assert!(picture.contains("test &lt;run&gt;"));
+
+    // The zoom: 1.5 s before the kill to 1 s after the backup's first delivery, one tick per
+    // delivery in it (seq 6 to 30), the 600 ms silence labelled.
+    let zoom = panel(&picture, "zoom-1");
+    assert_eq!(zoom.matches(r#"class="tick""#).count(), 25, "{zoom}");
+    assert!(zoom.contains(">600 ms without a delivery</text>"), "{zoom}");
+    assert!(zoom.contains(">zoom: primary killed</text>"), "{zoom}");
+    assert!(!picture.contains(r#"id="zoom-2""#));
+
+    // The latency of every message, the one that waited out the failover the highest.
+    let latency = panel(&picture, "latency");
+    assert_eq!(
+        latency.matches(r#"class="latency""#).count(),
+        30,
+        "{latency}"
+    );
+    assert!(
+        latency.contains("median 20 ms, max 570 ms (seq 21)"),
+        "{latency}"
+    );
+}
+
+/// The SVG group with this id, up to the next group's start or the end of the picture.
+fn panel<'a>(picture: &'a str, id: &str) -> &'a str {
+    let start = picture
+        .find(&format!(r#"<g id="{id}">"#))
+        .unwrap_or_else(|| panic!("no panel {id} in {picture}"));
+    let rest = &picture[start + 1..];
+    let end = rest.find(r#"<g id=""#).unwrap_or(rest.len());
+    &rest[..end]
 }
 
 #[test]
@@ -201,6 +246,12 @@ fn every_fault_gets_a_silence_line_and_all_must_pass() {
     let picture = fs::read_to_string(&svg).expect("svg written");
     assert!(picture.contains("primary killed (1)"), "{picture}");
     assert!(picture.contains("primary killed (2)"), "{picture}");
+    assert!(panel(&picture, "zoom-1").contains(">600 ms without a delivery<"));
+    assert!(panel(&picture, "zoom-2").contains(">800 ms without a delivery<"));
+    // Without a publish log there is no latency to draw, and the panel says how to get one.
+    let latency = panel(&picture, "latency");
+    assert!(!latency.contains(r#"class="latency""#), "{latency}");
+    assert!(latency.contains("--publish-log"), "{latency}");
 
     // The first failover alone would pass; the second one's silence fails the run.
     let out = report(&args("700"));

@@ -1,6 +1,8 @@
 //! `test_publisher <topic> <primary> <backup> [--rate-hz 10] [--count N]`: publishes 1, 2, 3, …
 //! at a fixed rate and prints `ACK <seq>` per ACKed message.
 
+use std::fs::File;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,16 @@ fn main() -> ExitCode {
         }
         let count: Option<u64> = args.value("--count")?;
         let timestamps = args.switch("--timestamps");
+        // When each message was first sent, for the report's latency picture; stdout keeps
+        // its one ACK line per message.
+        let mut publish_log = args
+            .all("--publish-log")
+            .last()
+            .map(|path| {
+                File::create(path)
+                    .map_err(|e| Error::Usage(format!("--publish-log: cannot create {path}: {e}")))
+            })
+            .transpose()?;
         let mut publisher = Publisher::new(cli::publisher_config(&args, 1)?);
         let interrupts = cli::interrupts()?;
         let period = Duration::from_secs_f64(1.0 / rate);
@@ -28,6 +40,9 @@ fn main() -> ExitCode {
         while count.is_none_or(|c| sent < c) {
             let seq = sent + 1;
             sent = seq;
+            if let Some(log) = &mut publish_log {
+                writeln!(log, "{} PUBLISH {seq}", cli::unix_millis())?;
+            }
             match publisher.publish(topic, &seq.to_string()) {
                 Ok(_) => {
                     acked += 1;

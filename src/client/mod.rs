@@ -1,9 +1,10 @@
 //! Blocking clients with the failover behaviour of the programs: [`Publisher`] and
-//! [`Subscriber`].
+//! [`Subscriber`]; and [`status`], the pair's live view that `pairstat` shows.
 
 use std::fmt;
 
 mod publisher;
+pub mod status;
 mod subscriber;
 
 pub use publisher::Publisher;

@@ -1,7 +1,7 @@
 //! The `report` program's work around the analysis: its flags ([`crate::cli::REPORT`]) as
-//! [`Options`], reading the subscriber's and test_publisher's output files, printing the
-//! report and writing the picture. The analysis itself, which touches no file, is the parent
-//! module's.
+//! [`Options`], reading the subscriber's and test_publisher's output files (and its publish
+//! log, if given), printing the report and writing the picture. The analysis itself, which
+//! touches no file, is the parent module's.
 
 use std::fs;
 use std::io;
@@ -18,6 +18,8 @@ pub struct Options {
     pub sub: String,
     /// The test_publisher's output file.
     pub acks: String,
+    /// The test_publisher's publish log (`--publish-log`), for the latency panel.
+    pub published: Option<String>,
     /// Messages sent; `None`: the highest seq ACKed or delivered.
     pub sent: Option<u64>,
     /// Each fault's moment, unix ms, in command-line order.
@@ -60,6 +62,7 @@ impl Options {
         Ok(Options {
             sub: required("--sub")?,
             acks: required("--acks")?,
+            published: text("--published"),
             sent,
             kill_ms,
             fault_label,
@@ -78,6 +81,14 @@ pub fn run(o: &Options) -> Result<bool> {
     let acks = super::parse_log(&read(&o.acks)?, super::parse_ack);
     warn_unparsed("subscriber", &o.sub, &sub);
     warn_unparsed("publisher", &o.acks, &acks);
+    let published = match &o.published {
+        Some(path) => {
+            let log = super::parse_log(&read(path)?, super::parse_publish);
+            warn_unparsed("publish log", path, &log);
+            log.items
+        }
+        None => Vec::new(),
+    };
 
     let acked: Vec<u64> = acks.items.iter().map(|&(_, seq)| seq).collect();
     let mut report = super::analyse(&sub.items, &acked, o.sent, o.kill_ms.iter().copied())
@@ -90,7 +101,7 @@ pub fn run(o: &Options) -> Result<bool> {
 
     if let Some(path) = &o.svg {
         let label = o.fault_label.as_deref().unwrap_or(DEFAULT_FAULT_LABEL);
-        let svg = super::render_svg(&sub.items, &o.kill_ms, label, &o.title);
+        let svg = super::render_svg(&sub.items, &published, &o.kill_ms, label, &o.title);
         fs::write(path, svg).map_err(|e| {
             Error::Io(io::Error::new(
                 e.kind(),

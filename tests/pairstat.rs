@@ -1,0 +1,211 @@
+//! The `pairstat` program against a pair started in-process: what it shows of a healthy
+//! pair, and that it follows a failover (the backup primary in a newer epoch, the old primary
+//! down) without stopping.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::Instant;
+
+use common::*;
+use crossbeam_channel::Receiver;
+use edgebroker::ComputeStep;
+use edgebroker::protocol::Epoch;
+
+const PAIRSTAT: &str = env!("CARGO_BIN_EXE_pairstat");
+
+fn pairstat(args: &[&str]) -> Output {
+    Command::new(PAIRSTAT)
+        .args(args)
+        .output()
+        .expect("run pairstat")
+}
+
+/// A `pairstat` left running; `Drop` kills it, so a failing test leaves nothing behind.
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(PAIRSTAT)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pairstat");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = crossbeam_channel::unbounded();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Reads lines until one satisfies `want`, failing the test after [`DEADLINE`].
+    fn wait_for_line(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let mut last = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return line,
+                Ok(line) => last = line,
+                Err(_) => panic!("timed out waiting for {what}; last line: {last}"),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `pairstat`'s JSON says of a broker that answered, from `"state"` up to the rates
+/// (which depend on timing).
+fn up(role: &str, epoch: Epoch, changed: bool, backup: &str) -> String {
+    format!(
+        r#""state":"up","role":"{role}","epoch":"{epoch}","changed":{changed},"backup":"{backup}","#
+    )
+}
+
+/// The JSON object for the broker at `addr` in one line of `pairstat --json`.
+fn broker_json(line: &str, addr: &str) -> String {
+    let start = line
+        .find(&format!(r#"{{"addr":"{addr}","#))
+        .unwrap_or_else(|| panic!("no object for {addr} in {line}"));
+    let object = &line[start..];
+    object[..object.find('}').map_or(object.len(), |i| i + 1)].to_string()
+}
+
+#[test]
+fn once_json_shows_both_roles_and_the_epoch() {
+    let pair = Pair::start(config(ComputeStep::Off));
+    let epoch = pair.primary().status().epoch;
+    let (p, b) = (pair.primary_addr.to_string(), pair.backup_addr.to_string());
+
+    let out = pairstat(&[&p, &b, "--once", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line: {text}");
+    let line = lines[0];
+    assert!(
+        line.starts_with(r#"{"at_ms":"#) && line.ends_with(r#""events":[]}"#),
+        "{line}"
+    );
+    let primary = broker_json(line, &p);
+    assert!(
+        primary.contains(&up("primary", epoch, false, "up")),
+        "{primary}"
+    );
+    let backup = broker_json(line, &b);
+    assert!(
+        backup.contains(&up("backup", epoch, false, "-")),
+        "{backup}"
+    );
+    assert!(backup.ends_with(r#""takeovers":0}"#), "{backup}");
+}
+
+#[test]
+fn once_prints_one_table() {
+    let pair = Pair::start(config(ComputeStep::Off));
+    let p = pair.primary_addr.to_string();
+    let out = pairstat(&[&p, "--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&p))
+        .unwrap_or_else(|| panic!("no row for {p}: {text}"));
+    let epoch = pair.primary().status().epoch.to_string();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..4], [p.as_str(), "primary", &epoch, "up"], "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no terminal codes into a pipe: {text:?}"
+    );
+    assert!(text.contains("no role or epoch change seen yet"), "{text}");
+}
+
+#[test]
+fn a_kill_shows_the_backup_as_primary_in_a_newer_epoch_and_the_old_one_down() {
+    let mut pair = Pair::start(config(ComputeStep::Off));
+    let old_epoch = pair.primary().status().epoch;
+    let (p, b) = (pair.primary_addr.to_string(), pair.backup_addr.to_string());
+    let view = Running::start(&[&p, &b, "--json", "--interval-ms", "50"]);
+    let before = view.wait_for_line("the first poll", |l| l.contains(&p));
+    assert!(broker_json(&before, &p).contains(&up("primary", old_epoch, false, "up")));
+
+    pair.primary.take().expect("primary running").kill();
+    let after = view.wait_for_line("the takeover", |line| {
+        broker_json(line, &b).contains(r#""role":"primary""#)
+    });
+    let old = broker_json(&after, &p);
+    assert!(old.contains(r#""state":"down""#), "{old}");
+    let new_epoch = pair.backup().status().epoch;
+    assert!(new_epoch > old_epoch, "{new_epoch} after {old_epoch}");
+    let new = broker_json(&after, &b);
+    assert!(
+        new.contains(&up("primary", new_epoch, true, "down")),
+        "{new}"
+    );
+    assert!(new.ends_with(r#""takeovers":1}"#), "{new}");
+
+    // The poll that saw the change reports it as an event.
+    let change =
+        format!(r#""addr":"{b}","what":"backup -> primary, epoch {old_epoch} -> {new_epoch}""#);
+    assert!(after.contains(&change), "{after}");
+}
+
+#[test]
+fn a_broker_that_does_not_answer_is_a_down_row_not_an_error() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let out = pairstat(&[&closed, "--once", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            r#"{{"addr":"{closed}","state":"down","reason":"connection refused"}}"#
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_and_bad_arguments() {
+    let help = pairstat(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).starts_with("usage: pairstat "));
+    for args in [
+        &[][..],
+        &["nocolon"][..],
+        &["a:1", "b:2", "c:3"][..],
+        &["a:1", "--interval-ms", "0"][..],
+        &["a:1", "--interval-ms", "soon"][..],
+        &["a:1", "--bogus"][..],
+    ] {
+        let out = pairstat(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.starts_with("pairstat: "), "{args:?}: {err}");
+        assert!(err.contains("usage: pairstat"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
