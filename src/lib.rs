@@ -63,7 +63,7 @@
 //! | [`broker::status`] | counters and the STATUS snapshot |
 //! | [`broker::capacity`] | how many connections the machine's limits fit |
 //! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover |
-//! | [`client::status`] | the pair at a glance: STATUS with a timeout, rates and role changes (`pairstat`) |
+//! | [`client::status`] | asking a broker its STATUS within a timeout |
 //! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |
 //! | [`report::program`] | the `report` program's work: read the two output files, print the verdict, draw |
 //! | [`broker::handoff`] | a stepped-down primary publishes its undelivered messages to the new one |

@@ -12,8 +12,9 @@
 //! | [`harness`] | separate hosts in network namespaces, fault injection and the chaos soak |
 //! | [`harness::soak_program`] | the `soak` program's work: flags to a soak, building the programs, logs, outcome |
 //! | [`bench`](mod@bench) | load-testing a broker: publishers and subscribers on threads, latency and loss figures |
+//! | [`pairstat`] | the pair's live view: both brokers' STATUS as one refreshing table |
 //!
-//! The `soak` and `bench` programs (`tools/src/bin/`) are thin wrappers around
+//! The `soak`, `bench` and `pairstat` programs (`tools/src/bin/`) are thin wrappers around
 //! [`harness::soak_program::run`] and [`bench::run`]; the tests in `tools/tests/` run the
 //! separate-host scenarios (`netns.rs`) and the `bench` program end to end (`bench_cli.rs`).
 //! Both the soak and those tests run the broker programs of the same build
@@ -23,3 +24,4 @@
 
 pub mod bench;
 pub mod harness;
+pub mod pairstat;

@@ -2,6 +2,8 @@
 //! pair, and that it follows a failover (the backup primary in a newer epoch, the old primary
 //! down) without stopping.
 
+// The edgebroker crate's test helpers: an in-process pair.
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};
