@@ -15,13 +15,12 @@
 //! encrypted: the secret protects who may act, not what can be read.
 
 use std::fmt;
-use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::connection::LineReader;
+use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::protocol::{AuthKind, Reply, Request};
 
@@ -105,49 +104,35 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// when either side's proof is wrong, and with [`Error::Refused`] when the listener refused
 /// the connection for another reason (`ERR|too many connections`): it is alive, and the
 /// secrets may well match.
-pub fn authenticate<R: Read>(
-    mut writer: impl Write,
-    reader: &mut LineReader<R>,
-    kind: AuthKind,
-    secret: &Secret,
-) -> Result<()> {
+pub fn authenticate(conn: &mut Connection, kind: AuthKind, secret: &Secret) -> Result<()> {
     let mine = nonce();
-    let mut line = Vec::new();
-    Request::Hello {
+    let hello = Request::Hello {
         kind,
         nonce: mine.clone(),
-    }
-    .encode(&mut line);
-    writer.write_all(&line)?;
-    let (theirs, their_proof) = match read_reply(reader)? {
+    };
+    let (theirs, their_proof) = match answer(conn.ask(&hello))? {
         Reply::Challenge { nonce, proof } => (nonce, proof),
         other => return Err(Error::Auth(format!("answered HELLO with {other:?}"))),
     };
     if !verify(secret, Side::Listener, kind, (&mine, &theirs), &their_proof) {
         return Err(Error::Auth("the listener does not know the secret".into()));
     }
-    line.clear();
-    Request::Proof {
+    let proof = Request::Proof {
         proof: proof(secret, Side::Dialer, kind, &mine, &theirs),
-    }
-    .encode(&mut line);
-    writer.write_all(&line)?;
-    match read_reply(reader)? {
+    };
+    match answer(conn.ask(&proof))? {
         Reply::Welcome => Ok(()),
         other => Err(Error::Auth(format!("answered PROOF with {other:?}"))),
     }
 }
 
-/// The listener's next answer; an `ERR` other than a failed proof is a refusal, not a
-/// verdict on the secret.
-fn read_reply<R: Read>(reader: &mut LineReader<R>) -> Result<Reply> {
-    let line = reader
-        .read_line()?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed during HELLO"))?;
-    match Reply::parse(line) {
+/// The listener's answer; an `ERR` other than a failed proof is a refusal, not a verdict on
+/// the secret.
+fn answer(reply: Result<Reply>) -> Result<Reply> {
+    match reply {
         Ok(Reply::Err(reason)) if reason == "too many connections" => Err(Error::Refused(reason)),
-        Ok(reply) => Ok(reply),
-        Err(e) => Err(Error::Auth(e.to_string())),
+        Err(Error::Protocol(why)) => Err(Error::Auth(why)),
+        other => other,
     }
 }
 

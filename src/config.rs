@@ -126,6 +126,11 @@ impl BrokerConfig {
         }
     }
 
+    /// How this broker authenticates the connections it opens to its peer, if a secret is set.
+    pub fn peer_auth(&self) -> Option<(AuthKind, &Secret)> {
+        self.secret.as_ref().map(|s| (AuthKind::Peer, s))
+    }
+
     /// Test timings on loopback port 0: compute 1–3 ms, probes every 20 ms, 200 ms timeout,
     /// 1 s to authenticate.
     pub fn fast() -> Self {

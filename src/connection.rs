@@ -1,12 +1,25 @@
-//! Buffered line I/O over a `TcpStream`: reading lines with a length limit, and dialling a
-//! peer with a timeout. Brokers and clients use it alike; the protocol module never sees a
-//! socket.
+//! Line I/O over a `TcpStream`, for brokers and clients alike; the protocol module never sees
+//! a socket.
+//!
+//! - [`LineReader`] reads `\n`-terminated lines, never buffering more than the line limit.
+//! - [`Connection`] is one connection to a broker in both directions: every dialler (the
+//!   replicator, the pinger, the hand-off, the publisher, the subscriber, the STATUS query)
+//!   dials, authenticates, sends requests and reads replies through it, and
+//!   [`Connection::ask`] is the request/answer call they share.
+//!
+//! Errors come as the crate's [`Error`]: [`Error::LineTooLong`], [`Error::Timeout`] (the
+//! socket's read or write timeout passed; a partly read line stays buffered),
+//! [`Error::Closed`], or [`Error::Io`] for the rest.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::auth::{self, Secret};
+use crate::error::{Error, Result};
+use crate::protocol::{AuthKind, Reply, Request};
 
 /// A TCP stream shared by the threads that serve one connection (its reader, its writer, the
 /// registry that closes it at shutdown). Cloning shares the socket instead of duplicating its
@@ -54,9 +67,6 @@ pub struct LineReader<R> {
     max_line: usize,
 }
 
-/// The error kind [`LineReader::read_line`] returns for a line over the limit.
-pub const LINE_TOO_LONG: io::ErrorKind = io::ErrorKind::InvalidData;
-
 impl<R: Read> LineReader<R> {
     /// Wraps `inner`; lines longer than `max_line` bytes (without `\r\n`) are refused.
     pub fn new(inner: R, max_line: usize) -> Self {
@@ -70,10 +80,10 @@ impl<R: Read> LineReader<R> {
     }
 
     /// The next line without its `\n` (and without a `\r` before it), or `None` at a clean end
-    /// of stream. A read timeout surfaces as `WouldBlock`/`TimedOut` and loses nothing: the
-    /// partial line stays buffered for the next call. A line over the limit is an error of
-    /// kind [`LINE_TOO_LONG`].
-    pub fn read_line(&mut self) -> io::Result<Option<&[u8]>> {
+    /// of stream. A read timeout is [`Error::Timeout`] and loses nothing: the partial line
+    /// stays buffered for the next call. A line over the limit is [`Error::LineTooLong`]; an
+    /// end of stream in the middle of a line is [`Error::Closed`].
+    pub fn read_line(&mut self) -> Result<Option<&[u8]>> {
         let mut scanned = 0;
         loop {
             let unread = &self.buf[self.start + scanned..self.end];
@@ -86,30 +96,27 @@ impl<R: Read> LineReader<R> {
                     line = rest;
                 }
                 if line.len() > self.max_line {
-                    return Err(too_long());
+                    return Err(Error::LineTooLong);
                 }
                 return Ok(Some(line));
             }
             scanned = self.end - self.start;
             // A line may be max_line bytes plus "\r\n".
             if scanned > self.max_line + 1 {
-                return Err(too_long());
+                return Err(Error::LineTooLong);
             }
             self.make_room();
             let n = match self.inner.read(&mut self.buf[self.end..]) {
                 Ok(n) => n,
                 // A signal (SIGSTOP/SIGCONT, a debugger) interrupted the read: try again.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(Error::from_io(e)),
             };
             if n == 0 {
                 return if self.start == self.end {
                     Ok(None)
                 } else {
-                    Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed in the middle of a line",
-                    ))
+                    Err(Error::Closed)
                 };
             }
             self.end += n;
@@ -140,16 +147,96 @@ impl<R: Read> LineReader<R> {
     }
 }
 
-fn too_long() -> io::Error {
-    io::Error::new(LINE_TOO_LONG, "line too long")
-}
-
 /// Whether an I/O error is a read or write timeout rather than a broken connection.
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+/// One connection to a broker, in both directions: requests out, replies in.
+pub struct Connection {
+    stream: Stream,
+    reader: LineReader<Stream>,
+    out: Vec<u8>,
+}
+
+impl Connection {
+    /// Dials `addr` within `timeout` (which then bounds every read and write too), reading
+    /// lines of at most `max_line` bytes, and authenticates with `auth` if given.
+    pub fn dial(
+        addr: &str,
+        timeout: Duration,
+        max_line: usize,
+        auth: Option<(AuthKind, &Secret)>,
+    ) -> Result<Connection> {
+        let stream = dial(addr, timeout).map_err(Error::from_io)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut conn = Connection::new(Stream::new(stream), max_line);
+        if let Some((kind, secret)) = auth {
+            auth::authenticate(&mut conn, kind, secret)?;
+        }
+        Ok(conn)
+    }
+
+    /// Wraps a connected stream.
+    pub fn new(stream: Stream, max_line: usize) -> Connection {
+        Connection {
+            reader: LineReader::new(stream.clone(), max_line),
+            stream,
+            out: Vec::new(),
+        }
+    }
+
+    /// Sends one request.
+    pub fn send(&mut self, request: &Request) -> Result<()> {
+        self.send_all(std::slice::from_ref(request))
+    }
+
+    /// Sends requests in one write.
+    pub fn send_all(&mut self, requests: &[Request]) -> Result<()> {
+        self.out.clear();
+        for request in requests {
+            request.encode(&mut self.out);
+        }
+        (&*self.stream).write_all(&self.out).map_err(Error::from_io)
+    }
+
+    /// The next reply. The other side closing the connection is [`Error::Closed`]; a line
+    /// that is not a reply is [`Error::Protocol`].
+    pub fn recv(&mut self) -> Result<Reply> {
+        let line = self.reader.read_line()?.ok_or(Error::Closed)?;
+        Reply::parse(line).map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// Sends a request and reads its answer.
+    pub fn ask(&mut self, request: &Request) -> Result<Reply> {
+        self.send(request)?;
+        self.recv()
+    }
+
+    /// How long a read may wait (`None`: for ever).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        Ok(self.stream.set_read_timeout(timeout)?)
+    }
+
+    /// The socket, shared: to shut it from another thread, or to write on it from one while
+    /// this one reads.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The reading half, for a thread that only reads from here on.
+    pub fn into_reader(self) -> LineReader<Stream> {
+        self.reader
+    }
+
+    /// Shuts the socket both ways.
+    pub fn close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
 }
 
 /// Dials `addr` (`host:port`), trying each address it resolves to for at most `timeout`, and
@@ -187,7 +274,7 @@ mod tests {
         }
     }
 
-    fn lines(data: &[u8], step: usize, max: usize) -> Vec<Result<Vec<u8>, io::ErrorKind>> {
+    fn lines(data: &[u8], step: usize, max: usize) -> Vec<std::result::Result<Vec<u8>, String>> {
         let mut r = LineReader::new(Chunks { data, step }, max);
         let mut out = Vec::new();
         loop {
@@ -195,7 +282,7 @@ mod tests {
                 Ok(Some(l)) => out.push(Ok(l.to_vec())),
                 Ok(None) => return out,
                 Err(e) => {
-                    out.push(Err(e.kind()));
+                    out.push(Err(e.to_string()));
                     return out;
                 }
             }
@@ -206,7 +293,7 @@ mod tests {
     fn splits_lines_across_reads_and_strips_cr() {
         for step in [1, 3, 4096] {
             let got = lines(b"PING\r\nPUBLISH|t|a|b\n\nx\n", step, 100);
-            let want: Vec<Result<Vec<u8>, io::ErrorKind>> = vec![
+            let want: Vec<std::result::Result<Vec<u8>, String>> = vec![
                 Ok(b"PING".to_vec()),
                 Ok(b"PUBLISH|t|a|b".to_vec()),
                 Ok(b"".to_vec()),
@@ -221,7 +308,7 @@ mod tests {
         let mut data = vec![b'a'; 10_000];
         data.push(b'\n');
         let got = lines(&data, 7, 64);
-        assert_eq!(got, vec![Err(LINE_TOO_LONG)]);
+        assert_eq!(got, vec![Err(Error::LineTooLong.to_string())]);
         // Exactly at the limit is fine, with or without \r.
         let got = lines(b"aaaa\r\nbbbb\n", 2, 4);
         assert_eq!(got, vec![Ok(b"aaaa".to_vec()), Ok(b"bbbb".to_vec())]);
@@ -231,7 +318,7 @@ mod tests {
     fn eof_mid_line_is_an_error() {
         assert_eq!(
             lines(b"PING\nPUB", 100, 100),
-            vec![Ok(b"PING".to_vec()), Err(io::ErrorKind::UnexpectedEof)]
+            vec![Ok(b"PING".to_vec()), Err(Error::Closed.to_string())]
         );
     }
 

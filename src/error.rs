@@ -19,8 +19,12 @@ pub enum Error {
     /// The shared-secret handshake failed: the other side does not know our secret, or
     /// refused our proof. The text says which.
     Auth(String),
-    /// No broker answered in time.
+    /// No answer in time: a socket's read or write timeout passed, or no broker ACKed.
     Timeout,
+    /// A line longer than the limit.
+    LineTooLong,
+    /// The other side closed the connection.
+    Closed,
     /// The operation was abandoned because the program is shutting down.
     Shutdown,
 }
@@ -37,7 +41,9 @@ impl fmt::Display for Error {
             Error::Protocol(msg) => write!(f, "protocol error: {msg}"),
             Error::Refused(reason) => write!(f, "broker refused: {reason}"),
             Error::Auth(why) => write!(f, "authentication failed: {why}"),
-            Error::Timeout => write!(f, "no broker answered in time"),
+            Error::Timeout => write!(f, "no answer in time"),
+            Error::LineTooLong => write!(f, "line too long"),
+            Error::Closed => write!(f, "the other side closed the connection"),
             Error::Shutdown => write!(f, "shutting down"),
         }
     }
@@ -54,7 +60,20 @@ impl std::error::Error for Error {
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
-        Error::Io(e)
+        Error::from_io(e)
+    }
+}
+
+impl Error {
+    /// An I/O error, with a read or write timeout as [`Error::Timeout`] and a connection
+    /// closed by the other side as [`Error::Closed`].
+    pub fn from_io(e: io::Error) -> Error {
+        use io::ErrorKind::*;
+        match e.kind() {
+            WouldBlock | TimedOut => Error::Timeout,
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => Error::Closed,
+            _ => Error::Io(e),
+        }
     }
 }
 

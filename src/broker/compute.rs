@@ -74,6 +74,10 @@ pub enum Task {
 /// The worker loop.
 pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
     while let Ok(Task::Process(job)) = tasks.recv() {
+        // A stopped broker is a crashed one: what is queued stays with the backup.
+        if node.stopping() {
+            return;
+        }
         // With jobs waiting, the writer threads write (and batch) so this one gets on.
         process(&node, &job, tasks.is_empty());
         node.backlog.done(&job.message);
@@ -97,7 +101,7 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
     }
     node.gate();
     let started = Instant::now();
-    compute(&node.config.compute, message);
+    compute(&node.config.compute, message, || node.stopping());
     node.gate();
     // Fencing: a broker that stepped down while computing must not forward.
     if !node.is_current(epoch) {
@@ -154,23 +158,24 @@ impl Drop for ClearWhenWritten {
     }
 }
 
-/// Runs the compute step for one message.
-pub fn compute(step: &ComputeStep, message: &Message) {
+/// Runs the compute step for one message; a busy loop ends early once `stopped` says so (a
+/// killed broker drops the work in hand, as a crashed process would).
+pub fn compute(step: &ComputeStep, message: &Message, stopped: impl Fn() -> bool) {
     match step {
         ComputeStep::Off => {}
         ComputeStep::BusyLoop(range) => {
             let ms = rand::random_range(range.clone());
-            busy_loop(Duration::from_millis(ms));
+            busy_loop(Duration::from_millis(ms), stopped);
         }
         ComputeStep::Custom(f) => f(message),
     }
 }
 
-/// Keeps the CPU busy for `duration`: a spin on `Instant`, not a sleep, because it stands for
-/// real work.
-pub fn busy_loop(duration: Duration) {
+/// Keeps the CPU busy for `duration`, or until `stopped`: a spin on `Instant`, not a sleep,
+/// because it stands for real work.
+pub fn busy_loop(duration: Duration, stopped: impl Fn() -> bool) {
     let start = Instant::now();
-    while start.elapsed() < duration {
+    while start.elapsed() < duration && !stopped() {
         std::hint::spin_loop();
     }
 }
@@ -180,9 +185,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_busy_loop_ends_when_stopped() {
+        let start = Instant::now();
+        busy_loop(Duration::from_secs(60), || {
+            start.elapsed() > Duration::from_millis(5)
+        });
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
     fn busy_loop_lasts_at_least_its_duration() {
         let start = Instant::now();
-        busy_loop(Duration::from_millis(5));
+        busy_loop(Duration::from_millis(5), || false);
         assert!(start.elapsed() >= Duration::from_millis(5));
     }
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 
 use crate::auth::{self, Side};
-use crate::connection::{LINE_TOO_LONG, LineReader, Stream, is_timeout};
+use crate::connection::{LineReader, Stream};
+use crate::error::Error;
 use crate::protocol::{AuthKind, Epoch, Message, MsgId, Reply, Request, Role, publisher_id};
 
 use super::node::{Node, Refusal};
@@ -119,7 +120,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
                 conn.handle(line);
             }
             Ok(None) => break,
-            Err(e) if e.kind() == LINE_TOO_LONG => {
+            Err(Error::LineTooLong) => {
                 conn.node.warnings.too_long.warn(|| {
                     format!(
                         "line over {} bytes; closing the connection",
@@ -130,12 +131,12 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
                 conn.flush();
                 break;
             }
-            Err(e) if is_timeout(&e) && conn.probation.deadline().is_some() => {
+            Err(Error::Timeout) if conn.probation.deadline().is_some() => {
                 conn.probation_expired();
                 break;
             }
             // Our primary's link went quiet (it heartbeats faster than this): check on it.
-            Err(e) if is_timeout(&e) && conn.link_epoch.is_some() => {
+            Err(Error::Timeout) if conn.link_epoch.is_some() => {
                 debug!("replication link quiet; probing the primary");
                 conn.node.request_probe();
                 continue;

@@ -3,14 +3,13 @@
 //! ids, before any publisher it refuses can get there with newer ones. If that fails, the new
 //! primary's SYNC collects them instead.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 use log::{debug, info};
 
-use crate::auth;
-use crate::connection::{LineReader, Stream, dial};
+use crate::connection::Connection;
+use crate::error::{Error, Result};
 use crate::protocol::{AuthKind, Message, Reply, Request};
 
 use super::node::Node;
@@ -39,28 +38,18 @@ pub fn run_handoff(node: Arc<Node>, wake: Receiver<()>) {
 
 /// Hands `orphans` to the peer as `ADOPT` lines (publishes under their own ids), in order,
 /// each waiting for its ACK.
-fn push(node: &Node, peer: &str, orphans: &[Arc<Message>]) -> std::io::Result<()> {
+fn push(node: &Node, peer: &str, orphans: &[Arc<Message>]) -> Result<()> {
     let config = &node.config;
-    let stream = Stream::new(dial(peer, config.ping_timeout)?);
-    stream.set_read_timeout(Some(config.ping_interval + config.ping_timeout * 2))?;
-    let mut reader = LineReader::new(stream.clone(), config.max_line_bytes);
-    if let Some(secret) = &config.secret {
-        auth::authenticate(stream.clone(), &mut reader, AuthKind::Peer, secret)?;
-    } else if let Some(secret) = &config.client_secret {
-        auth::authenticate(stream.clone(), &mut reader, AuthKind::Client, secret)?;
-    }
-    let mut line = Vec::new();
+    let auth = config
+        .peer_auth()
+        .or_else(|| config.client_secret.as_ref().map(|s| (AuthKind::Client, s)));
+    let mut conn = Connection::dial(peer, config.ping_timeout, config.max_line_bytes, auth)?;
+    conn.set_read_timeout(Some(config.ping_interval + config.ping_timeout * 2))?;
     for message in orphans {
-        line.clear();
-        Request::Adopt(Message::clone(message)).encode(&mut line);
-        (&*stream).write_all(&line)?;
-        let answer = reader
-            .read_line()?
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"))?;
-        match Reply::parse(answer) {
-            Ok(Reply::AckId(id)) if id == message.id => {}
+        match conn.ask(&Request::Adopt(Message::clone(message)))? {
+            Reply::AckId(id) if id == message.id => {}
             other => {
-                return Err(std::io::Error::other(format!(
+                return Err(Error::Protocol(format!(
                     "answered {} with {other:?}",
                     message.id
                 )));

@@ -171,10 +171,14 @@ impl Broker {
         self.node.resume();
     }
 
-    /// Stops like a crashed process: every socket closes at once, nothing is handed over.
-    pub fn kill(self) {
+    /// Stops like a crashed process, and returns at once: every socket closes, nothing is
+    /// handed over, the compute in hand is abandoned and what is queued stays with the backup.
+    /// It takes `&self`, so a test or a lesson can kill a broker shared with other threads
+    /// (`Arc<Broker>`); dropping the broker afterwards joins its threads.
+    pub fn kill(&self) {
         info!("killed");
-        // Drop does the work.
+        self.node.stop();
+        self.wake_accept();
     }
 
     /// Stops the broker cleanly. A primary with a synced backup first hands over: it stops
@@ -191,14 +195,20 @@ impl Broker {
             return;
         }
         self.node.stop();
-        // Wake the accept loop, blocked in accept().
-        let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_millis(200));
+        self.wake_accept();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
         for t in self.conns.lock().drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+impl Broker {
+    /// Wakes the accept loop, blocked in `accept()`, so it sees the broker stopping.
+    fn wake_accept(&self) {
+        let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_millis(200));
     }
 }
 

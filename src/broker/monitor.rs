@@ -3,17 +3,15 @@
 //! process answers with a refused or reset connection and is acted on at once; a silent one
 //! after the ping timeout.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, error, info, warn};
 
-use crate::auth;
-use crate::connection::{LineReader, Stream, dial, is_timeout};
+use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::protocol::{AuthKind, PeerState, Reply, Request, Role};
+use crate::protocol::{PeerState, Reply, Request, Role};
 
 use super::node::Node;
 
@@ -69,10 +67,12 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
                     .warn(|| format!("peer {} is alive but refused the probe: {why}", prober.addr));
             }
             Err(Error::Shutdown) => {}
-            Err(Error::Io(e)) if is_timeout(&e) && node.primary_recently_heard() => {
+            Err(Error::Timeout) if node.primary_recently_heard() => {
                 debug!("probe timed out, but the primary's link spoke just now; not taking over");
             }
-            Err(Error::Io(e)) => node.take_over(&format!("peer {} {}", prober.addr, describe(&e))),
+            Err(e @ (Error::Timeout | Error::Closed | Error::Io(_))) => {
+                node.take_over(&format!("peer {} {}", prober.addr, describe(&e)))
+            }
             // It answered, though not as a broker should: alive, so not ours to replace.
             Err(e) => warn!("peer {} answered the probe oddly: {e}", prober.addr),
         }
@@ -93,7 +93,8 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
 struct Prober {
     node: Arc<Node>,
     addr: String,
-    conn: Option<(Stream, LineReader<Stream>, u64)>,
+    /// The connection and its key in the node's socket registry.
+    conn: Option<(Connection, u64)>,
 }
 
 impl Prober {
@@ -111,7 +112,7 @@ impl Prober {
     fn probe(&mut self, me: PeerState) -> Result<PeerState> {
         let fresh = self.conn.is_none();
         match self.exchange(me) {
-            Err(Error::Io(e)) if !fresh && !is_timeout(&e) => {
+            Err(e @ (Error::Closed | Error::Io(_))) if !fresh => {
                 debug!("probe connection to {} broke ({e}); redialling", self.addr);
                 self.exchange(me)
             }
@@ -122,42 +123,33 @@ impl Prober {
     fn exchange(&mut self, me: PeerState) -> Result<PeerState> {
         let result = self.try_exchange(me);
         if result.is_err()
-            && let Some((stream, _, key)) = self.conn.take()
+            && let Some((conn, key)) = self.conn.take()
         {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+            conn.close();
             self.node.unregister(key);
         }
         result
     }
 
     fn try_exchange(&mut self, me: PeerState) -> Result<PeerState> {
-        let timeout = self.node.config.ping_timeout;
+        let config = &self.node.config;
         if self.conn.is_none() {
-            let stream = Stream::new(dial(&self.addr, timeout)?);
-            stream.set_read_timeout(Some(timeout))?;
-            stream.set_write_timeout(Some(timeout))?;
-            let mut reader = LineReader::new(stream.clone(), self.node.config.max_line_bytes);
-            if let Some(secret) = &self.node.config.secret {
-                auth::authenticate(stream.clone(), &mut reader, AuthKind::Peer, secret)?;
-            }
-            let key = self.node.register(&stream).ok_or(Error::Shutdown)?;
-            self.conn = Some((stream, reader, key));
+            let conn = Connection::dial(
+                &self.addr,
+                config.ping_timeout,
+                config.max_line_bytes,
+                config.peer_auth(),
+            )?;
+            let key = self.node.register(conn.stream()).ok_or(Error::Shutdown)?;
+            self.conn = Some((conn, key));
         }
-        let Some((stream, reader, _)) = self.conn.as_mut() else {
+        let Some((conn, _)) = self.conn.as_mut() else {
             return Err(Error::Shutdown);
         };
-        let mut line = Vec::new();
-        Request::Probe(me).encode(&mut line);
-        stream.write_all(&line)?;
-        let answer = reader
-            .read_line()?
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"))?;
-        match Reply::parse(answer) {
-            Ok(Reply::PeerPong(peer)) => Ok(peer),
-            Ok(Reply::Err(reason)) if reason == "too many connections" => {
-                Err(Error::Refused(reason))
-            }
-            Ok(Reply::Err(reason)) => Err(Error::Auth(format!("refused the probe: {reason}"))),
+        match conn.ask(&Request::Probe(me))? {
+            Reply::PeerPong(peer) => Ok(peer),
+            Reply::Err(reason) if reason == "too many connections" => Err(Error::Refused(reason)),
+            Reply::Err(reason) => Err(Error::Auth(format!("refused the probe: {reason}"))),
             other => Err(Error::Protocol(format!(
                 "answered the probe with {other:?}"
             ))),
@@ -165,15 +157,14 @@ impl Prober {
     }
 }
 
-fn describe(e: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
-    let text = match e.kind() {
-        ConnectionRefused => "refused the connection (process gone)".to_string(),
-        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
-            "closed the connection (process gone)".to_string()
+fn describe(e: &Error) -> String {
+    let text = match e {
+        Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "refused the connection (process gone)".to_string()
         }
-        WouldBlock | TimedOut => "did not answer within the ping timeout".to_string(),
-        _ => format!("failed the probe: {e}"),
+        Error::Closed => "closed the connection (process gone)".to_string(),
+        Error::Timeout => "did not answer within the ping timeout".to_string(),
+        e => format!("failed the probe: {e}"),
     };
     info!("probe failed: {text}");
     text

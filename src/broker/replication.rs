@@ -3,8 +3,7 @@
 //! and reads back its confirmations. While no backup answers, the primary runs degraded and
 //! keeps redialling.
 
-use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -13,10 +12,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{info, warn};
 
-use crate::auth;
-use crate::connection::{LineReader, Stream, dial, is_timeout};
+use crate::connection::{Connection, LineReader, Stream};
 use crate::error::Error;
-use crate::protocol::{AuthKind, Epoch, Message, Reply, Request, Role};
+use crate::protocol::{Epoch, Message, Reply, Request, Role};
 
 use super::link::{Link, LinkCmd};
 use super::node::Node;
@@ -62,7 +60,7 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
         let (_, epoch) = node.role();
         session += 1;
         match open_session(&node, &peer, epoch, session) {
-            Ok((stream, orphans)) => {
+            Ok((conn, orphans)) => {
                 warned = false;
                 node.counters.link_sessions.fetch_add(1, Ordering::Relaxed);
                 if !orphans.is_empty() {
@@ -71,7 +69,7 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                     info!("the old primary handed over {offered} message(s); {adopted} were new");
                 }
                 let started = Instant::now();
-                match run_session(&node, stream, epoch) {
+                match run_session(&node, conn, epoch) {
                     // A session that lived a while ended by chance: redial at once (a dead
                     // backup refuses quickly). One that ended at once may end the same way
                     // again: back off.
@@ -149,22 +147,20 @@ fn sit_out(node: &Node, redial_now: &Receiver<()>, pause: Duration) -> bool {
     }
 }
 
-/// Dials the backup and SYNCs it to our epoch; returns the link and what the peer handed
-/// over (if it was a primary that stepped down).
+/// Dials the backup and SYNCs it to our epoch; returns the connection and what the peer
+/// handed over (if it was a primary that stepped down).
 fn open_session(
     node: &Node,
     peer: &str,
     epoch: Epoch,
     session: u64,
-) -> Result<(TcpStream, Vec<Message>), Failure> {
-    let timeout = node.config.ping_timeout;
-    let stream = dial(peer, timeout).map_err(|e| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => Failure::Refused("refused the connection".into()),
-        _ if is_timeout(&e) => Failure::Silent("did not accept the connection in time".into()),
-        _ => Failure::Refused(format!("is unreachable: {e}")),
-    })?;
-    let silent = |e: Error| match e {
-        Error::Io(e) if is_timeout(&e) => Failure::Silent("did not answer SYNC in time".into()),
+) -> Result<(Connection, Vec<Message>), Failure> {
+    let config = &node.config;
+    let failure = |e: Error| match e {
+        Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Failure::Refused("refused the connection".into())
+        }
+        Error::Timeout => Failure::Silent("did not answer in time".into()),
         Error::Auth(_) => {
             node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
             Failure::Refused(format!(
@@ -172,28 +168,23 @@ fn open_session(
             ))
         }
         Error::Refused(why) => Failure::Silent(format!("is alive but refused us: {why}")),
-        e => Failure::Refused(format!("dropped the connection: {e}")),
+        e => Failure::Refused(format!("is unreachable: {e}")),
     };
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| silent(e.into()))?;
-    let mut reader = LineReader::new(&stream, node.config.max_line_bytes);
-    if let Some(secret) = &node.config.secret {
-        auth::authenticate(&stream, &mut reader, AuthKind::Peer, secret).map_err(silent)?;
-    }
-    let mut line = Vec::new();
-    Request::Sync { epoch, session }.encode(&mut line);
-    (&stream).write_all(&line).map_err(|e| silent(e.into()))?;
+    let mut conn = Connection::dial(
+        peer,
+        config.ping_timeout,
+        config.max_line_bytes,
+        config.peer_auth(),
+    )
+    .map_err(failure)?;
+    conn.send(&Request::Sync { epoch, session })
+        .map_err(failure)?;
     let mut orphans = Vec::new();
     loop {
-        let answer = reader
-            .read_line()
-            .map_err(|e| silent(e.into()))?
-            .ok_or_else(|| Failure::Refused("closed the connection".into()))?;
-        match Reply::parse(answer) {
-            Ok(Reply::Handoff(message)) => orphans.push(message),
-            Ok(Reply::Synced { epoch: e }) if e == epoch => return Ok((stream, orphans)),
-            Ok(Reply::Fenced { epoch: newer }) => return Err(Failure::Fenced(newer)),
+        match conn.recv().map_err(failure)? {
+            Reply::Handoff(message) => orphans.push(message),
+            Reply::Synced { epoch: e } if e == epoch => return Ok((conn, orphans)),
+            Reply::Fenced { epoch: newer } => return Err(Failure::Fenced(newer)),
             other => return Err(Failure::Refused(format!("answered SYNC with {other:?}"))),
         }
     }
@@ -202,11 +193,10 @@ fn open_session(
 /// Runs one synced session until either side ends it. Publishing threads write to the link
 /// themselves (see [`Link`]); this thread hands the backup the log, then sends a PROBE
 /// heartbeat whenever the link has been idle, and a helper thread reads confirmations.
-fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) -> Ended {
+fn run_session(node: &Arc<Node>, conn: Connection, epoch: Epoch) -> Ended {
     // A backup that stops reading must not hold a writer for long: past the ping timeout the
-    // write fails and the session ends.
-    let _ = stream.set_write_timeout(Some(node.config.ping_timeout));
-    let stream = Stream::new(stream);
+    // write fails and the session ends (the connection's write timeout).
+    let stream = conn.stream().clone();
     let Some(key) = node.register(&stream) else {
         return Ended::Lost;
     };
@@ -220,7 +210,7 @@ fn run_session(node: &Arc<Node>, stream: TcpStream, epoch: Epoch) -> Ended {
         node.config.peer.as_deref().unwrap_or("?")
     );
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    let (read_half, reader_node) = (stream.clone(), Arc::clone(node));
+    let (read_half, reader_node) = (conn.into_reader(), Arc::clone(node));
     let reader = thread::Builder::new()
         .name("repl-reader".into())
         .spawn(move || {
@@ -285,10 +275,11 @@ fn heartbeat_interval(node: &Node) -> Duration {
 
 /// Reads the backup's answers. Ends on EOF, on a fence, or when the backup falls silent: no
 /// line for a ping interval plus timeout, or a REPLICATE unconfirmed for a ping timeout.
-fn read_confirmations(node: &Node, stream: Stream, epoch: Epoch) -> Ended {
+fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, epoch: Epoch) -> Ended {
     let config = &node.config;
-    let _ = stream.set_read_timeout(Some(config.ping_timeout.min(config.ping_interval)));
-    let mut reader = LineReader::new(stream, config.max_line_bytes);
+    let _ = reader
+        .get_ref()
+        .set_read_timeout(Some(config.ping_timeout.min(config.ping_interval)));
     let mut last_heard = Instant::now();
     // Confirmations that arrived together wake the waiting publishers once.
     let mut confirmed = 0;
@@ -303,7 +294,7 @@ fn read_confirmations(node: &Node, stream: Stream, epoch: Epoch) -> Ended {
                 info!("backup closed the replication link");
                 return Ended::Lost;
             }
-            Err(e) if is_timeout(&e) => {
+            Err(Error::Timeout) => {
                 let idle = last_heard.elapsed() > config.ping_interval + config.ping_timeout;
                 let stuck = node
                     .safety

@@ -238,8 +238,9 @@ impl Node {
             return vec![Reply::Fenced { epoch: s.epoch }];
         }
         self.observe_locked(&mut s, epoch);
+        // Meeting a newer epoch made us a backup, if we were not one.
         let RoleState::Backup(backup) = &mut s.role else {
-            unreachable!("observing a newer epoch leaves a backup");
+            return vec![Reply::Fenced { epoch: s.epoch }];
         };
         // A SYNC that waited out a cut must not empty the log a newer session is filling.
         if (epoch, session) <= backup.synced {

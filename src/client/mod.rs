@@ -1,5 +1,5 @@
 //! Blocking clients with the failover behaviour of the programs: [`Publisher`] and
-//! [`Subscriber`]; and [`status`], the pair's live view that `pairstat` shows.
+//! [`Subscriber`]; and [`status`], asking a broker its STATUS (what `pairstat` shows).
 
 use std::fmt;
 

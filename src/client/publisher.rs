@@ -2,18 +2,18 @@
 //! error or a refusal switches to the other broker and resends its latest messages there.
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::auth;
 use crate::config::PublisherConfig;
-use crate::connection::{LineReader, dial, is_timeout};
+use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::protocol::{AuthKind, Message, MsgId, Reply, Request, publisher_id};
+
+/// The longest line a publisher reads: its ACKs are short.
+const MAX_LINE: usize = 1024;
 
 /// A blocking publisher with failover and idempotent resends.
 ///
@@ -30,7 +30,7 @@ pub struct Publisher {
     window: VecDeque<Message>,
     /// Which of the two brokers we talk to.
     current: usize,
-    conn: Option<(TcpStream, LineReader<TcpStream>)>,
+    conn: Option<Connection>,
 }
 
 impl Publisher {
@@ -162,45 +162,28 @@ impl Publisher {
         let timeout = self.config.ack_timeout;
         let deadline = Instant::now() + timeout;
         if self.conn.is_none() {
-            let stream = dial(&self.config.brokers[self.current], timeout)?;
-            stream.set_read_timeout(Some(timeout))?;
-            let mut reader = LineReader::new(stream.try_clone()?, 64 * 1024);
-            if let Some(secret) = &self.config.secret {
-                auth::authenticate(&stream, &mut reader, AuthKind::Client, secret)?;
-            }
-            self.conn = Some((stream, reader));
+            let auth = self.config.secret.as_ref().map(|s| (AuthKind::Client, s));
+            let addr = &self.config.brokers[self.current];
+            self.conn = Some(Connection::dial(addr, timeout, MAX_LINE, auth)?);
         }
-        let Some((stream, reader)) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_mut() else {
             return Err(Error::Timeout);
         };
-        let mut line = Vec::new();
-        Request::PublishId(message.clone()).encode(&mut line);
-        stream.write_all(&line)?;
+        conn.send(&Request::PublishId(message.clone()))?;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout);
             }
-            stream.set_read_timeout(Some(left))?;
-            let answer = match reader.read_line() {
-                Ok(Some(answer)) => answer,
-                Ok(None) => {
-                    return Err(Error::Io(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the broker closed the connection",
-                    )));
-                }
-                Err(e) if is_timeout(&e) => return Err(Error::Timeout),
-                Err(e) => return Err(e.into()),
-            };
-            match Reply::parse(answer) {
-                Ok(Reply::AckId(id)) if id == message.id => {
+            conn.set_read_timeout(Some(left))?;
+            match conn.recv()? {
+                Reply::AckId(id) if id == message.id => {
                     debug!("{} ACKed by {}", id, self.config.brokers[self.current]);
                     return Ok(());
                 }
                 // A late ACK of an earlier message on this connection.
-                Ok(Reply::AckId(_)) => continue,
-                Ok(Reply::Err(reason)) => return Err(Error::Refused(reason)),
+                Reply::AckId(_) => continue,
+                Reply::Err(reason) => return Err(Error::Refused(reason)),
                 other => return Err(Error::Protocol(format!("unexpected answer {other:?}"))),
             }
         }

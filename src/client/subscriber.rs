@@ -3,8 +3,7 @@
 //! messages once and in order.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -16,8 +15,13 @@ use parking_lot::Mutex;
 use super::Source;
 use crate::auth;
 use crate::config::SubscriberConfig;
-use crate::connection::{LineReader, dial};
+use crate::connection::{Connection, Stream};
+use crate::error::Error;
 use crate::protocol::{AuthKind, Epoch, Message, MsgId, Reply, Request};
+
+/// The longest line a subscriber reads: a delivery of the largest message a broker with the
+/// default `--max-line-bytes` takes.
+const MAX_LINE: usize = 64 * 1024;
 
 /// A message as the subscriber hands it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +54,7 @@ pub struct Subscriber {
 pub struct Closer {
     /// Dropped to tell the connection threads to stop.
     stop: Arc<Mutex<Option<Sender<()>>>>,
-    sockets: Arc<Mutex<[Option<TcpStream>; 2]>>,
+    sockets: Arc<Mutex<[Option<Stream>; 2]>>,
 }
 
 impl Closer {
@@ -195,7 +199,7 @@ struct Link {
     tx: Sender<Delivery>,
     /// Disconnects when the subscriber closes.
     stopped: Receiver<()>,
-    sockets: Arc<Mutex<[Option<TcpStream>; 2]>>,
+    sockets: Arc<Mutex<[Option<Stream>; 2]>>,
     /// Told once, when the first subscription is confirmed or the first dial fails.
     settled: Mutex<Option<Sender<()>>>,
 }
@@ -233,37 +237,38 @@ impl Link {
 
     /// One connection: subscribe and forward deliveries until it ends. `Ok(true)` when it
     /// had been up, `Ok(false)` when nobody listens any more.
-    fn session(&self, addr: &str) -> std::io::Result<bool> {
-        let mut stream = dial(addr, Duration::from_secs(1))?;
-        self.sockets.lock()[self.slot] = Some(stream.try_clone()?);
-        let mut reader = LineReader::new(stream.try_clone()?, 64 * 1024 + 256);
+    fn session(&self, addr: &str) -> crate::Result<bool> {
+        let mut conn = Connection::dial(addr, Duration::from_secs(1), MAX_LINE, None)?;
+        // Registered before the handshake, so that closing the subscriber interrupts it.
+        self.sockets.lock()[self.slot] = Some(conn.stream().clone());
         if let Some(secret) = &self.config.secret {
-            stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-            auth::authenticate(&stream, &mut reader, AuthKind::Client, secret)?;
-            stream.set_read_timeout(None)?;
+            auth::authenticate(&mut conn, AuthKind::Client, secret)?;
         }
         if self.is_stopped() {
             return Ok(false);
         }
-        let mut line = Vec::new();
-        Request::SubscribeIds {
-            topic: self.config.topic.clone(),
-        }
-        .encode(&mut line);
+        conn.set_read_timeout(None)?;
+        let topic = self.config.topic.clone();
         // Lines are handled in order: the PONG confirms the subscription.
-        Request::Ping.encode(&mut line);
-        stream.write_all(&line)?;
+        conn.send_all(&[Request::SubscribeIds { topic }, Request::Ping])?;
         info!(
             "{} broker {addr}: subscribed to '{}'",
             self.source, self.config.topic
         );
         loop {
-            let Some(line) = reader.read_line()? else {
-                info!("{} broker {addr} closed the connection", self.source);
-                return Ok(true);
+            let reply = match conn.recv() {
+                Err(Error::Closed) => {
+                    info!("{} broker {addr} closed the connection", self.source);
+                    return Ok(true);
+                }
+                Err(Error::Protocol(why)) => {
+                    debug!("{} broker {addr}: ignoring a line: {why}", self.source);
+                    continue;
+                }
+                reply => reply?,
             };
-            match Reply::parse(line) {
-                Ok(Reply::Msg { epoch, message }) => {
+            match reply {
+                Reply::Msg { epoch, message } => {
                     let delivery = Delivery {
                         source: self.source,
                         epoch,
@@ -273,8 +278,8 @@ impl Link {
                         return Ok(false);
                     }
                 }
-                Ok(Reply::Pong) => self.settle(),
-                Ok(Reply::Err(reason)) => warn!("{} broker {addr}: ERR {reason}", self.source),
+                Reply::Pong => self.settle(),
+                Reply::Err(reason) => warn!("{} broker {addr}: ERR {reason}", self.source),
                 other => debug!("{} broker {addr}: ignoring {other:?}", self.source),
             }
         }

@@ -20,7 +20,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use edgebroker::auth::Secret;
 use edgebroker::cli::{self, Args};
 use edgebroker::client::status::{StatusFields, query};
-use edgebroker::connection::is_timeout;
 use edgebroker::error::{Error, Result};
 
 /// How often `pairstat` polls unless told otherwise.
@@ -46,13 +45,10 @@ impl Reading {
     pub fn from_query(result: Result<StatusFields>) -> Reading {
         match result {
             Ok(fields) => Reading::Up(fields),
-            Err(Error::Io(e)) if is_timeout(&e) => Reading::Down("no answer in time".into()),
-            Err(Error::Io(e)) => Reading::Down(match e.kind() {
-                io::ErrorKind::ConnectionRefused
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::UnexpectedEof => e.kind().to_string(),
-                _ => e.to_string(),
-            }),
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Reading::Down(e.kind().to_string())
+            }
+            Err(Error::Closed) => Reading::Down("connection closed".into()),
             Err(Error::Timeout) => Reading::Down("no answer in time".into()),
             Err(e) => Reading::Down(e.to_string()),
         }

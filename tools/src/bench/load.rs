@@ -2,7 +2,7 @@
 //! publish-then-wait-for-ACK loop, each subscriber's count of what it received.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -11,7 +11,7 @@ use edgebroker::protocol::{MsgId, Reply};
 use log::debug;
 
 use super::Options;
-use super::conn::{Conn, context};
+use super::conn::Conn;
 
 /// What all threads share: the time base of the send stamps and the counters the progress
 /// line and the drain read.
@@ -176,29 +176,17 @@ fn subscribe_all(
         publishers[idx] = vec![0u8; usize::try_from(count).unwrap_or(0) + 1];
     }
     loop {
-        let line = match conn.reader.read_line() {
-            Ok(Some(line)) => line,
-            Ok(None) if shared.stopping.load(Ordering::SeqCst) => break,
+        let reply = match conn.recv() {
             Err(_) if shared.stopping.load(Ordering::SeqCst) => break,
-            Ok(None) => {
-                return Err(context(
-                    io::ErrorKind::UnexpectedEof.into(),
-                    &format!("{}: the broker closed the connection", conn.who),
-                ));
-            }
-            Err(e) => return Err(context(e, &format!("{}: read failed", conn.who))),
+            reply => reply?,
         };
         let now_ns = shared.now_ns();
-        let message = match Reply::parse(line) {
-            Ok(Reply::Msg { message, .. }) => message,
-            Ok(Reply::Err(reason)) => {
-                return Err(Error::Refused(format!("{reason} ({})", conn.who)));
-            }
-            Ok(other) => {
+        let message = match reply {
+            Reply::Msg { message, .. } => message,
+            other => {
                 debug!("{}: ignoring {other:?}", conn.who);
                 continue;
             }
-            Err(e) => return Err(Error::Protocol(format!("{}: {e}", conn.who))),
         };
         let Some(&(idx, _)) = ids.get(&message.id.publisher) else {
             stats.foreign += 1;

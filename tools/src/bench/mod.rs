@@ -203,8 +203,8 @@ pub fn run(o: &Options) -> Result<Report> {
         }
         // Deliveries may pause for as long as the broker computes; the end of the run is
         // signalled by shutting the socket down, not by a timeout.
-        conn.stream.set_read_timeout(None)?;
-        sub_sockets.push(conn.stream.clone());
+        conn.stream().set_read_timeout(None)?;
+        sub_sockets.push(conn.stream().clone());
         subscribers.push((idx, conn));
     }
     let publishers = plans
