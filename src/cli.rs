@@ -1,6 +1,7 @@
 //! Command-line parsing shared by every program: the seed's positional arguments, optional
 //! `--flag value` (or `--flag=value`) flags, `--help`, and the exit codes (0 done, 1 failed,
-//! 2 bad argument). Each program is a [`Command`] and a closure given to [`run`].
+//! 2 bad argument). Each program is one [`Command`] table, which drives both the parser and
+//! the usage text ([`Command::usage`]), and a closure given to [`run`].
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,51 +13,105 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use crate::auth::Secret;
-use crate::broker::Broker;
 use crate::config::{BrokerConfig, ComputeStep, PublisherConfig};
 use crate::error::{Error, Result};
 use crate::protocol::Message;
 
-/// A flag a program accepts.
+/// A flag a program accepts, with its line of help.
 #[derive(Clone, Copy, Debug)]
 pub struct Flag {
     /// Its name, with the dashes: `--rate-hz`.
     pub name: &'static str,
-    /// Whether it takes a value (`--rate-hz 10`) or is a switch (`--timestamps`).
-    pub takes_value: bool,
+    /// What its value is called in the help (`N`, `FILE`), or `None` for a switch.
+    pub value: Option<&'static str>,
+    /// What it does, and its default in brackets.
+    pub help: &'static str,
 }
 
 impl Flag {
-    /// A flag that takes a value: `--rate-hz 10`.
-    pub const fn value(name: &'static str) -> Flag {
+    /// A flag that takes a value: `--rate-hz N`.
+    pub const fn value(name: &'static str, value: &'static str, help: &'static str) -> Flag {
         Flag {
             name,
-            takes_value: true,
+            value: Some(value),
+            help,
         }
     }
 
     /// A switch: `--timestamps`.
-    pub const fn switch(name: &'static str) -> Flag {
+    pub const fn switch(name: &'static str, help: &'static str) -> Flag {
         Flag {
             name,
-            takes_value: false,
+            value: None,
+            help,
+        }
+    }
+
+    /// `--rate-hz N`, as the help shows it.
+    fn shown(&self) -> String {
+        match self.value {
+            Some(v) => format!("{} {v}", self.name),
+            None => self.name.to_string(),
         }
     }
 }
 
-/// A program's command line: its positional arguments, its flags and its help text.
+/// A program's command line: its positional arguments, its flags and its help, in one table.
 #[derive(Debug)]
 pub struct Command {
-    /// The program's name, for error messages.
+    /// The program's name, for the usage line and error messages.
     pub name: &'static str,
-    /// The help text printed by `--help` and after an error.
-    pub usage: &'static str,
+    /// What follows the name on the usage line: `<port> [<backup-host:port>] [flags]`.
+    pub synopsis: &'static str,
+    /// What the program does, under the usage line.
+    pub about: &'static str,
+    /// The flags it accepts, in the order the help lists them.
+    pub flags: &'static [Flag],
+    /// What the help says after the flags (exit codes, an example); may be empty.
+    pub notes: &'static str,
     /// How many positional arguments are required.
     pub required: usize,
     /// How many positional arguments there may be.
     pub max_positionals: usize,
-    /// The flags it accepts.
-    pub flags: &'static [Flag],
+}
+
+/// The help lines' width.
+const HELP_WIDTH: usize = 92;
+
+impl Command {
+    /// The help text printed by `--help` and after an error, made from the table.
+    pub fn usage(&self) -> String {
+        let help = Flag::switch("-h, --help", "print this help");
+        let flags: Vec<&Flag> = self.flags.iter().chain([&help]).collect();
+        let column = flags.iter().map(|f| f.shown().len()).max().unwrap_or(0) + 5;
+        let mut out = format!("usage: {} {}\n", self.name, self.synopsis);
+        if !self.about.is_empty() {
+            out.push_str(&format!("\n{}\n", self.about));
+        }
+        out.push_str("\nflags:\n");
+        for flag in flags {
+            let mut line = format!("  {}", flag.shown());
+            for word in flag.help.split(' ') {
+                if line.len() < column {
+                    line.push_str(&" ".repeat(column - line.len()));
+                } else if line.len() + 1 + word.len() > HELP_WIDTH {
+                    out.push_str(&line);
+                    out.push('\n');
+                    line = " ".repeat(column);
+                } else {
+                    line.push(' ');
+                }
+                line.push_str(word);
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if !self.notes.is_empty() {
+            out.push_str(&format!("\n{}\n", self.notes));
+        }
+        out.truncate(out.trim_end().len());
+        out
+    }
 }
 
 /// A parsed command line.
@@ -141,7 +196,7 @@ pub fn parse(cmd: &Command, argv: impl IntoIterator<Item = String>) -> Result<Pa
             .iter()
             .find(|f| f.name == name)
             .ok_or_else(|| Error::Usage(format!("unknown flag '{name}'")))?;
-        let value = match (flag.takes_value, inline) {
+        let value = match (flag.value.is_some(), inline) {
             (true, Some(v)) => v,
             (true, None) => argv
                 .next()
@@ -162,12 +217,12 @@ pub fn parse(cmd: &Command, argv: impl IntoIterator<Item = String>) -> Result<Pa
 pub fn run(cmd: &Command, body: impl FnOnce(Args) -> Result<()>) -> ExitCode {
     init_logging();
     let usage_error = |msg: &str| {
-        eprintln!("{}: {msg}\n\n{}", cmd.name, cmd.usage);
+        eprintln!("{}: {msg}\n\n{}", cmd.name, cmd.usage());
         ExitCode::from(2)
     };
     match parse(cmd, std::env::args().skip(1)) {
         Ok(Parsed::Help) => {
-            println!("{}", cmd.usage);
+            println!("{}", cmd.usage());
             ExitCode::SUCCESS
         }
         Ok(Parsed::Run(args)) => match body(args) {
@@ -215,17 +270,6 @@ pub fn on_interrupt(f: impl FnMut() + Send + 'static) -> Result<()> {
     ctrlc::set_handler(f).map_err(|e| Error::Io(std::io::Error::other(e)))
 }
 
-/// Runs a broker until Ctrl-C or SIGTERM: prints `listening on <addr>` as the first stdout
-/// line, then waits, then shuts the broker down cleanly.
-pub fn serve_broker(config: BrokerConfig) -> Result<()> {
-    let interrupts = interrupts()?;
-    let broker = Broker::start(config)?;
-    print_line(format_args!("listening on {}", broker.local_addr()))?;
-    let _ = interrupts.recv();
-    broker.shutdown();
-    Ok(())
-}
-
 /// Prints one line on stdout and flushes it: data lines must reach a pipe at once.
 pub fn print_line(line: std::fmt::Arguments<'_>) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -245,191 +289,302 @@ pub fn unix_millis() -> u128 {
 // ---- the programs ----
 
 const BROKER_FLAGS: &[Flag] = &[
-    Flag::value("--compute-ms"),
-    Flag::value("--ping-interval-ms"),
-    Flag::value("--ping-timeout-ms"),
-    Flag::value("--bind"),
-    Flag::switch("--require-backup"),
-    Flag::value("--workers"),
-    Flag::value("--max-line-bytes"),
-    Flag::value("--max-connections"),
-    Flag::value("--slow-consumer-limit"),
-    Flag::value("--slow-consumer-bytes"),
-    Flag::value("--slow-consumer-ms"),
-    Flag::value("--max-queued-bytes"),
-    Flag::value("--max-pending"),
-    Flag::value("--max-pending-bytes"),
-    Flag::value("--max-subscriptions"),
-    Flag::value("--max-subscription-bytes"),
-    Flag::value("--auth-timeout-ms"),
-    Flag::value("--secret"),
-    Flag::value("--client-secret"),
+    Flag::value(
+        "--compute-ms",
+        "MIN-MAX",
+        "compute step per message, uniform in ms; 0 turns it off [50-150]",
+    ),
+    Flag::value(
+        "--ping-interval-ms",
+        "N",
+        "how often the backup probes the primary [1000]",
+    ),
+    Flag::value(
+        "--ping-timeout-ms",
+        "N",
+        "how long a probe waits for its answer [500]",
+    ),
+    Flag::value("--bind", "ADDR", "address to listen on [0.0.0.0]"),
+    Flag::switch(
+        "--require-backup",
+        "refuse to ACK while the backup is silent (not while it is dead)",
+    ),
+    Flag::value(
+        "--workers",
+        "N",
+        "compute workers; topics are spread over them [1]",
+    ),
+    Flag::value(
+        "--max-line-bytes",
+        "N",
+        "longest line accepted; a message's topic and payload may take this less 101 bytes (the fields brokers add) [65536]",
+    ),
+    Flag::value(
+        "--max-connections",
+        "N",
+        "most client connections served at once; 4 more slots are kept for the peer broker [10000]",
+    ),
+    Flag::value(
+        "--slow-consumer-limit",
+        "N",
+        "messages queued for a subscriber before it is cut off [10000]",
+    ),
+    Flag::value(
+        "--slow-consumer-bytes",
+        "N",
+        "bytes queued for a subscriber before it is cut off [33554432]",
+    ),
+    Flag::value(
+        "--slow-consumer-ms",
+        "N",
+        "how long a line may wait for a subscriber before it is cut off [10000]",
+    ),
+    Flag::value(
+        "--max-queued-bytes",
+        "N",
+        "bytes of messages waiting for subscribers, each counted once; past it the one with the longest queue is cut off [268435456]",
+    ),
+    Flag::value(
+        "--max-pending",
+        "N",
+        "messages waiting for the compute step before publishes are refused [100000]",
+    ),
+    Flag::value(
+        "--max-pending-bytes",
+        "N",
+        "bytes waiting for the compute step before publishes are refused [268435456]",
+    ),
+    Flag::value(
+        "--max-subscriptions",
+        "N",
+        "topics one connection may subscribe to [1000]",
+    ),
+    Flag::value(
+        "--max-subscription-bytes",
+        "N",
+        "bytes of topic names one connection may subscribe to [65536]",
+    ),
+    Flag::value(
+        "--auth-timeout-ms",
+        "N",
+        "how long a connection that must authenticate may take [10000]",
+    ),
+    Flag::value(
+        "--secret",
+        "S",
+        "broker-to-broker secret; peer verbs need it [$BROKER_SECRET]",
+    ),
+    Flag::value(
+        "--client-secret",
+        "S",
+        "clients must authenticate with it [$BROKER_CLIENT_SECRET]",
+    ),
 ];
+
+const BROKER_NOTES: &str = "\
+Logs go to stderr (RUST_LOG=debug follows every message). The first stdout line is
+`listening on <addr>`. Ctrl-C or SIGTERM stops the broker.";
 
 /// The `primary` program.
 pub const PRIMARY: Command = Command {
     name: "primary",
-    usage: usage_text::PRIMARY,
+    synopsis: "<port> [<backup-host:port>] [flags]",
+    about: "\
+Starts the primary broker on <port> (0 picks a free port), replicating to the backup at
+<backup-host:port>. Without a backup address it runs alone. If the other broker is already
+the active primary, this one joins it as backup.",
+    flags: BROKER_FLAGS,
+    notes: BROKER_NOTES,
     required: 1,
     max_positionals: 2,
-    flags: BROKER_FLAGS,
 };
 
 /// The `backup` program.
 pub const BACKUP: Command = Command {
     name: "backup",
-    usage: usage_text::BACKUP,
+    synopsis: "<port> <primary-host:port> [flags]",
+    about: "\
+Starts the backup broker on <port> (0 picks a free port). It holds the primary's messages,
+probes the primary every ping interval and takes over when it fails.",
+    flags: BROKER_FLAGS,
+    notes: BROKER_NOTES,
     required: 2,
     max_positionals: 2,
-    flags: BROKER_FLAGS,
 };
-
-const PUBLISH_FLAGS: &[Flag] = &[
-    Flag::value("--ack-timeout-ms"),
-    Flag::value("--resend"),
-    Flag::value("--secret"),
-];
 
 /// The `publisher` program.
 pub const PUBLISHER: Command = Command {
     name: "publisher",
-    usage: "\
-usage: publisher <topic> <message> <primary-host:port> <backup-host:port> [flags]
-
-Publishes one message and exits once a broker ACKed it (exit 1 if none did).
-
-flags:
-  --ack-timeout-ms N   how long to wait for the ACK before failing over [500]
-  --resend N           how many of the latest messages to resend after a failover [5]
-  --secret S           the brokers' client secret [$BROKER_CLIENT_SECRET]
-  -h, --help           print this help",
+    synopsis: "<topic> <message> <primary-host:port> <backup-host:port> [flags]",
+    about: "\
+Publishes one message and exits once a broker ACKed it (exit 1 if none did).",
+    flags: &[
+        Flag::value(
+            "--ack-timeout-ms",
+            "N",
+            "how long to wait for the ACK before failing over [500]",
+        ),
+        Flag::value(
+            "--resend",
+            "N",
+            "how many of the latest messages to resend after a failover [5]",
+        ),
+        Flag::value(
+            "--secret",
+            "S",
+            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
+        ),
+    ],
+    notes: "",
     required: 4,
     max_positionals: 4,
-    flags: PUBLISH_FLAGS,
 };
 
 /// The `test_publisher` program.
 pub const TEST_PUBLISHER: Command = Command {
     name: "test_publisher",
-    usage: "\
-usage: test_publisher <topic> <primary-host:port> <backup-host:port> [flags]
-
+    synopsis: "<topic> <primary-host:port> <backup-host:port> [flags]",
+    about: "\
 Publishes the sequence numbers 1, 2, 3, ... at a fixed rate and prints `ACK <seq>` on stdout
-for each ACKed message. Ctrl-C stops it and logs `summary: sent=N acked=M`.
-
-flags:
-  --rate-hz N          messages per second [10]
-  --count N            stop after N messages [run until Ctrl-C]
-  --timestamps         prefix each stdout line with the time in ms since the Unix epoch
-  --publish-log FILE   write `<unix_ms> PUBLISH <seq>` to FILE as each message is first
-                       sent (report --published reads it for the latency picture)
-  --ack-timeout-ms N   how long to wait for an ACK before failing over [500]
-  --resend N           how many of the latest messages to resend after a failover [5]
-  --secret S           the brokers' client secret [$BROKER_CLIENT_SECRET]
-  -h, --help           print this help",
+for each ACKed message. Ctrl-C stops it and logs `summary: sent=N acked=M`.",
+    flags: &[
+        Flag::value("--rate-hz", "N", "messages per second [10]"),
+        Flag::value("--count", "N", "stop after N messages [run until Ctrl-C]"),
+        Flag::switch(
+            "--timestamps",
+            "prefix each stdout line with the time in ms since the Unix epoch",
+        ),
+        Flag::value(
+            "--publish-log",
+            "FILE",
+            "write `<unix_ms> PUBLISH <seq>` to FILE as each message is first sent (report --published reads it for the latency picture)",
+        ),
+        Flag::value(
+            "--ack-timeout-ms",
+            "N",
+            "how long to wait for an ACK before failing over [500]",
+        ),
+        Flag::value(
+            "--resend",
+            "N",
+            "how many of the latest messages to resend after a failover [5]",
+        ),
+        Flag::value(
+            "--secret",
+            "S",
+            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
+        ),
+    ],
+    notes: "",
     required: 3,
     max_positionals: 3,
-    flags: &[
-        Flag::value("--rate-hz"),
-        Flag::value("--count"),
-        Flag::switch("--timestamps"),
-        Flag::value("--publish-log"),
-        Flag::value("--ack-timeout-ms"),
-        Flag::value("--resend"),
-        Flag::value("--secret"),
-    ],
 };
 
 /// The `subscriber` program.
 pub const SUBSCRIBER: Command = Command {
     name: "subscriber",
-    usage: "\
-usage: subscriber <topic> <primary-host:port> <backup-host:port> [flags]
-
+    synopsis: "<topic> <primary-host:port> <backup-host:port> [flags]",
+    about: "\
 Subscribes on both brokers and prints each message once, as `[PRIMARY] <payload>` or
-`[BACKUP] <payload>` after the broker that delivered it. Ctrl-C stops it.
-
-flags:
-  --timestamps   prefix each line with the time in ms since the Unix epoch
-  --secret S     the brokers' client secret [$BROKER_CLIENT_SECRET]
-  -h, --help     print this help",
+`[BACKUP] <payload>` after the broker that delivered it. Ctrl-C stops it.",
+    flags: &[
+        Flag::switch(
+            "--timestamps",
+            "prefix each line with the time in ms since the Unix epoch",
+        ),
+        Flag::value(
+            "--secret",
+            "S",
+            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
+        ),
+    ],
+    notes: "",
     required: 3,
     max_positionals: 3,
-    flags: &[Flag::switch("--timestamps"), Flag::value("--secret")],
 };
 
 /// The `bench` program.
 pub const BENCH: Command = Command {
     name: "bench",
-    usage: "\
-usage: bench <primary-host:port> [<backup-host:port>] [flags]
-
+    synopsis: "<primary-host:port> [<backup-host:port>] [flags]",
+    about: "\
 Measures the broker: publishers send their share of the messages, each waiting for its ACK
 before the next publish; subscribers on the primary count what they receive. Reports
 publish->ACK and publish->delivery latency, throughput, and delivered/lost/duplicate counts.
-The backup address is only shown; the primary's STATUS says whether replication is on.
-
-flags:
-  --publishers N      publisher connections, each with its share of the messages [1]
-  --subscribers N     subscriber connections on the primary (0: publish only) [1]
-  --messages N        messages in all [10000]
-  --payload-bytes N   payload size; it starts with a timing header of ~20-40 bytes [100]
-  --topic T           topic to publish and subscribe to [bench]
-  --json              also print the results as one JSON object, the last stdout line
-  --secret S          the brokers' client secret [$BROKER_CLIENT_SECRET]
-  -h, --help          print this help
-
+The backup address is only shown; the primary's STATUS says whether replication is on.",
+    flags: &[
+        Flag::value(
+            "--publishers",
+            "N",
+            "publisher connections, each with its share of the messages [1]",
+        ),
+        Flag::value(
+            "--subscribers",
+            "N",
+            "subscriber connections on the primary (0: publish only) [1]",
+        ),
+        Flag::value("--messages", "N", "messages in all [10000]"),
+        Flag::value(
+            "--payload-bytes",
+            "N",
+            "payload size; it starts with a timing header of ~20-40 bytes [100]",
+        ),
+        Flag::value("--topic", "T", "topic to publish and subscribe to [bench]"),
+        Flag::switch(
+            "--json",
+            "also print the results as one JSON object, the last stdout line",
+        ),
+        Flag::value(
+            "--secret",
+            "S",
+            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
+        ),
+    ],
+    notes: "\
 A progress line goes to stderr once a second for runs longer than 2 s. Exit status: 0 done,
 1 a connection failed or a broker refused a message, 2 bad arguments.",
     required: 1,
     max_positionals: 2,
-    flags: &[
-        Flag::value("--publishers"),
-        Flag::value("--subscribers"),
-        Flag::value("--messages"),
-        Flag::value("--payload-bytes"),
-        Flag::value("--topic"),
-        Flag::switch("--json"),
-        Flag::value("--secret"),
-    ],
 };
 
 /// The `pairstat` program.
 pub const PAIRSTAT: Command = Command {
     name: "pairstat",
-    usage: "\
-usage: pairstat <host:port> [<host:port>] [flags]
-
+    synopsis: "<host:port> [<host:port>] [flags]",
+    about: "\
 A live view of the pair: asks each broker for its STATUS every interval and shows one
 table of role, epoch, backup state, pending messages, messages per second published,
 processed and delivered, and takeovers. A role or epoch change is marked (*) and listed
 with its time (UTC, as in the logs); a broker that does not answer is shown as down. On a
 terminal the table is redrawn in place; into a pipe or a file each poll is appended.
-Ctrl-C stops it.
-
-flags:
-  --interval-ms N   how often to poll; a broker that takes longer than this (or 1 s) to
-                    answer is shown as down until it answers again [500]
-  --once            print one table (or one JSON object) and exit
-  --json            one JSON object per poll, one line each, instead of the table
-  --secret S        the brokers' client secret [$BROKER_CLIENT_SECRET]
-  -h, --help        print this help",
+Ctrl-C stops it.",
+    flags: &[
+        Flag::value(
+            "--interval-ms",
+            "N",
+            "how often to poll; a broker that takes longer than this (or 1 s) to answer is shown as down until it answers again [500]",
+        ),
+        Flag::switch("--once", "print one table (or one JSON object) and exit"),
+        Flag::switch(
+            "--json",
+            "one JSON object per poll, one line each, instead of the table",
+        ),
+        Flag::value(
+            "--secret",
+            "S",
+            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
+        ),
+    ],
+    notes: "",
     required: 1,
     max_positionals: 2,
-    flags: &[
-        Flag::value("--interval-ms"),
-        Flag::switch("--once"),
-        Flag::switch("--json"),
-        Flag::value("--secret"),
-    ],
 };
 
 /// The `soak` program.
 pub const SOAK: Command = Command {
     name: "soak",
-    usage: "\
-usage: soak [flags]
-
+    synopsis: "[flags]",
+    about: "\
 Runs a primary and a backup broker, a 10 Hz test_publisher and three subscribers (the third
 restarted every 15 s), and injects N faults at random moments, each undone after a while:
   kill -9 the primary, restart it 1-3 s later     kill -9 the backup, restart it 1-3 s later
@@ -444,132 +599,104 @@ prints a summary table and exits 0 if nothing was violated, 1 otherwise.
 Hosts are network namespaces (198.18.0.0/15 on a bridge; needs root and iproute2) when they
 can be made; otherwise loopback ports, where links cannot be cut and only kills and stops are
 injected. The logs of a failed run are kept (its folder is printed); a passing run's are
-deleted unless --keep-logs is given. Under `cargo run`, the other programs are built first.
-
-flags:
-  --faults N          faults to inject [10]
-  --seed S            seed of every random choice [random, printed]
-  --min-gap-ms N      shortest pause between a healthy pair and the next fault [2000]
-  --max-gap-ms N      longest such pause [6000]
-  --compute-ms SPEC   the brokers' compute step, MIN-MAX or 0 [50-150]
-  --keep-logs DIR     write the run's logs to DIR and keep them
-  --netns             use network namespaces or fail
-  --local             use loopback ports (no link cuts, no host cut-offs)
-  --bin-dir DIR       where primary, backup, subscriber and test_publisher are
-                      [the folder of this program]
-  --log-level LEVEL   RUST_LOG of the programs [debug]
-  -h, --help          print this help
-
+deleted unless --keep-logs is given. Under `cargo run`, the other programs are built first.",
+    flags: &[
+        Flag::value("--faults", "N", "faults to inject [10]"),
+        Flag::value(
+            "--seed",
+            "S",
+            "seed of every random choice [random, printed]",
+        ),
+        Flag::value(
+            "--min-gap-ms",
+            "N",
+            "shortest pause between a healthy pair and the next fault [2000]",
+        ),
+        Flag::value("--max-gap-ms", "N", "longest such pause [6000]"),
+        Flag::value(
+            "--compute-ms",
+            "SPEC",
+            "the brokers' compute step, MIN-MAX or 0 [50-150]",
+        ),
+        Flag::value(
+            "--keep-logs",
+            "DIR",
+            "write the run's logs to DIR and keep them",
+        ),
+        Flag::switch("--netns", "use network namespaces or fail"),
+        Flag::switch(
+            "--local",
+            "use loopback ports (no link cuts, no host cut-offs)",
+        ),
+        Flag::value(
+            "--bin-dir",
+            "DIR",
+            "where primary, backup, subscriber and test_publisher are [the folder of this program]",
+        ),
+        Flag::value("--log-level", "LEVEL", "RUST_LOG of the programs [debug]"),
+    ],
+    notes: "\
 Exit status: 0 no violation, 1 a violation (or the soak could not run), 2 bad arguments,
 130 interrupted by Ctrl-C (after undoing the fault in hand and judging what ran).
 Example: cargo run --release --bin soak -- --faults 10",
     required: 0,
     max_positionals: 0,
-    flags: &[
-        Flag::value("--faults"),
-        Flag::value("--seed"),
-        Flag::value("--min-gap-ms"),
-        Flag::value("--max-gap-ms"),
-        Flag::value("--compute-ms"),
-        Flag::value("--keep-logs"),
-        Flag::switch("--netns"),
-        Flag::switch("--local"),
-        Flag::value("--bin-dir"),
-        Flag::value("--log-level"),
-    ],
 };
 
 /// The `report` program. Its errors differ from the others': `report: error: <why>`, exit 2
 /// also for an unreadable file, since exit 1 is the verdict FAIL.
 pub const REPORT: Command = Command {
     name: "report",
-    usage: "\
-usage: report --sub FILE --acks FILE [--published FILE] [--sent N] [--kill-ms MS]...
-              [--fault-label TEXT] [--max-silence-ms MS] [--svg FILE] [--title T]
-
-  --sub FILE            subscriber output (`<unix_ms> [PRIMARY|BACKUP] <seq>` per line)
-  --acks FILE           test_publisher output (`<unix_ms> ACK <seq>` per line)
-  --published FILE      test_publisher's --publish-log (`<unix_ms> PUBLISH <seq>` per line),
-                        for the picture's publish->delivery latency panel
-  --sent N              messages sent (default: the highest seq ACKed or delivered)
-  --kill-ms MS          when the primary was killed (or stopped), unix ms; repeat it for
-                        each fault of the run (default: no fault)
-  --fault-label TEXT    what the faults were, for the report and the picture; without it
-                        they are reported as kills [primary killed]
-  --max-silence-ms MS   longest silence around each fault that still passes [1000]
-  --svg FILE            also write a picture of the run (SVG) to FILE
-  --title T             title of the picture
-  -h, --help            print this help
-
+    synopsis: "--sub FILE --acks FILE [flags]",
+    about: "",
+    flags: &[
+        Flag::value(
+            "--sub",
+            "FILE",
+            "subscriber output (`<unix_ms> [PRIMARY|BACKUP] <seq>` per line)",
+        ),
+        Flag::value(
+            "--acks",
+            "FILE",
+            "test_publisher output (`<unix_ms> ACK <seq>` per line)",
+        ),
+        Flag::value(
+            "--published",
+            "FILE",
+            "test_publisher's --publish-log (`<unix_ms> PUBLISH <seq>` per line), for the picture's publish->delivery latency panel",
+        ),
+        Flag::value(
+            "--sent",
+            "N",
+            "messages sent (default: the highest seq ACKed or delivered)",
+        ),
+        Flag::value(
+            "--kill-ms",
+            "MS",
+            "when the primary was killed (or stopped), unix ms; repeat it for each fault of the run (default: no fault)",
+        ),
+        Flag::value(
+            "--fault-label",
+            "TEXT",
+            "what the faults were, for the report and the picture; without it they are reported as kills [primary killed]",
+        ),
+        Flag::value(
+            "--max-silence-ms",
+            "MS",
+            "longest silence around each fault that still passes [1000]",
+        ),
+        Flag::value(
+            "--svg",
+            "FILE",
+            "also write a picture of the run (SVG) to FILE",
+        ),
+        Flag::value("--title", "T", "title of the picture"),
+    ],
+    notes: "\
 Prints the report on stdout. Exit code: 0 PASS, 1 FAIL, 2 bad argument or unreadable file.",
     required: 0,
     max_positionals: 0,
-    flags: &[
-        Flag::value("--sub"),
-        Flag::value("--acks"),
-        Flag::value("--published"),
-        Flag::value("--sent"),
-        Flag::value("--kill-ms"),
-        Flag::value("--fault-label"),
-        Flag::value("--max-silence-ms"),
-        Flag::value("--svg"),
-        Flag::value("--title"),
-    ],
 };
-
-mod usage_text {
-    macro_rules! broker_usage {
-        ($head:literal) => {
-            concat!(
-                $head,
-                "\n\n",
-                "flags:
-  --compute-ms MIN-MAX       compute step per message, uniform in ms; 0 turns it off [50-150]
-  --ping-interval-ms N       how often the backup probes the primary [1000]
-  --ping-timeout-ms N        how long a probe waits for its answer [500]
-  --bind ADDR                address to listen on [0.0.0.0]
-  --require-backup           refuse to ACK while the backup is silent (not while it is dead)
-  --workers N                compute workers; topics are spread over them [1]
-  --max-line-bytes N         longest line accepted; a message's topic and payload may take
-                             this less 101 bytes (the fields brokers add) [65536]
-  --max-connections N        most client connections served at once; 4 more slots are kept
-                             for the peer broker [10000]
-  --slow-consumer-limit N    messages queued for a subscriber before it is cut off [10000]
-  --slow-consumer-bytes N    bytes queued for a subscriber before it is cut off [33554432]
-  --slow-consumer-ms N       how long a line may wait for a subscriber before it is cut
-                             off [10000]
-  --max-queued-bytes N       bytes of messages waiting for subscribers, each counted once;
-                             past it the one with the longest queue is cut off [268435456]
-  --max-pending N            messages waiting for the compute step before publishes are
-                             refused [100000]
-  --max-pending-bytes N      bytes waiting for the compute step before publishes are
-                             refused [268435456]
-  --max-subscriptions N      topics one connection may subscribe to [1000]
-  --max-subscription-bytes N bytes of topic names one connection may subscribe to [65536]
-  --auth-timeout-ms N        how long a connection that must authenticate may take [10000]
-  --secret S                 broker-to-broker secret; peer verbs need it [$BROKER_SECRET]
-  --client-secret S          clients must authenticate with it [$BROKER_CLIENT_SECRET]
-  -h, --help                 print this help
-
-Logs go to stderr (RUST_LOG=debug follows every message). The first stdout line is
-`listening on <addr>`. Ctrl-C or SIGTERM stops the broker."
-            )
-        };
-    }
-    pub const PRIMARY: &str = broker_usage!(
-        "usage: primary <port> [<backup-host:port>] [flags]
-
-Starts the primary broker on <port> (0 picks a free port), replicating to the backup at
-<backup-host:port>. Without a backup address it runs alone. If the other broker is already
-the active primary, this one joins it as backup."
-    );
-    pub const BACKUP: &str = broker_usage!(
-        "usage: backup <port> <primary-host:port> [flags]
-
-Starts the backup broker on <port> (0 picks a free port). It holds the primary's messages,
-probes the primary every ping interval and takes over when it fails."
-    );
-}
 
 /// Builds a broker's configuration from `primary`'s or `backup`'s command line.
 pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfig> {
@@ -748,6 +875,39 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_millis(1000));
         let alone = broker_config(&args(&PRIMARY, "0").unwrap(), true).unwrap();
         assert_eq!(alone.peer, None);
+    }
+
+    #[test]
+    fn each_table_drives_its_usage_text() {
+        for cmd in [
+            &PRIMARY,
+            &BACKUP,
+            &PUBLISHER,
+            &TEST_PUBLISHER,
+            &SUBSCRIBER,
+            &REPORT,
+            &BENCH,
+            &PAIRSTAT,
+            &SOAK,
+        ] {
+            let usage = cmd.usage();
+            assert!(
+                usage.starts_with(&format!("usage: {} ", cmd.name)),
+                "{usage}"
+            );
+            for flag in cmd.flags.iter() {
+                let shown = format!("  {} ", flag.shown());
+                assert!(
+                    usage.contains(&shown),
+                    "{}: {shown:?} not in\n{usage}",
+                    cmd.name
+                );
+            }
+            assert!(usage.contains("-h, --help"), "{usage}");
+            for line in usage.lines().filter(|l| l.starts_with("  --")) {
+                assert!(line.len() <= HELP_WIDTH, "{}: too wide: {line}", cmd.name);
+            }
+        }
     }
 
     #[test]

@@ -2,10 +2,10 @@
 
 use std::process::ExitCode;
 
-use edgebroker::cli;
+use edgebroker::{Broker, cli};
 
 fn main() -> ExitCode {
     cli::run(&cli::BACKUP, |args| {
-        cli::serve_broker(cli::broker_config(&args, false)?)
+        Broker::serve(cli::broker_config(&args, false)?)
     })
 }

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let verdict = || -> Result<bool> {
         match cli::parse(&cli::REPORT, std::env::args().skip(1))? {
             Parsed::Help => {
-                println!("{}", cli::REPORT.usage);
+                println!("{}", cli::REPORT.usage());
                 Ok(true)
             }
             Parsed::Run(args) => program::run(&Options::from_args(&args)?),
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(Error::Usage(e)) => {
-            eprintln!("report: error: {e}\n{}", cli::REPORT.usage);
+            eprintln!("report: error: {e}\n{}", cli::REPORT.usage());
             ExitCode::from(2)
         }
         // Not 1: that is the verdict FAIL.
