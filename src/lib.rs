@@ -18,6 +18,9 @@
 //! use edgebroker::{Subscriber, SubscriberConfig};
 //!
 //! # fn main() -> edgebroker::Result<()> {
+//! // Logs on stderr as the programs write them (RUST_LOG=debug follows every message).
+//! edgebroker::cli::init_logging();
+//!
 //! // Bind both listeners first so each broker knows the other's address.
 //! let (a, b) = (TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?);
 //! let (primary_addr, backup_addr) = (a.local_addr()?.to_string(), b.local_addr()?.to_string());
@@ -35,39 +38,46 @@
 //! publisher.publish("news", "hello")?;
 //!
 //! let delivery = subscriber.recv_timeout(Duration::from_secs(5)).expect("delivered");
+//! // Labelled as the subscriber program prints it: `[PRIMARY] hello`.
+//! println!("{} {}", delivery.source.label(), delivery.message.payload);
 //! assert_eq!(delivery.message.payload, "hello");
 //! # drop((primary, backup));
 //! # Ok(())
 //! # }
 //! ```
 //!
+//! ARCHITECTURE.md has a **reading order**: the five files a student opens, in order, to
+//! follow one message from `PUB` to the subscriber and the backup's CLEAR, and the functions
+//! to read in each.
+//!
 //! ## Layout
 //!
 //! | module | its one job |
 //! |---|---|
 //! | [`protocol`] | every line on the wire as a Rust value: parse and encode bytes, no sockets |
-//! | [`connection`] | reading lines off a socket within a length limit; dialling with a timeout |
+//! | [`connection`] | one connection in both directions: lines in within a limit, requests out, [`connection::Connection::ask`] |
 //! | [`config`] | [`BrokerConfig`] and the client configs: the seed's numbers, a fast test preset |
 //! | [`auth`] | the shared-secret handshake: nonces and HMAC-SHA256 proofs |
-//! | [`cli`] | the command lines of every program, parsed once |
+//! | [`error`] | the library's [`Error`] and [`Result`] |
 //! | [`broker`] | the engine: one broker, either role ([`Broker`]) |
-//! | [`broker::node`] | role, epoch and log under one lock; takeover, step-down, following |
-//! | [`broker::log`] | the ordered log of unprocessed messages and the dedup table |
-//! | [`broker::safety`] | what the primary knows of the backup's copy; waiting until a message is safe |
 //! | [`broker::handler`] | one thread per connection: a line in, an answer out |
-//! | [`broker::compute`] | the compute workers fed by crossbeam channels; the busy loop |
-//! | [`broker::topics`] | the subscriber map, outboxes (direct writes, bounded queues) and their writer threads |
+//! | [`broker::node`] | the shared core and the message's path: admit, wait until safe, clear; hold replicas |
+//! | [`broker::role`] | the role state machine: what each role owns, every change of role, the lock order |
+//! | [`broker::log`] | the ordered log of undelivered messages and the dedup table |
+//! | [`broker::safety`] | what the primary knows of the backup's copy; waiting until a message is safe |
+//! | [`broker::compute`] | the compute workers fed by crossbeam channels; the busy loop; the clear after the last write |
+//! | [`broker::topics`] | the subscriber map and the fan-out of one message |
+//! | [`broker::outbox`] | a subscriber's bounded queue and its writer thread (direct writes when idle) |
 //! | [`broker::replication`] | the primary's replication sessions: dial, sync, read confirmations, heartbeat |
 //! | [`broker::link`] | a session's sending half: lines appended under the role lock, written by whoever finds the socket free |
 //! | [`broker::monitor`] | the backup's pinger: probe the primary, take over when it fails |
+//! | [`broker::handoff`] | a stepped-down primary hands its undelivered messages to the new one |
 //! | [`broker::status`] | counters and the STATUS snapshot |
+//! | [`broker::warnings`] | warnings that come in floods, summed up |
 //! | [`broker::capacity`] | how many connections the machine's limits fit |
-//! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover |
-//! | [`client::status`] | asking a broker its STATUS within a timeout |
+//! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover; [`client::status`] asks a broker its STATUS |
+//! | [`cli`] | the command lines of every program: one table each for the parser and the usage |
 //! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |
-//! | [`report::program`] | the `report` program's work: read the two output files, print the verdict, draw |
-//! | [`broker::handoff`] | a stepped-down primary publishes its undelivered messages to the new one |
-//! | [`error`] | the library's [`Error`] and [`Result`] |
 //!
 //! The project's own tools — the chaos soak on separate hosts and the `bench` load generator —
 //! are not part of this crate: they are the `edgebroker-tools` crate in `tools/`, a user of
@@ -91,20 +101,27 @@
 //!
 //! ## The life of one message
 //!
-//! 1. A `conn-N` thread reads `PUB|p|s|topic|payload` and, under the role lock, appends it to
-//!    the log, appends a REPLICATE to the replication link's buffer and queues a job on its
+//! 1. **Admit** — a `conn-N` thread reads `PUB|key|seq|topic|payload`
+//!    ([`broker::handler`], `Conn::publish`) and [`broker::node::Node::admit`] appends it to the
+//!    log under the role lock, appends its REPLICATE to the live link and queues a job on its
 //!    topic's worker.
-//! 2. Out of the lock, the same thread writes the REPLICATE to the link (or leaves it to the
-//!    thread already writing there); the backup's `conn` thread stores it in its log and
-//!    answers `REPLICATED|i`; the `repl-reader` records the confirmation.
-//! 3. The `conn-N` thread, waiting in [`broker::safety::Safety::wait`], wakes and writes the ACK.
-//! 4. The worker, which also waited for the confirmation, busy-loops 50–150 ms, checks that its
-//!    epoch is still current, and sends the delivery to every subscriber: written straight into
-//!    an idle subscriber's socket, or queued for its `sub-writer` when it is busy.
-//! 5. When the last copy is written to its socket, the message is removed from the log and a
-//!    CLEAR goes to the backup, which drops its copy.
+//! 2. **Replicate** — the line goes out on the link ([`broker::link::Link::flush`]); the
+//!    backup holds it ([`broker::node::Node::accept_replicate`]) and answers `REPLICATED|i`,
+//!    which the `repl-reader` records ([`broker::safety::Safety::confirm`]).
+//! 3. **ACK** — the `conn-N` thread, waiting in [`broker::node::Node::await_safe`]
+//!    ([`broker::safety::Safety::wait_to_ack`]), wakes and writes the ACK.
+//! 4. **Compute** — the worker ([`broker::compute::run_worker`]) waits until the message is
+//!    replicated ([`broker::safety::Safety::wait_replicated`]), busy-loops 50–150 ms and
+//!    checks that its epoch is still current.
+//! 5. **Forward** — [`broker::topics::Topics::deliver`] hands the line to every subscriber's
+//!    outbox ([`broker::outbox::Outbox::send`]): written straight into an idle subscriber's
+//!    socket, or queued for its `sub-writer` ([`broker::outbox::OutboxWriter::run`]).
+//! 6. **Clear** — when the last line is written, the message's
+//!    [`broker::compute::ClearWhenWritten`] is dropped: [`broker::node::Node::processed`]
+//!    removes it from the log and sends CLEAR; the backup drops its copy
+//!    ([`broker::node::Node::accept_clear`]).
 //!
-//! If the primary dies between 1 and 5, the backup holds the message and redoes it after taking
+//! If the primary dies between 1 and 6, the backup holds the message and redoes it after taking
 //! over; the subscriber drops the copy it may already have printed. ARCHITECTURE.md tells the
 //! failure stories.
 #![forbid(unsafe_code)]

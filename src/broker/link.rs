@@ -1,19 +1,24 @@
-//! The primary's sending half of a live replication session.
+//! The primary's sending half of a live replication session: a crossbeam channel of encoded
+//! lines, drained by one writer thread per session (the replicator's).
 //!
-//! Lines for the backup are appended under the role lock, so they go out in log order, and
-//! written by whichever thread finds the socket free — "flat combining". A publish on an idle
-//! link is written by its own connection thread, with no thread to wake; while one thread
-//! writes, the others append and move on, and the writer takes everything that piled up in its
-//! next write. No lock is held across the write except the one that says who writes.
+//! ```text
+//!   [conn-N] admit ─┐ push (under the role lock,    ┌─▶ [replicator] write_next:
+//!   [worker] clear ─┼─▶ so lines keep log order) ─▶ │   everything waiting, one write;
+//!   hand over ──────┘        channel                └── a PROBE after an idle interval ─▶ backup
+//! ```
+//!
+//! Under load one write carries every line that piled up. (Letting whichever thread finds the
+//! socket free write it — flat combining — was measured against this and bought nothing
+//! beyond the noise: BENCHMARKS.md, "Speed tricks, measured".)
 
 use std::io::Write;
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::Duration;
 
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::debug;
-use parking_lot::Mutex;
 
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, MsgId, PeerState, Request};
@@ -40,102 +45,90 @@ pub enum LinkCmd<'a> {
     Probe(PeerState),
 }
 
-/// Appended lines not yet written.
-#[derive(Default)]
-struct Pending {
+/// One encoded line on its way to the writer.
+struct Line {
     bytes: Vec<u8>,
-    /// The highest index among the REPLICATE lines in `bytes` (0 if none).
-    highest: u64,
-}
-
-/// What the writing thread holds.
-struct Writer {
-    /// The bytes being written (swapped with [`Pending::bytes`], so neither reallocates).
-    buf: Vec<u8>,
-    last_write: Instant,
+    /// The log index of a REPLICATE line, 0 for any other.
+    index: u64,
 }
 
 /// The sending half of one replication session in one epoch.
 pub struct Link {
     epoch: Epoch,
     stream: Stream,
-    pending: Mutex<Pending>,
-    writer: Mutex<Writer>,
+    tx: Sender<Line>,
+    rx: Receiver<Line>,
     broken: AtomicBool,
 }
 
 impl Link {
     /// The sending half of a synced session on `stream`.
     pub fn new(stream: Stream, epoch: Epoch) -> Arc<Link> {
+        let (tx, rx) = crossbeam_channel::unbounded();
         Arc::new(Link {
             epoch,
             stream,
-            pending: Mutex::new(Pending::default()),
-            writer: Mutex::new(Writer {
-                buf: Vec::new(),
-                last_write: Instant::now(),
-            }),
+            tx,
+            rx,
             broken: AtomicBool::new(false),
         })
     }
 
-    /// Appends one line; [`Link::flush`] sends it. Cheap enough to call under the role lock.
+    /// Encodes one line and hands it to the writer. Called under the role lock, so the lines
+    /// reach the channel in log order.
     pub fn push(&self, cmd: LinkCmd) {
         let epoch = self.epoch;
-        let mut p = self.pending.lock();
+        let mut bytes = Vec::new();
+        let mut index = 0;
         match cmd {
-            LinkCmd::Replicate { index, message } => {
-                message.encode_replicate(epoch, index, &mut p.bytes);
-                p.highest = p.highest.max(index);
+            LinkCmd::Replicate { index: i, message } => {
+                message.encode_replicate(epoch, i, &mut bytes);
+                index = i;
             }
-            LinkCmd::Clear(index) => Request::Clear { epoch, index }.encode(&mut p.bytes),
-            LinkCmd::Seen(id) => Request::Seen(id).encode(&mut p.bytes),
-            LinkCmd::Handover => Request::Handover { epoch }.encode(&mut p.bytes),
-            LinkCmd::Probe(me) => Request::Probe(me).encode(&mut p.bytes),
+            LinkCmd::Clear(index) => Request::Clear { epoch, index }.encode(&mut bytes),
+            LinkCmd::Seen(id) => Request::Seen(id).encode(&mut bytes),
+            LinkCmd::Handover => Request::Handover { epoch }.encode(&mut bytes),
+            LinkCmd::Probe(me) => Request::Probe(me).encode(&mut bytes),
         }
+        // The receiver lives in `self`: the send cannot fail.
+        let _ = self.tx.send(Line { bytes, index });
     }
 
-    /// Writes what is pending unless another thread is writing, in which case that thread
-    /// writes it. Records what went out in `safety`. A failed or timed-out write breaks the
-    /// link: the socket is shut, the session's reader sees it end, and the replicator redials.
-    pub fn flush(&self, safety: &Safety) {
-        loop {
-            let Some(mut writer) = self.writer.try_lock() else {
-                return; // the writer looks at `pending` again before it lets go
-            };
-            loop {
-                let highest = {
-                    let mut p = self.pending.lock();
-                    if p.bytes.is_empty() || self.broken.load(Ordering::Acquire) {
-                        break;
-                    }
-                    std::mem::swap(&mut p.bytes, &mut writer.buf);
-                    std::mem::take(&mut p.highest)
-                };
-                let written = (&*self.stream).write_all(&writer.buf);
-                writer.buf.clear();
-                writer.last_write = Instant::now();
-                if let Err(e) = written {
-                    debug!("replication link write failed: {e}");
-                    self.close();
-                    return;
-                }
-                if highest > 0 {
-                    safety.note_sent(highest);
+    /// The writer's step: waits up to `idle` for a line, then writes it and every line behind
+    /// it in one write; with none in `idle`, writes the `heartbeat` instead. Records the
+    /// highest REPLICATE written in `safety`. A failed or timed-out write breaks the link: the
+    /// socket is shut, the session's reader sees it end, and the replicator redials. Returns
+    /// `false` once the link is broken.
+    pub fn write_next(
+        &self,
+        idle: Duration,
+        heartbeat: impl FnOnce() -> Request,
+        safety: &Safety,
+    ) -> bool {
+        let mut bytes = Vec::new();
+        let mut highest = 0;
+        match self.rx.recv_timeout(idle) {
+            Ok(line) => {
+                for line in std::iter::once(line).chain(self.rx.try_iter()) {
+                    bytes.extend_from_slice(&line.bytes);
+                    highest = highest.max(line.index);
                 }
             }
-            drop(writer);
-            // A line appended after our last look found the writer busy and left it to us.
-            let p = self.pending.lock();
-            if p.bytes.is_empty() || self.broken.load(Ordering::Acquire) {
-                return;
-            }
+            Err(RecvTimeoutError::Timeout) => heartbeat().encode(&mut bytes),
+            Err(RecvTimeoutError::Disconnected) => return false,
         }
-    }
-
-    /// When a write last went out, or `None` while one is going out.
-    pub fn last_write(&self) -> Option<Instant> {
-        self.writer.try_lock().map(|w| w.last_write)
+        if self.is_broken() {
+            return false;
+        }
+        if let Err(e) = (&*self.stream).write_all(&bytes) {
+            debug!("replication link write failed: {e}");
+            self.close();
+            return false;
+        }
+        if highest > 0 {
+            safety.note_sent(highest);
+        }
+        true
     }
 
     /// Ends the session: nothing more is written, and the socket is shut so its reader ends.
@@ -183,22 +176,31 @@ mod tests {
         s
     }
 
+    const IDLE: Duration = Duration::from_millis(10);
+
     #[test]
-    fn lines_appended_while_another_thread_writes_go_out_with_its_next_write() {
+    fn lines_pushed_go_out_in_order_in_one_write_and_count_as_sent() {
         let (link, mut reader) = link();
         let safety = Safety::new(false);
-        let busy = link.writer.lock(); // another thread is writing
-        link.push(LinkCmd::Replicate {
-            index: 1,
-            message: &message(1),
-        });
-        link.flush(&safety); // finds the writer busy: leaves the line to it
-        assert!(!link.pending.lock().bytes.is_empty());
-        drop(busy);
+        for seq in 1..=2 {
+            link.push(LinkCmd::Replicate {
+                index: seq,
+                message: &message(seq),
+            });
+        }
         link.push(LinkCmd::Clear(1));
-        link.flush(&safety);
+        assert!(link.write_next(IDLE, || Request::Ping, &safety));
         assert_eq!(read(&mut reader), "REPLICATE|1.7|1|9|1|t|1\n");
+        assert_eq!(read(&mut reader), "REPLICATE|1.7|2|9|2|t|2\n");
         assert_eq!(read(&mut reader), "CLEAR|1.7|1\n");
+        assert!(safety.unconfirmed_since().is_some(), "index 2 was sent");
+    }
+
+    #[test]
+    fn an_idle_link_carries_the_heartbeat() {
+        let (link, mut reader) = link();
+        assert!(link.write_next(IDLE, || Request::Ping, &Safety::new(false)));
+        assert_eq!(read(&mut reader), "PING\n");
     }
 
     #[test]
@@ -212,8 +214,8 @@ mod tests {
                 index: seq,
                 message: &message(seq),
             });
-            link.flush(&safety);
-            if link.is_broken() {
+            if !link.write_next(IDLE, || Request::Ping, &safety) {
+                assert!(link.is_broken());
                 return;
             }
         }

@@ -181,14 +181,7 @@ impl Node {
     /// one step so the log, the link and the worker see one order.
     pub fn admit(&self, message: Message) -> Result<Admitted, Refusal> {
         let mut s = self.state.lock();
-        let admitted = self.admit_locked(&mut s, message);
-        // The REPLICATE goes out after the role lock is let go.
-        let link = s.link().cloned();
-        drop(s);
-        if let Some(link) = link {
-            link.flush(&self.safety);
-        }
-        admitted
+        self.admit_locked(&mut s, message)
     }
 
     fn admit_locked(&self, s: &mut State, message: Message) -> Result<Admitted, Refusal> {
@@ -318,10 +311,8 @@ impl Node {
             && let Some(message) = s.log.remove(index)
         {
             debug!("{} written to every subscriber; clearing it", message.id);
-            if let Some(link) = s.link().cloned() {
+            if let Some(link) = s.link() {
                 link.push(LinkCmd::Clear(index));
-                drop(s);
-                link.flush(&self.safety);
             }
         }
     }

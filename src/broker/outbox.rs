@@ -19,7 +19,7 @@
 //! consumer: its queue's length in lines (`--slow-consumer-limit`) and in bytes
 //! (`--slow-consumer-bytes`), and the age of the oldest line it has not taken
 //! (`--slow-consumer-ms`: a subscriber that reads, but too slowly to keep up). A queued line
-//! counts against its queue's limits until its [`Charge`] is dropped, when it was written or
+//! counts against its queue's limits until its `Charge` is dropped, when it was written or
 //! thrown away, so the count cannot drift.
 //!
 //! A delivery's line holds the message's [`ClearWhenWritten`], dropped only once the line is

@@ -9,14 +9,14 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use log::{info, warn};
 
 use crate::connection::{Connection, LineReader, Stream};
 use crate::error::Error;
 use crate::protocol::{Epoch, Message, Reply, Request, Role};
 
-use super::link::{Link, LinkCmd};
+use super::link::Link;
 use super::node::Node;
 use super::safety::BackupHealth;
 
@@ -231,9 +231,10 @@ fn run_session(node: &Arc<Node>, conn: Connection, epoch: Epoch) -> Ended {
     ended
 }
 
-/// Flushes the link and sends a PROBE whenever it has been idle for a heartbeat interval,
-/// until the reader sees the session end or a write breaks the link. A session that lasted a
-/// ping interval works: the error of an earlier one is forgotten.
+/// The session's link writer: writes what is pushed to the link, a PROBE heartbeat when it
+/// has been idle for a heartbeat interval, until the reader sees the session end or a write
+/// breaks the link. A session that lasted a ping interval works: the error of an earlier one
+/// is forgotten.
 fn keep_alive(node: &Node, link: &Link, done_rx: &Receiver<()>) {
     let interval = heartbeat_interval(node);
     let works_after = Instant::now() + node.config.ping_interval;
@@ -243,23 +244,12 @@ fn keep_alive(node: &Node, link: &Link, done_rx: &Receiver<()>) {
             working = true;
             node.set_link_error(None);
         }
-        node.gate();
-        // `None`: a write is going out right now.
-        let idle = link.last_write().map(|t| t.elapsed());
-        if idle.is_some_and(|idle| idle >= interval) {
-            link.push(LinkCmd::Probe(node.me()));
-        }
-        link.flush(&node.safety);
-        if link.is_broken() {
+        if !matches!(done_rx.try_recv(), Err(TryRecvError::Empty)) {
             return;
         }
-        let next = match idle {
-            Some(idle) if idle < interval => interval - idle,
-            _ => interval,
-        };
-        match done_rx.recv_timeout(next) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        node.gate();
+        if !link.write_next(interval, || Request::Probe(node.me()), &node.safety) {
+            return;
         }
     }
 }

@@ -271,7 +271,7 @@ impl Node {
         let RoleState::Primary(primary) = &mut s.role else {
             return false;
         };
-        let Some(link) = primary.link.clone() else {
+        let Some(link) = &primary.link else {
             return false;
         };
         if self.safety.health() != BackupHealth::Up {
@@ -279,7 +279,6 @@ impl Node {
         }
         primary.handing_over = true;
         link.push(LinkCmd::Handover);
-        MutexGuard::unlocked(&mut s, || link.flush(&self.safety));
         info!("handing over to the backup");
         let deadline = Instant::now() + self.config.ping_timeout;
         while s.role() == Role::Primary {
@@ -435,8 +434,7 @@ impl Node {
     // ---- the primary's replication session ----
 
     /// Installs a freshly synced replication session: appends SEEN for the dedup table and
-    /// REPLICATE for every pending message to it (the caller flushes), then makes it the live
-    /// link. Returns the number of messages handed over, or `None` if the reign ended
+    /// REPLICATE for every pending message to it, then makes it the live link. Returns the number of messages handed over, or `None` if the reign ended
     /// meanwhile.
     pub fn install_link(&self, epoch: Epoch, link: Arc<Link>) -> Option<usize> {
         let mut s = self.state.lock();

@@ -22,7 +22,7 @@ pub use super::outbox::QueueLimits;
 use super::outbox::{Frame, Outbox, OutboxWriter, SendError};
 
 /// One message's share of `--max-queued-bytes`, from the moment it is handed to its
-/// subscribers until its last line is written: it lives in the message's [`Token`].
+/// subscribers until its last line is written: it lives in the message's [`ClearWhenWritten`].
 #[derive(Debug)]
 pub struct Held {
     bytes: usize,

@@ -29,6 +29,7 @@ impl Source {
     }
 }
 
+/// Shows `PRIMARY` or `BACKUP`; [`Source::label`] adds the brackets the subscriber prints.
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
