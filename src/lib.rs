@@ -69,7 +69,7 @@
 //! | [`broker::topics`] | the subscriber map and the fan-out of one message |
 //! | [`broker::outbox`] | a subscriber's bounded queue and its writer thread (direct writes when idle) |
 //! | [`broker::replication`] | the primary's replication sessions: dial, sync, read confirmations, heartbeat |
-//! | [`broker::link`] | a session's sending half: lines appended under the role lock, written by whoever finds the socket free |
+//! | [`broker::link`] | a session's sending half: a channel of lines sent under the role lock, one writer |
 //! | [`broker::monitor`] | the backup's pinger: probe the primary, take over when it fails |
 //! | [`broker::handoff`] | a stepped-down primary hands its undelivered messages to the new one |
 //! | [`broker::status`] | counters and the STATUS snapshot |
@@ -91,8 +91,8 @@
 //!                      [accept] ──spawns──▶ [conn-N] one per connection
 //!                                             │ admit under the role lock
 //!            ┌────────────────────────────────┼─────────────────────────────┐
-//!            ▼ crossbeam channel (per topic   ▼ link buffer, written by     │ SYNC/REPLICATE/CLEAR
-//!       [worker-K]  shard)              whoever finds it free ─▶ backup     │ from our primary
+//!            ▼ crossbeam channel (per topic   ▼ link channel ─▶ [replicator] │ SYNC/REPLICATE/CLEAR
+//!       [worker-K]  shard)              writes all that waits ─▶ backup     │ from our primary
 //!        wait until replicated,          [repl-reader] ◀─ REPLICATED|i      ▼
 //!        busy-loop, fan out ─┬─ idle socket: write ──────────▶ subscriber  log (backup side)
 //!                            └─ else queue ─▶ [sub-writer-N] ─▶ subscriber
@@ -105,7 +105,7 @@
 //!    ([`broker::handler`], `Conn::publish`) and [`broker::node::Node::admit`] appends it to the
 //!    log under the role lock, appends its REPLICATE to the live link and queues a job on its
 //!    topic's worker.
-//! 2. **Replicate** — the line goes out on the link ([`broker::link::Link::flush`]); the
+//! 2. **Replicate** — the replicator writes the line ([`broker::link::Link::write_next`]); the
 //!    backup holds it ([`broker::node::Node::accept_replicate`]) and answers `REPLICATED|i`,
 //!    which the `repl-reader` records ([`broker::safety::Safety::confirm`]).
 //! 3. **ACK** — the `conn-N` thread, waiting in [`broker::node::Node::await_safe`]

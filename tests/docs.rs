@@ -81,8 +81,6 @@ const ALLOWED: &[(&str, &str)] = &[
 /// item 7): `(document, name)`. An entry the document no longer cites fails the test, so the
 /// list only shrinks.
 const KNOWN_STALE: &[(&str, &str)] = &[
-    // The subscriber's dedup is not a type named `Seen` (that is the broker log's).
-    ("EXERCISES.md", "Seen"),
 ];
 
 #[test]
