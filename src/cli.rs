@@ -13,9 +13,10 @@ use crossbeam_channel::Receiver;
 
 use crate::auth::Secret;
 use crate::broker::Broker;
-use crate::config::{BrokerConfig, ComputeStep, PublisherConfig};
+use crate::config::{BrokerConfig, ComputeStep, PublisherConfig, WitnessConfig};
 use crate::error::{Error, Result};
 use crate::protocol::Message;
+use crate::witness::Witness;
 
 /// A flag a program accepts.
 #[derive(Clone, Copy, Debug)]
@@ -226,6 +227,17 @@ pub fn serve_broker(config: BrokerConfig) -> Result<()> {
     Ok(())
 }
 
+/// Runs a witness until Ctrl-C or SIGTERM: prints `listening on <addr>` as the first stdout
+/// line, then waits, then stops it.
+pub fn serve_witness(config: WitnessConfig) -> Result<()> {
+    let interrupts = interrupts()?;
+    let witness = Witness::start(config)?;
+    print_line(format_args!("listening on {}", witness.local_addr()))?;
+    let _ = interrupts.recv();
+    witness.shutdown();
+    Ok(())
+}
+
 /// Prints one line on stdout and flushes it: data lines must reach a pipe at once.
 pub fn print_line(line: std::fmt::Arguments<'_>) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -357,6 +369,39 @@ flags:
     max_positionals: 3,
     flags: &[Flag::switch("--timestamps"), Flag::value("--secret")],
 };
+
+/// The `witness` program.
+pub const WITNESS: Command = Command {
+    name: "witness",
+    usage: "\
+usage: witness <port> [flags]
+
+Starts a witness on <port> (0 picks a free port): a third process, storing no messages,
+that leases the pair's primary its right to act and grants a new epoch to a backup only
+once that lease has lapsed, so a cut-off primary is never replaced while it may still ACK.
+A fresh witness grants nothing for one lease and margin: it may have granted one before.
+
+flags:
+  --lease-ms N   how long a primary may act after it renews; the witness waits an eighth
+                 more before it counts the lease lapsed [2000]
+  --bind ADDR    address to listen on [0.0.0.0]
+  --secret S     the brokers' secret; LEASE and CLAIM need it [$BROKER_SECRET]
+  -h, --help     print this help
+
+Logs go to stderr (RUST_LOG=debug shows every renewal). The first stdout line is
+`listening on <addr>`. Ctrl-C or SIGTERM stops the witness.",
+    required: 1,
+    max_positionals: 1,
+    flags: &[
+        Flag::value("--lease-ms"),
+        Flag::value("--bind"),
+        Flag::value("--secret"),
+    ],
+};
+
+/// The longest lease `--lease-ms` takes: an hour. A lease is a failover delay; anything
+/// longer is a typo, and the bound keeps every sum of instants far from overflow.
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
 
 /// The `bench` program.
 pub const BENCH: Command = Command {
@@ -634,6 +679,30 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
     })
 }
 
+/// Builds a witness's configuration from `witness`'s command line.
+pub fn witness_config(args: &Args) -> Result<WitnessConfig> {
+    let defaults = WitnessConfig::default();
+    let port: u16 = parse_positional(args, 0, "port")?;
+    let bind: IpAddr = args.value("--bind")?.unwrap_or(defaults.listen.ip());
+    let lease = match nonzero("--lease-ms", args.millis("--lease-ms")?)? {
+        Some(lease) if lease > MAX_LEASE => {
+            return Err(Error::Usage(format!(
+                "--lease-ms may be at most {}",
+                MAX_LEASE.as_millis()
+            )));
+        }
+        Some(lease) => lease,
+        None => defaults.lease,
+    };
+    Ok(WitnessConfig {
+        listen: SocketAddr::new(bind, port),
+        lease,
+        margin: WitnessConfig::margin_for(lease),
+        secret: secret(args, "--secret", "BROKER_SECRET"),
+        ..defaults
+    })
+}
+
 /// Builds a publisher's configuration; the broker addresses are positionals `first` and
 /// `first + 1`.
 pub fn publisher_config(args: &Args, first: usize) -> Result<PublisherConfig> {
@@ -777,6 +846,30 @@ mod tests {
             Err(Error::Usage(_))
         ));
         assert!(matches!(cfg("1 a:1 --workers 0"), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn witness_flags() {
+        let c = witness_config(&args(&WITNESS, "7000 --lease-ms 800 --bind 127.0.0.1").unwrap())
+            .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(c.lease, Duration::from_millis(800));
+        assert_eq!(c.margin, Duration::from_millis(100));
+        let plain = witness_config(&args(&WITNESS, "0").unwrap()).unwrap();
+        assert_eq!(plain.lease, Duration::from_millis(2000));
+        assert_eq!(plain.margin, Duration::from_millis(250));
+        let bad = |line: &str| match witness_config(&args(&WITNESS, line).unwrap()) {
+            Err(Error::Usage(m)) => m,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(bad("0 --lease-ms 0"), "--lease-ms must be at least 1");
+        assert_eq!(
+            bad("0 --lease-ms 3600001"),
+            "--lease-ms may be at most 3600000"
+        );
+        assert_eq!(bad("0 --lease-ms -1"), "--lease-ms: bad value '-1'");
+        assert_eq!(bad("x"), "bad port 'x'");
+        assert!(matches!(args(&WITNESS, "1 2"), Err(Error::Usage(_))));
     }
 
     #[test]

@@ -67,6 +67,10 @@
 //! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |
 //! | [`report::program`] | the `report` program's work: read the two output files, print the verdict, draw |
 //! | [`broker::handoff`] | a stepped-down primary publishes its undelivered messages to the new one |
+//! | [`witness`] | the third, data-less process: leases and epoch grants ([`Witness`]) |
+//! | [`witness::lease`] | the witness's rules on an injected clock: at most one holder, epochs only go up |
+//! | [`witness::protocol`] | the witness's lines (`LEASE`, `CLAIM`, …): parse and encode bytes, no sockets |
+//! | [`witness::client`] | what a broker calls to renew its lease or claim an epoch |
 //! | [`error`] | the library's [`Error`] and [`Result`] |
 //!
 //! The project's own tools — the chaos soak on separate hosts and the `bench` load generator —
@@ -119,8 +123,10 @@ pub mod connection;
 pub mod error;
 pub mod protocol;
 pub mod report;
+pub mod witness;
 
 pub use broker::{Broker, Status};
 pub use client::{Publisher, Subscriber};
-pub use config::{BrokerConfig, ComputeStep, PublisherConfig, SubscriberConfig};
+pub use config::{BrokerConfig, ComputeStep, PublisherConfig, SubscriberConfig, WitnessConfig};
 pub use error::{Error, Result};
+pub use witness::Witness;
