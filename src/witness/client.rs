@@ -92,7 +92,9 @@ pub enum Claim {
 /// let witness = Witness::start(WitnessConfig::fast())?;
 /// let mut client = Client::new(witness.local_addr().to_string(), Duration::from_millis(500), None);
 /// // A fresh witness grants nothing for one lease and margin (225 ms here).
-/// # std::thread::sleep(Duration::from_millis(250));
+/// while !witness.status().restart_wait.is_zero() {
+///     std::thread::sleep(Duration::from_millis(5));
+/// }
 /// match client.claim(Epoch::default(), 7)? {
 ///     Claim::Granted(lease) => {
 ///         assert_eq!(lease.epoch, Epoch { term: 1, node: 7 });
