@@ -13,7 +13,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use crate::auth::Secret;
-use crate::config::{BrokerConfig, ComputeStep, PublisherConfig};
+use crate::config::{BrokerConfig, ComputeStep, PublisherConfig, WitnessConfig};
 use crate::error::{Error, Result};
 use crate::protocol::Message;
 
@@ -270,6 +270,22 @@ pub fn on_interrupt(f: impl FnMut() + Send + 'static) -> Result<()> {
     ctrlc::set_handler(f).map_err(|e| Error::Io(std::io::Error::other(e)))
 }
 
+/// Runs a server program's body: starts it, prints `listening on <addr>` as the first
+/// stdout line, waits for Ctrl-C or SIGTERM, then stops it. [`crate::Broker::serve`] and
+/// [`crate::witness::Witness::serve`] are this with their own start and stop.
+pub fn serve_until_interrupted<S>(
+    start: impl FnOnce() -> Result<S>,
+    addr: impl FnOnce(&S) -> SocketAddr,
+    stop: impl FnOnce(S),
+) -> Result<()> {
+    let interrupts = interrupts()?;
+    let server = start()?;
+    print_line(format_args!("listening on {}", addr(&server)))?;
+    let _ = interrupts.recv();
+    stop(server);
+    Ok(())
+}
+
 /// Prints one line on stdout and flushes it: data lines must reach a pipe at once.
 pub fn print_line(line: std::fmt::Arguments<'_>) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -502,6 +518,39 @@ Subscribes on both brokers and prints each message once, as `[PRIMARY] <payload>
     required: 3,
     max_positionals: 3,
 };
+
+/// The `witness` program.
+pub const WITNESS: Command = Command {
+    name: "witness",
+    synopsis: "<port> [flags]",
+    about: "\
+Starts a witness on <port> (0 picks a free port): a third process, storing no messages,
+that leases the pair's primary its right to act and grants a new epoch to a backup only
+once that lease has lapsed, so a cut-off primary is never replaced while it may still ACK.
+A fresh witness grants nothing for one lease and margin: it may have granted one before.",
+    flags: &[
+        Flag::value(
+            "--lease-ms",
+            "N",
+            "how long a primary may act after it renews; the witness waits an eighth more before it counts the lease lapsed [2000]",
+        ),
+        Flag::value("--bind", "ADDR", "address to listen on [0.0.0.0]"),
+        Flag::value(
+            "--secret",
+            "S",
+            "the brokers' secret; LEASE and CLAIM need it [$BROKER_SECRET]",
+        ),
+    ],
+    notes: "\
+Logs go to stderr (RUST_LOG=debug shows every renewal). The first stdout line is
+`listening on <addr>`. Ctrl-C or SIGTERM stops the witness.",
+    required: 1,
+    max_positionals: 1,
+};
+
+/// The longest lease `--lease-ms` takes: an hour. A lease is a failover delay; anything
+/// longer is a typo, and the bound keeps every sum of instants far from overflow.
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
 
 /// The `bench` program.
 pub const BENCH: Command = Command {
@@ -761,6 +810,30 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
     })
 }
 
+/// Builds a witness's configuration from `witness`'s command line.
+pub fn witness_config(args: &Args) -> Result<WitnessConfig> {
+    let defaults = WitnessConfig::default();
+    let port: u16 = parse_positional(args, 0, "port")?;
+    let bind: IpAddr = args.value("--bind")?.unwrap_or(defaults.listen.ip());
+    let lease = match nonzero("--lease-ms", args.millis("--lease-ms")?)? {
+        Some(lease) if lease > MAX_LEASE => {
+            return Err(Error::Usage(format!(
+                "--lease-ms may be at most {}",
+                MAX_LEASE.as_millis()
+            )));
+        }
+        Some(lease) => lease,
+        None => defaults.lease,
+    };
+    Ok(WitnessConfig {
+        listen: SocketAddr::new(bind, port),
+        lease,
+        margin: WitnessConfig::margin_for(lease),
+        secret: secret(args, "--secret", "BROKER_SECRET"),
+        ..defaults
+    })
+}
+
 /// Builds a publisher's configuration; the broker addresses are positionals `first` and
 /// `first + 1`.
 pub fn publisher_config(args: &Args, first: usize) -> Result<PublisherConfig> {
@@ -937,6 +1010,30 @@ mod tests {
             Err(Error::Usage(_))
         ));
         assert!(matches!(cfg("1 a:1 --workers 0"), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn witness_flags() {
+        let c = witness_config(&args(&WITNESS, "7000 --lease-ms 800 --bind 127.0.0.1").unwrap())
+            .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(c.lease, Duration::from_millis(800));
+        assert_eq!(c.margin, Duration::from_millis(100));
+        let plain = witness_config(&args(&WITNESS, "0").unwrap()).unwrap();
+        assert_eq!(plain.lease, Duration::from_millis(2000));
+        assert_eq!(plain.margin, Duration::from_millis(250));
+        let bad = |line: &str| match witness_config(&args(&WITNESS, line).unwrap()) {
+            Err(Error::Usage(m)) => m,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(bad("0 --lease-ms 0"), "--lease-ms must be at least 1");
+        assert_eq!(
+            bad("0 --lease-ms 3600001"),
+            "--lease-ms may be at most 3600000"
+        );
+        assert_eq!(bad("0 --lease-ms -1"), "--lease-ms: bad value '-1'");
+        assert_eq!(bad("x"), "bad port 'x'");
+        assert!(matches!(args(&WITNESS, "1 2"), Err(Error::Usage(_))));
     }
 
     #[test]

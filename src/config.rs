@@ -205,3 +205,60 @@ impl SubscriberConfig {
         }
     }
 }
+
+/// How a witness runs ([`crate::witness`]).
+#[derive(Clone, Debug)]
+pub struct WitnessConfig {
+    /// Where to listen. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// How long a primary may act after it sent a renewal. With the brokers' default ping
+    /// interval (1 s) and timeout (0.5 s), 2 s makes a cut-off primary stop within 2.5 s and
+    /// lets the backup serve within 4 s (PROTOCOL.md, "Lease arithmetic").
+    pub lease: Duration,
+    /// What the witness adds to a lease on its side before it counts it lapsed: the bound on
+    /// clock drift between the processes. [`WitnessConfig::margin_for`] of the lease.
+    pub margin: Duration,
+    /// The most connections served at once; two brokers need two, a status poller one more.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (a broker renews every ping
+    /// interval, so only strangers and dead peers are ever this quiet).
+    pub idle_timeout: Duration,
+    /// The brokers' secret (`--secret`): when set, `LEASE` and `CLAIM` need an authenticated
+    /// connection.
+    pub secret: Option<Secret>,
+}
+
+impl WitnessConfig {
+    /// The margin for a lease: an eighth of it. The same span measured on two clocks differs
+    /// by about twice their drift rate; an eighth covers clocks that each run up to 1/17
+    /// (5.8%) fast or slow, over a hundred times the most NTP slews a monotonic clock (0.05%).
+    pub fn margin_for(lease: Duration) -> Duration {
+        lease / 8
+    }
+
+    /// Test timings on loopback port 0: a 200 ms lease, 25 ms margin.
+    pub fn fast() -> Self {
+        let lease = Duration::from_millis(200);
+        WitnessConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            lease,
+            margin: WitnessConfig::margin_for(lease),
+            ..WitnessConfig::default()
+        }
+    }
+}
+
+impl Default for WitnessConfig {
+    /// A 2 s lease with a 250 ms margin, on every interface like the brokers.
+    fn default() -> Self {
+        let lease = Duration::from_millis(2000);
+        WitnessConfig {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            lease,
+            margin: WitnessConfig::margin_for(lease),
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(60),
+            secret: None,
+        }
+    }
+}

@@ -207,8 +207,17 @@ impl Connection {
     /// The next reply. The other side closing the connection is [`Error::Closed`]; a line
     /// that is not a reply is [`Error::Protocol`].
     pub fn recv(&mut self) -> Result<Reply> {
-        let line = self.reader.read_line()?.ok_or(Error::Closed)?;
-        Reply::parse(line).map_err(|e| Error::Protocol(e.to_string()))
+        Reply::parse(self.read_line()?).map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// Writes a line encoded already (another program's protocol, such as the witness's).
+    pub fn send_line(&mut self, line: &[u8]) -> Result<()> {
+        (&*self.stream).write_all(line).map_err(Error::from_io)
+    }
+
+    /// The next line, unparsed; the other side closing the connection is [`Error::Closed`].
+    pub fn read_line(&mut self) -> Result<&[u8]> {
+        self.reader.read_line()?.ok_or(Error::Closed)
     }
 
     /// Sends a request and reads its answer.

@@ -58,6 +58,10 @@
 //! | [`connection`] | one connection in both directions: lines in within a limit, requests out, [`connection::Connection::ask`] |
 //! | [`config`] | [`BrokerConfig`] and the client configs: the seed's numbers, a fast test preset |
 //! | [`auth`] | the shared-secret handshake: nonces and HMAC-SHA256 proofs |
+//! | [`witness`] | the third, data-less process: leases and epoch grants ([`Witness`]) |
+//! | [`witness::lease`] | the witness's rules on an injected clock: at most one holder, epochs only go up |
+//! | [`witness::protocol`] | the witness's lines (`LEASE`, `CLAIM`, …): parse and encode bytes, no sockets |
+//! | [`witness::client`] | what a broker calls to renew its lease or claim an epoch |
 //! | [`error`] | the library's [`Error`] and [`Result`] |
 //! | [`broker`] | the engine: one broker, either role ([`Broker`]) |
 //! | [`broker::handler`] | one thread per connection: a line in, an answer out |
@@ -136,8 +140,10 @@ pub mod connection;
 pub mod error;
 pub mod protocol;
 pub mod report;
+pub mod witness;
 
 pub use broker::{Broker, Status};
 pub use client::{Publisher, Subscriber};
-pub use config::{BrokerConfig, ComputeStep, PublisherConfig, SubscriberConfig};
+pub use config::{BrokerConfig, ComputeStep, PublisherConfig, SubscriberConfig, WitnessConfig};
 pub use error::{Error, Result};
+pub use witness::Witness;

@@ -412,7 +412,7 @@ pub enum Reply {
 pub struct ParseError(String);
 
 impl ParseError {
-    fn new(reason: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
         ParseError(reason.into())
     }
 
@@ -431,13 +431,14 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Splits a line into its verb and fields; the last of `n` fields takes the rest of the line.
-struct Fields<'a> {
-    verb: &'a str,
-    rest: Option<&'a str>,
+/// The witness's verbs (`crate::witness::protocol`) are parsed with it too.
+pub(crate) struct Fields<'a> {
+    pub(crate) verb: &'a str,
+    pub(crate) rest: Option<&'a str>,
 }
 
 impl<'a> Fields<'a> {
-    fn new(line: &'a [u8]) -> Result<Self, ParseError> {
+    pub(crate) fn new(line: &'a [u8]) -> Result<Self, ParseError> {
         let line =
             std::str::from_utf8(line).map_err(|_| ParseError::new("line is not valid UTF-8"))?;
         if line.contains('\n') {
@@ -451,7 +452,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The next `|`-separated field.
-    fn field(&mut self, what: &str) -> Result<&'a str, ParseError> {
+    pub(crate) fn field(&mut self, what: &str) -> Result<&'a str, ParseError> {
         let rest = self.rest.ok_or_else(|| missing(self.verb, what))?;
         match rest.split_once('|') {
             Some((field, tail)) => {
@@ -466,7 +467,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Everything left, `|` included (a payload).
-    fn tail(&mut self, what: &str) -> Result<&'a str, ParseError> {
+    pub(crate) fn tail(&mut self, what: &str) -> Result<&'a str, ParseError> {
         self.rest.take().ok_or_else(|| missing(self.verb, what))
     }
 
@@ -495,15 +496,15 @@ impl<'a> Fields<'a> {
         Ok(payload.to_string())
     }
 
-    fn number<T: FromStr>(&mut self, what: &str) -> Result<T, ParseError> {
+    pub(crate) fn number<T: FromStr>(&mut self, what: &str) -> Result<T, ParseError> {
         number(self.field(what)?, what)
     }
 
-    fn epoch(&mut self) -> Result<Epoch, ParseError> {
+    pub(crate) fn epoch(&mut self) -> Result<Epoch, ParseError> {
         self.field("epoch")?.parse()
     }
 
-    fn hex(&mut self, what: &str) -> Result<String, ParseError> {
+    pub(crate) fn hex(&mut self, what: &str) -> Result<String, ParseError> {
         let text = self.field(what)?;
         if text.is_empty() || text.len() > 128 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseError::new(format!("bad {what} (want hex)")));
@@ -528,8 +529,21 @@ impl<'a> Fields<'a> {
         Ok(Message { id, topic, payload })
     }
 
+    /// The `key=value` fields of a `STATUS` line, up to its end.
+    pub(crate) fn status_pairs(&mut self) -> Result<Vec<(String, String)>, ParseError> {
+        let mut pairs = Vec::new();
+        while self.rest.is_some() {
+            let pair = self.field("key=value")?;
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| ParseError::new(format!("bad status field '{pair}'")))?;
+            pairs.push((k.to_string(), v.to_string()));
+        }
+        Ok(pairs)
+    }
+
     /// Fails if fields remain after the last one a verb takes.
-    fn end(self) -> Result<(), ParseError> {
+    pub(crate) fn end(self) -> Result<(), ParseError> {
         match self.rest {
             None => Ok(()),
             Some(_) => Err(ParseError::new(format!(
@@ -745,17 +759,7 @@ impl Reply {
                 proof: f.hex("proof")?,
             },
             "WELCOME" => Reply::Welcome,
-            "STATUS" => {
-                let mut pairs = Vec::new();
-                while f.rest.is_some() {
-                    let pair = f.field("key=value")?;
-                    let (k, v) = pair
-                        .split_once('=')
-                        .ok_or_else(|| ParseError::new(format!("bad status field '{pair}'")))?;
-                    pairs.push((k.to_string(), v.to_string()));
-                }
-                Reply::Status(pairs)
-            }
+            "STATUS" => Reply::Status(f.status_pairs()?),
             verb => return Err(ParseError::new(format!("unknown reply '{verb}'"))),
         };
         f.end()?;

@@ -71,6 +71,10 @@ const EXTERNAL: &[&str] = &[
 const ALLOWED: &[(&str, &str)] = &[
     // The house style's suggested layout, which the section says the code does not follow.
     ("ARCHITECTURE.md", "broker/replica.rs"),
+    // The brokers' witness flag, designed in the docs and built with the witness's broker side
+    // (issue 13); once `src/cli.rs` has it, this test says to remove these lines.
+    ("PROTOCOL.md", "--witness"),
+    ("ARCHITECTURE.md", "--witness"),
     // Kernel functions in a CPU profile.
     ("BENCHMARKS.md", "finish_task_switch"),
     ("BENCHMARKS.md", "_raw_spin_unlock_irqrestore"),
@@ -80,8 +84,7 @@ const ALLOWED: &[(&str, &str)] = &[
 /// Names a document still cites although they are gone, until its text is fixed (issue 12,
 /// item 7): `(document, name)`. An entry the document no longer cites fails the test, so the
 /// list only shrinks.
-const KNOWN_STALE: &[(&str, &str)] = &[
-];
+const KNOWN_STALE: &[(&str, &str)] = &[];
 
 #[test]
 fn every_name_the_docs_cite_exists() {

@@ -345,12 +345,13 @@ fn seed_publish_to_the_backup_names_the_primary_and_delivers_nothing() {
 
 // ---- the programs' command lines ----
 
-const PROGRAMS: [(&str, &str); 5] = [
+const PROGRAMS: [(&str, &str); 6] = [
     ("primary", env!("CARGO_BIN_EXE_primary")),
     ("backup", env!("CARGO_BIN_EXE_backup")),
     ("publisher", env!("CARGO_BIN_EXE_publisher")),
     ("test_publisher", env!("CARGO_BIN_EXE_test_publisher")),
     ("subscriber", env!("CARGO_BIN_EXE_subscriber")),
+    ("witness", env!("CARGO_BIN_EXE_witness")),
 ];
 
 /// Runs a program to completion. These invocations end at once, but a hang must not hang the
@@ -397,7 +398,7 @@ fn every_program_answers_help_with_its_usage() {
 
 #[test]
 fn a_bad_argument_exits_2_with_one_error_line_and_usage_on_stderr() {
-    let cases: [(&str, &[&str], &str); 6] = [
+    let cases: [(&str, &[&str], &str); 8] = [
         ("primary", &["notaport"], "bad port 'notaport'"),
         ("backup", &["1"], "missing arguments"),
         (
@@ -416,6 +417,12 @@ fn a_bad_argument_exits_2_with_one_error_line_and_usage_on_stderr() {
             "unknown flag '--nope'",
         ),
         ("primary", &["0", "--compute-ms", "9-3"], "--compute-ms"),
+        ("witness", &[], "missing arguments"),
+        (
+            "witness",
+            &["0", "--lease-ms", "0"],
+            "--lease-ms must be at least 1",
+        ),
     ];
     for (name, args, error) in cases {
         let bin = PROGRAMS

@@ -24,7 +24,6 @@ pub mod status;
 pub mod topics;
 pub mod warnings;
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -186,19 +185,11 @@ impl Broker {
     /// `listening on <addr>` as the first stdout line, serves until Ctrl-C or SIGTERM, then
     /// shuts it down cleanly (a planned failover when it is the primary).
     pub fn serve(config: BrokerConfig) -> Result<()> {
-        let (interrupted, interrupts) = crossbeam_channel::bounded(1);
-        ctrlc::set_handler(move || {
-            let _ = interrupted.try_send(());
-        })
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        let broker = Broker::start(config)?;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on {}", broker.local_addr())?;
-        stdout.flush()?;
-        drop(stdout);
-        let _ = interrupts.recv();
-        broker.shutdown();
-        Ok(())
+        crate::cli::serve_until_interrupted(
+            || Broker::start(config),
+            Broker::local_addr,
+            Broker::shutdown,
+        )
     }
 
     /// Stops the broker cleanly. A primary with a synced backup first hands over: it stops

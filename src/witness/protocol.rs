@@ -1,0 +1,443 @@
+//! The witness's wire protocol: every line a witness accepts ([`Request`]) or sends
+//! ([`Reply`]), parsed from and encoded to bytes. Nothing here touches a socket.
+//!
+//! The lines follow the brokers' rules ([`crate::protocol`]): `VERB|field|…` ended by `\n`,
+//! upper-case verbs, unsigned decimal numbers, epochs written `term.node` and refused past
+//! [`Epoch::MAX_TERM`]. Durations travel as whole milliseconds; a time left is rounded up, so
+//! a broker that waits what it was told never asks too early. The witness's own verbs have an
+//! enum of their own, apart from the brokers', so that the two protocols can change apart.
+//! PROTOCOL.md's "Witness" section documents every line.
+
+use std::time::Duration;
+
+use crate::protocol::{AuthKind, Epoch, Fields, ParseError};
+
+/// Every line a witness accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `LEASE|<epoch>|<node>`: the primary of `epoch` (node `node`) renews its lease, or
+    /// registers an epoch the witness has not granted (a takeover on certain death, a
+    /// restarted witness). Answered by `LEASED`, `FENCED`, `HELD`, `RESTARTING` or `ERR`.
+    Lease {
+        /// The sender's epoch.
+        epoch: Epoch,
+        /// The sender's node id.
+        node: u32,
+    },
+    /// `CLAIM|<seen epoch>|<node>`: a backup whose primary went silent asks for a new epoch.
+    /// Answered by `GRANTED`, `HELD`, `RESTARTING` or `ERR`.
+    Claim {
+        /// The highest epoch the claimant knows of.
+        seen: Epoch,
+        /// The claimant's node id.
+        node: u32,
+    },
+    /// `STATUS`: answered by one `STATUS|key=value|…` line.
+    Status,
+    /// `PING` (whatever follows it): answered by `PONG`.
+    Ping,
+    /// `HELLO|<kind>|<nonce>`: starts the shared-secret handshake ([`crate::auth`]).
+    Hello {
+        /// Which secret; a witness knows only the brokers' (`peer`).
+        kind: AuthKind,
+        /// The dialer's fresh nonce (hex).
+        nonce: String,
+    },
+    /// `PROOF|<proof>`: the dialer's proof; answered by `WELCOME` or `ERR`.
+    Proof {
+        /// HMAC-SHA256 in hex.
+        proof: String,
+    },
+}
+
+impl Request {
+    /// Whether a connection must have authenticated before it may send this (when the witness
+    /// has a secret). Only the alive check, the status and the handshake itself are free.
+    pub fn needs_auth(&self) -> bool {
+        matches!(self, Request::Lease { .. } | Request::Claim { .. })
+    }
+
+    /// Parses one line (without its `\n`).
+    ///
+    /// ```
+    /// use edgebroker::protocol::Epoch;
+    /// use edgebroker::witness::protocol::Request;
+    ///
+    /// assert_eq!(
+    ///     Request::parse(b"LEASE|3.41277|41277").unwrap(),
+    ///     Request::Lease { epoch: Epoch { term: 3, node: 41277 }, node: 41277 }
+    /// );
+    /// assert!(Request::parse(b"CLAIM|281474976710657.1|1").is_err()); // past MAX_TERM
+    /// ```
+    pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
+        let mut f = Fields::new(line)?;
+        let request = match f.verb {
+            "LEASE" => Request::Lease {
+                epoch: f.epoch()?,
+                node: f.number("node")?,
+            },
+            "CLAIM" => Request::Claim {
+                seen: f.epoch()?,
+                node: f.number("node")?,
+            },
+            "STATUS" => Request::Status,
+            "PING" => return Ok(Request::Ping),
+            "HELLO" => Request::Hello {
+                kind: f.field("kind")?.parse()?,
+                nonce: f.hex("nonce")?,
+            },
+            "PROOF" => Request::Proof {
+                proof: f.hex("proof")?,
+            },
+            "" => return Err(ParseError::new("empty verb")),
+            verb => {
+                return Err(ParseError::new(format!(
+                    "unknown verb '{verb}' (a witness answers LEASE, CLAIM, STATUS, PING)"
+                )));
+            }
+        };
+        f.end()?;
+        Ok(request)
+    }
+
+    /// Appends the line, `\n` included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            Request::Lease { epoch, node } => writeln!(out, "LEASE|{epoch}|{node}"),
+            Request::Claim { seen, node } => writeln!(out, "CLAIM|{seen}|{node}"),
+            Request::Status => writeln!(out, "STATUS"),
+            Request::Ping => writeln!(out, "PING"),
+            Request::Hello { kind, nonce } => writeln!(out, "HELLO|{}|{nonce}", kind.as_str()),
+            Request::Proof { proof } => writeln!(out, "PROOF|{proof}"),
+        };
+    }
+
+    /// The encoded line as bytes, `\n` included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// Every line a witness sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `LEASED|<epoch>|<ms>`: the lease of `epoch` is renewed; its primary may act for `lease`
+    /// counted from when it *sent* the `LEASE`.
+    Leased {
+        /// The epoch leased.
+        epoch: Epoch,
+        /// How long the primary may act, from its sending.
+        lease: Duration,
+    },
+    /// `GRANTED|<epoch>|<ms>`: the claimant is the primary of the new `epoch` and holds its
+    /// lease for `lease` counted from when it sent the `CLAIM`.
+    Granted {
+        /// The new epoch, always of the claimant's node.
+        epoch: Epoch,
+        /// How long the new primary may act, from its sending.
+        lease: Duration,
+    },
+    /// `HELD|<epoch>|<node>|<ms left>`: the primary of `epoch` (node `holder`) holds a lease
+    /// that lapses, on the witness's clock, in `left`; ask again then.
+    Held {
+        /// The holder's epoch.
+        epoch: Epoch,
+        /// The holder's node id.
+        holder: u32,
+        /// How long until the lease lapses on the witness's side, margin included.
+        left: Duration,
+    },
+    /// `RESTARTING|<ms left>`: the witness started recently and knows nothing; it grants and
+    /// leases nothing until a lease it might have granted before its start has lapsed.
+    Restarting {
+        /// How long until it answers again.
+        left: Duration,
+    },
+    /// `FENCED|<epoch>`: the sender's epoch is stale; the newest the witness knows is `epoch`.
+    Fenced {
+        /// The newer epoch.
+        epoch: Epoch,
+    },
+    /// `STATUS|key=value|…`: the witness's view (PROTOCOL.md lists the fields).
+    Status(Vec<(String, String)>),
+    /// `PONG`: the answer to `PING`.
+    Pong,
+    /// `CHALLENGE|<nonce>|<proof>`: the witness's nonce and its proof.
+    Challenge {
+        /// The witness's fresh nonce (hex).
+        nonce: String,
+        /// HMAC-SHA256 in hex.
+        proof: String,
+    },
+    /// `WELCOME`: authenticated.
+    Welcome,
+    /// `ERR|<reason>`: the request was refused; the reason is for humans.
+    Err(String),
+}
+
+impl Reply {
+    /// Parses one line a witness sent (without its `\n`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use edgebroker::protocol::Epoch;
+    /// use edgebroker::witness::protocol::Reply;
+    ///
+    /// assert_eq!(
+    ///     Reply::parse(b"HELD|3.41277|41277|1250").unwrap(),
+    ///     Reply::Held {
+    ///         epoch: Epoch { term: 3, node: 41277 },
+    ///         holder: 41277,
+    ///         left: Duration::from_millis(1250),
+    ///     }
+    /// );
+    /// ```
+    pub fn parse(line: &[u8]) -> Result<Reply, ParseError> {
+        let mut f = Fields::new(line)?;
+        let reply = match f.verb {
+            "LEASED" => Reply::Leased {
+                epoch: f.epoch()?,
+                lease: millis(&mut f, "lease")?,
+            },
+            "GRANTED" => Reply::Granted {
+                epoch: f.epoch()?,
+                lease: millis(&mut f, "lease")?,
+            },
+            "HELD" => Reply::Held {
+                epoch: f.epoch()?,
+                holder: f.number("holder")?,
+                left: millis(&mut f, "time left")?,
+            },
+            "RESTARTING" => Reply::Restarting {
+                left: millis(&mut f, "time left")?,
+            },
+            "FENCED" => Reply::Fenced { epoch: f.epoch()? },
+            "STATUS" => Reply::Status(f.status_pairs()?),
+            "PONG" => return Ok(Reply::Pong),
+            "CHALLENGE" => Reply::Challenge {
+                nonce: f.hex("nonce")?,
+                proof: f.hex("proof")?,
+            },
+            "WELCOME" => Reply::Welcome,
+            "ERR" => Reply::Err(f.tail("reason")?.to_string()),
+            verb => return Err(ParseError::new(format!("unknown reply '{verb}'"))),
+        };
+        f.end()?;
+        Ok(reply)
+    }
+
+    /// Appends the line, `\n` included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = match self {
+            Reply::Leased { epoch, lease } => writeln!(out, "LEASED|{epoch}|{}", ms(*lease)),
+            Reply::Granted { epoch, lease } => writeln!(out, "GRANTED|{epoch}|{}", ms(*lease)),
+            Reply::Held {
+                epoch,
+                holder,
+                left,
+            } => writeln!(out, "HELD|{epoch}|{holder}|{}", ms_up(*left)),
+            Reply::Restarting { left } => writeln!(out, "RESTARTING|{}", ms_up(*left)),
+            Reply::Fenced { epoch } => writeln!(out, "FENCED|{epoch}"),
+            Reply::Status(pairs) => {
+                out.extend_from_slice(b"STATUS");
+                for (k, v) in pairs {
+                    let _ = write!(out, "|{k}={v}");
+                }
+                writeln!(out)
+            }
+            Reply::Pong => writeln!(out, "PONG"),
+            Reply::Challenge { nonce, proof } => writeln!(out, "CHALLENGE|{nonce}|{proof}"),
+            Reply::Welcome => writeln!(out, "WELCOME"),
+            Reply::Err(reason) => writeln!(out, "ERR|{reason}"),
+        };
+    }
+
+    /// The encoded line as bytes, `\n` included.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use edgebroker::protocol::Epoch;
+    /// use edgebroker::witness::protocol::Reply;
+    ///
+    /// let granted = Reply::Granted {
+    ///     epoch: Epoch { term: 4, node: 90211 },
+    ///     lease: Duration::from_secs(2),
+    /// };
+    /// assert_eq!(granted.to_bytes(), b"GRANTED|4.90211|2000\n");
+    /// ```
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// A duration field in whole milliseconds. Any `u64` is a valid `Duration`, so nothing a peer
+/// sends can overflow here; what the receiver adds it to is its own business.
+fn millis(f: &mut Fields<'_>, what: &str) -> Result<Duration, ParseError> {
+    Ok(Duration::from_millis(f.number(what)?))
+}
+
+/// A lease as whole milliseconds, rounded down: a holder never believes in more than it got.
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// A time left as whole milliseconds, rounded up: a claimant that waits it is never early.
+fn ms_up(d: Duration) -> u128 {
+    d.as_nanos().div_ceil(1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(term: u64, node: u32) -> Epoch {
+        Epoch { term, node }
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        let requests = [
+            Request::Lease {
+                epoch: epoch(3, 41277),
+                node: 41277,
+            },
+            Request::Claim {
+                seen: epoch(Epoch::MAX_TERM, 1),
+                node: 9,
+            },
+            Request::Status,
+            Request::Ping,
+            Request::Hello {
+                kind: AuthKind::Peer,
+                nonce: "00ff".into(),
+            },
+            Request::Proof {
+                proof: "abcdef".into(),
+            },
+        ];
+        for request in requests {
+            let bytes = request.to_bytes();
+            let line = bytes.strip_suffix(b"\n").expect("a line");
+            assert_eq!(Request::parse(line).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn every_reply_round_trips() {
+        let replies = [
+            Reply::Leased {
+                epoch: epoch(3, 7),
+                lease: Duration::from_millis(2000),
+            },
+            Reply::Granted {
+                epoch: epoch(4, 9),
+                lease: Duration::from_millis(2000),
+            },
+            Reply::Held {
+                epoch: epoch(3, 7),
+                holder: 7,
+                left: Duration::from_millis(1250),
+            },
+            Reply::Restarting {
+                left: Duration::from_millis(2250),
+            },
+            Reply::Fenced { epoch: epoch(5, 1) },
+            Reply::Status(vec![("role".into(), "witness".into())]),
+            Reply::Pong,
+            Reply::Challenge {
+                nonce: "aa".into(),
+                proof: "bb".into(),
+            },
+            Reply::Welcome,
+            Reply::Err("no | trouble".into()),
+        ];
+        for reply in replies {
+            let bytes = reply.to_bytes();
+            let line = bytes.strip_suffix(b"\n").expect("a line");
+            assert_eq!(Reply::parse(line).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn the_wire_forms_are_exact() {
+        let lease = Request::Lease {
+            epoch: epoch(2, 41277),
+            node: 41277,
+        };
+        assert_eq!(lease.to_bytes(), b"LEASE|2.41277|41277\n");
+        let claim = Request::Claim {
+            seen: epoch(2, 41277),
+            node: 90211,
+        };
+        assert_eq!(claim.to_bytes(), b"CLAIM|2.41277|90211\n");
+        let held = Reply::Held {
+            epoch: epoch(2, 41277),
+            holder: 41277,
+            left: Duration::from_micros(1_249_001),
+        };
+        assert_eq!(held.to_bytes(), b"HELD|2.41277|41277|1250\n", "rounded up");
+        let leased = Reply::Leased {
+            epoch: epoch(2, 41277),
+            lease: Duration::from_micros(1_999_999),
+        };
+        assert_eq!(leased.to_bytes(), b"LEASED|2.41277|1999\n", "rounded down");
+    }
+
+    #[test]
+    fn malformed_lines_have_reasons() {
+        let too_high = format!("LEASE|{}.1|1", Epoch::MAX_TERM + 1);
+        let cases = [
+            ("", "empty verb"),
+            ("LEASE", "LEASE is missing its epoch"),
+            ("LEASE|3.1", "LEASE is missing its node"),
+            ("LEASE|3|1", "bad epoch '3' (want term.node)"),
+            ("LEASE|3.1|-1", "bad node '-1'"),
+            ("LEASE|3.1|4294967296", "node '4294967296' is out of range"),
+            ("LEASE|3.1|1|x", "too many fields for LEASE"),
+            ("CLAIM|x.1|1", "bad epoch term 'x'"),
+            (
+                too_high.as_str(),
+                "epoch term 281474976710657 is beyond any a broker can reach",
+            ),
+            (
+                "PUBLISH|t|x",
+                "unknown verb 'PUBLISH' (a witness answers LEASE, CLAIM, STATUS, PING)",
+            ),
+            ("STATUS|x", "too many fields for STATUS"),
+        ];
+        for (line, reason) in cases {
+            let err = Request::parse(line.as_bytes()).expect_err(line);
+            assert_eq!(err.reason(), reason, "{line}");
+        }
+        assert_eq!(Request::parse(b"PING|anything").unwrap(), Request::Ping);
+    }
+
+    #[test]
+    fn replies_a_peer_could_garble_are_refused() {
+        for line in [
+            "LEASED|3.1",
+            "LEASED|3.1|-5",
+            "LEASED|3.1|18446744073709551616",
+            "GRANTED|281474976710657.1|10",
+            "HELD|3.1|1",
+            "RESTARTING|",
+            "NOPE",
+        ] {
+            assert!(Reply::parse(line.as_bytes()).is_err(), "{line}");
+        }
+        // The largest number a field holds is still a Duration, not a wrap.
+        assert_eq!(
+            Reply::parse(b"RESTARTING|18446744073709551615").unwrap(),
+            Reply::Restarting {
+                left: Duration::from_millis(u64::MAX)
+            }
+        );
+    }
+}
