@@ -772,6 +772,9 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
         ping_interval: nonzero("--ping-interval-ms", ping_interval)?
             .unwrap_or(defaults.ping_interval),
         ping_timeout: nonzero("--ping-timeout-ms", ping_timeout)?.unwrap_or(defaults.ping_timeout),
+        startup_grace: args
+            .millis("--startup-grace-ms")?
+            .unwrap_or(defaults.startup_grace),
         require_backup: args.switch("--require-backup"),
         max_line_bytes: line_limit(args.value("--max-line-bytes")?)?
             .unwrap_or(defaults.max_line_bytes),

@@ -48,6 +48,9 @@ pub struct BrokerConfig {
     pub ping_interval: Duration,
     /// How long a probe waits for its answer before the peer counts as silent.
     pub ping_timeout: Duration,
+    /// How long a fresh broker started as `backup` waits for its peer before a refused or
+    /// silent probe makes it take over.
+    pub startup_grace: Duration,
     /// Refuse to ACK while the backup is silent but not known dead (consistency over
     /// availability).
     pub require_backup: bool,
@@ -98,6 +101,7 @@ impl Default for BrokerConfig {
             workers: 1,
             ping_interval: Duration::from_millis(1000),
             ping_timeout: Duration::from_millis(500),
+            startup_grace: Duration::from_millis(3000),
             require_backup: false,
             max_line_bytes: 64 * 1024,
             max_connections: 10_000,
@@ -132,13 +136,14 @@ impl BrokerConfig {
     }
 
     /// Test timings on loopback port 0: compute 1–3 ms, probes every 20 ms, 200 ms timeout,
-    /// 1 s to authenticate.
+    /// a 500 ms start-up grace, 1 s to authenticate.
     pub fn fast() -> Self {
         BrokerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             compute: ComputeStep::BusyLoop(1..=3),
             ping_interval: Duration::from_millis(20),
             ping_timeout: Duration::from_millis(200),
+            startup_grace: Duration::from_millis(500),
             auth_timeout: Duration::from_secs(1),
             ..BrokerConfig::default()
         }

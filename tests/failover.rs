@@ -14,7 +14,7 @@ use common::*;
 use edgebroker::broker::BackupHealth;
 use edgebroker::client::Source;
 use edgebroker::protocol::Role;
-use edgebroker::{BrokerConfig, ComputeStep, Publisher, Subscriber, SubscriberConfig};
+use edgebroker::{Broker, BrokerConfig, ComputeStep, Publisher, Subscriber, SubscriberConfig};
 
 /// Receives until `n` deliveries arrived and returns their payloads in order.
 fn collect(sub: &mut Subscriber, n: usize) -> Vec<String> {
@@ -573,4 +573,33 @@ fn kill_returns_at_once_like_a_crash_even_mid_compute() {
     wait_until("the backup to redo all three", || {
         pair.backup().status().counters.processed == 3
     });
+}
+
+#[test]
+fn fresh_brokers_settle_as_their_names_say_whatever_the_start_order() {
+    for round in 0..20u64 {
+        // Two free ports, not listened on yet: the backup's first probe finds nothing there.
+        let (p, b) = (listener(), listener());
+        let (primary_addr, backup_addr) = (p.local_addr().unwrap(), b.local_addr().unwrap());
+        drop((p, b));
+        let started = |listen, peer: std::net::SocketAddr, preferred| {
+            Broker::start(BrokerConfig {
+                listen,
+                peer: Some(peer.to_string()),
+                preferred_primary: preferred,
+                ..config(ComputeStep::Off)
+            })
+            .unwrap()
+        };
+        let backup = started(backup_addr, primary_addr, false);
+        // The primary comes up to 100 ms later, well inside the backup's start-up grace.
+        thread::sleep(Duration::from_millis(round * 5));
+        let primary = started(primary_addr, backup_addr, true);
+        wait_until("the pair to settle", || {
+            let s = primary.status();
+            s.role == Role::Primary && s.backup == BackupHealth::Up
+        });
+        assert_eq!(backup.status().role, Role::Backup, "round {round}");
+        assert_eq!(backup.status().counters.takeovers, 0, "round {round}");
+    }
 }

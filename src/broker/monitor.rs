@@ -70,6 +70,12 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
             Err(Error::Timeout) if node.primary_recently_heard() => {
                 debug!("probe timed out, but the primary's link spoke just now; not taking over");
             }
+            Err(Error::Timeout | Error::Closed | Error::Io(_)) if node.in_startup_grace() => {
+                debug!(
+                    "peer {} not up yet; waiting out the start-up grace",
+                    prober.addr
+                );
+            }
             Err(e @ (Error::Timeout | Error::Closed | Error::Io(_))) => {
                 node.take_over(&format!("peer {} {}", prober.addr, describe(&e)))
             }

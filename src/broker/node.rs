@@ -97,6 +97,8 @@ pub struct Node {
     anon_seq: AtomicU64,
     stopping: AtomicBool,
     gate: Gate,
+    /// When the broker started, for the start-up grace.
+    pub(super) started: Instant,
 }
 
 impl Node {
@@ -138,6 +140,7 @@ impl Node {
             anon_seq: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             gate: Gate::default(),
+            started: Instant::now(),
         }
     }
 

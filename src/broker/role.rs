@@ -423,6 +423,20 @@ impl Node {
         }
     }
 
+    /// Whether a silent or refusing peer is no reason to take over yet: we were started as
+    /// `backup`, have never heard the peer, hold nothing, and started less than
+    /// `--startup-grace-ms` ago. Started at the same instant as its primary, a backup would
+    /// otherwise find it not listening yet and take over; the preferred broker needs no
+    /// grace, so two fresh brokers settle as the programs' names say.
+    pub fn in_startup_grace(&self) -> bool {
+        let s = self.state.lock();
+        !self.config.preferred_primary
+            && s.peer.is_none()
+            && s.epoch == Epoch::default()
+            && s.log.is_empty()
+            && self.started.elapsed() < self.config.startup_grace
+    }
+
     /// Whether we should lead when both brokers are backups: the one with the newer epoch
     /// (it holds the newer log), then the preferred one, then the higher node id.
     pub fn wins_tie(&self, peer: &PeerState) -> bool {
