@@ -428,29 +428,29 @@ probes the primary every ping interval and takes over when it fails.",
     max_positionals: 2,
 };
 
+const ACK_TIMEOUT: Flag = Flag::value(
+    "--ack-timeout-ms",
+    "N",
+    "how long to wait for an ACK before failing over [500]",
+);
+const RESEND: Flag = Flag::value(
+    "--resend",
+    "N",
+    "how many of the latest messages to resend after a failover [5]",
+);
+const CLIENT_SECRET: Flag = Flag::value(
+    "--secret",
+    "S",
+    "the brokers' client secret [$BROKER_CLIENT_SECRET]",
+);
+
 /// The `publisher` program.
 pub const PUBLISHER: Command = Command {
     name: "publisher",
     synopsis: "<topic> <message> <primary-host:port> <backup-host:port> [flags]",
     about: "\
 Publishes one message and exits once a broker ACKed it (exit 1 if none did).",
-    flags: &[
-        Flag::value(
-            "--ack-timeout-ms",
-            "N",
-            "how long to wait for the ACK before failing over [500]",
-        ),
-        Flag::value(
-            "--resend",
-            "N",
-            "how many of the latest messages to resend after a failover [5]",
-        ),
-        Flag::value(
-            "--secret",
-            "S",
-            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
-        ),
-    ],
+    flags: &[ACK_TIMEOUT, RESEND, CLIENT_SECRET],
     notes: "",
     required: 4,
     max_positionals: 4,
@@ -475,21 +475,9 @@ for each ACKed message. Ctrl-C stops it and logs `summary: sent=N acked=M`.",
             "FILE",
             "write `<unix_ms> PUBLISH <seq>` to FILE as each message is first sent (report --published reads it for the latency picture)",
         ),
-        Flag::value(
-            "--ack-timeout-ms",
-            "N",
-            "how long to wait for an ACK before failing over [500]",
-        ),
-        Flag::value(
-            "--resend",
-            "N",
-            "how many of the latest messages to resend after a failover [5]",
-        ),
-        Flag::value(
-            "--secret",
-            "S",
-            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
-        ),
+        ACK_TIMEOUT,
+        RESEND,
+        CLIENT_SECRET,
     ],
     notes: "",
     required: 3,
@@ -508,11 +496,7 @@ Subscribes on both brokers and prints each message once, as `[PRIMARY] <payload>
             "--timestamps",
             "prefix each line with the time in ms since the Unix epoch",
         ),
-        Flag::value(
-            "--secret",
-            "S",
-            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
-        ),
+        CLIENT_SECRET,
     ],
     notes: "",
     required: 3,
@@ -583,11 +567,7 @@ The backup address is only shown; the primary's STATUS says whether replication 
             "--json",
             "also print the results as one JSON object, the last stdout line",
         ),
-        Flag::value(
-            "--secret",
-            "S",
-            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
-        ),
+        CLIENT_SECRET,
     ],
     notes: "\
 A progress line goes to stderr once a second for runs longer than 2 s. Exit status: 0 done,
@@ -618,11 +598,7 @@ Ctrl-C stops it.",
             "--json",
             "one JSON object per poll, one line each, instead of the table",
         ),
-        Flag::value(
-            "--secret",
-            "S",
-            "the brokers' client secret [$BROKER_CLIENT_SECRET]",
-        ),
+        CLIENT_SECRET,
     ],
     notes: "",
     required: 1,

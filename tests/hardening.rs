@@ -16,23 +16,7 @@ use common::*;
 use edgebroker::auth::Secret;
 use edgebroker::broker::BackupHealth;
 use edgebroker::protocol::{Message, Role};
-use edgebroker::{Broker, BrokerConfig, ComputeStep, Publisher, Subscriber};
-
-/// A broker with no peer: it takes over at once and runs alone.
-fn lone(config: BrokerConfig) -> Broker {
-    let broker = Broker::start_on(
-        listener(),
-        BrokerConfig {
-            peer: None,
-            ..config
-        },
-    )
-    .unwrap();
-    wait_until("the lone broker to lead", || {
-        broker.status().role == Role::Primary
-    });
-    broker
-}
+use edgebroker::{BrokerConfig, ComputeStep, Publisher, Subscriber};
 
 /// A `PUB` line of exactly `len` bytes.
 fn pub_line(key: u64, seq: u64, len: usize) -> String {
@@ -196,7 +180,7 @@ fn trickle(
 #[test]
 fn trickling_subscribers_are_cut_off_by_bytes_and_memory_stays_bounded() {
     const LIMIT: usize = 2 * 1024 * 1024;
-    let broker = lone(BrokerConfig {
+    let broker = lone_broker(BrokerConfig {
         slow_consumer_bytes: LIMIT,
         ..config(ComputeStep::Off)
     });
@@ -229,7 +213,7 @@ fn trickling_subscribers_are_cut_off_by_bytes_and_memory_stays_bounded() {
 
 #[test]
 fn a_subscriber_that_keeps_a_line_waiting_too_long_is_a_slow_consumer() {
-    let broker = lone(BrokerConfig {
+    let broker = lone_broker(BrokerConfig {
         slow_consumer_age: Duration::from_millis(300),
         ..config(ComputeStep::Off)
     });
@@ -254,7 +238,7 @@ fn a_subscriber_that_keeps_a_line_waiting_too_long_is_a_slow_consumer() {
 
 #[test]
 fn slow_subscribers_of_one_topic_never_refuse_another_topics_publishers() {
-    let broker = lone(BrokerConfig {
+    let broker = lone_broker(BrokerConfig {
         max_pending: 50,
         ..config(ComputeStep::Off)
     });
@@ -318,7 +302,7 @@ fn a_stranger_holding_every_client_slot_cannot_keep_the_pair_from_resyncing() {
 
 #[test]
 fn a_connection_in_a_peer_slot_that_does_not_authenticate_is_closed_in_time() {
-    let broker = lone(BrokerConfig {
+    let broker = lone_broker(BrokerConfig {
         secret: Secret::new("pair"),
         max_connections: 1,
         ..config(ComputeStep::Off)
@@ -339,7 +323,7 @@ fn a_connection_in_a_peer_slot_that_does_not_authenticate_is_closed_in_time() {
 
 #[test]
 fn a_client_that_never_authenticates_is_closed_when_a_client_secret_is_set() {
-    let broker = lone(BrokerConfig {
+    let broker = lone_broker(BrokerConfig {
         client_secret: Secret::new("clients"),
         ..config(ComputeStep::Off)
     });
@@ -411,7 +395,7 @@ fn an_epoch_no_broker_could_reach_is_refused_and_the_pair_holds() {
 
 #[test]
 fn every_payload_byte_survives_or_is_refused_and_subscriptions_are_bounded() {
-    let broker = lone(BrokerConfig {
+    let broker = lone_broker(BrokerConfig {
         max_subscriptions: 3,
         ..config(ComputeStep::Off)
     });

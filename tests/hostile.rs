@@ -11,26 +11,10 @@ use common::*;
 use edgebroker::auth::Secret;
 use edgebroker::broker::BackupHealth;
 use edgebroker::protocol::Role;
-use edgebroker::{Broker, BrokerConfig, ComputeStep, Publisher, PublisherConfig, Subscriber};
+use edgebroker::{BrokerConfig, ComputeStep, Publisher, PublisherConfig, Subscriber};
 
 fn secret(s: &str) -> Option<Secret> {
     Secret::new(s)
-}
-
-/// A broker with no peer: it takes over at once and runs alone.
-fn lone(config: BrokerConfig) -> Broker {
-    let broker = Broker::start_on(
-        listener(),
-        BrokerConfig {
-            peer: None,
-            ..config
-        },
-    )
-    .unwrap();
-    wait_until("the lone broker to lead", || {
-        broker.status().role == Role::Primary
-    });
-    broker
 }
 
 #[test]
@@ -121,7 +105,7 @@ fn a_backup_with_the_wrong_secret_is_never_synced() {
 
 #[test]
 fn clients_must_authenticate_when_a_client_secret_is_set() {
-    let broker = lone(BrokerConfig {
+    let broker = lone_broker(BrokerConfig {
         client_secret: secret("client-secret"),
         ..config(ComputeStep::Off)
     });
@@ -154,7 +138,7 @@ fn clients_must_authenticate_when_a_client_secret_is_set() {
 
 #[test]
 fn connections_past_the_limit_are_refused_and_the_others_unaffected() {
-    let broker = lone(BrokerConfig {
+    let broker = lone_broker(BrokerConfig {
         max_connections: 3,
         ..config(ComputeStep::Off)
     });
@@ -181,7 +165,7 @@ fn connections_past_the_limit_are_refused_and_the_others_unaffected() {
 #[test]
 fn a_subscriber_that_never_reads_is_cut_off_and_holds_up_nobody() {
     const MESSAGES: usize = 30_000;
-    let broker = lone(config(ComputeStep::Off));
+    let broker = lone_broker(config(ComputeStep::Off));
     let addr = broker.local_addr();
 
     // The slow one subscribes and never reads again.

@@ -17,18 +17,9 @@ use edgebroker::{Broker, BrokerConfig, ComputeStep};
 
 // ---- helpers local to this file ----
 
-/// A broker with no peer: it takes over at once and runs as a lone, degraded primary.
-fn lone_broker(config: BrokerConfig) -> Broker {
-    let broker = Broker::start_on(common::listener(), config).expect("start broker");
-    common::wait_until("the lone broker to become primary", || {
-        broker.status().role == Role::Primary
-    });
-    broker
-}
-
 /// A lone primary with the compute step off.
 fn lone() -> Broker {
-    lone_broker(common::config(ComputeStep::Off))
+    common::lone_broker(common::config(ComputeStep::Off))
 }
 
 /// Connects a raw client and subscribes it to `topics` with the seed's `SUBSCRIBE`, then waits
@@ -199,7 +190,7 @@ fn malformed_lines_get_err_with_reason_and_the_connection_stays_usable() {
 
 #[test]
 fn a_line_over_the_limit_gets_err_then_eof() {
-    let broker = lone_broker(BrokerConfig {
+    let broker = common::lone_broker(BrokerConfig {
         max_line_bytes: 1024,
         ..common::config(ComputeStep::Off)
     });

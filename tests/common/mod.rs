@@ -121,6 +121,20 @@ pub fn init_logs() {
     let _ = env_logger::Builder::from_env(env).is_test(true).try_init();
 }
 
+/// A broker with no peer: it takes over at once and runs alone (a degraded primary).
+pub fn lone_broker(config: BrokerConfig) -> Broker {
+    init_logs();
+    let config = BrokerConfig {
+        peer: None,
+        ..config
+    };
+    let broker = Broker::start_on(listener(), config).expect("start broker");
+    wait_until("the lone broker to lead", || {
+        broker.status().role == Role::Primary
+    });
+    broker
+}
+
 /// Starts a broker on `listener` whose peer is `peer`.
 pub fn start_broker(
     listener: TcpListener,
