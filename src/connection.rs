@@ -248,6 +248,19 @@ impl Connection {
     }
 }
 
+/// Connects to our own listener on `addr` and hangs up at once, so a thread blocked in its
+/// `accept()` wakes and sees that the server is stopping (an unspecified address, `0.0.0.0`,
+/// is reached on loopback).
+pub fn wake_listener(mut addr: std::net::SocketAddr) {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+}
+
 /// Dials `addr` (`host:port`), trying each address it resolves to for at most `timeout`, and
 /// turns off Nagle's algorithm: every line we send is worth sending at once.
 pub fn dial(addr: &str, timeout: Duration) -> io::Result<TcpStream> {

@@ -178,7 +178,7 @@ impl Broker {
     pub fn kill(&self) {
         info!("killed");
         self.node.stop();
-        self.wake_accept();
+        crate::connection::wake_listener(self.addr);
     }
 
     /// Runs a broker as the `primary` and `backup` programs do: starts it, prints
@@ -206,7 +206,7 @@ impl Broker {
             return;
         }
         self.node.stop();
-        self.wake_accept();
+        crate::connection::wake_listener(self.addr);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -216,29 +216,10 @@ impl Broker {
     }
 }
 
-impl Broker {
-    /// Wakes the accept loop, blocked in `accept()`, so it sees the broker stopping.
-    fn wake_accept(&self) {
-        let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_millis(200));
-    }
-}
-
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The address to connect to for reaching our own listener (0.0.0.0 is not connectable).
-fn wake_addr(addr: SocketAddr) -> SocketAddr {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {

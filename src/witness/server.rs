@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -140,7 +140,7 @@ impl Witness {
         };
         self.shared.stopping.store(true, Ordering::Release);
         // Wake the accept loop, blocked in accept().
-        let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_millis(200));
+        crate::connection::wake_listener(self.addr);
         let _ = accept.join();
         for stream in self.shared.sockets.lock().values() {
             let _ = stream.shutdown(Shutdown::Both);
@@ -188,17 +188,6 @@ impl Shared {
         ]);
         fields
     }
-}
-
-/// The address to connect to for reaching our own listener (0.0.0.0 is not connectable).
-fn wake_addr(mut addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
 }
 
 fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, conns: &Mutex<Vec<JoinHandle<()>>>) {
