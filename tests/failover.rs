@@ -587,6 +587,8 @@ fn fresh_brokers_settle_as_their_names_say_whatever_the_start_order() {
                 listen,
                 peer: Some(peer.to_string()),
                 preferred_primary: preferred,
+                // Far more than the primary's delay, however busy the machine.
+                startup_grace: Duration::from_secs(5),
                 ..config(ComputeStep::Off)
             })
             .unwrap()
