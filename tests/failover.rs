@@ -577,6 +577,7 @@ fn kill_returns_at_once_like_a_crash_even_mid_compute() {
 
 #[test]
 fn fresh_brokers_settle_as_their_names_say_whatever_the_start_order() {
+    init_logs();
     for round in 0..20u64 {
         // Two free ports, not listened on yet: the backup's first probe finds nothing there.
         let (p, b) = (listener(), listener());

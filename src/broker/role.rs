@@ -439,8 +439,18 @@ impl Node {
 
     /// Whether we should lead when both brokers are backups: the one with the newer epoch
     /// (it holds the newer log), then the preferred one, then the higher node id.
+    /// A backup whose primary spoke within the last ping timeout never wins: the peer's
+    /// answer is older than that (it was still a backup when it answered, and has since
+    /// taken over and synced us).
     pub fn wins_tie(&self, peer: &PeerState) -> bool {
         let s = self.state.lock();
+        if let RoleState::Backup(backup) = &s.role
+            && backup
+                .heard_from_primary
+                .is_some_and(|t| t.elapsed() < self.config.ping_timeout)
+        {
+            return false;
+        }
         let me = self.me_locked(&s);
         (me.epoch, me.preferred, me.node) > (peer.epoch, peer.preferred, peer.node)
     }
