@@ -733,56 +733,40 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
         Some(spec) => parse_compute(spec)?,
         None => defaults.compute.clone(),
     };
-    let ping_interval = args.millis("--ping-interval-ms")?;
-    let ping_timeout = args.millis("--ping-timeout-ms")?;
-    let positive = |name: &str, v: Option<usize>| match v {
-        Some(0) => Err(Error::Usage(format!("{name} must be at least 1"))),
-        _ => Ok(v),
+    // A count that must be at least 1, and a duration of at least 1 ms, or the default.
+    let count = |name: &str, default: usize| -> Result<usize> {
+        match args.value(name)? {
+            Some(0) => Err(Error::Usage(format!("{name} must be at least 1"))),
+            v => Ok(v.unwrap_or(default)),
+        }
+    };
+    let millis = |name: &str, default: Duration| -> Result<Duration> {
+        Ok(nonzero(name, args.millis(name)?)?.unwrap_or(default))
     };
     Ok(BrokerConfig {
         listen: SocketAddr::new(bind, port),
         peer,
         preferred_primary,
         compute,
-        workers: positive("--workers", args.value("--workers")?)?.unwrap_or(defaults.workers),
-        ping_interval: nonzero("--ping-interval-ms", ping_interval)?
-            .unwrap_or(defaults.ping_interval),
-        ping_timeout: nonzero("--ping-timeout-ms", ping_timeout)?.unwrap_or(defaults.ping_timeout),
+        workers: count("--workers", defaults.workers)?,
+        ping_interval: millis("--ping-interval-ms", defaults.ping_interval)?,
+        ping_timeout: millis("--ping-timeout-ms", defaults.ping_timeout)?,
         startup_grace: args
             .millis("--startup-grace-ms")?
             .unwrap_or(defaults.startup_grace),
         require_backup: args.switch("--require-backup"),
         max_line_bytes: line_limit(args.value("--max-line-bytes")?)?
             .unwrap_or(defaults.max_line_bytes),
-        max_connections: positive("--max-connections", args.value("--max-connections")?)?
-            .unwrap_or(defaults.max_connections),
-        slow_consumer_limit: positive(
-            "--slow-consumer-limit",
-            args.value("--slow-consumer-limit")?,
-        )?
-        .unwrap_or(defaults.slow_consumer_limit),
-        slow_consumer_bytes: positive(
-            "--slow-consumer-bytes",
-            args.value("--slow-consumer-bytes")?,
-        )?
-        .unwrap_or(defaults.slow_consumer_bytes),
-        slow_consumer_age: nonzero("--slow-consumer-ms", args.millis("--slow-consumer-ms")?)?
-            .unwrap_or(defaults.slow_consumer_age),
-        max_queued_bytes: positive("--max-queued-bytes", args.value("--max-queued-bytes")?)?
-            .unwrap_or(defaults.max_queued_bytes),
-        max_pending: positive("--max-pending", args.value("--max-pending")?)?
-            .unwrap_or(defaults.max_pending),
-        max_pending_bytes: positive("--max-pending-bytes", args.value("--max-pending-bytes")?)?
-            .unwrap_or(defaults.max_pending_bytes),
-        max_subscriptions: positive("--max-subscriptions", args.value("--max-subscriptions")?)?
-            .unwrap_or(defaults.max_subscriptions),
-        max_subscription_bytes: positive(
-            "--max-subscription-bytes",
-            args.value("--max-subscription-bytes")?,
-        )?
-        .unwrap_or(defaults.max_subscription_bytes),
-        auth_timeout: nonzero("--auth-timeout-ms", args.millis("--auth-timeout-ms")?)?
-            .unwrap_or(defaults.auth_timeout),
+        max_connections: count("--max-connections", defaults.max_connections)?,
+        slow_consumer_limit: count("--slow-consumer-limit", defaults.slow_consumer_limit)?,
+        slow_consumer_bytes: count("--slow-consumer-bytes", defaults.slow_consumer_bytes)?,
+        slow_consumer_age: millis("--slow-consumer-ms", defaults.slow_consumer_age)?,
+        max_queued_bytes: count("--max-queued-bytes", defaults.max_queued_bytes)?,
+        max_pending: count("--max-pending", defaults.max_pending)?,
+        max_pending_bytes: count("--max-pending-bytes", defaults.max_pending_bytes)?,
+        max_subscriptions: count("--max-subscriptions", defaults.max_subscriptions)?,
+        max_subscription_bytes: count("--max-subscription-bytes", defaults.max_subscription_bytes)?,
+        auth_timeout: millis("--auth-timeout-ms", defaults.auth_timeout)?,
         dedup_publishers: defaults.dedup_publishers,
         secret: secret(args, "--secret", "BROKER_SECRET"),
         client_secret: secret(args, "--client-secret", CLIENT_SECRET_ENV),

@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
 use common::{DEADLINE, LineClient, Pair};
@@ -445,18 +445,6 @@ fn a_bad_argument_exits_2_with_one_error_line_and_usage_on_stderr() {
     }
 }
 
-/// Kills its child in `Drop`, so a failing test leaves nothing running.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[test]
 fn a_broker_on_port_0_prints_its_address_first() {
     let child = Command::new(env!("CARGO_BIN_EXE_primary"))
@@ -466,7 +454,7 @@ fn a_broker_on_port_0_prints_its_address_first() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn primary");
-    let mut guard = ChildGuard(Some(child));
+    let mut guard = common::ChildGuard(Some(child));
     let stdout = guard
         .0
         .as_mut()

@@ -7,10 +7,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, LineClient};
+use common::{ChildGuard, DEADLINE, LineClient};
 use edgebroker::auth::Secret;
 use edgebroker::protocol::Epoch;
 use edgebroker::witness::{Claim, Client, Renewal, Witness};
@@ -245,18 +245,6 @@ fn no_witness_is_an_io_error_within_the_timeout() {
 }
 
 // ---- the program ----
-
-/// Kills its child in `Drop`, so a failing test leaves nothing running.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 #[test]
 fn the_program_prints_its_address_serves_and_stops_on_ctrl_c() {

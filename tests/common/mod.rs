@@ -410,3 +410,15 @@ pub fn proxied_pair(primary: BrokerConfig, backup: BrokerConfig) -> (Pair, Proxy
     pair.wait_replicating();
     (pair, to_primary, to_backup)
 }
+
+/// Kills its child in `Drop`, so a failing test leaves nothing running.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
