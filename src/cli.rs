@@ -320,10 +320,20 @@ const BROKER_FLAGS: &[Flag] = &[
         "N",
         "how long a probe waits for its answer [500]",
     ),
+    Flag::value(
+        "--startup-grace-ms",
+        "N",
+        "how long a fresh backup waits for its peer before it may take over [3000]",
+    ),
     Flag::value("--bind", "ADDR", "address to listen on [0.0.0.0]"),
     Flag::switch(
         "--require-backup",
         "refuse to ACK while the backup is silent (not while it is dead)",
+    ),
+    Flag::value(
+        "--witness",
+        "HOST:PORT",
+        "the pair's witness, the same for both brokers: no takeover on silence without its grant, and a primary cut off from backup and witness stops [none]",
     ),
     Flag::value(
         "--workers",
@@ -746,6 +756,7 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
     Ok(BrokerConfig {
         listen: SocketAddr::new(bind, port),
         peer,
+        witness: args.raw("--witness").map(check_host_port).transpose()?,
         preferred_primary,
         compute,
         workers: count("--workers", defaults.workers)?,

@@ -38,6 +38,9 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// The other broker (`host:port`); `None` runs a lone primary.
     pub peer: Option<String>,
+    /// The pair's witness (`host:port`), the same for both brokers; `None` runs without one
+    /// (takeover on silence alone, as the seed's brokers did).
+    pub witness: Option<String>,
     /// Started as the `primary` program: wins a tie when both brokers are fresh.
     pub preferred_primary: bool,
     /// The compute step.
@@ -96,6 +99,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             peer: None,
+            witness: None,
             preferred_primary: false,
             compute: ComputeStep::BusyLoop(50..=150),
             workers: 1,

@@ -71,10 +71,6 @@ const EXTERNAL: &[&str] = &[
 const ALLOWED: &[(&str, &str)] = &[
     // The house style's suggested layout, which the section says the code does not follow.
     ("ARCHITECTURE.md", "broker/replica.rs"),
-    // The brokers' witness flag, designed in the docs and built with the witness's broker side
-    // (issue 13); once `src/cli.rs` has it, this test says to remove these lines.
-    ("PROTOCOL.md", "--witness"),
-    ("ARCHITECTURE.md", "--witness"),
     // Kernel functions in a CPU profile.
     ("BENCHMARKS.md", "finish_task_switch"),
     ("BENCHMARKS.md", "_raw_spin_unlock_irqrestore"),

@@ -103,8 +103,9 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
     let started = Instant::now();
     compute(&node.config.compute, message, || node.stopping());
     node.gate();
-    // Fencing: a broker that stepped down while computing must not forward.
-    if !node.is_current(epoch) {
+    // Fencing: a broker that stepped down while computing must not forward, nor one that
+    // was cut off (or frozen) past its lease.
+    if !node.await_mandate(epoch) {
         debug!(
             "{} computed but not forwarded: epoch {epoch} ended",
             message.id

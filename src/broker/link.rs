@@ -4,21 +4,23 @@
 //! ```text
 //!   [conn-N] admit ─┐ push (under the role lock,    ┌─▶ [replicator] write_next:
 //!   [worker] clear ─┼─▶ so lines keep log order) ─▶ │   everything waiting, one write;
-//!   hand over ──────┘        channel                └── a PROBE after an idle interval ─▶ backup
+//!   hand over ──────┘        channel                └── and a PROBE every interval ─▶ backup
 //! ```
 //!
 //! Under load one write carries every line that piled up. (Letting whichever thread finds the
 //! socket free write it — flat combining — was measured against this and bought nothing
 //! beyond the noise: BENCHMARKS.md, "Speed tricks, measured".)
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::debug;
+use parking_lot::Mutex;
 
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, MsgId, PeerState, Request};
@@ -52,6 +54,14 @@ struct Line {
     index: u64,
 }
 
+/// The heartbeats a session sent, for the mandate's count.
+#[derive(Default)]
+struct Heartbeats {
+    last_sent: Option<Instant>,
+    /// When each heartbeat not yet answered was sent, oldest first.
+    unanswered: VecDeque<Instant>,
+}
+
 /// The sending half of one replication session in one epoch.
 pub struct Link {
     epoch: Epoch,
@@ -59,6 +69,7 @@ pub struct Link {
     tx: Sender<Line>,
     rx: Receiver<Line>,
     broken: AtomicBool,
+    heartbeats: Mutex<Heartbeats>,
 }
 
 impl Link {
@@ -71,7 +82,13 @@ impl Link {
             tx,
             rx,
             broken: AtomicBool::new(false),
+            heartbeats: Mutex::new(Heartbeats::default()),
         })
+    }
+
+    /// The epoch the session replicates.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
     }
 
     /// Encodes one line and hands it to the writer. Called under the role lock, so the lines
@@ -95,10 +112,11 @@ impl Link {
     }
 
     /// The writer's step: waits up to `idle` for a line, then writes it and every line behind
-    /// it in one write; with none in `idle`, writes the `heartbeat` instead. Records the
-    /// highest REPLICATE written in `safety`. A failed or timed-out write breaks the link: the
-    /// socket is shut, the session's reader sees it end, and the replicator redials. Returns
-    /// `false` once the link is broken.
+    /// it in one write; adds the `heartbeat` when none went out for `idle` (so a busy link
+    /// carries one too: each answered heartbeat vouches for the primary, see
+    /// [`super::mandate`]). Records the highest REPLICATE written in `safety`. A failed or
+    /// timed-out write breaks the link: the socket is shut, the session's reader sees it end,
+    /// and the replicator redials. Returns `false` once the link is broken.
     pub fn write_next(
         &self,
         idle: Duration,
@@ -114,9 +132,18 @@ impl Link {
                     highest = highest.max(line.index);
                 }
             }
-            Err(RecvTimeoutError::Timeout) => heartbeat().encode(&mut bytes),
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return false,
         }
+        let now = Instant::now();
+        let mut heartbeats = self.heartbeats.lock();
+        if heartbeats.last_sent.is_none_or(|t| now - t >= idle) {
+            heartbeat().encode(&mut bytes);
+            // Queued before the write, so its answer always finds it.
+            heartbeats.unanswered.push_back(now);
+            heartbeats.last_sent = Some(now);
+        }
+        drop(heartbeats);
         if self.is_broken() {
             return false;
         }
@@ -129,6 +156,12 @@ impl Link {
             safety.note_sent(highest);
         }
         true
+    }
+
+    /// The backup answered a heartbeat: when we sent it (the backup answers in order). `None`
+    /// if no heartbeat waits for an answer.
+    pub fn heartbeat_answered(&self) -> Option<Instant> {
+        self.heartbeats.lock().unanswered.pop_front()
     }
 
     /// Ends the session: nothing more is written, and the socket is shut so its reader ends.
@@ -201,6 +234,29 @@ mod tests {
         let (link, mut reader) = link();
         assert!(link.write_next(IDLE, || Request::Ping, &Safety::new(false)));
         assert_eq!(read(&mut reader), "PING\n");
+    }
+
+    #[test]
+    fn a_busy_link_carries_the_heartbeat_too_and_remembers_when_it_went() {
+        let (link, mut reader) = link();
+        let safety = Safety::new(false);
+        let before = Instant::now();
+        assert!(link.write_next(IDLE, || Request::Ping, &safety));
+        assert_eq!(read(&mut reader), "PING\n");
+        for seq in 1..=3 {
+            std::thread::sleep(IDLE);
+            link.push(LinkCmd::Clear(seq));
+            assert!(link.write_next(IDLE, || Request::Ping, &safety));
+            assert_eq!(read(&mut reader), format!("CLEAR|1.7|{seq}\n"));
+            assert_eq!(
+                read(&mut reader),
+                "PING\n",
+                "a heartbeat interval has passed"
+            );
+        }
+        let sent: Vec<Instant> = std::iter::from_fn(|| link.heartbeat_answered()).collect();
+        assert_eq!(sent.len(), 4);
+        assert!(sent[0] >= before && sent.is_sorted());
     }
 
     #[test]

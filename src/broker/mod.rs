@@ -14,6 +14,7 @@ pub mod handler;
 pub mod handoff;
 pub mod link;
 pub mod log;
+pub mod mandate;
 pub mod monitor;
 pub mod node;
 pub mod outbox;
@@ -38,6 +39,7 @@ use crate::connection::Stream;
 use crate::error::{Error, Result};
 use crate::protocol::Reply;
 
+pub use mandate::WitnessView;
 use node::Node;
 pub use safety::BackupHealth;
 pub use status::{CounterSnapshot, Status};

@@ -1,10 +1,13 @@
-//! The pinger: while this broker is the backup, it probes the primary every ping interval, and
-//! at once when asked (the replication link broke, a client published to us). A dead primary
-//! process answers with a refused or reset connection and is acted on at once; a silent one
-//! after the ping timeout.
+//! The pinger thread watches the other parties. While this broker is the backup, it probes
+//! the primary every ping interval, and at once when asked (the replication link broke, a
+//! client published to us). A dead primary process answers with a refused or reset connection
+//! and is replaced at once; a silent one after the ping timeout, and, with a witness
+//! (`--witness`), only once the witness grants a new epoch. While this broker is the primary
+//! with a witness, the pinger renews its lease every ping interval ([`super::mandate`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, error, info, warn};
@@ -12,78 +15,38 @@ use log::{debug, error, info, warn};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::protocol::{PeerState, Reply, Request, Role};
+use crate::witness::{self, Claim, Renewal};
 
 use super::node::Node;
 
 /// The pinger thread's loop.
 pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
     let Some(peer_addr) = node.config.peer.clone() else {
-        node.take_over("no peer configured");
+        node.take_over("no peer configured", None);
         return;
     };
     let mut prober = Prober::new(&node, peer_addr);
-    let mut refusal_logged = false;
+    let mut witness = node
+        .config
+        .witness
+        .clone()
+        .map(|addr| Witness::new(&node, addr));
     loop {
-        if !node.wait_for_role(Role::Backup) {
-            return;
-        }
         node.gate();
-        let ticket = node.probe_started();
-        let result = prober.probe(node.me());
-        if result.is_ok() {
-            refusal_logged = false;
-        }
-        match result {
-            Ok(peer) if peer.role == Role::Primary => node.peer_answered(peer),
-            Ok(peer) => {
-                node.peer_answered(peer);
-                if node.wins_tie(&peer) {
-                    node.take_over("the peer is a backup too and we rank higher");
-                } else {
-                    debug!("the peer is a backup too and ranks higher; waiting for it to lead");
-                }
+        let pause = match node.role().0 {
+            Role::Backup => {
+                let ticket = node.probe_started();
+                let pause = watch_primary(&node, &mut prober, witness.as_mut());
+                node.probe_finished(ticket);
+                pause
             }
-            // The peer answered but we cannot trust it, or it will not talk to us: it is not
-            // dead, the pair is misconfigured. Only the preferred primary leads.
-            Err(e @ Error::Auth(_)) => {
-                node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-                if !refusal_logged {
-                    error!(
-                        "peer {} {e}: check that both brokers have the same --secret",
-                        prober.addr
-                    );
-                    refusal_logged = true;
-                }
-                if node.config.preferred_primary {
-                    node.take_over(
-                        "the peer cannot be authenticated; we are the preferred primary",
-                    );
-                }
-            }
-            // Alive, and turning us away (full): nothing to take over from.
-            Err(Error::Refused(why)) => {
-                node.warnings
-                    .refused
-                    .warn(|| format!("peer {} is alive but refused the probe: {why}", prober.addr));
-            }
-            Err(Error::Shutdown) => {}
-            Err(Error::Timeout) if node.primary_recently_heard() => {
-                debug!("probe timed out, but the primary's link spoke just now; not taking over");
-            }
-            Err(Error::Timeout | Error::Closed | Error::Io(_)) if node.in_startup_grace() => {
-                debug!(
-                    "peer {} not up yet; waiting out the start-up grace",
-                    prober.addr
-                );
-            }
-            Err(e @ (Error::Timeout | Error::Closed | Error::Io(_))) => {
-                node.take_over(&format!("peer {} {}", prober.addr, describe(&e)))
-            }
-            // It answered, though not as a broker should: alive, so not ours to replace.
-            Err(e) => warn!("peer {} answered the probe oddly: {e}", prober.addr),
-        }
-        node.probe_finished(ticket);
-        match probe_now.recv_timeout(node.config.ping_interval) {
+            Role::Primary => match witness.as_mut() {
+                Some(witness) => witness.renew(),
+                None if node.wait_for_role(Role::Backup) => continue,
+                None => return,
+            },
+        };
+        match probe_now.recv_timeout(pause) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -95,10 +58,257 @@ pub fn run_monitor(node: Arc<Node>, probe_now: Receiver<()>) {
     }
 }
 
+/// One probe of the primary, and what follows from its answer. Returns how long to wait
+/// before the next.
+fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>) -> Duration {
+    let interval = node.config.ping_interval;
+    let result = prober.probe(node.me());
+    if result.is_ok() {
+        prober.refusal_logged = false;
+    }
+    match result {
+        Ok(peer) if peer.role == Role::Primary => {
+            node.peer_answered(peer);
+            if let Some(witness) = witness {
+                witness.check();
+            }
+            interval
+        }
+        Ok(peer) => {
+            node.peer_answered(peer);
+            if !node.wins_tie(&peer) {
+                debug!("the peer is a backup too and ranks higher; waiting for it to lead");
+                return interval;
+            }
+            let reason = "the peer is a backup too and we rank higher";
+            match witness {
+                // Nobody is primary, and the peer just said so: no grant needed, but the
+                // witness may know of a lease still live.
+                Some(witness) => witness.claim(reason, true),
+                None => {
+                    node.take_over(reason, None);
+                    interval
+                }
+            }
+        }
+        // The peer answered but we cannot trust it, or it will not talk to us: it is not
+        // dead, the pair is misconfigured. Only the preferred primary leads.
+        Err(e @ Error::Auth(_)) => {
+            node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+            if !prober.refusal_logged {
+                error!(
+                    "peer {} {e}: check that both brokers have the same --secret",
+                    prober.addr
+                );
+                prober.refusal_logged = true;
+            }
+            if !node.config.preferred_primary {
+                return interval;
+            }
+            let reason = "the peer cannot be authenticated; we are the preferred primary";
+            match witness {
+                Some(witness) => witness.claim(reason, false),
+                None => {
+                    node.take_over(reason, None);
+                    interval
+                }
+            }
+        }
+        // Alive, and turning us away (full): nothing to take over from.
+        Err(Error::Refused(why)) => {
+            node.warnings
+                .refused
+                .warn(|| format!("peer {} is alive but refused the probe: {why}", prober.addr));
+            interval
+        }
+        Err(Error::Shutdown) => interval,
+        Err(Error::Timeout | Error::Closed | Error::Io(_)) if node.in_startup_grace() => {
+            debug!(
+                "peer {} not up yet; waiting out the start-up grace",
+                prober.addr
+            );
+            interval
+        }
+        // Certain death: nothing listens where the primary was.
+        Err(e) if is_certain_death(&e) => {
+            node.take_over(&format!("peer {} {}", prober.addr, describe(&e)), None);
+            interval
+        }
+        Err(Error::Timeout | Error::Io(_)) if node.primary_recently_heard() => {
+            debug!("probe failed, but the primary's link spoke just now; not taking over");
+            interval
+        }
+        Err(e @ (Error::Timeout | Error::Io(_))) => {
+            let reason = format!("peer {} {}", prober.addr, describe(&e));
+            match witness {
+                Some(witness) => witness.claim(&reason, false),
+                None => {
+                    node.take_over(&reason, None);
+                    interval
+                }
+            }
+        }
+        // It answered, though not as a broker should: alive, so not ours to replace.
+        Err(e) => {
+            warn!("peer {} answered the probe oddly: {e}", prober.addr);
+            interval
+        }
+    }
+}
+
+/// A refused connection, or one the peer's host closed: no process is there any more.
+fn is_certain_death(e: &Error) -> bool {
+    match e {
+        Error::Closed => true,
+        Error::Io(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
+}
+
+/// The pinger's conversation with the witness.
+struct Witness {
+    node: Arc<Node>,
+    client: witness::Client,
+    /// Whether the last failure was logged (one line per outage, not one per ping).
+    outage_logged: bool,
+}
+
+impl Witness {
+    fn new(node: &Arc<Node>, addr: String) -> Witness {
+        let client =
+            witness::Client::new(addr, node.config.ping_timeout, node.config.secret.clone());
+        Witness {
+            node: Arc::clone(node),
+            client,
+            outage_logged: false,
+        }
+    }
+
+    /// As primary: renews the lease of our epoch (or registers an epoch taken over on certain
+    /// death). Returns when to renew next: every ping interval and twice per lease, sooner
+    /// after a failure so that one lost answer does not cost the lease.
+    fn renew(&mut self) -> Duration {
+        let node = Arc::clone(&self.node);
+        let interval = node.config.ping_interval;
+        let (_, epoch) = node.role();
+        match self.client.renew(epoch, node.id) {
+            Ok(answer) => {
+                self.up();
+                match answer {
+                    Renewal::Leased(lease) => {
+                        node.mandate.leased(epoch, lease.until);
+                        witness::lease::renew_interval(interval, lease.left(Instant::now()))
+                            .max(Duration::from_millis(1))
+                    }
+                    Renewal::Fenced(newer) => {
+                        warn!("the witness knows epoch {newer}, newer than our {epoch}");
+                        node.observe(newer);
+                        Duration::ZERO
+                    }
+                    Renewal::Held(held) => {
+                        debug!(
+                            "the witness holds epoch {}'s lease for {} ms more; registering after it",
+                            held.epoch,
+                            held.left.as_millis()
+                        );
+                        held.left.min(interval)
+                    }
+                    Renewal::Restarting(left) => {
+                        debug!(
+                            "the witness restarted; registering in {} ms",
+                            left.as_millis()
+                        );
+                        left.min(interval)
+                    }
+                }
+            }
+            Err(e) => {
+                self.down(&e);
+                interval / 4
+            }
+        }
+    }
+
+    /// As backup, the primary silent (or both brokers backups, `certain`: nobody is
+    /// primary): asks the witness for a new epoch, and takes over in it if granted. A witness
+    /// out of reach grants nothing: on silence alone, nobody takes over.
+    fn claim(&mut self, reason: &str, certain: bool) -> Duration {
+        let node = Arc::clone(&self.node);
+        let interval = node.config.ping_interval;
+        match self.client.claim(node.seen_epoch(), node.id) {
+            Ok(answer) => {
+                self.up();
+                match answer {
+                    Claim::Granted(lease) => {
+                        node.take_over(
+                            &format!("{reason}; the witness granted epoch {}", lease.epoch),
+                            Some(lease),
+                        );
+                        Duration::ZERO
+                    }
+                    Claim::Held(held) => {
+                        info!(
+                            "{reason}, but the witness says the primary of epoch {} holds its                              lease for {} ms more; not taking over",
+                            held.epoch,
+                            held.left.as_millis()
+                        );
+                        held.left.min(interval)
+                    }
+                    Claim::Restarting(left) => {
+                        info!(
+                            "{reason}, but the witness restarted and grants nothing for {} ms",
+                            left.as_millis()
+                        );
+                        left.min(interval)
+                    }
+                }
+            }
+            Err(e) if certain => {
+                self.down(&e);
+                node.take_over(&format!("{reason} (the witness is out of reach)"), None);
+                interval
+            }
+            Err(e) => {
+                self.down(&e);
+                if !self.outage_logged {
+                    warn!("{reason}, but without the witness's grant nobody takes over on silence");
+                }
+                interval
+            }
+        }
+    }
+
+    /// As backup, the primary alive: only to know, for STATUS, whether the witness answers.
+    fn check(&mut self) {
+        match self.client.status() {
+            Ok(_) => self.up(),
+            Err(e) => self.down(&e),
+        }
+    }
+
+    fn up(&mut self) {
+        if self.outage_logged {
+            info!("the witness at {} answers again", self.client.addr());
+            self.outage_logged = false;
+        }
+        self.node.mandate.set_witness(true);
+    }
+
+    fn down(&mut self, e: &Error) {
+        if !self.outage_logged {
+            warn!("the witness at {} is out of reach: {e}", self.client.addr());
+            self.outage_logged = true;
+        }
+        self.node.mandate.set_witness(false);
+    }
+}
+
 /// A persistent probe connection to the peer.
 struct Prober {
     node: Arc<Node>,
     addr: String,
+    /// Whether the peer's refusal to authenticate was logged since it last answered.
+    refusal_logged: bool,
     /// The connection and its key in the node's socket registry.
     conn: Option<(Connection, u64)>,
 }
@@ -108,6 +318,7 @@ impl Prober {
         Prober {
             node: Arc::clone(node),
             addr,
+            refusal_logged: false,
             conn: None,
         }
     }

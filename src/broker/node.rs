@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use log::debug;
+use log::{debug, warn};
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::BrokerConfig;
@@ -23,6 +23,7 @@ use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
 use super::compute::{Backlog, Job, Task};
 use super::link::LinkCmd;
 use super::log::{Admit, Log};
+use super::mandate::Mandate;
 use super::role::{RoleState, State};
 use super::safety::{BackupHealth, Safety, Verdict};
 use super::status::{CounterSnapshot, Counters, Status};
@@ -48,6 +49,9 @@ pub enum Refusal {
     BackupSilent,
     /// The backup neither confirmed nor was declared down in time.
     TimedOut,
+    /// With a witness: no backup holds the message and nobody vouches that we are still the
+    /// only primary ([`super::mandate`]).
+    CutOff,
     /// The broker is shutting down.
     Stopping,
 }
@@ -78,6 +82,8 @@ pub struct Node {
     pub(super) state_changed: Condvar,
     /// The backup's copy of the log, as the primary sees it.
     pub safety: Safety,
+    /// Whether a primary may act alone, with a witness.
+    pub mandate: Mandate,
     /// The subscriber map.
     pub topics: Topics,
     /// Counters for STATUS.
@@ -122,6 +128,7 @@ impl Node {
         );
         Node {
             safety: Safety::new(config.require_backup),
+            mandate: Mandate::new(config.witness.is_some(), config.ping_timeout),
             state: Mutex::new(State::new(Log::new(config.dedup_publishers))),
             config,
             id,
@@ -194,8 +201,12 @@ impl Node {
         if !s.takes_publishes() {
             return Err(Refusal::NotPrimary);
         }
-        if self.safety.health() == BackupHealth::Silent && self.config.require_backup {
+        let health = self.safety.health();
+        if health == BackupHealth::Silent && self.config.require_backup {
             return Err(Refusal::BackupSilent);
+        }
+        if health != BackupHealth::Up && !self.mandate.may_act() {
+            return Err(Refusal::CutOff);
         }
         if !message.fits(self.config.max_line_bytes) {
             return Err(Refusal::TooLarge(
@@ -266,6 +277,7 @@ impl Node {
                 debug!("{} confirmed by the backup; ACKing", admitted.id);
                 Ok(())
             }
+            Verdict::Degraded if !self.mandate.may_act() => Err(Refusal::CutOff),
             Verdict::Degraded => {
                 debug!("{} ACKed without a backup (degraded)", admitted.id);
                 Ok(())
@@ -295,6 +307,10 @@ impl Node {
             ),
             Refusal::BackupSilent => "backup silent; refusing to ACK (--require-backup)".into(),
             Refusal::TimedOut => "backup did not confirm in time".into(),
+            Refusal::CutOff => {
+                "cut off: no backup holds the message and the witness has not renewed our lease"
+                    .into()
+            }
             Refusal::Stopping => "shutting down".into(),
         }
     }
@@ -334,6 +350,26 @@ impl Node {
             self.safety.wait_replicated(index, generation),
             Verdict::Replicated | Verdict::Degraded
         )
+    }
+
+    /// Blocks the worker, before it forwards, while nobody vouches that we are the only
+    /// primary (with a witness: [`super::mandate`]); `false` means the reign ended meanwhile.
+    pub fn await_mandate(&self, epoch: Epoch) -> bool {
+        let mut warned = false;
+        while !self.mandate.wait(self.config.ping_interval) {
+            if !self.is_current(epoch) || self.stopping() {
+                return false;
+            }
+            if !warned {
+                warn!(
+                    "cut off: neither the backup nor the witness vouches for us; \
+                     holding {} message(s) until one does or a newer primary takes them",
+                    self.backlog.get().0
+                );
+                warned = true;
+            }
+        }
+        self.is_current(epoch)
     }
 
     /// REPLICATE from the primary we follow.
@@ -497,11 +533,14 @@ impl Node {
     /// A snapshot for STATUS and the library API.
     pub fn status(&self) -> Status {
         let s = self.state.lock();
+        let (witness, lease_left) = self.mandate.witness();
         Status {
             role: s.role(),
             epoch: s.epoch,
             node: self.id,
             backup: self.safety.health(),
+            witness,
+            lease_left,
             pending: s.log.len(),
             computing: self.backlog.get().0,
             queued_bytes: self.topics.held_bytes(),

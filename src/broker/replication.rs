@@ -190,9 +190,9 @@ fn open_session(
     }
 }
 
-/// Runs one synced session until either side ends it. Publishing threads write to the link
-/// themselves (see [`Link`]); this thread hands the backup the log, then sends a PROBE
-/// heartbeat whenever the link has been idle, and a helper thread reads confirmations.
+/// Runs one synced session until either side ends it: this thread writes what is pushed to
+/// the [`Link`] and a PROBE heartbeat every heartbeat interval, and a helper thread reads the
+/// confirmations and the heartbeats' answers.
 fn run_session(node: &Arc<Node>, conn: Connection, epoch: Epoch) -> Ended {
     // A backup that stops reading must not hold a writer for long: past the ping timeout the
     // write fails and the session ends (the connection's write timeout).
@@ -210,11 +210,12 @@ fn run_session(node: &Arc<Node>, conn: Connection, epoch: Epoch) -> Ended {
         node.config.peer.as_deref().unwrap_or("?")
     );
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    let (read_half, reader_node) = (conn.into_reader(), Arc::clone(node));
+    let (read_half, reader_node, reader_link) =
+        (conn.into_reader(), Arc::clone(node), Arc::clone(&link));
     let reader = thread::Builder::new()
         .name("repl-reader".into())
         .spawn(move || {
-            let ended = read_confirmations(&reader_node, read_half, epoch);
+            let ended = read_confirmations(&reader_node, read_half, &reader_link);
             drop(done_tx);
             ended
         })
@@ -231,8 +232,8 @@ fn run_session(node: &Arc<Node>, conn: Connection, epoch: Epoch) -> Ended {
     ended
 }
 
-/// The session's link writer: writes what is pushed to the link, a PROBE heartbeat when it
-/// has been idle for a heartbeat interval, until the reader sees the session end or a write
+/// The session's link writer: writes what is pushed to the link, and a PROBE heartbeat every
+/// heartbeat interval, until the reader sees the session end or a write
 /// breaks the link. A session that lasted a ping interval works: the error of an earlier one
 /// is forgotten.
 fn keep_alive(node: &Node, link: &Link, done_rx: &Receiver<()>) {
@@ -254,8 +255,9 @@ fn keep_alive(node: &Node, link: &Link, done_rx: &Receiver<()>) {
     }
 }
 
-/// How often an idle link carries a heartbeat: often enough that the backup notices a frozen
-/// primary within half a ping timeout (see the link's read timeout in `handler`).
+/// How often the link carries a heartbeat: often enough that the backup notices a frozen
+/// primary within half a ping timeout (see the link's read timeout in `handler`), and that
+/// the backup's answers keep vouching for the primary ([`super::mandate`]).
 fn heartbeat_interval(node: &Node) -> Duration {
     node.config
         .ping_interval
@@ -265,8 +267,8 @@ fn heartbeat_interval(node: &Node) -> Duration {
 
 /// Reads the backup's answers. Ends on EOF, on a fence, or when the backup falls silent: no
 /// line for a ping interval plus timeout, or a REPLICATE unconfirmed for a ping timeout.
-fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, epoch: Epoch) -> Ended {
-    let config = &node.config;
+fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, link: &Link) -> Ended {
+    let (config, epoch) = (&node.config, link.epoch());
     let _ = reader
         .get_ref()
         .set_read_timeout(Some(config.ping_timeout.min(config.ping_interval)));
@@ -311,6 +313,9 @@ fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, epoch: Epoch)
         match Reply::parse(line) {
             Ok(Reply::Replicated { index }) => confirmed = confirmed.max(index),
             Ok(Reply::PeerPong(peer)) => {
+                if let Some(sent) = link.heartbeat_answered() {
+                    node.mandate.vouched(epoch, sent);
+                }
                 node.observe(peer.epoch);
             }
             Ok(Reply::Fenced { epoch: newer }) => {

@@ -2,7 +2,7 @@
 //! that role owns, and every change of role, each one function:
 //!
 //! ```text
-//!              take_over (probe refused, tie won, HANDOVER)
+//!              take_over (probe refused, tie won, HANDOVER, the witness's grant)
 //!   Backup ──────────────────────────────────────────────▶ Primary (new epoch)
 //!     ▲ │                                                     │
 //!     │ └── follow (SYNC of a newer session): empty log ◀─┐   │
@@ -26,6 +26,7 @@ use log::{debug, info, warn};
 use parking_lot::MutexGuard;
 
 use crate::protocol::{Epoch, Message, PeerState, Reply, Role};
+use crate::witness::Lease;
 
 use super::compute::Job;
 use super::link::{Link, LinkCmd};
@@ -107,6 +108,11 @@ impl State {
         }
     }
 
+    /// The newest epoch we know of, ours or the peer's.
+    fn seen(&self) -> Epoch {
+        self.peer.map_or(self.epoch, |p| p.epoch.max(self.epoch))
+    }
+
     /// Whether we are primary in `epoch`.
     pub fn is_primary_in(&self, epoch: Epoch) -> bool {
         self.role() == Role::Primary && self.epoch == epoch
@@ -139,17 +145,35 @@ impl Node {
     // ---- the transitions ----
 
     /// Backup → primary: starts a new epoch and queues the held messages on the workers,
-    /// oldest first, before anything published later.
-    pub fn take_over(&self, reason: &str) {
+    /// oldest first, before anything published later. With `grant`, the witness's, the
+    /// epoch is the one it granted; without, the next after the newest we know, and the
+    /// reason must be certain (the old primary is gone, handed over, or no primary exists):
+    /// we act alone until the backup or the witness vouches for us ([`super::mandate`]).
+    pub fn take_over(&self, reason: &str, grant: Option<Lease>) {
         let mut s = self.state.lock();
         if s.role() == Role::Primary || self.stopping() {
             return;
         }
-        let seen = s.peer.map_or(s.epoch, |p| p.epoch.max(s.epoch));
-        let Some(epoch) = seen.next(self.id) else {
-            warn!("cannot take over: epoch {seen} is at the highest term there is");
-            return;
+        let seen = s.seen();
+        let epoch = match grant {
+            Some(lease) if lease.epoch > seen => lease.epoch,
+            Some(lease) => {
+                debug!(
+                    "the grant of epoch {} came after epoch {seen}; ignoring it",
+                    lease.epoch
+                );
+                return;
+            }
+            None => match seen.next(self.id) {
+                Some(epoch) => epoch,
+                None => {
+                    warn!("cannot take over: epoch {seen} is at the highest term there is");
+                    return;
+                }
+            },
         };
+        self.mandate
+            .begin(epoch, grant.is_none(), grant.map(|lease| lease.until));
         let old = std::mem::replace(&mut s.role, RoleState::Primary(PrimaryState::default()));
         s.epoch = epoch;
         // Orphans no primary confirmed yet are ours to deliver again; those the log still
@@ -226,6 +250,7 @@ impl Node {
             ..BackupState::default()
         });
         self.counters.step_downs.fetch_add(1, Ordering::Relaxed);
+        self.mandate.end();
         self.safety.interrupt(BackupHealth::Down);
     }
 
@@ -294,7 +319,7 @@ impl Node {
     pub fn accept_handover(&self, epoch: Epoch) -> Reply {
         let (role, ours) = self.role();
         if role == Role::Backup && epoch == ours {
-            self.take_over("the primary handed over as it shut down");
+            self.take_over("the primary handed over as it shut down", None);
         }
         let (_, now) = self.role();
         if now > epoch {
@@ -405,6 +430,14 @@ impl Node {
         let mut s = self.state.lock();
         self.observe_locked(&mut s, peer.epoch);
         s.peer = Some(peer);
+        // The heartbeat of the primary we follow: it is alive, and our answer vouches for it
+        // (its mandate counts on our not taking over for a ping timeout from now).
+        if peer.role == Role::Primary
+            && peer.epoch == s.epoch
+            && let RoleState::Backup(backup) = &mut s.role
+        {
+            backup.heard_from_primary = Some(Instant::now());
+        }
         if s.role() == Role::Primary && s.link().is_none() {
             let _ = self.redial_now.try_send(());
         }
@@ -435,6 +468,11 @@ impl Node {
             && s.epoch == Epoch::default()
             && s.log.is_empty()
             && self.started.elapsed() < self.config.startup_grace
+    }
+
+    /// The newest epoch we know of, ours or the peer's: a claim asks for the one after it.
+    pub fn seen_epoch(&self) -> Epoch {
+        self.state.lock().seen()
     }
 
     /// Whether we should lead when both brokers are backups: the one with the newer epoch

@@ -1,9 +1,11 @@
 //! Counters and the status snapshot reported by the STATUS verb and [`crate::Broker::status`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::protocol::{Epoch, Role};
 
+use super::mandate::WitnessView;
 use super::safety::BackupHealth;
 
 /// Event counters, updated without locks.
@@ -92,6 +94,10 @@ pub struct Status {
     pub node: u32,
     /// Its view of the backup (meaningful on a primary).
     pub backup: BackupHealth,
+    /// Whether the witness answered it last (`none` without `--witness`).
+    pub witness: WitnessView,
+    /// How long its lease from the witness has left (zero on a backup, or without one).
+    pub lease_left: Duration,
     /// Messages accepted and not yet written to every subscriber (on a backup: held
     /// replicas).
     pub pending: usize,
@@ -118,6 +124,8 @@ impl Status {
             ("epoch", self.epoch.to_string()),
             ("node", self.node.to_string()),
             ("backup", self.backup.as_str().to_string()),
+            ("witness", self.witness.as_str().to_string()),
+            ("lease_ms", self.lease_left.as_millis().to_string()),
             ("pending", self.pending.to_string()),
             ("computing", self.computing.to_string()),
             ("queued_bytes", self.queued_bytes.to_string()),
