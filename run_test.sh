@@ -21,6 +21,8 @@
 #   MAX_SILENCE_MS [1000; 2000 for FAULT=stop, where the silent primary is only detected after
 #   a ping timeout]  LOG_DIR [run-logs/<timestamp>]  RUST_LOG [info]
 #   SKIP_BUILD [0] (1: use the release binaries already built, e.g. by a script running many)
+#   WITNESS [0] (1: start a witness on WITNESS_PORT [8082] first and give both brokers
+#   --witness; a takeover on silence then waits for its grant)
 #
 # Exit code: 0 PASS, 1 FAIL (the report's verdict, or a stopped primary that did not step
 # down); 2 for a bad setting, a busy port or a program that would not start.
@@ -38,6 +40,8 @@ STOP_SECS="${STOP_SECS:-3}"
 RESTART_SECS="${RESTART_SECS:-5}"
 REJOIN_SECS="${REJOIN_SECS:-3}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
+WITNESS="${WITNESS:-0}"
+WITNESS_PORT="${WITNESS_PORT:-8082}"
 if [[ -z "${MAX_SILENCE_MS:-}" ]]; then
 	if [[ "$FAULT" == stop ]]; then MAX_SILENCE_MS=2000; else MAX_SILENCE_MS=1000; fi
 fi
@@ -68,10 +72,11 @@ kill | stop | kill-restart-kill) ;;
 *) die 2 "FAULT must be kill, stop or kill-restart-kill, got '$FAULT'" ;;
 esac
 [[ "$SKIP_BUILD" == 0 || "$SKIP_BUILD" == 1 ]] || die 2 "SKIP_BUILD must be 0 or 1, got '$SKIP_BUILD'"
-for var in PRIMARY_PORT BACKUP_PORT RUN_SECS AFTER_SECS RATE_HZ MAX_SILENCE_MS STOP_SECS RESTART_SECS REJOIN_SECS; do
+[[ "$WITNESS" == 0 || "$WITNESS" == 1 ]] || die 2 "WITNESS must be 0 or 1, got '$WITNESS'"
+for var in PRIMARY_PORT BACKUP_PORT WITNESS_PORT RUN_SECS AFTER_SECS RATE_HZ MAX_SILENCE_MS STOP_SECS RESTART_SECS REJOIN_SECS; do
 	is_uint "${!var}" || die 2 "$var must be a non-negative integer, got '${!var}'"
 done
-for var in PRIMARY_PORT BACKUP_PORT; do
+for var in PRIMARY_PORT BACKUP_PORT WITNESS_PORT; do
 	((10#${!var} >= 1 && 10#${!var} <= 65535)) || die 2 "$var must be a port 1-65535, got '${!var}'"
 done
 ((10#$RATE_HZ > 0)) || die 2 "RATE_HZ must be at least 1"
@@ -197,7 +202,9 @@ port_taken() {
 		END { exit !found }'
 }
 
-for var in PRIMARY_PORT BACKUP_PORT; do
+ports=(PRIMARY_PORT BACKUP_PORT)
+[[ "$WITNESS" == 0 ]] || ports+=(WITNESS_PORT)
+for var in "${ports[@]}"; do
 	if port_taken "${!var}"; then
 		die 2 "port ${!var} is already in use (set $var=... to use another)"
 	fi
@@ -224,7 +231,7 @@ else
 	say "building (cargo build --release --bins)"
 	cargo build --release --bins --quiet
 fi
-for prog in primary backup subscriber test_publisher report; do
+for prog in primary backup subscriber test_publisher report witness; do
 	[[ -x "$bin/$prog" ]] || die 2 "$bin/$prog was not built"
 done
 
@@ -248,11 +255,20 @@ start() { start_as "$1" "$@"; }
 primary_addr="$(host_port "$PRIMARY_PORT")"
 backup_addr="$(host_port "$BACKUP_PORT")"
 
-start primary "$PRIMARY_PORT" "$backup_addr" --bind "$BIND"
+# With WITNESS=1 both brokers name the witness, started first.
+witness_args=()
+if [[ "$WITNESS" == 1 ]]; then
+	start witness "$WITNESS_PORT" --bind "$BIND"
+	witness_pid=$started
+	wait_listening witness "$witness_pid" "$WITNESS_PORT"
+	witness_args=(--witness "$(host_port "$WITNESS_PORT")")
+fi
+
+start primary "$PRIMARY_PORT" "$backup_addr" --bind "$BIND" ${witness_args[@]+"${witness_args[@]}"}
 primary_pid=$started
 wait_listening primary "$primary_pid" "$PRIMARY_PORT"
 
-start backup "$BACKUP_PORT" "$primary_addr" --bind "$BIND"
+start backup "$BACKUP_PORT" "$primary_addr" --bind "$BIND" ${witness_args[@]+"${witness_args[@]}"}
 backup_pid=$started
 wait_listening backup "$backup_pid" "$BACKUP_PORT"
 
@@ -365,7 +381,7 @@ kill-restart-kill)
 	say "restarting it in $RESTART_SECS s…"
 	pause "$RESTART_SECS"
 	say "restarting the primary (logs primary2.out, primary2.err); it should rejoin as backup"
-	start_as primary2 primary "$PRIMARY_PORT" "$backup_addr" --bind "$BIND"
+	start_as primary2 primary "$PRIMARY_PORT" "$backup_addr" --bind "$BIND" ${witness_args[@]+"${witness_args[@]}"}
 	restarted_pid=$started
 	wait_listening primary2 "$restarted_pid" "$PRIMARY_PORT"
 	say "letting it rejoin for $REJOIN_SECS s…"
@@ -406,6 +422,11 @@ kill-restart-kill)
 	stop primary2 "$restarted_pid"
 	;;
 esac
+
+if [[ "$WITNESS" == 1 ]]; then
+	say "stopping witness (pid $witness_pid) with SIGINT"
+	stop witness "$witness_pid"
+fi
 
 # ---- report ---------------------------------------------------------------------------------
 

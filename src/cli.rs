@@ -591,8 +591,8 @@ pub const PAIRSTAT: Command = Command {
     name: "pairstat",
     synopsis: "<host:port> [<host:port>] [flags]",
     about: "\
-A live view of the pair: asks each broker for its STATUS every interval and shows one
-table of role, epoch, backup state, pending messages, messages per second published,
+A live view of the pair: asks each broker (and the witness) for its STATUS every interval
+and shows one table of role, epoch, backup and witness state, pending messages, messages per second published,
 processed and delivered, and takeovers. A role or epoch change is marked (*) and listed
 with its time (UTC, as in the logs); a broker that does not answer is shown as down. On a
 terminal the table is redrawn in place; into a pipe or a file each poll is appended.
@@ -602,6 +602,11 @@ Ctrl-C stops it.",
             "--interval-ms",
             "N",
             "how often to poll; a broker that takes longer than this (or 1 s) to answer is shown as down until it answers again [500]",
+        ),
+        Flag::value(
+            "--witness",
+            "HOST:PORT",
+            "the pair's witness: one more row, with the lease it holds",
         ),
         Flag::switch("--once", "print one table (or one JSON object) and exit"),
         Flag::switch(

@@ -6,8 +6,10 @@
 //! and the times they came at, and its [`Frame`]s render as a table ([`Frame::table`]) or a
 //! JSON line ([`Frame::json`]), so tests drive it without a broker.
 //!
-//! Each address is one row, whatever answers there. A witness (a third program, planned)
-//! answers `STATUS` too: it will be one more row, and its state one more column.
+//! Each address is one row, whatever answers there: the brokers, and with `--witness` the
+//! pair's witness, whose `STATUS` says `role=witness` and the lease it holds. The `witness`
+//! column shows each broker's view of the witness (and a primary's lease left), and the
+//! witness's own lease left.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -56,8 +58,14 @@ impl Reading {
 }
 
 /// Queries every address at once, one named thread each, so a hung broker delays the poll
-/// by at most `timeout`; the readings come back in address order.
-pub fn poll(addrs: &[String], timeout: Duration, secret: Option<&Secret>) -> Vec<Reading> {
+/// by at most `timeout`; the readings come back in address order. The first `brokers`
+/// addresses are asked with `secret`; the rest are witnesses, whose `STATUS` needs none.
+pub fn poll(
+    addrs: &[String],
+    timeout: Duration,
+    secret: Option<&Secret>,
+    brokers: usize,
+) -> Vec<Reading> {
     thread::scope(|scope| {
         let asks: Vec<_> = addrs
             .iter()
@@ -66,6 +74,7 @@ pub fn poll(addrs: &[String], timeout: Duration, secret: Option<&Secret>) -> Vec
                 thread::Builder::new()
                     .name(format!("status-{i}"))
                     .spawn_scoped(scope, move || {
+                        let secret = if i < brokers { secret } else { None };
                         Reading::from_query(query(addr, timeout, secret))
                     })
             })
@@ -312,17 +321,18 @@ pub fn clock(at_ms: u64) -> String {
 
 /// The table's columns after the address: header and width. The first three hold words and
 /// are aligned left, the rest numbers, aligned right.
-const COLUMNS: [(&str, usize); 8] = [
+const COLUMNS: [(&str, usize); 9] = [
     ("role", 9),
     ("epoch", 14),
     ("backup", 7),
+    ("witness", 12),
     ("pending", 8),
     ("pub/s", 7),
     ("proc/s", 7),
     ("deliv/s", 8),
     ("takeovers", 10),
 ];
-const WORD_COLUMNS: usize = 3;
+const WORD_COLUMNS: usize = 4;
 
 /// Writes one table cell: a space, then `text` in column `i`'s width and alignment.
 fn write_cell(out: &mut String, i: usize, text: &str) {
@@ -369,15 +379,21 @@ impl Frame {
                 } => {
                     let role = fields.get("role").unwrap_or("?");
                     let mark = if *changed { "*" } else { "" };
+                    let broker = role != "witness";
+                    let number = |key: &str| match broker {
+                        true => cell(fields.number(key)),
+                        false => "-".into(),
+                    };
                     let cells = [
                         format!("{role}{mark}"),
                         fields.get("epoch").unwrap_or("?").to_string(),
                         backup_state(fields).to_string(),
-                        cell(fields.number("pending")),
+                        witness_state(fields),
+                        number("pending"),
                         rate_cell(rates.published),
                         rate_cell(rates.processed),
                         rate_cell(rates.delivered),
-                        cell(fields.number("takeovers")),
+                        number("takeovers"),
                     ];
                     for (i, text) in cells.iter().enumerate() {
                         write_cell(&mut out, i, text);
@@ -439,10 +455,11 @@ impl Frame {
                     let _ = write!(
                         out,
                         ",\"state\":\"up\",\"role\":{},\"epoch\":{},\"changed\":{changed},\
-                         \"backup\":{},\"pending\":{}",
+                         \"backup\":{},\"witness\":{},\"pending\":{}",
                         text("role"),
                         text("epoch"),
                         json_string(backup_state(fields)),
+                        json_string(&witness_state(fields)),
                         number("pending"),
                     );
                     let rates = [rates.published, rates.processed, rates.delivered];
@@ -479,6 +496,21 @@ impl Row {
     pub fn addr(&self) -> &str {
         match self {
             Row::Up { addr, .. } | Row::Down { addr, .. } => addr,
+        }
+    }
+}
+
+/// A broker's view of the witness (`up`, `down`, `none`), with a primary's lease left;
+/// the witness's own lease left, margin included.
+fn witness_state(fields: &StatusFields) -> String {
+    let left = |key: &str| fields.number(key).filter(|&ms| ms > 0);
+    match fields.get("role") {
+        Some("witness") => {
+            left("lease_left_ms").map_or("no lease".into(), |ms| format!("lease {ms}ms"))
+        }
+        _ => {
+            let view = fields.get("witness").unwrap_or("-");
+            left("lease_ms").map_or(view.to_string(), |ms| format!("{view} {ms}ms"))
         }
     }
 }
@@ -533,15 +565,21 @@ pub struct Options {
     pub json: bool,
     /// The brokers' client secret.
     pub secret: Option<Secret>,
+    /// How many of `addrs` are brokers; the rest (with `--witness`) is the witness.
+    pub brokers: usize,
 }
 
 impl Options {
     /// Reads `pairstat`'s command line ([`cli::PAIRSTAT`]).
     pub fn from_args(args: &Args) -> Result<Options> {
-        let addrs = (0..2)
+        let mut addrs = (0..2)
             .filter_map(|i| args.positional(i))
             .map(cli::check_host_port)
             .collect::<Result<Vec<_>>>()?;
+        let brokers = addrs.len();
+        if let Some(witness) = args.value::<String>("--witness")? {
+            addrs.push(cli::check_host_port(&witness)?);
+        }
         let interval = args.millis("--interval-ms")?.unwrap_or(DEFAULT_INTERVAL);
         if interval.is_zero() {
             return Err(Error::Usage("--interval-ms must be at least 1".into()));
@@ -552,6 +590,7 @@ impl Options {
             once: args.switch("--once"),
             json: args.switch("--json"),
             secret: cli::secret(args, "--secret", cli::CLIENT_SECRET_ENV),
+            brokers,
         })
     }
 
@@ -573,7 +612,12 @@ pub fn watch(options: &Options, stop: &Receiver<()>) -> Result<()> {
     let mut view = View::new(options.addrs.clone());
     let mut next = Instant::now();
     loop {
-        let readings = poll(view.addrs(), options.answer_time(), options.secret.as_ref());
+        let readings = poll(
+            view.addrs(),
+            options.answer_time(),
+            options.secret.as_ref(),
+            options.brokers,
+        );
         let frame = view.update(readings, Instant::now(), now_ms());
         let mut text = if options.json {
             frame.json() + "\n"

@@ -211,3 +211,42 @@ fn help_and_bad_arguments() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn with_a_witness_it_is_one_more_row_and_each_broker_shows_its_view_of_it() {
+    let witness = edgebroker::Witness::start(edgebroker::WitnessConfig::fast()).unwrap();
+    let with_witness = edgebroker::BrokerConfig {
+        witness: Some(witness.local_addr().to_string()),
+        ..config(ComputeStep::Off)
+    };
+    let pair = Pair::start(with_witness);
+    let epoch = pair.primary().status().epoch;
+    wait_until("the witness to lease the primary's epoch", || {
+        witness.status().holder == Some(epoch)
+    });
+    wait_until("the backup to see the witness", || {
+        pair.backup().status().witness == edgebroker::broker::WitnessView::Up
+    });
+    let (p, b, w) = (
+        pair.primary_addr.to_string(),
+        pair.backup_addr.to_string(),
+        witness.local_addr().to_string(),
+    );
+    let out = pairstat(&[&p, &b, "--witness", &w, "--once", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let primary = broker_json(&line, &p);
+    assert!(
+        primary.contains(r#""witness":"up "#),
+        "a lease left: {primary}"
+    );
+    let backup = broker_json(&line, &b);
+    assert!(backup.contains(r#""witness":"up","#), "{backup}");
+    let witness_row = broker_json(&line, &w);
+    let want = format!(r#""role":"witness","epoch":"{epoch}","#);
+    assert!(witness_row.contains(&want), "{witness_row}");
+    assert!(
+        witness_row.contains(r#""witness":"lease "#),
+        "{witness_row}"
+    );
+}
