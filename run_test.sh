@@ -19,7 +19,8 @@
 #   RUN_SECS [30] (before the fault)  AFTER_SECS [10] (after the last fault)  RATE_HZ [10]
 #   STOP_SECS [3]  RESTART_SECS [5]  REJOIN_SECS [3]
 #   MAX_SILENCE_MS [1000; 2000 for FAULT=stop, where the silent primary is only detected after
-#   a ping timeout]  LOG_DIR [run-logs/<timestamp>]  RUST_LOG [info]
+#   a ping timeout; 4000 for FAULT=stop with WITNESS=1, where it is replaced once its lease
+#   lapses]  LOG_DIR [run-logs/<timestamp>]  RUST_LOG [info]
 #   SKIP_BUILD [0] (1: use the release binaries already built, e.g. by a script running many)
 #   WITNESS [0] (1: start a witness on WITNESS_PORT [8082] first and give both brokers
 #   --witness; a takeover on silence then waits for its grant)
@@ -43,7 +44,13 @@ SKIP_BUILD="${SKIP_BUILD:-0}"
 WITNESS="${WITNESS:-0}"
 WITNESS_PORT="${WITNESS_PORT:-8082}"
 if [[ -z "${MAX_SILENCE_MS:-}" ]]; then
-	if [[ "$FAULT" == stop ]]; then MAX_SILENCE_MS=2000; else MAX_SILENCE_MS=1000; fi
+	if [[ "$FAULT" != stop ]]; then
+		MAX_SILENCE_MS=1000
+	elif [[ "$WITNESS" == 1 ]]; then
+		MAX_SILENCE_MS=4000 # a silent primary is replaced only once its lease lapses
+	else
+		MAX_SILENCE_MS=2000
+	fi
 fi
 export RUST_LOG="${RUST_LOG:-info}"
 

@@ -13,6 +13,8 @@
 #   PRIMARY_PORT [8080]  BACKUP_PORT [8081]  TOPIC [topicC]  RATE_HZ [10]
 #   KILL_AFTER [30] (seconds before the kill)  AFTER_SECS [15] (seconds after it)
 #   MAX_SILENCE_MS [1000]  LOG_DIR [run-logs/demo-<timestamp>]  SESSION [edgebroker-demo]
+#   WITNESS [0] (1: a witness on WITNESS_PORT [8082] in a second tmux window, named by both
+#   brokers with --witness and shown by the live view as a third row)
 # Leave the session with Ctrl-b d; end it with `tmux kill-session -t edgebroker-demo`.
 #
 # The demo pane runs this script again as `tmux_demo.sh --demo-pane PIDS…` (inside tmux, so
@@ -28,6 +30,8 @@ KILL_AFTER="${KILL_AFTER:-30}"
 AFTER_SECS="${AFTER_SECS:-15}"
 MAX_SILENCE_MS="${MAX_SILENCE_MS:-1000}"
 SESSION="${SESSION:-edgebroker-demo}"
+WITNESS="${WITNESS:-0}"
+WITNESS_PORT="${WITNESS_PORT:-8082}"
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$repo/target}/release"
@@ -69,6 +73,7 @@ clock() { date -u +%H:%M:%S; }
 
 demo_pane() {
 	local primary_pid="$1" backup_pid="$2" subscriber_pid="$3" publisher_pid="$4" pairstat_pid="$5"
+	local witness_pid="${6:-}"
 	local kill_ms sent
 	printf 'the pair runs; the primary is pid %s\n' "$primary_pid"
 	countdown "$KILL_AFTER" "kill -9 of the primary"
@@ -86,6 +91,7 @@ demo_pane() {
 	sleep 1.5 # the subscriber drains what is still on its way
 	stop "$subscriber_pid"
 	stop "$backup_pid"
+	[[ -z "$witness_pid" ]] || stop "$witness_pid"
 
 	sent="$(grep -o 'summary: sent=[0-9]*' "$LOG_DIR/test_publisher.err" | tail -n 1 | sed 's/.*sent=//' || true)"
 	tmux resize-pane -Z -t "$TMUX_PANE"
@@ -120,7 +126,8 @@ if ! command -v tmux >/dev/null; then
 'sudo dnf install tmux' (Fedora) or 'brew install tmux' (macOS); ./run_test.sh runs the same
 demo without tmux."
 fi
-for var in PRIMARY_PORT BACKUP_PORT RATE_HZ KILL_AFTER AFTER_SECS MAX_SILENCE_MS; do
+[[ "$WITNESS" == 0 || "$WITNESS" == 1 ]] || die "WITNESS must be 0 or 1, got '$WITNESS'"
+for var in PRIMARY_PORT BACKUP_PORT WITNESS_PORT RATE_HZ KILL_AFTER AFTER_SECS MAX_SILENCE_MS; do
 	[[ "${!var}" =~ ^[0-9]+$ ]] || die "$var must be a non-negative integer, got '${!var}'"
 done
 [[ "$BIND" =~ ^[0-9A-Fa-f.:]+$ ]] || die "BIND must be an IP address (127.0.0.1, 0.0.0.0, ::1), got '$BIND'"
@@ -140,6 +147,9 @@ esac
 if [[ "$host" == *:* ]]; then addr="[$host]"; else addr="$host"; fi
 primary="$addr:$PRIMARY_PORT"
 backup="$addr:$BACKUP_PORT"
+# With WITNESS=1 the brokers and the live view name the witness.
+witness_args=()
+[[ "$WITNESS" == 0 ]] || witness_args=(--witness "$addr:$WITNESS_PORT")
 
 # A pane's command line for tmux's shell, each word quoted.
 quoted() { printf '%q ' "$@"; }
@@ -184,18 +194,25 @@ new_pane() { # new_pane TITLE TMUX-COMMAND...: runs tmux to make a pane, titles 
 }
 primary_pane="$(new_pane "primary :$PRIMARY_PORT (log)" \
 	tmux new-session -d -P -F '#{pane_id}' -s "$SESSION" -x 160 -y 45 -n demo \
-	"$(logged primary cat "$bin/primary" "$PRIMARY_PORT" "$backup" --bind "$BIND")")"
+	"$(logged primary cat "$bin/primary" "$PRIMARY_PORT" "$backup" --bind "$BIND" ${witness_args[@]+"${witness_args[@]}"})")"
 # From here on a failed step ends the session, and with it every program it runs.
 trap 'tmux kill-session -t "$SESSION" 2>/dev/null' ERR
 tmux set-option -t "$SESSION" remain-on-exit on >/dev/null
 tmux set-option -t "$SESSION" pane-border-status top >/dev/null
+if [[ "$WITNESS" == 1 ]]; then
+	# Its own window (Ctrl-b n shows its log); the brokers find it once it listens.
+	witness_pane="$(new_pane "witness :$WITNESS_PORT (log)" \
+		tmux new-window -d -P -F '#{pane_id}' -t "$SESSION" -n witness \
+		"$(logged witness cat "$bin/witness" "$WITNESS_PORT" --bind "$BIND")")"
+	wait_listening "$witness_pane" "$WITNESS_PORT"
+fi
 wait_listening "$primary_pane" "$PRIMARY_PORT"
 view_pane="$(new_pane "live view: pairstat $primary $backup" \
 	tmux split-window -P -F '#{pane_id}' -v -b -l 32 -t "$primary_pane" \
-	"$(quoted "$bin/pairstat" "$primary" "$backup")")"
+	"$(quoted "$bin/pairstat" "$primary" "$backup" ${witness_args[@]+"${witness_args[@]}"})")"
 backup_pane="$(new_pane "backup :$BACKUP_PORT (log)" \
 	tmux split-window -P -F '#{pane_id}' -h -l 79 -t "$primary_pane" \
-	"$(logged backup cat "$bin/backup" "$BACKUP_PORT" "$primary" --bind "$BIND")")"
+	"$(logged backup cat "$bin/backup" "$BACKUP_PORT" "$primary" --bind "$BIND" ${witness_args[@]+"${witness_args[@]}"})")"
 wait_listening "$backup_pane" "$BACKUP_PORT"
 subscriber_pane="$(new_pane "subscriber $TOPIC" \
 	tmux split-window -P -F '#{pane_id}' -v -l 18 -t "$view_pane" \
@@ -207,7 +224,8 @@ publisher_pane="$(new_pane "test_publisher $RATE_HZ Hz" \
 		--rate-hz "$RATE_HZ" --timestamps --publish-log "$LOG_DIR/published.log")")"
 
 pids=()
-for pane in "$primary_pane" "$backup_pane" "$subscriber_pane" "$publisher_pane" "$view_pane"; do
+for pane in "$primary_pane" "$backup_pane" "$subscriber_pane" "$publisher_pane" "$view_pane" \
+	${witness_pane:+"$witness_pane"}; do
 	pids+=("$(pane_pid "$pane")")
 done
 demo_env=(env "SESSION=$SESSION" "LOG_DIR=$LOG_DIR" "KILL_AFTER=$KILL_AFTER" "AFTER_SECS=$AFTER_SECS"

@@ -248,7 +248,8 @@ impl Witness {
                     }
                     Claim::Held(held) => {
                         info!(
-                            "{reason}, but the witness says the primary of epoch {} holds its                              lease for {} ms more; not taking over",
+                            "{reason}, but the witness says the primary of epoch {} holds its \
+                             lease for {} ms more; not taking over",
                             held.epoch,
                             held.left.as_millis()
                         );
