@@ -171,6 +171,9 @@ struct Witness {
     client: witness::Client,
     /// Whether the last failure was logged (one line per outage, not one per ping).
     outage_logged: bool,
+    /// Whether a `HELD` answer was logged since the primary last answered (one line per
+    /// silence, not one per claim).
+    held_logged: bool,
 }
 
 impl Witness {
@@ -181,6 +184,7 @@ impl Witness {
             node: Arc::clone(node),
             client,
             outage_logged: false,
+            held_logged: false,
         }
     }
 
@@ -246,10 +250,12 @@ impl Witness {
                         );
                         Duration::ZERO
                     }
+                    Claim::Held(held) if self.held_logged => held.left.min(interval),
                     Claim::Held(held) => {
+                        self.held_logged = true;
                         info!(
                             "{reason}, but the witness says the primary of epoch {} holds its \
-                             lease for {} ms more; not taking over",
+                             lease for {} ms more; not taking over while it does",
                             held.epoch,
                             held.left.as_millis()
                         );
@@ -281,6 +287,7 @@ impl Witness {
 
     /// As backup, the primary alive: only to know, for STATUS, whether the witness answers.
     fn check(&mut self) {
+        self.held_logged = false;
         match self.client.status() {
             Ok(_) => self.up(),
             Err(e) => self.down(&e),
