@@ -286,3 +286,50 @@ fn without_the_witness_the_pair_goes_on_silence_takes_nothing_over_and_death_doe
     assert_eq!(ask_publish(&mut client, 1000), "ACK|9|1000");
     assert_eq!(s.pair.backup().status().witness, WitnessView::Down);
 }
+
+#[test]
+fn alone_a_witnessed_primary_acks_only_what_it_delivered() {
+    let valve = Valve::default();
+    let ComputeStep::Custom(hold) = valve.step() else {
+        unreachable!("a valve is a custom step")
+    };
+    let entered = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&entered);
+    let step = ComputeStep::Custom(Arc::new(move |m| {
+        flag.store(true, Ordering::Release);
+        hold(m)
+    }));
+    let s = Setup::start(step, ComputeStep::Off);
+    let mut sub = LineClient::connect(s.pair.primary_addr);
+    sub.send("SUBSCRIBE|t");
+    wait_subscriptions(s.pair.primary(), 1);
+    // Alone: the link is cut, the primary holds its lease and ACKs without a backup.
+    s.cut_link();
+    wait_until("the primary to give up its backup", || {
+        s.pair.primary().status().backup == BackupHealth::Down
+    });
+    let addr = s.pair.primary_addr;
+    let publish = std::thread::spawn(move || {
+        let answer = ask_publish(&mut LineClient::connect(addr), 1);
+        (answer, Instant::now())
+    });
+    wait_until("the worker to compute", || entered.load(Ordering::Acquire));
+    let opened = Instant::now();
+    valve.open();
+    let (answer, acked) = publish.join().unwrap();
+    assert_eq!(answer, "ACK|9|1");
+    assert!(
+        acked > opened,
+        "ACKed only once the compute step let it through"
+    );
+    assert_eq!(
+        sub.recv().as_deref(),
+        Some("1"),
+        "the seed form delivers the payload"
+    );
+    assert_eq!(
+        s.pair.primary().status().pending,
+        0,
+        "delivered before the ACK"
+    );
+}

@@ -169,6 +169,11 @@ impl Log {
         self.pending.remove(&index)
     }
 
+    /// Whether the message at `index` still waits to be processed.
+    pub fn holds(&self, index: u64) -> bool {
+        self.pending.contains_key(&index)
+    }
+
     /// Forgets everything (a backup about to be synced by a new primary). The index keeps
     /// counting up, so indexes are never reused by this broker.
     pub fn clear(&mut self) {

@@ -132,6 +132,11 @@ impl Mandate {
         }
     }
 
+    /// Whether a witness watches the pair (`--witness`).
+    pub fn witnessed(&self) -> bool {
+        self.witnessed
+    }
+
     /// Whether the primary may act alone now.
     pub fn may_act(&self) -> bool {
         self.live(&self.inner.lock())

@@ -49,6 +49,9 @@ pub enum Refusal {
     BackupSilent,
     /// The backup neither confirmed nor was declared down in time.
     TimedOut,
+    /// With a witness and no backup: the message was not delivered in time (a primary alone
+    /// ACKs only what it delivered).
+    Undelivered,
     /// With a witness: no backup holds the message and nobody vouches that we are still the
     /// only primary ([`super::mandate`]).
     CutOff,
@@ -277,7 +280,9 @@ impl Node {
                 debug!("{} confirmed by the backup; ACKing", admitted.id);
                 Ok(())
             }
-            Verdict::Degraded if !self.mandate.may_act() => Err(Refusal::CutOff),
+            Verdict::Degraded if self.mandate.witnessed() => {
+                self.await_delivered(admitted, deadline)
+            }
             Verdict::Degraded => {
                 debug!("{} ACKed without a backup (degraded)", admitted.id);
                 Ok(())
@@ -286,6 +291,35 @@ impl Node {
             Verdict::Interrupted if self.stopping() => Err(Refusal::Stopping),
             Verdict::Interrupted => Err(Refusal::NotPrimary),
             Verdict::TimedOut => Err(Refusal::TimedOut),
+        }
+    }
+
+    /// With a witness, a primary without a backup ACKs a message only once it has written it
+    /// to every subscriber: were it cut off (its lease ending, the backup taking over without
+    /// the message), nothing it ACKed alone would wait on it for the cut to heal. Refused when
+    /// nobody vouches for it any more, or the reign ends.
+    fn await_delivered(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
+        let tick = self.config.ping_timeout / 4;
+        let mut s = self.state.lock();
+        loop {
+            if self.safety.generation() != admitted.generation {
+                return Err(Refusal::NotPrimary);
+            }
+            if !self.mandate.may_act() {
+                return Err(Refusal::CutOff);
+            }
+            if !s.log.holds(admitted.index) {
+                debug!("{} ACKed without a backup, delivered", admitted.id);
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Refusal::Undelivered);
+            }
+            // Woken by `processed`; the tick notices a mandate that ran out meanwhile.
+            let _ = self
+                .state_changed
+                .wait_until(&mut s, deadline.min(now + tick));
         }
     }
 
@@ -307,6 +341,9 @@ impl Node {
             ),
             Refusal::BackupSilent => "backup silent; refusing to ACK (--require-backup)".into(),
             Refusal::TimedOut => "backup did not confirm in time".into(),
+            Refusal::Undelivered => {
+                "no backup holds the message and it was not delivered in time".into()
+            }
             Refusal::CutOff => {
                 "cut off: no backup holds the message and the witness has not renewed our lease"
                     .into()
@@ -332,6 +369,10 @@ impl Node {
             debug!("{} written to every subscriber; clearing it", message.id);
             if let Some(link) = s.link() {
                 link.push(LinkCmd::Clear(index));
+            }
+            if self.mandate.witnessed() {
+                // A publisher alone with a witness waits for this (`await_delivered`).
+                self.state_changed.notify_all();
             }
         }
     }

@@ -313,10 +313,16 @@ fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, link: &Link) 
         match Reply::parse(line) {
             Ok(Reply::Replicated { index }) => confirmed = confirmed.max(index),
             Ok(Reply::PeerPong(peer)) => {
-                if let Some(sent) = link.heartbeat_answered() {
+                let sent = link.heartbeat_answered();
+                // Only a backup that follows our epoch vouches for us; one that took over
+                // meanwhile answers with its newer epoch, and we step down instead.
+                if !node.observe(peer.epoch)
+                    && peer.epoch == epoch
+                    && peer.role == Role::Backup
+                    && let Some(sent) = sent
+                {
                     node.mandate.vouched(epoch, sent);
                 }
-                node.observe(peer.epoch);
             }
             Ok(Reply::Fenced { epoch: newer }) => {
                 node.observe(newer);
