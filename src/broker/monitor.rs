@@ -80,16 +80,10 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
                 debug!("the peer is a backup too and ranks higher; waiting for it to lead");
                 return interval;
             }
+            // Nobody is primary, the peer just said so: a witness out of reach does not stop
+            // us, one that knows of a lease still live does.
             let reason = "the peer is a backup too and we rank higher";
-            match witness {
-                // Nobody is primary, and the peer just said so: no grant needed, but the
-                // witness may know of a lease still live.
-                Some(witness) => witness.claim(reason, true),
-                None => {
-                    node.take_over(reason, None);
-                    interval
-                }
-            }
+            take_over_unless_denied(node, witness, reason, true)
         }
         // The peer answered but we cannot trust it, or it will not talk to us: it is not
         // dead, the pair is misconfigured. Only the preferred primary leads.
@@ -106,13 +100,7 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
                 return interval;
             }
             let reason = "the peer cannot be authenticated; we are the preferred primary";
-            match witness {
-                Some(witness) => witness.claim(reason, false),
-                None => {
-                    node.take_over(reason, None);
-                    interval
-                }
-            }
+            take_over_unless_denied(node, witness, reason, false)
         }
         // Alive, and turning us away (full): nothing to take over from.
         Err(Error::Refused(why)) => {
@@ -140,18 +128,29 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
         }
         Err(e @ (Error::Timeout | Error::Io(_))) => {
             let reason = format!("peer {} {}", prober.addr, describe(&e));
-            match witness {
-                Some(witness) => witness.claim(&reason, false),
-                None => {
-                    node.take_over(&reason, None);
-                    interval
-                }
-            }
+            take_over_unless_denied(node, witness, &reason, false)
         }
         // It answered, though not as a broker should: alive, so not ours to replace.
         Err(e) => {
             warn!("peer {} answered the probe oddly: {e}", prober.addr);
             interval
+        }
+    }
+}
+
+/// Takes over for `reason` — with a witness, only with its grant (`certain`: nobody is
+/// primary, so a witness out of reach does not stop us). Returns when to probe next.
+fn take_over_unless_denied(
+    node: &Node,
+    witness: Option<&mut Witness>,
+    reason: &str,
+    certain: bool,
+) -> Duration {
+    match witness {
+        Some(witness) => witness.claim(reason, certain),
+        None => {
+            node.take_over(reason, None);
+            node.config.ping_interval
         }
     }
 }
