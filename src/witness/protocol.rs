@@ -290,7 +290,7 @@ fn millis(f: &mut Fields<'_>, what: &str) -> Result<Duration, ParseError> {
 }
 
 /// A time left as whole milliseconds, rounded up: a claimant that waits it is never early.
-fn ms_up(d: Duration) -> u128 {
+pub(crate) fn ms_up(d: Duration) -> u128 {
     d.as_nanos().div_ceil(1_000_000)
 }
 

@@ -11,7 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::lease::{Leases, Snapshot};
 use super::protocol::{Reply, Request};
@@ -178,14 +178,12 @@ impl Shared {
     fn status_fields(&self) -> Vec<(String, String)> {
         let mut fields = self.leases.lock().snapshot(Instant::now()).fields();
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        fields.extend([
-            ("connections".into(), self.sockets.lock().len().to_string()),
-            ("auth_failures".into(), count(&self.auth_failures)),
-            (
-                "refused_connections".into(),
-                count(&self.refused_connections),
-            ),
-        ]);
+        let own = [
+            ("connections", self.sockets.lock().len().to_string()),
+            ("auth_failures", count(&self.auth_failures)),
+            ("refused_connections", count(&self.refused_connections)),
+        ];
+        fields.extend(own.map(|(k, v)| (k.to_string(), v)));
         fields
     }
 }
@@ -306,20 +304,19 @@ impl Session<'_> {
             return (Reply::Err(why.into()), false);
         }
         let reply = match request {
-            Request::Lease { epoch, node } => {
-                let mut leases = self.shared.leases.lock();
-                leases.renew(epoch, node, Instant::now())
-            }
-            Request::Claim { seen, node } => {
-                let mut leases = self.shared.leases.lock();
-                leases.claim(seen, node, Instant::now())
-            }
+            // The time is read once the rules are locked, so it only goes up.
+            Request::Lease { epoch, node } => self.leases().renew(epoch, node, Instant::now()),
+            Request::Claim { seen, node } => self.leases().claim(seen, node, Instant::now()),
             Request::Status => Reply::Status(self.shared.status_fields()),
             Request::Ping => Reply::Pong,
             Request::Hello { kind, nonce } => self.challenge(kind, nonce),
             Request::Proof { proof } => return self.check_proof(&proof),
         };
         (reply, false)
+    }
+
+    fn leases(&self) -> MutexGuard<'_, Leases> {
+        self.shared.leases.lock()
     }
 
     /// HELLO: answer with our nonce and our proof.
