@@ -33,7 +33,6 @@ pub struct Witness {
     shared: Arc<Shared>,
     addr: SocketAddr,
     accept: Option<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 /// What every connection thread shares.
@@ -43,6 +42,8 @@ struct Shared {
     stopping: AtomicBool,
     /// The open connections, so that stopping can close them.
     sockets: Mutex<HashMap<u64, Stream>>,
+    /// The connection threads, for stopping to join.
+    conns: Mutex<Vec<JoinHandle<()>>>,
     next_key: AtomicU64,
     auth_failures: AtomicU64,
     refused_connections: AtomicU64,
@@ -90,20 +91,19 @@ impl Witness {
             config,
             stopping: AtomicBool::new(false),
             sockets: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Vec::new()),
             next_key: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
         });
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let (s, c) = (Arc::clone(&shared), Arc::clone(&conns));
+        let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
             .name("witness-accept".into())
-            .spawn(move || accept_loop(&s, listener, &c))?;
+            .spawn(move || accept_loop(&s, listener))?;
         Ok(Witness {
             shared,
             addr,
             accept: Some(accept),
-            conns,
         })
     }
 
@@ -145,7 +145,7 @@ impl Witness {
         for stream in self.shared.sockets.lock().values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
-        for t in self.conns.lock().drain(..) {
+        for t in self.shared.conns.lock().drain(..) {
             let _ = t.join();
         }
     }
@@ -188,7 +188,7 @@ impl Shared {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, conns: &Mutex<Vec<JoinHandle<()>>>) {
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     for stream in listener.incoming() {
         if shared.stopping() {
             return;
@@ -220,7 +220,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, conns: &Mutex<Vec<Jo
             .spawn(move || serve(&s, stream, key));
         match spawned {
             Ok(handle) => {
-                let mut conns = conns.lock();
+                let mut conns = shared.conns.lock();
                 conns.retain(|h| !h.is_finished());
                 conns.push(handle);
             }
