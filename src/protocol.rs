@@ -204,24 +204,14 @@ impl Message {
     /// borrowed message (the primary keeps the message in its log).
     pub fn encode_replicate(&self, epoch: Epoch, index: u64, out: &mut Vec<u8>) {
         use std::io::Write;
-        let m = self;
-        let _ = writeln!(
-            out,
-            "REPLICATE|{epoch}|{index}|{}|{}|{}|{}",
-            m.id.publisher, m.id.seq, m.topic, m.payload
-        );
+        let _ = writeln!(out, "REPLICATE|{epoch}|{index}|{self}");
     }
 
     /// `MSG|<epoch>|<publisher>|<seq>|<topic>|<payload>`, `\n` included: a delivery to an id
     /// subscriber.
     pub fn encode_msg(&self, epoch: Epoch, out: &mut Vec<u8>) {
         use std::io::Write;
-        let m = self;
-        let _ = writeln!(
-            out,
-            "MSG|{epoch}|{}|{}|{}|{}",
-            m.id.publisher, m.id.seq, m.topic, m.payload
-        );
+        let _ = writeln!(out, "MSG|{epoch}|{self}");
     }
 
     /// `<payload>`, `\n` included: a delivery to a seed-form subscriber.
@@ -234,6 +224,15 @@ impl Message {
     /// `max_line` bytes, so a broker that accepts it can replicate, hand over and deliver it.
     pub fn fits(&self, max_line: usize) -> bool {
         self.topic.len() + self.payload.len() + Message::ENVELOPE_BYTES <= max_line
+    }
+}
+
+/// `<publisher>|<seq>|<topic>|<payload>`: the message's fields as every line that carries it
+/// writes them.
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Message { id, topic, payload } = self;
+        write!(f, "{}|{}|{topic}|{payload}", id.publisher, id.seq)
     }
 }
 
@@ -337,22 +336,6 @@ pub enum Request {
     },
 }
 
-impl Request {
-    /// Whether only an authenticated peer broker may send this (when a secret is set).
-    pub fn is_peer_verb(&self) -> bool {
-        matches!(
-            self,
-            Request::Probe(_)
-                | Request::Sync { .. }
-                | Request::Seen(_)
-                | Request::Replicate { .. }
-                | Request::Clear { .. }
-                | Request::Handover { .. }
-                | Request::Adopt(_)
-        )
-    }
-}
-
 /// Every line a broker sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -444,26 +427,15 @@ impl<'a> Fields<'a> {
         if line.contains('\n') {
             return Err(ParseError::new("line contains a newline"));
         }
-        let (verb, rest) = match line.split_once('|') {
-            Some((verb, rest)) => (verb, Some(rest)),
-            None => (line, None),
-        };
+        let (verb, rest) = split_bar(line);
         Ok(Fields { verb, rest })
     }
 
     /// The next `|`-separated field.
     pub(crate) fn field(&mut self, what: &str) -> Result<&'a str, ParseError> {
-        let rest = self.rest.ok_or_else(|| missing(self.verb, what))?;
-        match rest.split_once('|') {
-            Some((field, tail)) => {
-                self.rest = Some(tail);
-                Ok(field)
-            }
-            None => {
-                self.rest = None;
-                Ok(rest)
-            }
-        }
+        let (field, rest) = split_bar(self.rest.ok_or_else(|| missing(self.verb, what))?);
+        self.rest = rest;
+        Ok(field)
     }
 
     /// Everything left, `|` included (a payload).
@@ -529,6 +501,29 @@ impl<'a> Fields<'a> {
         Ok(Message { id, topic, payload })
     }
 
+    /// `<epoch>|[<role>|]<node>|<preferred>`: a peer's state, as PONG (`with_role`) or PROBE
+    /// (without, from a broker that is asking, so a backup) carry it.
+    fn peer_state(&mut self, with_role: bool) -> Result<PeerState, ParseError> {
+        let epoch = self.epoch()?;
+        let role = if with_role {
+            self.field("role")?.parse()?
+        } else {
+            Role::Backup
+        };
+        let node = self.number("node")?;
+        let preferred = match self.field("preferred")? {
+            "0" => false,
+            "1" => true,
+            text => return Err(ParseError::new(format!("bad flag '{text}' (want 0 or 1)"))),
+        };
+        Ok(PeerState {
+            epoch,
+            role,
+            node,
+            preferred,
+        })
+    }
+
     /// The `key=value` fields of a `STATUS` line, up to its end.
     pub(crate) fn status_pairs(&mut self) -> Result<Vec<(String, String)>, ParseError> {
         let mut pairs = Vec::new();
@@ -551,6 +546,23 @@ impl<'a> Fields<'a> {
                 self.verb
             ))),
         }
+    }
+}
+
+/// The `|key=value` fields of a `STATUS` line, as written after its verb.
+pub(crate) struct StatusPairs<'a>(pub(crate) &'a [(String, String)]);
+
+impl fmt::Display for StatusPairs<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|(k, v)| write!(f, "|{k}={v}"))
+    }
+}
+
+/// `text` up to its first `|`, and what follows that `|` if there is one.
+fn split_bar(text: &str) -> (&str, Option<&str>) {
+    match text.split_once('|') {
+        Some((head, tail)) => (head, Some(tail)),
+        None => (text, None),
     }
 }
 
@@ -585,32 +597,21 @@ fn spaces_for_bars(line: &str) -> ParseError {
     ))
 }
 
-fn flag(text: &str) -> Result<bool, ParseError> {
-    match text {
-        "0" => Ok(false),
-        "1" => Ok(true),
-        _ => Err(ParseError::new(format!("bad flag '{text}' (want 0 or 1)"))),
-    }
-}
-
-fn peer_state(f: &mut Fields<'_>, with_role: bool) -> Result<PeerState, ParseError> {
-    let epoch = f.epoch()?;
-    let role = if with_role {
-        f.field("role")?.parse()?
-    } else {
-        Role::Backup
-    };
-    let node = f.number("node")?;
-    let preferred = flag(f.field("preferred")?)?;
-    Ok(PeerState {
-        epoch,
-        role,
-        node,
-        preferred,
-    })
-}
-
 impl Request {
+    /// Whether only an authenticated peer broker may send this (when a secret is set).
+    pub fn is_peer_verb(&self) -> bool {
+        matches!(
+            self,
+            Request::Probe(_)
+                | Request::Sync { .. }
+                | Request::Seen(_)
+                | Request::Replicate { .. }
+                | Request::Clear { .. }
+                | Request::Handover { .. }
+                | Request::Adopt(_)
+        )
+    }
+
     /// Parses one line (without its `\n`).
     ///
     /// ```
@@ -627,22 +628,17 @@ impl Request {
     pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
         let mut f = Fields::new(line)?;
         let request = match f.verb {
-            "PUBLISH" => {
-                let topic = f.topic()?;
-                let payload = f.payload()?;
-                Request::Publish { topic, payload }
-            }
+            "PUBLISH" => Request::Publish {
+                topic: f.topic()?,
+                payload: f.payload()?,
+            },
             "PUB" => Request::PublishId(f.message("publisher key")?),
             "SUBSCRIBE" => Request::Subscribe { topic: f.topic()? },
             "SUB" => Request::SubscribeIds { topic: f.topic()? },
             // The seed's alive check ignores whatever follows the verb.
             "PING" => return Ok(Request::Ping),
             "STATUS" => Request::Status,
-            "PROBE" => {
-                let mut state = peer_state(&mut f, false)?;
-                state.role = Role::Backup;
-                Request::Probe(state)
-            }
+            "PROBE" => Request::Probe(f.peer_state(false)?),
             "SYNC" => Request::Sync {
                 epoch: f.epoch()?,
                 session: f.number("session")?,
@@ -683,53 +679,41 @@ impl Request {
     pub fn encode(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         // Writing into a Vec cannot fail.
-        let _ = match self {
-            Request::Publish { topic, payload } => writeln!(out, "PUBLISH|{topic}|{payload}"),
-            Request::PublishId(m) => writeln!(
-                out,
-                "PUB|{}|{}|{}|{}",
-                m.id.publisher, m.id.seq, m.topic, m.payload
-            ),
-            Request::Subscribe { topic } => writeln!(out, "SUBSCRIBE|{topic}"),
-            Request::SubscribeIds { topic } => writeln!(out, "SUB|{topic}"),
-            Request::Ping => writeln!(out, "PING"),
-            Request::Status => writeln!(out, "STATUS"),
-            Request::Probe(s) => writeln!(
-                out,
-                "PROBE|{}|{}|{}",
-                s.epoch,
-                s.node,
-                u8::from(s.preferred)
-            ),
-            Request::Sync { epoch, session } => writeln!(out, "SYNC|{epoch}|{session}"),
-            Request::Seen(id) => writeln!(out, "SEEN|{}|{}", id.publisher, id.seq),
+        let _ = writeln!(out, "{self}");
+    }
+
+    /// The encoded line as bytes, `\n` included.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        format!("{self}\n").into_bytes()
+    }
+}
+
+/// The line as sent, without its `\n`.
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Publish { topic, payload } => write!(f, "PUBLISH|{topic}|{payload}"),
+            Request::PublishId(m) => write!(f, "PUB|{m}"),
+            Request::Subscribe { topic } => write!(f, "SUBSCRIBE|{topic}"),
+            Request::SubscribeIds { topic } => write!(f, "SUB|{topic}"),
+            Request::Ping => f.write_str("PING"),
+            Request::Status => f.write_str("STATUS"),
+            Request::Probe(s) => {
+                write!(f, "PROBE|{}|{}|{}", s.epoch, s.node, u8::from(s.preferred))
+            }
+            Request::Sync { epoch, session } => write!(f, "SYNC|{epoch}|{session}"),
+            Request::Seen(id) => write!(f, "SEEN|{}|{}", id.publisher, id.seq),
             Request::Replicate {
                 epoch,
                 index,
                 message,
-            } => {
-                message.encode_replicate(*epoch, *index, out);
-                Ok(())
-            }
-            Request::Clear { epoch, index } => writeln!(out, "CLEAR|{epoch}|{index}"),
-            Request::Handover { epoch } => writeln!(out, "HANDOVER|{epoch}"),
-            Request::Adopt(m) => writeln!(
-                out,
-                "ADOPT|{}|{}|{}|{}",
-                m.id.publisher, m.id.seq, m.topic, m.payload
-            ),
-            Request::Hello { kind, nonce } => writeln!(out, "HELLO|{}|{nonce}", kind.as_str()),
-            Request::Proof { proof } => writeln!(out, "PROOF|{proof}"),
-        };
-    }
-}
-
-impl Request {
-    /// The encoded line as bytes, `\n` included.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode(&mut out);
-        out
+            } => write!(f, "REPLICATE|{epoch}|{index}|{message}"),
+            Request::Clear { epoch, index } => write!(f, "CLEAR|{epoch}|{index}"),
+            Request::Handover { epoch } => write!(f, "HANDOVER|{epoch}"),
+            Request::Adopt(m) => write!(f, "ADOPT|{m}"),
+            Request::Hello { kind, nonce } => write!(f, "HELLO|{}|{nonce}", kind.as_str()),
+            Request::Proof { proof } => write!(f, "PROOF|{proof}"),
+        }
     }
 }
 
@@ -742,7 +726,7 @@ impl Reply {
             "ACK" if f.rest.is_none() => Reply::Ack,
             "ACK" => Reply::AckId(f.id("publisher")?),
             "PONG" if f.rest.is_none() => Reply::Pong,
-            "PONG" => Reply::PeerPong(peer_state(&mut f, true)?),
+            "PONG" => Reply::PeerPong(f.peer_state(true)?),
             "ERR" => Reply::Err(f.tail("reason")?.to_string()),
             "MSG" => Reply::Msg {
                 epoch: f.epoch()?,
@@ -769,42 +753,7 @@ impl Reply {
     /// Appends the line, `\n` included, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         use std::io::Write;
-        let _ = match self {
-            Reply::Ack => writeln!(out, "ACK"),
-            Reply::AckId(id) => writeln!(out, "ACK|{}|{}", id.publisher, id.seq),
-            Reply::Pong => writeln!(out, "PONG"),
-            Reply::PeerPong(s) => writeln!(
-                out,
-                "PONG|{}|{}|{}|{}",
-                s.epoch,
-                s.role,
-                s.node,
-                u8::from(s.preferred)
-            ),
-            Reply::Err(reason) => writeln!(out, "ERR|{reason}"),
-            Reply::Payload(payload) => writeln!(out, "{payload}"),
-            Reply::Msg { epoch, message } => {
-                message.encode_msg(*epoch, out);
-                Ok(())
-            }
-            Reply::Replicated { index } => writeln!(out, "REPLICATED|{index}"),
-            Reply::Synced { epoch } => writeln!(out, "SYNCED|{epoch}"),
-            Reply::Handoff(m) => writeln!(
-                out,
-                "HANDOFF|{}|{}|{}|{}",
-                m.id.publisher, m.id.seq, m.topic, m.payload
-            ),
-            Reply::Fenced { epoch } => writeln!(out, "FENCED|{epoch}"),
-            Reply::Challenge { nonce, proof } => writeln!(out, "CHALLENGE|{nonce}|{proof}"),
-            Reply::Welcome => writeln!(out, "WELCOME"),
-            Reply::Status(pairs) => {
-                out.extend_from_slice(b"STATUS");
-                for (k, v) in pairs {
-                    let _ = write!(out, "|{k}={v}");
-                }
-                writeln!(out)
-            }
-        };
+        let _ = writeln!(out, "{self}");
     }
 
     /// The encoded line as bytes, `\n` included.
@@ -824,9 +773,32 @@ impl Reply {
     /// assert_eq!(msg.to_bytes(), b"MSG|2.7|42|1|t|hello\n");
     /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode(&mut out);
-        out
+        format!("{self}\n").into_bytes()
+    }
+}
+
+/// The line as sent, without its `\n`.
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Ack => f.write_str("ACK"),
+            Reply::AckId(id) => write!(f, "ACK|{}|{}", id.publisher, id.seq),
+            Reply::Pong => f.write_str("PONG"),
+            Reply::PeerPong(s) => {
+                let preferred = u8::from(s.preferred);
+                write!(f, "PONG|{}|{}|{}|{preferred}", s.epoch, s.role, s.node)
+            }
+            Reply::Err(reason) => write!(f, "ERR|{reason}"),
+            Reply::Payload(payload) => f.write_str(payload),
+            Reply::Msg { epoch, message } => write!(f, "MSG|{epoch}|{message}"),
+            Reply::Replicated { index } => write!(f, "REPLICATED|{index}"),
+            Reply::Synced { epoch } => write!(f, "SYNCED|{epoch}"),
+            Reply::Handoff(m) => write!(f, "HANDOFF|{m}"),
+            Reply::Fenced { epoch } => write!(f, "FENCED|{epoch}"),
+            Reply::Status(pairs) => write!(f, "STATUS{}", StatusPairs(pairs)),
+            Reply::Challenge { nonce, proof } => write!(f, "CHALLENGE|{nonce}|{proof}"),
+            Reply::Welcome => f.write_str("WELCOME"),
+        }
     }
 }
 

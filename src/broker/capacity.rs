@@ -17,10 +17,8 @@ pub fn connection_capacity() -> Option<usize> {
     let by_maps = read_number("/proc/sys/vm/max_map_count")
         .map(|maps| maps.saturating_sub(RESERVE) / MAPS_PER_CONNECTION);
     let by_files = open_file_limit().map(|files| files.saturating_sub(RESERVE.min(files / 2)));
-    match (by_maps, by_files) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    // The lower of the two that could be read.
+    by_maps.into_iter().chain(by_files).min()
 }
 
 fn read_number(path: &str) -> Option<usize> {

@@ -132,8 +132,8 @@ impl Log {
         let id = message.id;
         self.seen
             .entry(id.publisher)
-            .and_modify(|s| s.insert(id.seq, index))
-            .or_insert_with(|| Seen::new(id.seq, index));
+            .or_insert_with(|| Seen::new(id.seq, index))
+            .insert(id.seq, index);
         self.bound_table();
         self.next_index = self.next_index.max(index.saturating_add(1));
         self.pending.insert(index, message);
@@ -142,22 +142,18 @@ impl Log {
     /// Records that a publisher's messages up to `id` were accepted, without holding them
     /// (SEEN, from a primary syncing us).
     pub fn note_seen(&mut self, id: MsgId, index: u64) {
-        let mut filled = Seen::new(id.seq, index);
-        filled.fill_to(id.seq, index);
         self.seen
             .entry(id.publisher)
-            .and_modify(|s| s.fill_to(id.seq, index))
-            .or_insert(filled);
+            .or_insert_with(|| Seen::new(id.seq, index))
+            .fill_to(id.seq, index);
         self.bound_table();
     }
 
+    /// Once the table is over its bound, forgets the least recently active half.
     fn bound_table(&mut self) {
-        if self.seen.len() > self.max_publishers {
-            self.forget_oldest_half();
+        if self.seen.len() <= self.max_publishers {
+            return;
         }
-    }
-
-    fn forget_oldest_half(&mut self) {
         let mut indexes: Vec<u64> = self.seen.values().map(|s| s.index).collect();
         indexes.sort_unstable();
         let cutoff = indexes[indexes.len() / 2];

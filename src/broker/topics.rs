@@ -147,24 +147,19 @@ impl Topics {
         };
         let made = Instant::now();
         // Each format is encoded once, for every subscriber that asked for it.
-        let mut raw: Option<Frame> = None;
-        let mut with_ids: Option<Frame> = None;
+        let mut frames: [Option<Frame>; 2] = [None, None];
         let mut delivered = 0;
         let mut slow = Vec::new();
         let mut gone = Vec::new();
         for sub in subs.iter() {
-            let frame = match sub.format {
-                Format::Raw => raw.get_or_insert_with(|| {
-                    let mut line = Vec::new();
-                    message.encode_payload(&mut line);
-                    Frame::delivery(line, made, clear)
-                }),
-                Format::WithIds => with_ids.get_or_insert_with(|| {
-                    let mut line = Vec::new();
-                    message.encode_msg(epoch, &mut line);
-                    Frame::delivery(line, made, clear)
-                }),
-            };
+            let frame = frames[sub.format as usize].get_or_insert_with(|| {
+                let mut line = Vec::new();
+                match sub.format {
+                    Format::Raw => message.encode_payload(&mut line),
+                    Format::WithIds => message.encode_msg(epoch, &mut line),
+                }
+                Frame::delivery(line, made, clear)
+            });
             match sub.outbox.send(frame.clone(), direct) {
                 Ok(()) => delivered += 1,
                 Err(SendError::Full) => slow.push(Arc::clone(&sub.outbox)),

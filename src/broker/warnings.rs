@@ -33,13 +33,10 @@ impl Repeated {
         };
         *last = Some((Instant::now(), 0));
         drop(last);
-        if left_out == 0 {
-            warn!("{}", text());
-        } else {
-            warn!(
-                "{} ({left_out} more like it since the last such warning)",
-                text()
-            );
+        let text = text();
+        match left_out {
+            0 => warn!("{text}"),
+            n => warn!("{text} ({n} more like it since the last such warning)"),
         }
         true
     }

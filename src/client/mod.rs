@@ -32,9 +32,6 @@ impl Source {
 /// Shows `PRIMARY` or `BACKUP`; [`Source::label`] adds the brackets the subscriber prints.
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Source::Primary => "PRIMARY",
-            Source::Backup => "BACKUP",
-        })
+        f.write_str(self.label().trim_matches(['[', ']']))
     }
 }

@@ -151,23 +151,19 @@ impl Publisher {
 
     /// Sends one message on the current connection and waits for its ACK.
     fn send(&mut self, message: &Message) -> Result<()> {
-        let result = self.try_send(message);
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
+        self.try_send(message).inspect_err(|_| self.conn = None)
     }
 
     fn try_send(&mut self, message: &Message) -> Result<()> {
         let timeout = self.config.ack_timeout;
         let deadline = Instant::now() + timeout;
-        if self.conn.is_none() {
-            let auth = self.config.secret.as_ref().map(|s| (AuthKind::Client, s));
-            let addr = &self.config.brokers[self.current];
-            self.conn = Some(Connection::dial(addr, timeout, MAX_LINE, auth)?);
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(Error::Timeout);
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            slot @ None => {
+                let auth = self.config.secret.as_ref().map(|s| (AuthKind::Client, s));
+                let addr = &self.config.brokers[self.current];
+                slot.insert(Connection::dial(addr, timeout, MAX_LINE, auth)?)
+            }
         };
         conn.send(&Request::PublishId(message.clone()))?;
         loop {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
@@ -41,11 +41,17 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// in the order they were published.
 pub struct Subscriber {
     rx: Receiver<Delivery>,
-    /// The highest sequence number returned, per publisher.
-    last: HashMap<u64, u64>,
-    highest_epoch: Epoch,
+    seen: Seen,
     closer: Closer,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// What the subscriber has returned: the highest sequence number per publisher, and the
+/// highest epoch.
+#[derive(Default)]
+struct Seen {
+    last: HashMap<u64, u64>,
+    highest_epoch: Epoch,
 }
 
 /// Closes a [`Subscriber`] from another thread (a Ctrl-C handler, say): its `recv` then
@@ -104,8 +110,7 @@ impl Subscriber {
         }
         Ok(Subscriber {
             rx,
-            last: HashMap::new(),
-            highest_epoch: Epoch::default(),
+            seen: Seen::default(),
             closer: Closer {
                 stop: Arc::new(Mutex::new(Some(stop))),
                 sockets,
@@ -117,30 +122,41 @@ impl Subscriber {
     /// The next message not returned before, waiting as long as it takes. `None` once the
     /// subscriber is closed.
     pub fn recv(&mut self) -> Option<Delivery> {
-        loop {
-            let delivery = self.rx.recv().ok()?;
-            if let Some(d) = self.fresh(delivery) {
-                return Some(d);
-            }
-        }
+        self.rx.iter().find_map(|d| self.seen.fresh(d))
     }
 
     /// Like [`Subscriber::recv`], giving up after `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Delivery> {
         let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(delivery) => {
-                    if let Some(d) = self.fresh(delivery) {
-                        return Some(d);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            }
-        }
+        let mut arrivals = std::iter::from_fn(|| self.rx.recv_deadline(deadline).ok());
+        arrivals.find_map(|d| self.seen.fresh(d))
     }
 
+    /// A handle that closes this subscriber from another thread.
+    pub fn closer(&self) -> Closer {
+        self.closer.clone()
+    }
+
+    /// Stops both connection threads and waits for them.
+    pub fn close(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        self.closer.close();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+impl Seen {
     /// Returns each publisher's messages in order, each once: drops a message no newer than
     /// the last one returned from its publisher. That is a message returned already (the
     /// backup's replay of its buffer after a takeover, a zombie primary's late forward), or one
@@ -165,29 +181,6 @@ impl Subscriber {
             self.highest_epoch = d.epoch;
         }
         Some(d)
-    }
-
-    /// A handle that closes this subscriber from another thread.
-    pub fn closer(&self) -> Closer {
-        self.closer.clone()
-    }
-
-    /// Stops both connection threads and waits for them.
-    pub fn close(mut self) {
-        self.shut();
-    }
-
-    fn shut(&mut self) {
-        self.closer.close();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.shut();
     }
 }
 
@@ -256,21 +249,11 @@ impl Link {
             self.source, self.config.topic
         );
         loop {
-            let reply = match conn.recv() {
-                Err(Error::Closed) => {
-                    info!("{} broker {addr} closed the connection", self.source);
-                    return Ok(true);
-                }
-                Err(Error::Protocol(why)) => {
-                    debug!("{} broker {addr}: ignoring a line: {why}", self.source);
-                    continue;
-                }
-                reply => reply?,
-            };
-            match reply {
-                Reply::Msg { epoch, message } => {
+            let source = self.source;
+            match conn.recv() {
+                Ok(Reply::Msg { epoch, message }) => {
                     let delivery = Delivery {
-                        source: self.source,
+                        source,
                         epoch,
                         message,
                     };
@@ -278,9 +261,17 @@ impl Link {
                         return Ok(false);
                     }
                 }
-                Reply::Pong => self.settle(),
-                Reply::Err(reason) => warn!("{} broker {addr}: ERR {reason}", self.source),
-                other => debug!("{} broker {addr}: ignoring {other:?}", self.source),
+                Ok(Reply::Pong) => self.settle(),
+                Ok(Reply::Err(reason)) => warn!("{source} broker {addr}: ERR {reason}"),
+                Ok(other) => debug!("{source} broker {addr}: ignoring {other:?}"),
+                Err(Error::Closed) => {
+                    info!("{source} broker {addr} closed the connection");
+                    return Ok(true);
+                }
+                Err(Error::Protocol(why)) => {
+                    debug!("{source} broker {addr}: ignoring a line: {why}")
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::protocol::Reply;
+use super::protocol::{Reply, ms_up};
 use crate::protocol::Epoch;
 
 /// How often a primary renews its lease: every ping interval, and at least twice per lease,
@@ -289,29 +289,24 @@ impl Snapshot {
     /// The `key=value` fields of the witness's `STATUS` line.
     pub fn fields(&self) -> Vec<(String, String)> {
         let c = &self.counters;
-        let ms = |d: Duration| d.as_nanos().div_ceil(1_000_000).to_string();
-        let none = || "none".to_string();
-        vec![
-            ("role".into(), "witness".into()),
-            ("epoch".into(), self.epoch.to_string()),
-            (
-                "holder".into(),
-                self.holder.map_or_else(none, |e| e.node.to_string()),
-            ),
-            (
-                "holder_epoch".into(),
-                self.holder.map_or_else(none, |e| e.to_string()),
-            ),
-            ("lease_left_ms".into(), ms(self.lease_left)),
-            ("restart_wait_ms".into(), ms(self.restart_wait)),
-            ("lease_ms".into(), ms(self.lease)),
-            ("margin_ms".into(), ms(self.margin)),
-            ("grants".into(), c.grants.to_string()),
-            ("renewals".into(), c.renewals.to_string()),
-            ("registrations".into(), c.registrations.to_string()),
-            ("held".into(), c.held.to_string()),
-            ("fenced".into(), c.fenced.to_string()),
-        ]
+        let ms = |d: Duration| ms_up(d).to_string();
+        let holder = |show: fn(Epoch) -> String| self.holder.map_or("none".into(), show);
+        let fields = [
+            ("role", "witness".to_string()),
+            ("epoch", self.epoch.to_string()),
+            ("holder", holder(|e| e.node.to_string())),
+            ("holder_epoch", holder(|e| e.to_string())),
+            ("lease_left_ms", ms(self.lease_left)),
+            ("restart_wait_ms", ms(self.restart_wait)),
+            ("lease_ms", ms(self.lease)),
+            ("margin_ms", ms(self.margin)),
+            ("grants", c.grants.to_string()),
+            ("renewals", c.renewals.to_string()),
+            ("registrations", c.registrations.to_string()),
+            ("held", c.held.to_string()),
+            ("fenced", c.fenced.to_string()),
+        ];
+        fields.map(|(k, v)| (k.to_string(), v)).into()
     }
 }
 

@@ -8,9 +8,10 @@
 //! enum of their own, apart from the brokers', so that the two protocols can change apart.
 //! PROTOCOL.md's "Witness" section documents every line.
 
+use std::fmt;
 use std::time::Duration;
 
-use crate::protocol::{AuthKind, Epoch, Fields, ParseError};
+use crate::protocol::{AuthKind, Epoch, Fields, ParseError, StatusPairs};
 
 /// Every line a witness accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,21 +105,26 @@ impl Request {
     pub fn encode(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         // Writing into a Vec cannot fail.
-        let _ = match self {
-            Request::Lease { epoch, node } => writeln!(out, "LEASE|{epoch}|{node}"),
-            Request::Claim { seen, node } => writeln!(out, "CLAIM|{seen}|{node}"),
-            Request::Status => writeln!(out, "STATUS"),
-            Request::Ping => writeln!(out, "PING"),
-            Request::Hello { kind, nonce } => writeln!(out, "HELLO|{}|{nonce}", kind.as_str()),
-            Request::Proof { proof } => writeln!(out, "PROOF|{proof}"),
-        };
+        let _ = writeln!(out, "{self}");
     }
 
     /// The encoded line as bytes, `\n` included.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode(&mut out);
-        out
+        format!("{self}\n").into_bytes()
+    }
+}
+
+/// The line as sent, without its `\n`.
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Lease { epoch, node } => write!(f, "LEASE|{epoch}|{node}"),
+            Request::Claim { seen, node } => write!(f, "CLAIM|{seen}|{node}"),
+            Request::Status => f.write_str("STATUS"),
+            Request::Ping => f.write_str("PING"),
+            Request::Hello { kind, nonce } => write!(f, "HELLO|{}|{nonce}", kind.as_str()),
+            Request::Proof { proof } => write!(f, "PROOF|{proof}"),
+        }
     }
 }
 
@@ -233,28 +239,7 @@ impl Reply {
     /// Appends the line, `\n` included, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         use std::io::Write;
-        let _ = match self {
-            Reply::Leased { epoch, lease } => writeln!(out, "LEASED|{epoch}|{}", ms(*lease)),
-            Reply::Granted { epoch, lease } => writeln!(out, "GRANTED|{epoch}|{}", ms(*lease)),
-            Reply::Held {
-                epoch,
-                holder,
-                left,
-            } => writeln!(out, "HELD|{epoch}|{holder}|{}", ms_up(*left)),
-            Reply::Restarting { left } => writeln!(out, "RESTARTING|{}", ms_up(*left)),
-            Reply::Fenced { epoch } => writeln!(out, "FENCED|{epoch}"),
-            Reply::Status(pairs) => {
-                out.extend_from_slice(b"STATUS");
-                for (k, v) in pairs {
-                    let _ = write!(out, "|{k}={v}");
-                }
-                writeln!(out)
-            }
-            Reply::Pong => writeln!(out, "PONG"),
-            Reply::Challenge { nonce, proof } => writeln!(out, "CHALLENGE|{nonce}|{proof}"),
-            Reply::Welcome => writeln!(out, "WELCOME"),
-            Reply::Err(reason) => writeln!(out, "ERR|{reason}"),
-        };
+        let _ = writeln!(out, "{self}");
     }
 
     /// The encoded line as bytes, `\n` included.
@@ -271,9 +256,30 @@ impl Reply {
     /// assert_eq!(granted.to_bytes(), b"GRANTED|4.90211|2000\n");
     /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode(&mut out);
-        out
+        format!("{self}\n").into_bytes()
+    }
+}
+
+/// The line as sent, without its `\n`.
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // A lease is rounded down: a holder never believes in more than it got.
+            Reply::Leased { epoch, lease } => write!(f, "LEASED|{epoch}|{}", lease.as_millis()),
+            Reply::Granted { epoch, lease } => write!(f, "GRANTED|{epoch}|{}", lease.as_millis()),
+            Reply::Held {
+                epoch,
+                holder,
+                left,
+            } => write!(f, "HELD|{epoch}|{holder}|{}", ms_up(*left)),
+            Reply::Restarting { left } => write!(f, "RESTARTING|{}", ms_up(*left)),
+            Reply::Fenced { epoch } => write!(f, "FENCED|{epoch}"),
+            Reply::Status(pairs) => write!(f, "STATUS{}", StatusPairs(pairs)),
+            Reply::Pong => f.write_str("PONG"),
+            Reply::Challenge { nonce, proof } => write!(f, "CHALLENGE|{nonce}|{proof}"),
+            Reply::Welcome => f.write_str("WELCOME"),
+            Reply::Err(reason) => write!(f, "ERR|{reason}"),
+        }
     }
 }
 
@@ -283,13 +289,8 @@ fn millis(f: &mut Fields<'_>, what: &str) -> Result<Duration, ParseError> {
     Ok(Duration::from_millis(f.number(what)?))
 }
 
-/// A lease as whole milliseconds, rounded down: a holder never believes in more than it got.
-fn ms(d: Duration) -> u128 {
-    d.as_millis()
-}
-
 /// A time left as whole milliseconds, rounded up: a claimant that waits it is never early.
-fn ms_up(d: Duration) -> u128 {
+pub(crate) fn ms_up(d: Duration) -> u128 {
     d.as_nanos().div_ceil(1_000_000)
 }
 

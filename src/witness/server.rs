@@ -11,7 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::lease::{Leases, Snapshot};
 use super::protocol::{Reply, Request};
@@ -33,7 +33,6 @@ pub struct Witness {
     shared: Arc<Shared>,
     addr: SocketAddr,
     accept: Option<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 /// What every connection thread shares.
@@ -43,6 +42,8 @@ struct Shared {
     stopping: AtomicBool,
     /// The open connections, so that stopping can close them.
     sockets: Mutex<HashMap<u64, Stream>>,
+    /// The connection threads, for stopping to join.
+    conns: Mutex<Vec<JoinHandle<()>>>,
     next_key: AtomicU64,
     auth_failures: AtomicU64,
     refused_connections: AtomicU64,
@@ -90,20 +91,19 @@ impl Witness {
             config,
             stopping: AtomicBool::new(false),
             sockets: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Vec::new()),
             next_key: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
         });
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let (s, c) = (Arc::clone(&shared), Arc::clone(&conns));
+        let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
             .name("witness-accept".into())
-            .spawn(move || accept_loop(&s, listener, &c))?;
+            .spawn(move || accept_loop(&s, listener))?;
         Ok(Witness {
             shared,
             addr,
             accept: Some(accept),
-            conns,
         })
     }
 
@@ -145,7 +145,7 @@ impl Witness {
         for stream in self.shared.sockets.lock().values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
-        for t in self.conns.lock().drain(..) {
+        for t in self.shared.conns.lock().drain(..) {
             let _ = t.join();
         }
     }
@@ -178,19 +178,17 @@ impl Shared {
     fn status_fields(&self) -> Vec<(String, String)> {
         let mut fields = self.leases.lock().snapshot(Instant::now()).fields();
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        fields.extend([
-            ("connections".into(), self.sockets.lock().len().to_string()),
-            ("auth_failures".into(), count(&self.auth_failures)),
-            (
-                "refused_connections".into(),
-                count(&self.refused_connections),
-            ),
-        ]);
+        let own = [
+            ("connections", self.sockets.lock().len().to_string()),
+            ("auth_failures", count(&self.auth_failures)),
+            ("refused_connections", count(&self.refused_connections)),
+        ];
+        fields.extend(own.map(|(k, v)| (k.to_string(), v)));
         fields
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, conns: &Mutex<Vec<JoinHandle<()>>>) {
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     for stream in listener.incoming() {
         if shared.stopping() {
             return;
@@ -222,7 +220,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener, conns: &Mutex<Vec<Jo
             .spawn(move || serve(&s, stream, key));
         match spawned {
             Ok(handle) => {
-                let mut conns = conns.lock();
+                let mut conns = shared.conns.lock();
                 conns.retain(|h| !h.is_finished());
                 conns.push(handle);
             }
@@ -306,20 +304,19 @@ impl Session<'_> {
             return (Reply::Err(why.into()), false);
         }
         let reply = match request {
-            Request::Lease { epoch, node } => {
-                let mut leases = self.shared.leases.lock();
-                leases.renew(epoch, node, Instant::now())
-            }
-            Request::Claim { seen, node } => {
-                let mut leases = self.shared.leases.lock();
-                leases.claim(seen, node, Instant::now())
-            }
+            // The time is read once the rules are locked, so it only goes up.
+            Request::Lease { epoch, node } => self.leases().renew(epoch, node, Instant::now()),
+            Request::Claim { seen, node } => self.leases().claim(seen, node, Instant::now()),
             Request::Status => Reply::Status(self.shared.status_fields()),
             Request::Ping => Reply::Pong,
             Request::Hello { kind, nonce } => self.challenge(kind, nonce),
             Request::Proof { proof } => return self.check_proof(&proof),
         };
         (reply, false)
+    }
+
+    fn leases(&self) -> MutexGuard<'_, Leases> {
+        self.shared.leases.lock()
     }
 
     /// HELLO: answer with our nonce and our proof.
