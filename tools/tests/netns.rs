@@ -596,7 +596,7 @@ fn witnessed_the_pair_goes_on_without_its_witness_and_a_killed_primary_is_replac
     let claims = s.claims_since(kill_ms);
     assert!(
         claims.len() == 1
-            && claims[0].line.contains("refused the connection")
+            && claims[0].line.contains("(process gone)")
             && !claims[0].line.contains("the witness granted"),
         "one takeover, on certain death, without the witness: {claims:?}"
     );
