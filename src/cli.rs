@@ -636,6 +636,11 @@ that every subscriber that stayed up printed every ACKed message once and in ord
 restarted one printed nothing twice, and that no two brokers were primary in one epoch; it
 prints a summary table and exits 0 if nothing was violated, 1 otherwise.
 
+With --witness the pair runs with its witness (both brokers get --witness), a healthy pair
+also holds the witness's lease, and the faults include the witness's: kill -9 and restart
+(1-3 s), its link to the primary or to the backup cut, its host cut off (2-5 s); the verdict
+adds that no broker ACKed a publish alone after the witness granted a newer epoch.
+
 Hosts are network namespaces (198.18.0.0/15 on a bridge; needs root and iproute2) when they
 can be made; otherwise loopback ports, where links cannot be cut and only kills and stops are
 injected. The logs of a failed run are kept (its folder is printed); a passing run's are
@@ -671,9 +676,18 @@ deleted unless --keep-logs is given. Under `cargo run`, the other programs are b
         Flag::value(
             "--bin-dir",
             "DIR",
-            "where primary, backup, subscriber and test_publisher are [the folder of this program]",
+            "where primary, backup, subscriber, test_publisher and witness are [the folder of this program]",
         ),
         Flag::value("--log-level", "LEVEL", "RUST_LOG of the programs [debug]"),
+        Flag::switch(
+            "--witness",
+            "run the pair's witness too (a fifth host), with its faults: kill -9 and restart, cut off from one broker or both",
+        ),
+        Flag::value(
+            "--lease-ms",
+            "N",
+            "the witness's lease, with --witness [1000]",
+        ),
     ],
     notes: "\
 Exit status: 0 no violation, 1 a violation (or the soak could not run), 2 bad arguments,

@@ -1,7 +1,9 @@
 //! Separate hosts: each broker, the publisher and the subscriber on a host of its own (a
 //! network namespace with its own address on a bridge, [`edgebroker_tools::harness::netns`]),
 //! running the real programs, with the faults a network has — a cut link between the brokers,
-//! a broker's host cut off — and a real `kill -9`.
+//! a broker's host cut off — and a real `kill -9`. The `witnessed_*` scenarios add the pair's
+//! witness on a fifth host (`--witness` on both brokers) and cut it off, kill it, or cut the
+//! primary off from it too.
 //!
 //! Every scenario must end with 0 ACKed messages lost and 0 lines printed twice by the
 //! project's subscriber. These tests need root and iproute2; where network namespaces cannot
@@ -12,13 +14,16 @@
 //! broker's log.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use edgebroker_tools::harness::check::{self, SubscriberVerdict};
-use edgebroker_tools::harness::cluster::{BrokerId, Cluster, ClusterConfig, Programs, Roles};
-use edgebroker_tools::harness::netns::Network;
+use edgebroker_tools::harness::cluster::{
+    BrokerId, BrokerStatus, Cluster, ClusterConfig, Programs, Roles,
+};
+use edgebroker_tools::harness::netns::{Host, Network};
+use edgebroker_tools::harness::process::Proc;
 use edgebroker_tools::harness::site::Site;
 use edgebroker_tools::harness::{unix_ms, wait_for};
 
@@ -154,7 +159,74 @@ impl Scenario {
             "{:?}",
             self.cluster.panics()
         );
+        if self.cluster.config().witness {
+            self.no_ack_alone_after_a_newer_grant();
+        }
         (acks, verdict)
+    }
+
+    /// [`Scenario::finish`] for a witnessed pair; returns the grants the logs tell of.
+    fn finish_grants(&mut self) -> Vec<check::Grant> {
+        self.finish();
+        self.no_ack_alone_after_a_newer_grant()
+    }
+
+    /// With a witness: no broker ACKed a publish alone after the witness had granted a newer
+    /// epoch ([`check::acks_after_newer_grants`], from the debug logs). Returns the grants.
+    fn no_ack_alone_after_a_newer_grant(&self) -> Vec<check::Grant> {
+        let mut alone = Vec::new();
+        let mut logged = 0;
+        let mut grants = Vec::new();
+        for (name, log) in self.cluster.broker_logs() {
+            let (acks, all) = check::alone_acks(&name, &log);
+            alone.extend(acks);
+            logged += all;
+            grants.extend(check::grants(&name, &log));
+        }
+        for (name, log) in self.cluster.witness_logs() {
+            grants.extend(check::grants(&name, &log));
+        }
+        assert!(
+            logged > 0,
+            "the brokers' logs show no ACK (not at debug level?)"
+        );
+        let late = check::acks_after_newer_grants(&alone, &grants);
+        assert!(late.is_empty(), "ACKs alone after a newer grant: {late:?}");
+        println!(
+            "{logged} ACKs logged, {} of them alone; {} grant line(s); none after a newer grant",
+            alone.len(),
+            grants.len()
+        );
+        grants
+    }
+
+    /// A broker's STATUS, which must answer.
+    fn status(&mut self, id: BrokerId) -> BrokerStatus {
+        wait_for(WAIT, || self.cluster.status(id))
+            .unwrap_or_else(|| panic!("{id} does not answer STATUS"))
+    }
+
+    /// Waits until `id`'s STATUS passes `test`.
+    fn wait_status(&mut self, id: BrokerId, what: &str, test: impl Fn(&BrokerStatus) -> bool) {
+        wait_for(WAIT, || self.cluster.status(id).filter(|s| test(s)))
+            .unwrap_or_else(|| panic!("{id}: {what}: {:?}", self.cluster.status(id)));
+    }
+
+    /// The takeovers logged at or after `since_ms` (the first primary's own, at the start, is
+    /// one too: it starts before its backup and finds the port refused).
+    fn claims_since(&self, since_ms: u64) -> Vec<check::EpochClaim> {
+        self.cluster
+            .epoch_claims()
+            .into_iter()
+            .filter(|c| check::log_time_ms(&c.line).is_some_and(|t| t >= since_ms))
+            .collect()
+    }
+
+    /// Whether `id`'s takeover lines since `since_ms` include one the witness granted.
+    fn took_over_with_a_grant(&self, id: BrokerId, since_ms: u64) -> bool {
+        self.claims_since(since_ms)
+            .iter()
+            .any(|c| c.broker.starts_with(id.name()) && c.line.contains("the witness granted"))
     }
 }
 
@@ -173,6 +245,15 @@ fn light() -> ClusterConfig {
     ClusterConfig {
         compute: "20-40".into(),
         ..ClusterConfig::default()
+    }
+}
+
+/// [`light`] with the witness on its own host (lease 1000 ms against pings every 200 ms,
+/// 300 ms timeout), brokers logging at debug level for the ACK-after-grant check.
+fn witnessed() -> ClusterConfig {
+    ClusterConfig {
+        log_level: "debug".into(),
+        ..light().with_witness()
     }
 }
 
@@ -348,5 +429,454 @@ fn a_stale_sync_does_not_empty_the_backups_log() {
     s.cluster.kill_broker(roles.primary);
     s.wait_primary(roles.backup);
     s.wait_acks(10);
+    s.finish();
+}
+
+// ---- with a witness on its own host ----
+
+/// A cut between the brokers alone changes no role: the primary still reaches the witness and
+/// renews its lease, so it goes on ACKing alone, and the backup's claims get `HELD`. After
+/// the heal the same primary resyncs the same backup, in the same epoch, and the witness
+/// granted nothing.
+#[test]
+fn witnessed_a_cut_broker_link_changes_no_role() {
+    let Some(mut s) = Scenario::start("w-link-cut", witnessed()) else {
+        return;
+    };
+    s.wait_acks(20);
+    assert_eq!(s.healthy().primary, BrokerId::Primary);
+    let epoch = s.status(BrokerId::Primary).epoch;
+
+    let cut_ms = unix_ms();
+    s.cluster.cut_broker_link().expect("cut the link");
+    s.wait_status(BrokerId::Primary, "sees its backup gone", |st| {
+        st.backup != "up"
+    });
+    // Several leases long: each sample, the backup is still backup in the old epoch.
+    let until = Instant::now() + Duration::from_secs(4);
+    let (mut samples, mut leased) = (0, 0);
+    while Instant::now() < until {
+        let [p, b] = s.cluster.statuses();
+        if let Some(b) = b {
+            assert!(
+                b.role == "backup" && b.epoch == epoch,
+                "the backup took over: {}",
+                b.line
+            );
+        }
+        if let Some(p) = p {
+            assert!(p.is_primary() && p.epoch == epoch, "{}", p.line);
+            samples += 1;
+            leased += usize::from(p.lease_ms > 0);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("during the cut the primary held a lease in {leased} of {samples} samples");
+    // It ACKs alone under its lease.
+    s.wait_acks(10);
+    let w = s.cluster.witness_status().expect("the witness's STATUS");
+    assert_eq!(w.grants, 0, "the witness granted nothing: {}", w.line);
+    assert_eq!(
+        w.holder_epoch, epoch,
+        "the primary holds the lease: {}",
+        w.line
+    );
+    assert!(
+        w.held > 0,
+        "the backup's claims were answered HELD: {}",
+        w.line
+    );
+    s.cluster.heal_broker_link().expect("heal the link");
+
+    let roles = s.healthy();
+    assert_eq!(roles.primary, BrokerId::Primary, "no role changed");
+    assert_eq!(s.status(BrokerId::Backup).epoch, epoch, "no epoch changed");
+    s.wait_acks(20);
+    s.finish();
+    let claims = s.claims_since(cut_ms);
+    assert!(claims.is_empty(), "nobody took over: {claims:?}");
+}
+
+/// The primary cut off from its backup and the witness, but not from the clients: exactly one
+/// primary. Its lease lapses, the backup is granted a newer epoch and serves, and the old
+/// primary ACKs nothing alone once its lease is over — a publish sent straight to it from the
+/// publisher's host gets `ERR|cut off`. After the heal it meets the newer epoch and rejoins
+/// as backup.
+#[test]
+fn witnessed_a_primary_cut_off_from_backup_and_witness_stops_and_is_replaced() {
+    let Some(mut s) = Scenario::start("w-cut-off", witnessed()) else {
+        return;
+    };
+    s.wait_acks(20);
+    assert_eq!(s.healthy().primary, BrokerId::Primary);
+    let old = s.status(BrokerId::Primary).epoch;
+
+    let cut_ms = unix_ms();
+    s.cluster
+        .cut_link(Host::Primary, Host::Backup)
+        .expect("cut primary-backup");
+    s.cluster
+        .cut_link(Host::Primary, Host::Witness)
+        .expect("cut primary-witness");
+    s.wait_primary(BrokerId::Backup);
+    assert!(
+        s.took_over_with_a_grant(BrokerId::Backup, cut_ms),
+        "on silence only with the witness's grant: {:?}",
+        s.cluster.epoch_claims()
+    );
+    let primary = s.cluster.addr(BrokerId::Primary);
+    let ask = |s: &Scenario| {
+        s.cluster.site().ask_from(
+            Host::Publisher,
+            primary,
+            "PUBLISH|probe|cut-off?",
+            Duration::from_secs(3),
+        )
+    };
+    let first = wait_for(WAIT, || ask(&s).filter(|a| a.starts_with("ERR|cut off")))
+        .expect("the old primary refuses publishes: ERR|cut off");
+    println!("the old primary answers: {first}");
+    // And goes on refusing while the cut lasts.
+    for _ in 0..5 {
+        let answer = ask(&s);
+        assert!(
+            answer.as_deref().is_none_or(|a| !a.starts_with("ACK")),
+            "the cut-off primary ACKed: {answer:?}"
+        );
+    }
+    let st = s.status(BrokerId::Primary);
+    assert!(st.epoch == old && st.lease_ms == 0, "{}", st.line);
+    s.wait_acks(20);
+
+    s.cluster
+        .heal_link(Host::Primary, Host::Backup)
+        .expect("heal primary-backup");
+    s.cluster
+        .heal_link(Host::Primary, Host::Witness)
+        .expect("heal primary-witness");
+    let roles = s.healthy();
+    assert_eq!(
+        (roles.primary, roles.backup),
+        (BrokerId::Backup, BrokerId::Primary),
+        "the old primary rejoins as backup"
+    );
+    s.wait_acks(20);
+    let grants = s.finish_grants();
+    assert!(!grants.is_empty());
+}
+
+/// The witness killed: a healthy pair goes on (the backup vouches for the primary with every
+/// heartbeat it answers, and confirms every message), both brokers say `witness=down`; then
+/// a `kill -9` of the primary still fails over — a refused connection is certain death, which
+/// needs no grant.
+#[test]
+fn witnessed_the_pair_goes_on_without_its_witness_and_a_killed_primary_is_replaced() {
+    let Some(mut s) = Scenario::start("w-no-witness", witnessed()) else {
+        return;
+    };
+    s.wait_acks(20);
+    assert_eq!(s.healthy().primary, BrokerId::Primary);
+
+    s.cluster.kill_witness();
+    for id in BrokerId::BOTH {
+        s.wait_status(id, "sees the witness down", |st| st.witness == "down");
+    }
+    s.wait_acks(20);
+    let roles = s.healthy();
+    assert_eq!(
+        roles.primary,
+        BrokerId::Primary,
+        "the pair goes on as it was"
+    );
+
+    let kill_ms = unix_ms();
+    s.cluster.kill_broker(BrokerId::Primary);
+    s.wait_primary(BrokerId::Backup);
+    s.wait_acks(20);
+    let claims = s.claims_since(kill_ms);
+    assert!(
+        claims.len() == 1
+            && claims[0].line.contains("(process gone)")
+            && !claims[0].line.contains("the witness granted"),
+        "one takeover, on certain death, without the witness: {claims:?}"
+    );
+    s.finish();
+}
+
+/// The primary's host and the witness's host both cut off. The expectation, from the rules:
+/// the primary, with neither a lease renewal nor an answered heartbeat, stops acting within
+/// its lease (a publish on its own host gets `ERR|cut off`); the backup finds its primary
+/// silent — not refusing — and may take over on silence only with a grant, which an
+/// unreachable witness cannot give, so it stays backup in the old epoch and nobody ACKs (the
+/// pair is unavailable: the price of one primary). Once the witness is back (the primary
+/// still cut off), the old lease has long lapsed on it, so the backup's next claim is
+/// granted and it serves; the old primary, back last, rejoins as backup.
+#[test]
+fn witnessed_no_takeover_while_the_primary_and_the_witness_are_cut_off() {
+    let Some(mut s) = Scenario::start("w-both-off", witnessed()) else {
+        return;
+    };
+    s.wait_acks(20);
+    assert_eq!(s.healthy().primary, BrokerId::Primary);
+    let old = s.status(BrokerId::Primary).epoch;
+
+    let cut_ms = unix_ms();
+    s.cluster
+        .isolate(Host::Primary)
+        .expect("cut the primary off");
+    s.cluster
+        .isolate(Host::Witness)
+        .expect("cut the witness off");
+    s.wait_status(BrokerId::Backup, "sees the witness down", |st| {
+        st.witness == "down"
+    });
+    let refused = wait_for(WAIT, || {
+        s.cluster
+            .ask(BrokerId::Primary, "PUBLISH|probe|cut-off?")
+            .filter(|a| a.starts_with("ERR|cut off"))
+    });
+    assert!(refused.is_some(), "the cut-off primary refuses publishes");
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let b = s.status(BrokerId::Backup);
+        assert!(
+            b.role == "backup" && b.epoch == old,
+            "the backup took over without the witness: {}",
+            b.line
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let back_ms = unix_ms();
+    // ACKs printed just after the cut were on their way already.
+    let during = check::acks_between(&s.cluster.acks(), cut_ms + 500, back_ms);
+    assert!(
+        during.is_empty(),
+        "ACKs while no broker may act: {during:?}"
+    );
+
+    assert!(s.claims_since(cut_ms).is_empty(), "nobody took over");
+    s.cluster
+        .rejoin(Host::Witness)
+        .expect("bring the witness back");
+    s.wait_primary(BrokerId::Backup);
+    assert!(
+        s.took_over_with_a_grant(BrokerId::Backup, cut_ms),
+        "{:?}",
+        s.cluster.epoch_claims()
+    );
+    s.wait_acks(10);
+    s.cluster
+        .rejoin(Host::Primary)
+        .expect("bring the primary back");
+    let roles = s.healthy();
+    assert_eq!(
+        (roles.primary, roles.backup),
+        (BrokerId::Backup, BrokerId::Primary)
+    );
+    s.wait_acks(10);
+    s.finish();
+}
+
+/// The bash prober: every 100 ms, for `$3` seconds, a `PUBLISH` on topic `probe` (nobody
+/// subscribes to it) to each of `$1` and `$2` (`host:port`), each from a fresh connection in
+/// a subshell of its own, printing `<sent µs> <answered µs> <host:port> <answer>` (an empty
+/// answer after 3 s of silence).
+const PROBER: &str = r#"end=$((SECONDS + $3)); i=0
+while [ "$SECONDS" -lt "$end" ]; do
+  i=$((i + 1))
+  for target in "$1" "$2"; do
+    (
+      sent=${EPOCHREALTIME/./}
+      answer=
+      if exec 3<>"/dev/tcp/${target%:*}/${target#*:}"; then
+        printf 'PUBLISH|probe|%s\n' "$i" >&3
+        IFS= read -r -t 3 answer <&3
+      fi
+      echo "$sent ${EPOCHREALTIME/./} $target $answer"
+    ) 2>/dev/null &
+  done
+  sleep 0.1
+done
+wait"#;
+
+/// One probe's outcome: sent and answered (unix ms), which broker, what it answered.
+struct Probe {
+    sent_ms: u64,
+    answered_ms: u64,
+    to: BrokerId,
+    answer: String,
+}
+
+fn probes(out: &str, cluster: &Cluster) -> Vec<Probe> {
+    let primary = cluster.addr(BrokerId::Primary).to_string();
+    out.lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(4, ' ');
+            let sent: u64 = f.next()?.parse().ok()?;
+            let answered: u64 = f.next()?.parse().ok()?;
+            let to = if f.next()? == primary {
+                BrokerId::Primary
+            } else {
+                BrokerId::Backup
+            };
+            Some(Probe {
+                sent_ms: sent / 1000,
+                answered_ms: answered / 1000,
+                to,
+                answer: f.next().unwrap_or_default().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The default timings (`--ping-interval-ms 1000 --ping-timeout-ms 500`, lease 2000 ms; the
+/// light compute step, so the prober's publishes do not pile up at the primary) and the cut of
+/// case b: how long from the cut until the old primary
+/// refuses a publish sent straight to it (`ERR|cut off`; target ≤ 2.5 s) and until the backup
+/// ACKs one (target ≤ 4 s), from a prober on the publisher's host. Printed, not asserted
+/// tightly (the machine may be loaded); asserted: generous bounds, and that no publish sent
+/// to the old primary after the backup had ACKed one was ACKed.
+#[test]
+fn witnessed_default_timings_from_a_cut_to_cut_off_and_to_the_backup_serving() {
+    let config = ClusterConfig {
+        ping_interval_ms: 1000,
+        ping_timeout_ms: 500,
+        lease_ms: 2000,
+        log_level: "debug".into(),
+        ..light().with_witness()
+    };
+    let Some(mut s) = Scenario::start("w-timings", config) else {
+        return;
+    };
+    s.wait_acks(20);
+    assert_eq!(s.healthy().primary, BrokerId::Primary);
+
+    let mut command = s.cluster.site().command(Host::Publisher, Path::new("bash"));
+    command
+        .args(["-c", PROBER, "prober"])
+        .arg(s.cluster.addr(BrokerId::Primary).to_string())
+        .arg(s.cluster.addr(BrokerId::Backup).to_string())
+        .arg("30");
+    let prober = Proc::spawn("prober", command, &s.dir).expect("start the prober");
+    // A few probes answered before the cut: the prober works.
+    wait_for(WAIT, || {
+        probes(&prober.stdout(), &s.cluster)
+            .iter()
+            .any(|p| p.to == BrokerId::Primary && p.answer.starts_with("ACK"))
+            .then_some(())
+    })
+    .expect("the primary ACKs the prober's publishes");
+
+    let cut_ms = unix_ms();
+    s.cluster
+        .cut_link(Host::Primary, Host::Backup)
+        .expect("cut primary-backup");
+    s.cluster
+        .cut_link(Host::Primary, Host::Witness)
+        .expect("cut primary-witness");
+    let after = |p: &Probe| p.sent_ms >= cut_ms;
+    let found = wait_for(Duration::from_secs(25), || {
+        let all = probes(&prober.stdout(), &s.cluster);
+        let cut_off = all
+            .iter()
+            .filter(|p| {
+                after(p) && p.to == BrokerId::Primary && p.answer.starts_with("ERR|cut off")
+            })
+            .map(|p| p.answered_ms)
+            .min()?;
+        let served = all
+            .iter()
+            .filter(|p| after(p) && p.to == BrokerId::Backup && p.answer.starts_with("ACK"))
+            .map(|p| p.answered_ms)
+            .min()?;
+        Some((cut_off, served, all))
+    });
+    let (cut_off, served, all) = found.unwrap_or_else(|| {
+        panic!(
+            "no ERR|cut off from the old primary or no ACK from the backup; probes:\n{}",
+            prober.stdout()
+        )
+    });
+    let last_old_ack = all
+        .iter()
+        .filter(|p| p.to == BrokerId::Primary && p.answer.starts_with("ACK"))
+        .map(|p| p.sent_ms)
+        .max()
+        .unwrap_or(0);
+    drop(prober);
+    let took_over_ms = s
+        .claims_since(cut_ms)
+        .iter()
+        .filter_map(|c| check::log_time_ms(&c.line))
+        .min();
+    println!(
+        "default timings: cut -> first ERR|cut off from the old primary {} ms (target <= 2500); \
+         cut -> first ACK from the backup {} ms (target <= 4000); takeover logged at +{} ms; \
+         last publish the old primary ACKed was sent at {:+} ms",
+        cut_off - cut_ms,
+        served - cut_ms,
+        took_over_ms.map_or("?".into(), |t| (t.saturating_sub(cut_ms)).to_string()),
+        last_old_ack as i64 - cut_ms as i64,
+    );
+    assert!(
+        cut_off - cut_ms < 10_000,
+        "the old primary stops within 10 s"
+    );
+    assert!(served - cut_ms < 15_000, "the backup serves within 15 s");
+    assert!(
+        last_old_ack < served,
+        "a publish sent to the old primary after the backup served was ACKed"
+    );
+
+    s.cluster
+        .heal_link(Host::Primary, Host::Backup)
+        .expect("heal primary-backup");
+    s.cluster
+        .heal_link(Host::Primary, Host::Witness)
+        .expect("heal primary-witness");
+    assert_eq!(s.healthy().primary, BrokerId::Backup);
+    s.wait_acks(20);
+    s.finish();
+}
+
+/// An engine fault these scenarios found (reported to the engine's owner, not fixed here), so
+/// it is ignored: `cargo test -p edgebroker-tools --test netns -- --ignored repro_witnessed`.
+///
+/// A primary cut off from backup and witness ACKs alone while its lease lasts; with a backlog
+/// (a compute step slower than the publish rate) its workers have not forwarded those messages
+/// when the lease ends, and hold them. It then answers the publisher `ERR|cut off` at once,
+/// and the publisher fails over resending only its last 5 — newer than the held ones. The held
+/// messages reach the new primary only as orphans once the cut heals, after the newer ones
+/// were delivered, and the subscriber drops them as older than what it printed: ACKed
+/// messages never printed. (Without a witness the old primary holds its refusal until its
+/// backlog is handed over, `repro_orphans_after_a_split_keep_their_order`; `ERR|cut off`
+/// skips that.)
+#[test]
+#[ignore = "engine fault: a cut-off primary's held backlog is delivered after newer messages"]
+fn repro_witnessed_a_cut_off_primarys_backlog_keeps_its_order() {
+    let config = ClusterConfig {
+        compute: "150-150".into(),
+        ..witnessed()
+    };
+    let Some(mut s) = Scenario::start("w-repro-backlog", config) else {
+        return;
+    };
+    s.wait_acks(30);
+    s.cluster
+        .cut_link(Host::Primary, Host::Backup)
+        .expect("cut primary-backup");
+    s.cluster
+        .cut_link(Host::Primary, Host::Witness)
+        .expect("cut primary-witness");
+    s.wait_primary(BrokerId::Backup);
+    s.wait_acks(10);
+    s.cluster
+        .heal_link(Host::Primary, Host::Backup)
+        .expect("heal primary-backup");
+    s.cluster
+        .heal_link(Host::Primary, Host::Witness)
+        .expect("heal primary-witness");
+    s.healthy();
+    s.wait_acks(20);
     s.finish();
 }

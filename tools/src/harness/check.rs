@@ -7,6 +7,8 @@
 //! - a subscriber that was restarted printed nothing twice and nothing out of order within
 //!   each of its runs (what it missed while it was away is not its fault);
 //! - no epoch was claimed by two takeovers (two brokers primary in the same epoch);
+//! - with a witness, no broker ACKed a publish alone (no backup held it) after the witness
+//!   had granted a newer epoch ([`acks_after_newer_grants`]);
 //! - no program panicked.
 
 use std::collections::{BTreeMap, HashSet};
@@ -244,6 +246,161 @@ pub fn claimed_twice(claims: &[EpochClaim]) -> Vec<(Epoch, Vec<EpochClaim>)> {
     by_epoch.into_iter().filter(|(_, c)| c.len() > 1).collect()
 }
 
+/// The time of a log line, unix ms, from its leading RFC 3339 stamp as the programs print it
+/// (`2025-01-01T00:00:00.000Z INFO  [pinger] …`, UTC, milliseconds); `None` for a line without
+/// one.
+pub fn log_time_ms(line: &str) -> Option<u64> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, millis) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, sec) = (t.next()??, t.next()??, t.next()??);
+    let millis: i64 = format!("{millis:0<3}").get(..3)?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm), proleptic Gregorian calendar.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms = ((days * 86_400 + h * 3600 + m * 60 + sec) * 1000) + millis;
+    u64::try_from(ms).ok()
+}
+
+/// A new epoch the witness granted, as the witness (`granted epoch E to node N`) or the
+/// broker it went to (`taking over as primary in epoch E (…; the witness granted epoch E)`)
+/// logged it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The epoch granted.
+    pub epoch: Epoch,
+    /// When the log line was written, unix ms.
+    pub at_ms: u64,
+    /// Which process (name and run) logged it.
+    pub logged_by: String,
+}
+
+/// The grants a witness's or a broker's log tells of.
+pub fn grants(logged_by: &str, log: &str) -> Vec<Grant> {
+    const WITNESS: &str = "granted epoch ";
+    const BROKER: &str = "the witness granted epoch ";
+    log.lines()
+        .filter_map(|line| {
+            let rest = match line.find(BROKER) {
+                Some(i) => &line[i + BROKER.len()..],
+                None => &line[line.find(WITNESS)? + WITNESS.len()..],
+            };
+            let epoch = rest
+                .split(|c: char| c.is_whitespace() || c == ')' || c == ';')
+                .next()?
+                .parse()
+                .ok()?;
+            Some(Grant {
+                epoch,
+                at_ms: log_time_ms(line)?,
+                logged_by: logged_by.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// A publish a broker ACKed alone — no backup held the message — as its debug log tells
+/// (`<id> ACKed without a backup (degraded)`), with the epoch it was primary in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AloneAck {
+    /// The broker's epoch then: the last one its log named before the ACK (`accepted at index
+    /// <i> in epoch <e>`, `taking over as primary in epoch <e>`).
+    pub epoch: Epoch,
+    /// When the ACK was logged, unix ms.
+    pub at_ms: u64,
+    /// Which broker process (name and run) ACKed.
+    pub broker: String,
+    /// The log line.
+    pub line: String,
+}
+
+/// What a broker's log at debug level says about its ACKs: the ACKs it sent alone, and how
+/// many ACKs it logged at all (alone or confirmed by the backup) — 0 for a log at info level,
+/// where the check cannot be made.
+pub fn alone_acks(broker: &str, log: &str) -> (Vec<AloneAck>, usize) {
+    let mut epoch: Option<Epoch> = None;
+    let mut alone = Vec::new();
+    let mut all = 0;
+    for line in log.lines() {
+        if line.contains("accepted at index ") || line.contains("taking over as primary in epoch") {
+            if let Some(e) = line
+                .split(" in epoch ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|e| e.parse().ok())
+            {
+                epoch = Some(e);
+            }
+        } else if line.contains(" confirmed by the backup; ACKing") {
+            all += 1;
+        } else if line.contains(" ACKed without a backup (degraded)") {
+            all += 1;
+            if let (Some(epoch), Some(at_ms)) = (epoch, log_time_ms(line)) {
+                alone.push(AloneAck {
+                    epoch,
+                    at_ms,
+                    broker: broker.to_string(),
+                    line: line.to_string(),
+                });
+            }
+        }
+    }
+    (alone, all)
+}
+
+/// ACKs sent alone after the witness had granted a newer epoch than the ACKing broker's —
+/// each with the earliest log line of that grant. There must be none.
+///
+/// Why this is the rule: a broker may ACK a message no backup holds only while someone vouches
+/// that no other broker can be primary — its lease, which ends on its own clock before the
+/// witness counts it lapsed (by the margin, L/8), or its backup's answered heartbeats, which
+/// end before that backup may claim. The witness grants a newer epoch only after the lapse, so
+/// every ACK alone in an older epoch happens before the grant; one after it is a second
+/// primary acting, whose ACKed message the new primary may never have seen. (An ACK of a
+/// message the backup *confirmed* is safe whenever it is sent — the backup holds it — so only
+/// ACKs alone are judged. Certain-death takeovers are no grants: the dead do not ACK.)
+///
+/// Resolution: every program runs on this machine and stamps its log lines from the same
+/// realtime clock, in milliseconds, so lines of different processes compare directly (network
+/// namespaces do not virtualise the clock). The grant's time is the witness's own log line
+/// (earlier than the broker's `taking over`, which is the fallback), the ACK's the broker's
+/// debug line written right after its mandate check; a correct pair leaves at least the margin
+/// (125 ms at a 1 s lease) between the two, so an ACK logged even 1 ms after the grant is
+/// flagged. A flagged ACK within a few ms of the grant may be a thread stalled between its
+/// check and its log line — still an ACK sent after the grant, which the loss check then
+/// judges.
+pub fn acks_after_newer_grants(acks: &[AloneAck], grants: &[Grant]) -> Vec<(AloneAck, Grant)> {
+    // The earliest line of each granted epoch.
+    let mut first: BTreeMap<Epoch, &Grant> = BTreeMap::new();
+    for g in grants {
+        let e = first.entry(g.epoch).or_insert(g);
+        if g.at_ms < e.at_ms {
+            *e = g;
+        }
+    }
+    acks.iter()
+        .filter_map(|a| {
+            first
+                .range(a.epoch..)
+                .map(|(_, g)| *g)
+                .filter(|g| g.epoch > a.epoch && g.at_ms < a.at_ms)
+                .min_by_key(|g| g.at_ms)
+                .map(|g| (a.clone(), g.clone()))
+        })
+        .collect()
+}
+
 /// Lines of a program's log that say it panicked.
 pub fn panics(log: &str) -> Vec<String> {
     log.lines()
@@ -309,6 +466,54 @@ mod tests {
         assert_eq!(twice.len(), 1);
         assert_eq!(twice[0].0.to_string(), "2.17");
         assert_eq!(twice[0].1.len(), 2);
+    }
+
+    #[test]
+    fn log_times_are_unix_ms() {
+        assert_eq!(log_time_ms("1970-01-01T00:00:00.000Z INFO  [x] y"), Some(0));
+        assert_eq!(
+            log_time_ms("2025-03-01T12:34:56.789Z DEBUG [conn-3] x"),
+            Some(1_740_832_496_789)
+        );
+        assert_eq!(
+            log_time_ms("2024-02-29T00:00:00.5Z x"),
+            Some(1_709_164_800_500)
+        );
+        assert_eq!(log_time_ms("thread 'main' panicked at"), None);
+        assert_eq!(log_time_ms(""), None);
+    }
+
+    #[test]
+    fn an_ack_alone_after_a_newer_grant_is_found() {
+        let primary = "\
+2025-01-01T00:00:01.000Z DEBUG [conn-1] 5:1 accepted at index 1 in epoch 1.5
+2025-01-01T00:00:01.100Z DEBUG [conn-1] 5:1 confirmed by the backup; ACKing
+2025-01-01T00:00:02.000Z DEBUG [conn-1] 5:2 accepted at index 2 in epoch 1.5
+2025-01-01T00:00:02.500Z DEBUG [conn-1] 5:2 ACKed without a backup (degraded)
+2025-01-01T00:00:04.000Z DEBUG [conn-1] 5:3 ACKed without a backup (degraded)
+2025-01-01T00:00:09.000Z INFO  [pinger] taking over as primary in epoch 3.5 (x); replaying 0
+2025-01-01T00:00:09.500Z DEBUG [conn-1] 5:4 ACKed without a backup (degraded)";
+        let (acks, all) = alone_acks("primary.1", primary);
+        assert_eq!((acks.len(), all), (3, 4));
+        assert_eq!(acks[0].epoch.to_string(), "1.5");
+        assert_eq!(acks[2].epoch.to_string(), "3.5");
+        let mut g = grants(
+            "witness.1",
+            "2025-01-01T00:00:03.000Z INFO  [witness-conn-2] granted epoch 2.7 to node 7",
+        );
+        g.extend(grants(
+            "backup.1",
+            "2025-01-01T00:00:03.010Z INFO  [pinger] taking over as primary in epoch 2.7 \
+             (the primary is silent; the witness granted epoch 2.7); replaying 1",
+        ));
+        assert_eq!(g.len(), 2);
+        let found = acks_after_newer_grants(&acks, &g);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0.line, primary.lines().nth(4).unwrap());
+        assert_eq!(
+            (found[0].1.logged_by.as_str(), found[0].1.at_ms % 10_000),
+            ("witness.1", 3_000)
+        );
     }
 
     #[test]

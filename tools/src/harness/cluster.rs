@@ -1,12 +1,14 @@
 //! A broker pair and its clients as real processes on a [`Site`]: the broker started as
 //! `primary` on the `primary` host, the one started as `backup` on the `backup` host,
-//! `test_publisher` on the `publisher` host and any number of `subscriber`s on the
-//! `subscriber` host. A [`Cluster`] starts them, injects the faults (kill, restart, stop,
-//! resume, cut the brokers' link, cut a broker's host off), waits until the pair is healthy
-//! again, and hands the output files to [`super::check`].
+//! `test_publisher` on the `publisher` host, any number of `subscriber`s on the `subscriber`
+//! host, and, with [`ClusterConfig::witness`], the pair's `witness` on the `witness` host
+//! (started first; both brokers get `--witness`). A [`Cluster`] starts them, injects the
+//! faults (kill, restart, stop, resume, cut a link between any two hosts, cut a host off),
+//! waits until the pair is healthy again, and hands the output files to [`super::check`].
 //!
 //! Every process writes into the run's folder, one pair of files per process run
-//! (`primary.1.out`, `primary.1.err`, `primary.2.err` after a restart, `sub-1.1.out`, …).
+//! (`primary.1.out`, `primary.1.err`, `primary.2.err` after a restart, `witness.1.err`,
+//! `sub-1.1.out`, …).
 //! Dropping the cluster kills every process it started, then drops the site (and with it the
 //! namespaces).
 
@@ -44,6 +46,8 @@ pub struct Programs {
     pub subscriber: PathBuf,
     /// The `test_publisher` program.
     pub test_publisher: PathBuf,
+    /// The `witness` program.
+    pub witness: PathBuf,
 }
 
 impl Programs {
@@ -54,6 +58,7 @@ impl Programs {
             backup: dir.join("backup"),
             subscriber: dir.join("subscriber"),
             test_publisher: dir.join("test_publisher"),
+            witness: dir.join("witness"),
         }
     }
 
@@ -89,6 +94,7 @@ impl Programs {
             backup: copy(&self.backup)?,
             subscriber: copy(&self.subscriber)?,
             test_publisher: copy(&self.test_publisher)?,
+            witness: copy(&self.witness)?,
         })
     }
 
@@ -99,6 +105,7 @@ impl Programs {
             &self.backup,
             &self.subscriber,
             &self.test_publisher,
+            &self.witness,
         ] {
             if !p.is_file() {
                 return Err(Error::Io(io::Error::new(
@@ -175,11 +182,16 @@ pub struct ClusterConfig {
     pub primary_flags: Vec<String>,
     /// More flags for the broker started as `backup`.
     pub backup_flags: Vec<String>,
+    /// Run the pair's witness on the `witness` host, and give both brokers `--witness`.
+    pub witness: bool,
+    /// The witness's `--lease-ms`.
+    pub lease_ms: u64,
 }
 
 impl Default for ClusterConfig {
     /// The seed's compute step and rate, with fast failure detection (probes every 200 ms,
-    /// 300 ms timeout).
+    /// 300 ms timeout); no witness, and a 1000 ms lease when there is one (it must outlast a
+    /// lost renewal and its retry, 200 + 300 + 50 ms, PROTOCOL.md "Default timings").
     fn default() -> Self {
         ClusterConfig {
             topic: "topicC".into(),
@@ -191,6 +203,18 @@ impl Default for ClusterConfig {
             log_level: "info".into(),
             primary_flags: Vec::new(),
             backup_flags: Vec::new(),
+            witness: false,
+            lease_ms: 1000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The same settings with a witness.
+    pub fn with_witness(self) -> ClusterConfig {
+        ClusterConfig {
+            witness: true,
+            ..self
         }
     }
 }
@@ -260,6 +284,10 @@ pub struct BrokerStatus {
     pub pending: u64,
     /// Subscriptions over all topics.
     pub subscriptions: u64,
+    /// Whether the witness answered its last request: `up`, `down`, or `none` (no witness).
+    pub witness: String,
+    /// The witness's lease's time left on this broker, ms (0 on a backup, or without one).
+    pub lease_ms: u64,
     /// The whole line.
     pub line: String,
 }
@@ -283,6 +311,8 @@ impl BrokerStatus {
             subscriptions: get("subscriptions")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            witness: get("witness").unwrap_or_else(|| "none".into()),
+            lease_ms: get("lease_ms").and_then(|v| v.parse().ok()).unwrap_or(0),
             line: line.trim_end().to_string(),
         })
     }
@@ -290,6 +320,57 @@ impl BrokerStatus {
     /// Whether it acts as primary.
     pub fn is_primary(&self) -> bool {
         self.role == "primary"
+    }
+}
+
+/// The witness's STATUS line, the fields the harness uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessStatus {
+    /// The highest epoch it has seen or granted.
+    pub epoch: String,
+    /// The node holding a live lease, or `none`.
+    pub holder: String,
+    /// The epoch of the live lease, or `none`.
+    pub holder_epoch: String,
+    /// The live lease's time left on the witness, margin included, ms.
+    pub lease_left_ms: u64,
+    /// Time left before a restarted witness answers, ms.
+    pub restart_wait_ms: u64,
+    /// New epochs granted so far.
+    pub grants: u64,
+    /// Requests answered `HELD`.
+    pub held: u64,
+    /// The whole line.
+    pub line: String,
+}
+
+impl WitnessStatus {
+    /// Parses `STATUS|role=witness|epoch=…|…`; `None` for any other line (a broker's STATUS).
+    pub fn parse(line: &str) -> Option<WitnessStatus> {
+        let fields = line.trim_end().strip_prefix("STATUS|")?;
+        let get = |key: &str| {
+            fields
+                .split('|')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        };
+        let number = |key: &str| get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (get("role")? == "witness").then(|| WitnessStatus {
+            epoch: get("epoch").unwrap_or_default(),
+            holder: get("holder").unwrap_or_default(),
+            holder_epoch: get("holder_epoch").unwrap_or_default(),
+            lease_left_ms: number("lease_left_ms"),
+            restart_wait_ms: number("restart_wait_ms"),
+            grants: number("grants"),
+            held: number("held"),
+            line: line.trim_end().to_string(),
+        })
+    }
+
+    /// Whether some epoch holds a live lease.
+    pub fn has_holder(&self) -> bool {
+        !self.holder_epoch.is_empty() && self.holder_epoch != "none"
     }
 }
 
@@ -311,6 +392,15 @@ struct BrokerSlot {
     logs: Vec<(String, PathBuf)>,
 }
 
+/// The witness's process, runs and logs.
+struct WitnessSlot {
+    port: u16,
+    proc: Option<Proc>,
+    runs: u32,
+    /// Every run's stderr log, as `(name.run, path)`.
+    logs: Vec<(String, PathBuf)>,
+}
+
 struct SubscriberSlot {
     name: String,
     stays_up: bool,
@@ -324,6 +414,7 @@ pub struct Cluster {
     // Processes first: fields drop in order, and they must die before the site (the
     // namespaces) goes.
     brokers: [BrokerSlot; 2],
+    witness: Option<WitnessSlot>,
     publisher: Option<Proc>,
     subscribers: Vec<SubscriberSlot>,
     dir: PathBuf,
@@ -335,8 +426,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the pair on `site` — the primary first, then the backup — and waits until the
-    /// primary has a synced backup. Output files go to `dir`, which must exist.
+    /// Starts the pair on `site` — the witness first if the config has one, then the primary,
+    /// then the backup — and waits until the primary has a synced backup (and, with a
+    /// witness, both brokers reach it and the primary holds its lease). Output files go to
+    /// `dir`, which must exist.
     pub fn start(
         site: Site,
         programs: Programs,
@@ -345,7 +438,7 @@ impl Cluster {
     ) -> Result<Cluster> {
         programs.check()?;
         let ports = match site {
-            Site::Netns(_) => [NETNS_PORT, NETNS_PORT],
+            Site::Netns(_) => [NETNS_PORT; 3],
             Site::Loopback => free_ports()?,
         };
         let slot = |id: BrokerId| BrokerSlot {
@@ -357,6 +450,12 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             brokers: [slot(BrokerId::Primary), slot(BrokerId::Backup)],
+            witness: config.witness.then(|| WitnessSlot {
+                port: ports[2],
+                proc: None,
+                runs: 0,
+                logs: Vec::new(),
+            }),
             publisher: None,
             subscribers: Vec::new(),
             dir: dir.to_path_buf(),
@@ -365,6 +464,9 @@ impl Cluster {
             double_primaries: Vec::new(),
             site,
         };
+        if cluster.witness.is_some() {
+            cluster.start_witness()?;
+        }
         cluster.start_broker(BrokerId::Primary)?;
         wait_for(START_DEADLINE, || {
             cluster
@@ -430,6 +532,9 @@ impl Cluster {
         if c.require_backup {
             args.push("--require-backup".into());
         }
+        if let Some(witness) = self.witness_addr() {
+            args.extend(["--witness".into(), witness.to_string()]);
+        }
         args.extend(match id {
             BrokerId::Primary => c.primary_flags.iter().cloned(),
             BrokerId::Backup => c.backup_flags.iter().cloned(),
@@ -443,18 +548,7 @@ impl Cluster {
         slot.logs
             .push((name.clone(), proc.stderr_path().to_path_buf()));
         slot.stopped = false;
-        let proc = slot.proc.insert(proc);
-        let listening = wait_for(START_DEADLINE, || {
-            if proc.try_exit().is_some() || proc.stdout().starts_with("listening on ") {
-                Some(())
-            } else {
-                None
-            }
-        });
-        if listening.is_none() || proc.try_exit().is_some() {
-            let why = tail(&proc.stderr(), 5);
-            return Err(failure(&format!("{name} did not start listening:\n{why}")));
-        }
+        wait_listening(slot.proc.insert(proc))?;
         info!("{name} listening on {}", self.addr(id));
         Ok(())
     }
@@ -501,6 +595,103 @@ impl Cluster {
             Some(proc) => proc.signal(sig),
             None => Err(failure(&format!("{id} is not running"))),
         }
+    }
+
+    // ---- the witness ----
+
+    /// Where the brokers reach the witness; `None` without one.
+    pub fn witness_addr(&self) -> Option<SocketAddr> {
+        let slot = self.witness.as_ref()?;
+        Some(SocketAddr::new(self.site.addr(Host::Witness), slot.port))
+    }
+
+    /// Starts (or restarts) the witness with the config's lease, and waits until it listens.
+    /// A restarted witness knows nothing: it leases and grants nothing for a lease and a
+    /// margin (`restart_wait_ms` in its STATUS).
+    pub fn start_witness(&mut self) -> Result<()> {
+        let bind = self.site.bind_addr(Host::Witness);
+        let mut command = self.site.command(Host::Witness, &self.programs.witness);
+        let slot = self
+            .witness
+            .as_mut()
+            .ok_or_else(|| failure("the cluster was started without a witness"))?;
+        command
+            .arg(slot.port.to_string())
+            .args(["--bind", &bind.to_string()])
+            .args(["--lease-ms", &self.config.lease_ms.to_string()])
+            .env("RUST_LOG", &self.config.log_level);
+        if let Some(mut old) = slot.proc.take() {
+            old.kill();
+        }
+        slot.runs += 1;
+        let name = format!("witness.{}", slot.runs);
+        let proc = Proc::spawn(&name, command, &self.dir)?;
+        slot.logs
+            .push((name.clone(), proc.stderr_path().to_path_buf()));
+        wait_listening(slot.proc.insert(proc))?;
+        info!(
+            "{name} listening on {}",
+            self.witness_addr().expect("a witness slot")
+        );
+        Ok(())
+    }
+
+    /// SIGKILLs the witness. It stays dead until [`Cluster::start_witness`].
+    pub fn kill_witness(&mut self) {
+        if let Some(mut proc) = self.witness.as_mut().and_then(|w| w.proc.take()) {
+            proc.kill();
+            info!("{} (pid {}) killed", proc.name(), proc.pid());
+        }
+    }
+
+    /// Whether the witness's process runs.
+    pub fn witness_running(&mut self) -> bool {
+        self.witness
+            .as_mut()
+            .and_then(|w| w.proc.as_mut())
+            .is_some_and(|p| p.try_exit().is_none())
+    }
+
+    /// The witness's STATUS, asked on its own host as a broker's is; `None` without a
+    /// witness, or if it is not running or does not answer.
+    pub fn witness_status(&mut self) -> Option<WitnessStatus> {
+        if !self.witness_running() {
+            return None;
+        }
+        let port = self.witness.as_ref()?.port;
+        WitnessStatus::parse(&self.site.status_line(Host::Witness, port)?)
+    }
+
+    /// Every witness run's stderr log, as `(name.run, text)`.
+    pub fn witness_logs(&self) -> Vec<(String, String)> {
+        self.witness
+            .iter()
+            .flat_map(|w| &w.logs)
+            .map(|(name, path)| (name.clone(), fs::read_to_string(path).unwrap_or_default()))
+            .collect()
+    }
+
+    // ---- the network ----
+
+    /// Cuts the link between any two hosts (the primary's and the witness's, say): neither
+    /// receives a packet from the other, while both still reach every other host.
+    pub fn cut_link(&mut self, a: Host, b: Host) -> Result<()> {
+        self.network()?.cut_link(a, b)
+    }
+
+    /// Heals a link cut by [`Cluster::cut_link`].
+    pub fn heal_link(&mut self, a: Host, b: Host) -> Result<()> {
+        self.network()?.heal_link(a, b)
+    }
+
+    /// Cuts any host off the network entirely.
+    pub fn isolate(&mut self, host: Host) -> Result<()> {
+        self.network()?.isolate(host)
+    }
+
+    /// Brings a host cut off by [`Cluster::isolate`] back.
+    pub fn rejoin(&mut self, host: Host) -> Result<()> {
+        self.network()?.rejoin(host)
     }
 
     /// Cuts the link between the brokers' hosts (both still reach every client).
@@ -580,8 +771,10 @@ impl Cluster {
 
     /// The roles if the pair is healthy now: exactly one primary, whose backup is `up`, the
     /// other a backup in the same epoch, and each with at least `subscriptions`
-    /// subscriptions. `Err` describes what the brokers said instead.
+    /// subscriptions; with a witness running, both brokers also say `witness=up` and the
+    /// primary holds a live lease. `Err` describes what the brokers said instead.
     pub fn health(&mut self, subscriptions: u64) -> std::result::Result<Roles, String> {
+        let witnessed = self.witness_running();
         let statuses = self.statuses();
         let describe = |statuses: &[Option<BrokerStatus>; 2]| {
             BrokerId::BOTH
@@ -607,6 +800,7 @@ impl Cluster {
             && q.epoch == p.epoch
             && p.subscriptions >= subscriptions
             && q.subscriptions >= subscriptions
+            && (!witnessed || (p.witness == "up" && p.lease_ms > 0 && q.witness == "up"))
         {
             Ok(Roles {
                 primary,
@@ -860,11 +1054,36 @@ impl Cluster {
     }
 }
 
-/// Two free loopback ports: bind both, then let them go.
-fn free_ports() -> Result<[u16; 2]> {
+/// Three free loopback ports (the brokers', the witness's): bind them all, then let them go.
+fn free_ports() -> Result<[u16; 3]> {
     let a = TcpListener::bind("127.0.0.1:0")?;
     let b = TcpListener::bind("127.0.0.1:0")?;
-    Ok([a.local_addr()?.port(), b.local_addr()?.port()])
+    let c = TcpListener::bind("127.0.0.1:0")?;
+    Ok([
+        a.local_addr()?.port(),
+        b.local_addr()?.port(),
+        c.local_addr()?.port(),
+    ])
+}
+
+/// Waits until a server program prints `listening on …`; an error with its last log lines if
+/// it exits or stays silent past [`START_DEADLINE`].
+fn wait_listening(proc: &mut Proc) -> Result<()> {
+    let listening = wait_for(START_DEADLINE, || {
+        if proc.try_exit().is_some() || proc.stdout().starts_with("listening on ") {
+            Some(())
+        } else {
+            None
+        }
+    });
+    if listening.is_none() || proc.try_exit().is_some() {
+        let why = tail(&proc.stderr(), 5);
+        return Err(failure(&format!(
+            "{} did not start listening:\n{why}",
+            proc.name()
+        )));
+    }
+    Ok(())
 }
 
 /// The last `n` lines of `text`.
@@ -893,5 +1112,30 @@ mod tests {
         assert_eq!((s.pending, s.subscriptions), (2, 3));
         assert_eq!(BrokerStatus::parse("ERR|nope"), None);
         assert_eq!(BrokerStatus::parse("STATUS|epoch=1.2"), None, "no role");
+        assert_eq!((s.witness.as_str(), s.lease_ms), ("none", 0));
+        let w = BrokerStatus::parse("STATUS|role=primary|epoch=2.9|witness=up|lease_ms=812")
+            .expect("a STATUS line");
+        assert_eq!((w.witness.as_str(), w.lease_ms), ("up", 812));
+    }
+
+    #[test]
+    fn witness_status_lines_parse() {
+        let w = WitnessStatus::parse(
+            "STATUS|role=witness|epoch=4.7|holder=7|holder_epoch=4.7|lease_left_ms=1800|\
+             restart_wait_ms=0|lease_ms=2000|margin_ms=250|grants=2|renewals=40|held=3\n",
+        )
+        .expect("a witness STATUS line");
+        assert!(w.has_holder());
+        assert_eq!((w.epoch.as_str(), w.holder.as_str()), ("4.7", "7"));
+        assert_eq!((w.lease_left_ms, w.grants, w.held), (1800, 2, 3));
+        let idle =
+            WitnessStatus::parse("STATUS|role=witness|epoch=0.0|holder=none|holder_epoch=none")
+                .expect("a witness STATUS line");
+        assert!(!idle.has_holder());
+        assert_eq!(
+            WitnessStatus::parse("STATUS|role=primary|epoch=1.2"),
+            None,
+            "a broker's"
+        );
     }
 }

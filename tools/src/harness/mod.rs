@@ -1,16 +1,18 @@
 //! A harness for whole-system runs: the real programs (`primary`, `backup`, `subscriber`,
-//! `test_publisher`) as child processes, on separate hosts when it can make them, with faults
-//! injected from outside — the way an operator would meet them.
+//! `test_publisher`, and `witness` when a run has one) as child processes, on separate hosts
+//! when it can make them, with faults injected from outside — the way an operator would meet
+//! them.
 //!
 //! The hosts are Linux network namespaces joined by a bridge ([`netns::Network`]): `primary`,
-//! `backup`, `publisher` and `subscriber`, each with its own address in 198.18.0.0/15 (the
-//! range set aside for benchmarking networks). That needs root and iproute2 (`ip`); where
-//! namespaces cannot be made, [`netns::Network::available`] says why, and a run falls back to
-//! loopback ports ([`site::Site::Loopback`]) where only process faults are possible.
+//! `backup`, `publisher`, `subscriber` and `witness`, each with its own address in
+//! 198.18.0.0/15 (the range set aside for benchmarking networks). That needs root and iproute2
+//! (`ip`); where namespaces cannot be made, [`netns::Network::available`] says why, and a run
+//! falls back to loopback ports ([`site::Site::Loopback`]) where only process faults are
+//! possible.
 //!
-//! The faults: `kill -9` and restart of a broker, SIGSTOP/SIGCONT, cutting and healing the link
-//! between the two brokers only (both still reach every client), and cutting a host off
-//! entirely. Everything a run creates — processes, namespaces, links — is removed when the
+//! The faults: `kill -9` and restart of a broker or the witness, SIGSTOP/SIGCONT, cutting and
+//! healing the link between any two hosts (the brokers', a broker's and the witness's; both
+//! still reach every other host), and cutting a host off entirely. Everything a run creates — processes, namespaces, links — is removed when the
 //! value that made it is dropped, also when a test fails.
 //!
 //! ## Layout
@@ -21,7 +23,7 @@
 //! | [`process`] | one child process: its log files, signals, and a kill in `Drop` |
 //! | [`site`] | where the hosts are (namespaces or loopback): running a program there, sending a broker a line (STATUS) |
 //! | [`cluster`] | a broker pair and its clients as processes: start, fault, restart, wait until healthy |
-//! | [`check`] | judging a run from its output files: losses, duplicates, order, epochs claimed twice |
+//! | [`check`] | judging a run from its output files: losses, duplicates, order, epochs claimed twice, ACKs alone after a newer grant |
 //! | [`soak`] | the chaos soak: random faults, then the verdict and a summary table |
 //! | [`soak_program`] | the `soak` program's work: flags to a soak, building the programs, logs, outcome |
 //!

@@ -3,11 +3,13 @@
 //! hosts, a host cut off entirely.
 //!
 //! ```text
-//!     [primary]     [backup]    [publisher]   [subscriber]     one namespace each,
-//!   eth0 .<n>.1   eth0 .<n>.2   eth0 .<n>.3   eth0 .<n>.4      198.18.<n>.<k>/24
-//!        │             │             │             │
-//!   ─────┴─────────────┴──── br0 ────┴─────────────┴─────      the switch namespace
+//!     [primary]     [backup]    [publisher]   [subscriber]    [witness]     one namespace each,
+//!   eth0 .<n>.1   eth0 .<n>.2   eth0 .<n>.3   eth0 .<n>.4   eth0 .<n>.5    198.18.<n>.<k>/24
+//!        │             │             │             │             │
+//!   ─────┴─────────────┴─────────── br0 ───────────┴─────────────┴─────    the switch namespace
 //! ```
+//!
+//! The `witness` host runs the pair's witness when a run has one; otherwise it stays empty.
 //!
 //! Every name starts with a tag unique to the process and the network (`ebh-<pid>-<n>-…`), so
 //! several networks can live side by side (tests run in parallel). [`Network`]'s `Drop` kills
@@ -51,15 +53,18 @@ pub enum Host {
     Publisher,
     /// Runs the subscribers.
     Subscriber,
+    /// Runs the pair's `witness`, when the run has one.
+    Witness,
 }
 
 impl Host {
     /// Every host, in address order.
-    pub const ALL: [Host; 4] = [
+    pub const ALL: [Host; 5] = [
         Host::Primary,
         Host::Backup,
         Host::Publisher,
         Host::Subscriber,
+        Host::Witness,
     ];
 
     /// The host's name, as in its namespace's name.
@@ -69,6 +74,7 @@ impl Host {
             Host::Backup => "backup",
             Host::Publisher => "publisher",
             Host::Subscriber => "subscriber",
+            Host::Witness => "witness",
         }
     }
 
@@ -79,6 +85,7 @@ impl Host {
             Host::Backup => 2,
             Host::Publisher => 3,
             Host::Subscriber => 4,
+            Host::Witness => 5,
         }
     }
 }
@@ -156,7 +163,7 @@ impl Network {
         exec.map_err(|e| format!("cannot run a program in a network namespace: {e}"))
     }
 
-    /// Makes the switch and the four hosts. `label` (a test's name, say) goes into the
+    /// Makes the switch and the five hosts. `label` (a test's name, say) goes into the
     /// namespaces' names so `ip netns list` tells whose they are.
     pub fn create(label: &str) -> Result<Network> {
         sweep_stale();

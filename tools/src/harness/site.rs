@@ -6,7 +6,8 @@
 //! The harness itself runs outside the namespaces and cannot open a socket inside one (that
 //! would need `setns`, and the crate has no libc), so in namespaces a STATUS query is a tiny
 //! `bash` client (`/dev/tcp`) run on the broker's own host, over that host's loopback: it
-//! works even while the host is cut off. [`Site::ask`] sends any other line the same way.
+//! works even while the host is cut off. [`Site::ask`] sends any other line the same way, and
+//! [`Site::ask_from`] sends one from a client's host across the network, as a client would.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -33,6 +34,13 @@ pub enum Site {
 const ASK_SCRIPT: &str = r#"exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
 printf '%s\n' "$3" >&3
 IFS= read -r -t "$2" line <&3 && printf '%s\n' "$line""#;
+
+/// The bash client that sends one line to another host, as a client there would, and prints
+/// the first line of the answer: `$1` the address, `$2` the port, `$3` the timeout in seconds
+/// (the answer's; the caller bounds the connect with `timeout`), `$4` the line.
+const ASK_FROM_SCRIPT: &str = r#"exec 3<>"/dev/tcp/$1/$2" || exit 1
+printf '%s\n' "$4" >&3
+IFS= read -r -t "$3" line <&3 && printf '%s\n' "$line""#;
 
 impl Site {
     /// Whether links can be cut and hosts cut off here.
@@ -111,6 +119,47 @@ impl Site {
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
                 let mut stream = TcpStream::connect_timeout(&addr, STATUS_TIMEOUT).ok()?;
                 stream.set_read_timeout(Some(STATUS_TIMEOUT)).ok()?;
+                stream.write_all(format!("{line}\n").as_bytes()).ok()?;
+                let mut answer = String::new();
+                BufReader::new(stream).read_line(&mut answer).ok()?;
+                answer
+            }
+        };
+        let answer = answer.trim_end();
+        (!answer.is_empty()).then(|| answer.to_string())
+    }
+
+    /// Sends one protocol line from `from` to `to` across the network (the path a client on
+    /// `from` takes, so a cut link or a host cut off shows), from a fresh connection closed
+    /// afterwards, and returns the first line of the answer, or `None` if none came within
+    /// `within` (connect included).
+    pub fn ask_from(
+        &self,
+        from: Host,
+        to: SocketAddr,
+        line: &str,
+        within: Duration,
+    ) -> Option<String> {
+        let answer = match self {
+            Site::Netns(net) => {
+                // `/dev/tcp` has no connect timeout: a blackholed SYN would retry for minutes.
+                let out = net
+                    .command(from, "timeout")
+                    .arg(format!("{:.3}", within.as_secs_f64() + 0.5))
+                    .args(["bash", "-c", ASK_FROM_SCRIPT, "ask"])
+                    .arg(to.ip().to_string())
+                    .arg(to.port().to_string())
+                    .arg(format!("{:.3}", within.as_secs_f64()))
+                    .arg(line)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+            Site::Loopback => {
+                let mut stream = TcpStream::connect_timeout(&to, within).ok()?;
+                stream.set_read_timeout(Some(within)).ok()?;
                 stream.write_all(format!("{line}\n").as_bytes()).ok()?;
                 let mut answer = String::new();
                 BufReader::new(stream).read_line(&mut answer).ok()?;

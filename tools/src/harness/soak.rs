@@ -11,6 +11,13 @@
 //! were primary in one epoch (STATUS, sampled all along); a pair that never became healthy
 //! again, and any panic, are violations too. [`SoakReport`]'s `Display` is the summary table.
 //!
+//! With [`SoakConfig::cluster`]'s `witness` (the `soak --witness` flag), the pair runs with its
+//! witness on a fifth host, a healthy pair also means both brokers reach the witness and the
+//! primary holds its lease, the faults include the witness's ([`FaultKind::needs_witness`]):
+//! killed and restarted, cut off from one broker or from both — and the verdict adds one
+//! rule: no broker ACKed a publish alone after the witness had granted a newer epoch
+//! ([`check::acks_after_newer_grants`], from the brokers' debug logs and the witness's).
+//!
 //! "Primary" in a fault's name means the broker holding that role when the fault strikes, as
 //! STATUS says — not the program that started it.
 
@@ -28,7 +35,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::check::{self, EpochClaim, SubscriberVerdict};
 use super::cluster::{BrokerId, Cluster, ClusterConfig, Programs, Roles};
-use super::netns::Network;
+use super::netns::{Host, Network};
 use super::site::Site;
 use super::unix_ms;
 
@@ -106,29 +113,66 @@ pub enum FaultKind {
     CutLink,
     /// Cut the primary's host off entirely for 2–5 s.
     IsolatePrimary,
+    /// SIGKILL the witness, start it again 1–3 s later (it then grants nothing for a lease
+    /// and a margin).
+    KillWitness,
+    /// Cut the link between the primary and the witness for 2–5 s.
+    CutWitnessPrimary,
+    /// Cut the link between the backup and the witness for 2–5 s.
+    CutWitnessBackup,
+    /// Cut the witness's host off entirely (from both brokers) for 2–5 s.
+    IsolateWitness,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::KillPrimary,
         FaultKind::KillBackup,
         FaultKind::StopPrimary,
         FaultKind::CutLink,
         FaultKind::IsolatePrimary,
+        FaultKind::KillWitness,
+        FaultKind::CutWitnessPrimary,
+        FaultKind::CutWitnessBackup,
+        FaultKind::IsolateWitness,
     ];
 
     /// Whether it needs hosts in network namespaces.
     pub fn needs_network(self) -> bool {
-        matches!(self, FaultKind::CutLink | FaultKind::IsolatePrimary)
+        matches!(
+            self,
+            FaultKind::CutLink
+                | FaultKind::IsolatePrimary
+                | FaultKind::CutWitnessPrimary
+                | FaultKind::CutWitnessBackup
+                | FaultKind::IsolateWitness
+        )
+    }
+
+    /// Whether it strikes the witness (and so needs a run with one).
+    pub fn needs_witness(self) -> bool {
+        matches!(
+            self,
+            FaultKind::KillWitness
+                | FaultKind::CutWitnessPrimary
+                | FaultKind::CutWitnessBackup
+                | FaultKind::IsolateWitness
+        )
     }
 
     /// How long the fault lasts before it is undone, in ms.
     fn hold_ms(self) -> std::ops::RangeInclusive<u64> {
         match self {
-            FaultKind::KillPrimary | FaultKind::KillBackup => 1_000..=3_000,
+            FaultKind::KillPrimary | FaultKind::KillBackup | FaultKind::KillWitness => {
+                1_000..=3_000
+            }
             FaultKind::StopPrimary => 1_000..=4_000,
-            FaultKind::CutLink | FaultKind::IsolatePrimary => 2_000..=5_000,
+            FaultKind::CutLink
+            | FaultKind::IsolatePrimary
+            | FaultKind::CutWitnessPrimary
+            | FaultKind::CutWitnessBackup
+            | FaultKind::IsolateWitness => 2_000..=5_000,
         }
     }
 }
@@ -141,6 +185,10 @@ impl fmt::Display for FaultKind {
             FaultKind::StopPrimary => "SIGSTOP primary, SIGCONT",
             FaultKind::CutLink => "cut broker link, heal",
             FaultKind::IsolatePrimary => "cut primary host off, rejoin",
+            FaultKind::KillWitness => "kill -9 witness, restart",
+            FaultKind::CutWitnessPrimary => "cut primary-witness link, heal",
+            FaultKind::CutWitnessBackup => "cut backup-witness link, heal",
+            FaultKind::IsolateWitness => "cut witness host off, rejoin",
         })
     }
 }
@@ -152,7 +200,8 @@ pub struct FaultRecord {
     pub number: usize,
     /// What it was.
     pub kind: FaultKind,
-    /// The broker it struck (for a cut link: the primary of the moment).
+    /// The broker it struck (for a cut link or a witness fault: the primary of the moment; for
+    /// the backup-witness link, the backup).
     pub target: BrokerId,
     /// The epoch of the pair when it struck.
     pub epoch: String,
@@ -164,6 +213,61 @@ pub struct FaultRecord {
     pub healthy_after_ms: Option<u64>,
     /// The roles once healthy again.
     pub roles_after: Option<Roles>,
+}
+
+/// The witness rule's verdict ([`check::acks_after_newer_grants`]).
+#[derive(Debug, Default)]
+pub struct WitnessVerdict {
+    /// ACKs the brokers logged (0 when they did not log at debug level: not judged then).
+    pub acks_logged: usize,
+    /// Of them, ACKs sent alone (no backup held the message).
+    pub acks_alone: usize,
+    /// Distinct epochs the witness granted.
+    pub grants: usize,
+    /// ACKs alone after a newer epoch's grant, one line each: violations.
+    pub late_acks: Vec<String>,
+}
+
+impl WitnessVerdict {
+    /// Judges the brokers' logs against the grants in theirs and the witness's.
+    pub fn judge(broker_logs: &[(String, String)], witness_logs: &[(String, String)]) -> Self {
+        let mut alone = Vec::new();
+        let mut acks_logged = 0;
+        let mut grants = Vec::new();
+        for (name, log) in broker_logs {
+            let (acks, all) = check::alone_acks(name, log);
+            alone.extend(acks);
+            acks_logged += all;
+            grants.extend(check::grants(name, log));
+        }
+        for (name, log) in witness_logs {
+            grants.extend(check::grants(name, log));
+        }
+        let mut epochs: Vec<Epoch> = grants.iter().map(|g| g.epoch).collect();
+        epochs.sort_unstable();
+        epochs.dedup();
+        let late_acks = check::acks_after_newer_grants(&alone, &grants)
+            .into_iter()
+            .map(|(ack, grant)| {
+                format!(
+                    "{} ACKed alone in epoch {} at {} ({} ms after {} logged the grant of epoch {}): {}",
+                    ack.broker,
+                    ack.epoch,
+                    clock(ack.at_ms),
+                    ack.at_ms - grant.at_ms,
+                    grant.logged_by,
+                    grant.epoch,
+                    ack.line
+                )
+            })
+            .collect();
+        WitnessVerdict {
+            acks_logged,
+            acks_alone: alone.len(),
+            grants: epochs.len(),
+            late_acks,
+        }
+    }
 }
 
 /// What a soak found; `Display` prints the summary.
@@ -195,6 +299,8 @@ pub struct SoakReport {
     pub claimed_twice: Vec<(Epoch, Vec<EpochClaim>)>,
     /// STATUS samples with two primaries in one epoch.
     pub double_primaries: Vec<String>,
+    /// With a witness: what the brokers' and the witness's logs say about ACKs and grants.
+    pub witness: Option<WitnessVerdict>,
     /// Panics in any program's log.
     pub panics: Vec<String>,
     /// Everything else that went wrong: a pair that never became healthy again, a publisher
@@ -222,6 +328,9 @@ impl SoakReport {
             ));
         }
         v.extend(self.double_primaries.iter().cloned());
+        if let Some(w) = &self.witness {
+            v.extend(w.late_acks.iter().cloned());
+        }
         v.extend(self.panics.iter().map(|p| format!("panic: {p}")));
         if self.acked == 0 {
             v.push("no message was ACKed".into());
@@ -372,6 +481,26 @@ impl fmt::Display for SoakReport {
             self.claimed_twice.len(),
             self.double_primaries.len()
         )?;
+        if let Some(w) = &self.witness {
+            if w.acks_logged == 0 {
+                writeln!(
+                    f,
+                    "witness: {} epoch(s) granted; ACKs alone after a newer grant: not judged \
+                     (the brokers did not log their ACKs: --log-level debug)",
+                    w.grants
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "witness: {} epoch(s) granted; ACKs logged {}, alone {}; alone after a newer \
+                     epoch's grant: {}",
+                    w.grants,
+                    w.acks_logged,
+                    w.acks_alone,
+                    w.late_acks.len()
+                )?;
+            }
+        }
         writeln!(f, "panics: {}", self.panics.len())?;
         let violations = self.violations();
         if violations.is_empty() {
@@ -438,14 +567,22 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(300);
 pub fn run(config: &SoakConfig, interrupts: &Receiver<()>) -> Result<SoakReport> {
     let started = Instant::now();
     let started_ms = unix_ms();
-    let (site, site_text, skipped_kinds) = choose_site(config.mode)?;
+    let (site, mut site_text, skipped_kinds) = choose_site(config.mode)?;
+    if config.cluster.witness {
+        site_text.push_str(&format!(
+            ", with a witness (lease {} ms)",
+            config.cluster.lease_ms
+        ));
+    }
     info!("seed {}; hosts: {site_text}", config.seed);
     if let Some(why) = &skipped_kinds {
         info!("not injected: {why}");
     }
+    let witnessed = config.cluster.witness;
     let kinds: Vec<FaultKind> = FaultKind::ALL
         .into_iter()
         .filter(|k| site.has_network_faults() || !k.needs_network())
+        .filter(|k| witnessed || !k.needs_witness())
         .collect();
     let programs = config.programs.snapshot(&config.dir.join("bin"))?;
     let mut cluster = Cluster::start(site, programs, config.cluster.clone(), &config.dir)?;
@@ -597,7 +734,7 @@ impl Soak<'_> {
             .map(|s| s.epoch)
             .unwrap_or_default();
         let target = match kind {
-            FaultKind::KillBackup => roles.backup,
+            FaultKind::KillBackup | FaultKind::CutWitnessBackup => roles.backup,
             _ => roles.primary,
         };
         let at_ms = unix_ms();
@@ -667,6 +804,21 @@ impl Soak<'_> {
                 self.pause(hold);
                 self.cluster.rejoin_broker(target)
             }
+            FaultKind::KillWitness => {
+                self.cluster.kill_witness();
+                self.pause(hold);
+                self.cluster.start_witness()
+            }
+            FaultKind::CutWitnessPrimary | FaultKind::CutWitnessBackup => {
+                self.cluster.cut_link(target.host(), Host::Witness)?;
+                self.pause(hold);
+                self.cluster.heal_link(target.host(), Host::Witness)
+            }
+            FaultKind::IsolateWitness => {
+                self.cluster.isolate(Host::Witness)?;
+                self.pause(hold);
+                self.cluster.rejoin(Host::Witness)
+            }
         }
     }
 
@@ -715,6 +867,9 @@ impl Soak<'_> {
             .map(|r| check::judge_subscriber(r, &acked))
             .collect();
         let claims = self.cluster.epoch_claims();
+        let witness = self.config.cluster.witness.then(|| {
+            WitnessVerdict::judge(&self.cluster.broker_logs(), &self.cluster.witness_logs())
+        });
         SoakReport {
             seed: self.config.seed,
             site,
@@ -729,6 +884,7 @@ impl Soak<'_> {
             claimed_twice: check::claimed_twice(&claims),
             claims,
             double_primaries: self.cluster.double_primaries().to_vec(),
+            witness,
             panics: self.cluster.panics(),
             problems: self.problems,
             interrupted: self.interrupted,
@@ -768,6 +924,7 @@ mod tests {
             claims: Vec::new(),
             claimed_twice: Vec::new(),
             double_primaries: Vec::new(),
+            witness: None,
             panics: Vec::new(),
             problems: Vec::new(),
             interrupted: false,
@@ -794,5 +951,29 @@ mod tests {
         assert!(!broken.passed());
         assert!(broken.to_string().ends_with("RESULT: FAIL"));
         assert!(broken.timeline().contains("primary=backup backup=primary"));
+
+        let mut late = report();
+        late.witness = Some(WitnessVerdict {
+            acks_logged: 3,
+            acks_alone: 1,
+            grants: 1,
+            late_acks: vec!["primary.1 ACKed alone in epoch 1.5 after the grant of 2.7".into()],
+        });
+        assert!(!late.passed());
+        let text = late.to_string();
+        assert!(
+            text.contains("alone after a newer epoch's grant: 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn witness_faults_are_drawn_only_with_a_witness() {
+        assert!(FaultKind::ALL.iter().filter(|k| k.needs_witness()).count() == 4);
+        assert!(!FaultKind::KillWitness.needs_network());
+        assert!(FaultKind::IsolateWitness.needs_network());
+        for k in FaultKind::ALL {
+            assert!(!k.hold_ms().is_empty(), "{k}");
+        }
     }
 }

@@ -93,6 +93,22 @@ pub fn run(args: &Args) -> Result<Outcome> {
     if let Some(level) = args.value("--log-level")? {
         config.cluster.log_level = level;
     }
+    config.cluster.witness = args.switch("--witness");
+    if let Some(ms) = args.value::<u64>("--lease-ms")? {
+        if !config.cluster.witness {
+            return Err(Error::Usage("--lease-ms needs --witness".into()));
+        }
+        // The lease must outlast a lost renewal and its retry (PROTOCOL.md, "Default timings").
+        let floor = config.cluster.ping_interval_ms * 5 / 4 + config.cluster.ping_timeout_ms;
+        if ms <= floor {
+            return Err(Error::Usage(format!(
+                "--lease-ms must be above {floor} (a lost renewal and its retry at the soak's \
+                 pings every {} ms, {} ms timeout)",
+                config.cluster.ping_interval_ms, config.cluster.ping_timeout_ms
+            )));
+        }
+        config.cluster.lease_ms = ms;
+    }
 
     let interrupts = cli::interrupts()?;
     eprintln!(
