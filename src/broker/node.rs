@@ -20,6 +20,7 @@ use crate::config::BrokerConfig;
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
 
+use super::acks::Acks;
 use super::compute::{Backlog, Job, Task};
 use super::link::LinkCmd;
 use super::log::{Admit, Log};
@@ -60,6 +61,13 @@ pub struct Admitted {
     generation: u64,
 }
 
+impl Admitted {
+    /// Its place in the log.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+}
+
 /// A test hook that freezes a broker's threads at their next step, as SIGSTOP would.
 #[derive(Default)]
 struct Gate {
@@ -86,6 +94,8 @@ pub struct Node {
     pub backlog: Backlog,
     /// Warnings that come in floods, summed up.
     pub warnings: Warnings,
+    /// ACKs filed to be written by the thread that learns their verdict.
+    pub acks: Acks,
     /// Why the last replication session failed, until one confirms a message again.
     link_error: Mutex<Option<String>>,
     workers: Vec<Sender<Task>>,
@@ -130,6 +140,7 @@ impl Node {
             counters: Counters::default(),
             backlog: Backlog::default(),
             warnings: Warnings::default(),
+            acks: Acks::default(),
             link_error: Mutex::new(None),
             workers,
             probe_now,
@@ -257,7 +268,17 @@ impl Node {
 
     /// Waits until an admitted publish may be ACKed.
     pub fn await_safe(&self, admitted: &Admitted) -> Result<(), Refusal> {
-        let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout * 2;
+        self.await_safe_until(admitted, Instant::now() + self.ack_timeout())
+    }
+
+    /// How long a publish may wait for the backup's confirmation before it is refused.
+    pub fn ack_timeout(&self) -> Duration {
+        self.config.ping_interval + self.config.ping_timeout * 2
+    }
+
+    /// [`Node::await_safe`] until `deadline`; a deadline already passed asks without waiting
+    /// (`Refusal::TimedOut`: not decided yet).
+    pub fn await_safe_until(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
         let verdict = self
             .safety
             .wait_to_ack(admitted.index, admitted.generation, deadline);
