@@ -1,6 +1,8 @@
 //! What the primary knows about its backup's copy of the log: the highest index the backup
-//! confirmed, and whether the backup is up, silent or down. Publishers' connection threads and
-//! the compute worker wait here until a message is safe to ACK or to process.
+//! confirmed, and whether the backup is up, silent or down. The compute worker waits here until
+//! a message is safe to process; the ACK's verdict is asked here too, without waiting by the
+//! thread that writes a filed ACK (`super::acks`), or waiting by a connection thread that
+//! could not file it. Every change of health or generation rings the `acks` thread's alarm.
 //!
 //! One mutex and one condition variable: every confirmation and every change of health or role
 //! wakes every waiter (`notify_all`), and each checks its own condition again. (Waking only the
