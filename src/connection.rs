@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::auth::{self, Secret};
 use crate::error::{Error, Result};
@@ -145,6 +145,24 @@ impl<R: Read> LineReader<R> {
             self.buf.resize(grown, 0);
         }
     }
+}
+
+/// Writes `bytes` into a socket whose write timeout is short, retrying a write that timed out
+/// until `give_up` (a `give_up` already passed: one try). Returns how much went out and what
+/// stopped it.
+pub fn write_by(stream: &TcpStream, bytes: &[u8], give_up: Instant) -> (usize, io::Result<()>) {
+    let mut stream = stream;
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) && Instant::now() < give_up => {}
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    (written, Ok(()))
 }
 
 /// Whether an I/O error is a read or write timeout rather than a broken connection.

@@ -69,6 +69,7 @@
 //! | [`broker::role`] | the role state machine: what each role owns, every change of role, the lock order |
 //! | [`broker::log`] | the ordered log of undelivered messages and the dedup table |
 //! | [`broker::safety`] | what the primary knows of the backup's copy; waiting until a message is safe |
+//! | [`broker::acks`] | ACKs filed by publishers' threads, written by the thread that learns their verdict |
 //! | [`broker::compute`] | the compute workers fed by crossbeam channels; the busy loop; the clear after the last write |
 //! | [`broker::topics`] | the subscriber map and the fan-out of one message |
 //! | [`broker::outbox`] | a subscriber's bounded queue and its writer thread (direct writes when idle) |
@@ -98,8 +99,10 @@
 //!            ▼ crossbeam channel (per topic   ▼ link channel ─▶ [replicator] │ SYNC/REPLICATE/CLEAR
 //!       [worker-K]  shard)              writes all that waits ─▶ backup     │ from our primary
 //!        wait until replicated,          [repl-reader] ◀─ REPLICATED|i      ▼
-//!        busy-loop, fan out ─┬─ idle socket: write ──────────▶ subscriber  log (backup side)
+//!        busy-loop, fan out ─┬─ idle socket: write     └─▶ the ACKs it covers ─▶ publishers
+//!                            │  ─────────────────────────▶ subscriber  log (backup side)
 //!                            └─ else queue ─▶ [sub-writer-N] ─▶ subscriber
+//!       [acks]: ACKs decided by a change of health or role, or a deadline
 //!       [pinger]: while backup, PROBE the primary every interval or on demand; take over
 //! ```
 //!
@@ -112,8 +115,12 @@
 //! 2. **Replicate** — the replicator writes the line ([`broker::link::Link::write_next`]); the
 //!    backup holds it ([`broker::node::Node::accept_replicate`]) and answers `REPLICATED|i`,
 //!    which the `repl-reader` records ([`broker::safety::Safety::confirm`]).
-//! 3. **ACK** — the `conn-N` thread, waiting in [`broker::node::Node::await_safe`]
-//!    ([`broker::safety::Safety::wait_to_ack`]), wakes and writes the ACK.
+//! 3. **ACK** — the `conn-N` thread has filed the ACK ([`broker::acks::Acks::file`]) and gone
+//!    back to `read`; the `repl-reader` that recorded the confirmation writes it
+//!    ([`broker::acks::Acks::answer_confirmed`], asking
+//!    [`broker::node::Node::await_safe_until`] without waiting). A change of the backup's
+//!    health or of the role, or a deadline, is answered by the `acks` thread instead; a
+//!    connection with more input waits itself in [`broker::node::Node::await_safe`].
 //! 4. **Compute** — the worker ([`broker::compute::run_worker`]) waits until the message is
 //!    replicated ([`broker::safety::Safety::wait_replicated`]), busy-loops 50–150 ms and
 //!    checks that its epoch is still current.

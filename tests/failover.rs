@@ -121,6 +121,34 @@ fn no_ack_until_the_backup_confirms_or_is_declared_down() {
 }
 
 #[test]
+fn a_filed_ack_keeps_its_place_before_the_replies_to_later_lines() {
+    let pair = Pair::start(config(ComputeStep::Off));
+    pair.backup().pause(); // no confirmation: the ACK stays filed until the backup is declared down
+    let mut client = LineClient::connect(pair.primary_addr);
+    client.send("PUBLISH|t|x");
+    thread::sleep(Duration::from_millis(20));
+    client.send("PING");
+    assert_eq!(client.recv().as_deref(), Some("ACK"));
+    assert_eq!(client.recv().as_deref(), Some("PONG"));
+    // Pipelined in one write, the same order.
+    pair.backup().resume();
+    pair.wait_replicating();
+    client.send_raw(b"PUB|5|1|t|y\nPING\nPUB|5|2|t|z\n");
+    let answers: Vec<_> = (0..3).map(|_| client.recv().unwrap()).collect();
+    assert_eq!(answers, ["ACK|5|1", "PONG", "ACK|5|2"]);
+}
+
+#[test]
+fn a_client_that_stops_sending_still_gets_its_last_ack() {
+    let pair = Pair::start(config(ComputeStep::Off));
+    pair.wait_replicating();
+    let mut client = LineClient::connect(pair.primary_addr);
+    client.send("PUBLISH|t|last");
+    client.close_sending();
+    assert_eq!(client.recv().as_deref(), Some("ACK"));
+}
+
+#[test]
 fn require_backup_refuses_while_silent_but_not_when_dead() {
     let base = BrokerConfig {
         require_backup: true,

@@ -2,7 +2,6 @@
 //! the same listener; a connection becomes the replication link when the peer sends SYNC on it.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -11,10 +10,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 
 use crate::auth::{self, Side};
-use crate::connection::{LineReader, Stream};
+use crate::connection::{LineReader, Stream, write_by};
 use crate::error::Error;
 use crate::protocol::{AuthKind, Epoch, Message, MsgId, Reply, Request, Role, publisher_id};
 
+use super::acks::{AckSlot, TakenBack};
 use super::node::{Node, Refusal};
 use super::outbox::{Frame, Outbox};
 use super::topics::Format;
@@ -34,6 +34,9 @@ struct Conn {
     out: Vec<u8>,
     /// Once the connection subscribes, every line goes through its queue.
     outbox: Option<(Arc<Outbox>, JoinHandle<()>)>,
+    /// Where it files an ACK that another thread writes once it is decided (`super::acks`);
+    /// made at its first publish.
+    acks: Option<Arc<AckSlot>>,
     /// Set when the peer SYNCed on this connection: it is our primary's replication link.
     link_epoch: Option<Epoch>,
     /// Set after a SYNC that handed over orphans, until the primary's next line proves it
@@ -98,6 +101,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         stream,
         out: Vec::new(),
         outbox: None,
+        acks: None,
         link_epoch: None,
         handoff_unconfirmed: false,
         access: Access::default(),
@@ -159,6 +163,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
 
 impl Conn {
     fn handle(&mut self, line: &[u8]) {
+        self.take_back_ack();
         let request = match Request::parse(line) {
             Ok(r) => r,
             Err(e) => {
@@ -188,10 +193,7 @@ impl Conn {
                     topic,
                     payload,
                 };
-                Some(
-                    self.publish(message)
-                        .map_or_else(Reply::Err, |_| Reply::Ack),
-                )
+                self.publish(message, Reply::Ack)
             }
             Request::PublishId(mut message) => {
                 // The ACK echoes the key; the message travels under the id derived from it.
@@ -200,17 +202,11 @@ impl Conn {
                     publisher: publisher_id(sent.publisher),
                     seq: sent.seq,
                 };
-                Some(
-                    self.publish(message)
-                        .map_or_else(Reply::Err, |_| Reply::AckId(sent)),
-                )
+                self.publish(message, Reply::AckId(sent))
             }
             Request::Adopt(message) => {
                 let id = message.id;
-                Some(
-                    self.publish(message)
-                        .map_or_else(Reply::Err, |_| Reply::AckId(id)),
-                )
+                self.publish(message, Reply::AckId(id))
             }
             Request::Subscribe { topic } => self.subscribe(&topic, Format::Raw),
             Request::SubscribeIds { topic } => self.subscribe(&topic, Format::WithIds),
@@ -382,10 +378,12 @@ impl Conn {
         }
     }
 
-    /// Admits a publish and waits until it is safe to ACK. A backup first makes sure the
-    /// primary is really alive; if it is not, the backup takes over and serves the publish.
-    fn publish(&mut self, message: Message) -> Result<(), String> {
-        let node = &self.node;
+    /// Admits a publish and answers `ack` once it is safe (or `ERR`). A backup first makes
+    /// sure the primary is really alive; if it is not, the backup takes over and serves the
+    /// publish. With nothing else to write, the connection files the ACK (`None`) and another
+    /// thread writes it once decided (`super::acks`); otherwise it waits for it here.
+    fn publish(&mut self, message: Message, ack: Reply) -> Option<Reply> {
+        let node = Arc::clone(&self.node);
         let mut result = node.admit(message.clone());
         if result.as_ref().err() == Some(&Refusal::NotPrimary) {
             node.await_orphans_handed_over();
@@ -394,9 +392,47 @@ impl Conn {
                 result = node.admit(message);
             }
         }
-        result
-            .and_then(|admitted| node.await_safe(&admitted))
-            .map_err(|refusal| node.explain(&refusal))
+        let admitted = match result {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Some(Reply::Err(node.explain(&refusal))),
+        };
+        if let Some(slot) = self.ack_slot() {
+            return node.acks.file(&node, &slot, self.id, admitted, ack);
+        }
+        Some(match node.await_safe(&admitted) {
+            Ok(()) => ack,
+            Err(refusal) => Reply::Err(node.explain(&refusal)),
+        })
+    }
+
+    /// The slot to file an ACK in, if this connection may: nothing else waits to be written
+    /// (no replies buffered, no subscriber queue) and it reads its replies.
+    fn ack_slot(&mut self) -> Option<Arc<AckSlot>> {
+        if self.outbox.is_some() || !self.out.is_empty() {
+            return None;
+        }
+        let slot = self
+            .acks
+            .get_or_insert_with(|| AckSlot::new(self.stream.clone(), WRITE_TIMEOUT));
+        (!slot.is_slow()).then(|| Arc::clone(slot))
+    }
+
+    /// Takes back a filed ACK before anything else is written: waits for it if it is still
+    /// undecided, and puts its answer (or what of it found no room) first in line.
+    fn take_back_ack(&mut self) {
+        let Some(slot) = &self.acks else {
+            return;
+        };
+        match slot.take_back() {
+            TakenBack::Nothing => {}
+            TakenBack::Waiting(pending) => {
+                let reply = pending.wait(&self.node);
+                reply.encode(&mut self.out);
+            }
+            TakenBack::Unwritten(bytes) => {
+                self.out.splice(0..0, bytes);
+            }
+        }
     }
 
     fn subscribe(&mut self, topic: &str, format: Format) -> Option<Reply> {
@@ -435,6 +471,7 @@ impl Conn {
     }
 
     fn reply(&mut self, reply: &Reply) {
+        self.take_back_ack();
         match &self.outbox {
             Some((outbox, _)) => {
                 if outbox.send(Frame::reply(reply), true).is_err() {
@@ -450,12 +487,17 @@ impl Conn {
         if self.out.is_empty() {
             return true;
         }
-        let ok = self.stream.write_all(&self.out).is_ok();
+        // The socket's write timeout may be short (a filed ACK's writer must not block long
+        // on it): retry up to ours.
+        let give_up = Instant::now() + WRITE_TIMEOUT;
+        let ok = write_by(&self.stream, &self.out, give_up).1.is_ok();
         self.out.clear();
         ok
     }
 
     fn finish(mut self) {
+        // A client that closed its sending side may still wait for its last ACK.
+        self.take_back_ack();
         self.flush();
         if let Some((outbox, thread)) = self.outbox.take() {
             self.node.topics.remove_conn(self.id);

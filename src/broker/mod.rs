@@ -5,9 +5,13 @@
 //! - `accept`: accepts connections and gives each its own `conn-N` thread ([`handler`]);
 //! - `worker-N`: the compute workers ([`compute`]);
 //! - `pinger`: probes the primary while this broker is the backup ([`monitor`]);
-//! - `replicator`: dials and syncs the backup while this broker is primary, then keeps the
-//!   link alive ([`replication`]); publishing threads write to the link themselves ([`link`]).
+//! - `replicator`: dials and syncs the backup while this broker is primary, then writes the
+//!   link ([`link`]), and its `repl-reader` reads the confirmations and writes the ACKs they
+//!   cover ([`replication`], [`acks`]);
+//! - `acks`: answers filed ACKs on a change of the backup's health or of the role, or at their
+//!   deadline ([`acks`]).
 
+pub mod acks;
 pub mod capacity;
 pub mod compute;
 pub mod handler;
@@ -135,6 +139,9 @@ impl Broker {
         threads.push(spawn("replicator", move || {
             replication::run_replicator(n, redial_rx)
         })?);
+        node.safety.watch(node.acks.alarm());
+        let n = Arc::clone(&node);
+        threads.push(spawn("acks", move || acks::run_acks(n))?);
         let n = Arc::clone(&node);
         threads.push(spawn("pinger", move || monitor::run_monitor(n, probe_rx))?);
         let n = Arc::clone(&node);

@@ -20,6 +20,7 @@ use crate::config::BrokerConfig;
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
 
+use super::acks::Acks;
 use super::compute::{Backlog, Job, Task};
 use super::link::LinkCmd;
 use super::log::{Admit, Log};
@@ -59,12 +60,27 @@ pub enum Refusal {
     Stopping,
 }
 
+impl Refusal {
+    /// Whether asking again later may give another answer: the deadline passed before the
+    /// backup confirmed, or before a witnessed primary alone delivered the message.
+    pub fn is_undecided(&self) -> bool {
+        matches!(self, Refusal::TimedOut | Refusal::Undelivered)
+    }
+}
+
 /// A publish that was admitted: wait for it with [`Node::await_safe`].
 #[derive(Debug)]
 pub struct Admitted {
     id: MsgId,
     index: u64,
     generation: u64,
+}
+
+impl Admitted {
+    /// Its place in the log.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
 }
 
 /// A test hook that freezes a broker's threads at their next step, as SIGSTOP would.
@@ -95,6 +111,8 @@ pub struct Node {
     pub backlog: Backlog,
     /// Warnings that come in floods, summed up.
     pub warnings: Warnings,
+    /// ACKs filed to be written by the thread that learns their verdict.
+    pub acks: Acks,
     /// Why the last replication session failed, until one confirms a message again.
     link_error: Mutex<Option<String>>,
     workers: Vec<Sender<Task>>,
@@ -140,6 +158,7 @@ impl Node {
             counters: Counters::default(),
             backlog: Backlog::default(),
             warnings: Warnings::default(),
+            acks: Acks::default(),
             link_error: Mutex::new(None),
             workers,
             probe_now,
@@ -271,7 +290,17 @@ impl Node {
 
     /// Waits until an admitted publish may be ACKed.
     pub fn await_safe(&self, admitted: &Admitted) -> Result<(), Refusal> {
-        let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout * 2;
+        self.await_safe_until(admitted, Instant::now() + self.ack_timeout())
+    }
+
+    /// How long a publish may wait for the backup's confirmation before it is refused.
+    pub fn ack_timeout(&self) -> Duration {
+        self.config.ping_interval + self.config.ping_timeout * 2
+    }
+
+    /// [`Node::await_safe`] until `deadline`; a deadline already passed asks without waiting
+    /// (a refusal that [`Refusal::is_undecided`]: not decided yet).
+    pub fn await_safe_until(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
         let verdict = self
             .safety
             .wait_to_ack(admitted.index, admitted.generation, deadline);
@@ -371,8 +400,10 @@ impl Node {
                 link.push(LinkCmd::Clear(index));
             }
             if self.mandate.witnessed() {
-                // A publisher alone with a witness waits for this (`await_delivered`).
+                // A publisher alone with a witness waits for this (`await_delivered`), itself
+                // or through the `acks` thread.
                 self.state_changed.notify_all();
+                self.acks.ring();
             }
         }
     }

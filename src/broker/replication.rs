@@ -278,6 +278,8 @@ fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, link: &Link) 
     loop {
         if confirmed > 0 && !reader.has_buffered_line() {
             node.safety.confirm(confirmed);
+            // The publishers these cover wait in `read`, their ACKs filed: write them here.
+            node.acks.answer_confirmed(node, confirmed);
             confirmed = 0;
         }
         let line = match reader.read_line() {

@@ -16,7 +16,9 @@
 //!
 //! **Lock order.** The role lock ([`Node`]'s `state`) comes first. Under it a thread may take
 //! the locks of [`super::safety::Safety`], of a [`Link`]'s pending lines, of the topic map and
-//! of the link error, never the other way round, and never writes to a socket.
+//! of the link error, never the other way round, and never writes to a socket. (The `acks`
+//! thread takes the role lock under its book's and a slot's locks, to ask whether a witnessed
+//! primary alone has delivered a message; nothing takes those under the role lock.)
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,6 +1,8 @@
 //! What the primary knows about its backup's copy of the log: the highest index the backup
-//! confirmed, and whether the backup is up, silent or down. Publishers' connection threads and
-//! the compute worker wait here until a message is safe to ACK or to process.
+//! confirmed, and whether the backup is up, silent or down. The compute worker waits here until
+//! a message is safe to process; the ACK's verdict is asked here too, without waiting by the
+//! thread that writes a filed ACK (`super::acks`), or waiting by a connection thread that
+//! could not file it. Every change of health or generation rings the `acks` thread's alarm.
 //!
 //! One mutex and one condition variable: every confirmation and every change of health or role
 //! wakes every waiter (`notify_all`), and each checks its own condition again. (Waking only the
@@ -9,6 +11,7 @@
 
 use std::time::Instant;
 
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
 /// The primary's view of its backup.
@@ -57,6 +60,17 @@ struct Inner {
     unconfirmed_since: Option<Instant>,
     health: BackupHealth,
     generation: u64,
+    /// Rung (never blocking) at every change of health or generation: the thread that answers
+    /// filed ACKs on such changes (`super::acks`).
+    alarm: Option<Sender<()>>,
+}
+
+impl Inner {
+    fn ring(&self) {
+        if let Some(alarm) = &self.alarm {
+            let _ = alarm.try_send(());
+        }
+    }
 }
 
 /// The confirmed watermark and backup health, and the threads waiting on them.
@@ -80,6 +94,7 @@ impl Safety {
                 unconfirmed_since: None,
                 health: BackupHealth::Down,
                 generation: 0,
+                alarm: None,
             }),
             changed: Condvar::new(),
         }
@@ -97,7 +112,13 @@ impl Safety {
         inner.generation += 1;
         inner.health = health;
         inner.unconfirmed_since = None;
+        inner.ring();
         self.changed.notify_all();
+    }
+
+    /// Rings `alarm` at every later change of health or generation.
+    pub fn watch(&self, alarm: Sender<()>) {
+        self.inner.lock().alarm = Some(alarm);
     }
 
     /// A connection thread waits to ACK the message at `index`: until the backup holds it
@@ -156,6 +177,7 @@ impl Safety {
         // A new state starts a new session: nothing it sent is outstanding yet.
         inner.sent = inner.confirmed;
         inner.unconfirmed_since = None;
+        inner.ring();
         self.changed.notify_all();
     }
 

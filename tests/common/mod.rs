@@ -181,6 +181,13 @@ impl LineClient {
         self.stream.write_all(bytes).expect("send");
     }
 
+    /// Shuts the sending side, as `nc` does at the end of its input; replies still come.
+    pub fn close_sending(&mut self) {
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+    }
+
     /// Sends one line, adding `\n`.
     pub fn send(&mut self, line: &str) {
         self.send_raw(format!("{line}\n").as_bytes());
