@@ -81,6 +81,21 @@ impl Setup {
     }
 }
 
+/// A compute step held by a [`Valve`], and a flag set once the worker has entered it.
+fn watched_valve() -> (Valve, Arc<AtomicBool>, ComputeStep) {
+    let valve = Valve::default();
+    let ComputeStep::Custom(hold) = valve.step() else {
+        unreachable!("a valve is a custom step")
+    };
+    let entered = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&entered);
+    let step = ComputeStep::Custom(Arc::new(move |m| {
+        flag.store(true, Ordering::Release);
+        hold(m)
+    }));
+    (valve, entered, step)
+}
+
 fn ask_publish(client: &mut LineClient, seq: u64) -> String {
     client.ask(&format!("PUB|9|{seq}|t|{seq}"))
 }
@@ -185,16 +200,7 @@ fn a_primary_cut_off_from_backup_and_witness_stops_before_the_backup_takes_over(
 
 #[test]
 fn a_primary_frozen_past_its_lease_forwards_nothing_when_it_resumes() {
-    let valve = Valve::default();
-    let ComputeStep::Custom(hold) = valve.step() else {
-        unreachable!("a valve is a custom step")
-    };
-    let entered = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&entered);
-    let step = ComputeStep::Custom(Arc::new(move |m| {
-        flag.store(true, Ordering::Release);
-        hold(m)
-    }));
+    let (valve, entered, step) = watched_valve();
     let s = Setup::start(step, ComputeStep::Off);
     let mut sub = LineClient::connect(s.pair.primary_addr);
     sub.send("SUBSCRIBE|t");
@@ -289,16 +295,7 @@ fn without_the_witness_the_pair_goes_on_silence_takes_nothing_over_and_death_doe
 
 #[test]
 fn alone_a_witnessed_primary_acks_only_what_it_delivered() {
-    let valve = Valve::default();
-    let ComputeStep::Custom(hold) = valve.step() else {
-        unreachable!("a valve is a custom step")
-    };
-    let entered = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&entered);
-    let step = ComputeStep::Custom(Arc::new(move |m| {
-        flag.store(true, Ordering::Release);
-        hold(m)
-    }));
+    let (valve, entered, step) = watched_valve();
     let s = Setup::start(step, ComputeStep::Off);
     let mut sub = LineClient::connect(s.pair.primary_addr);
     sub.send("SUBSCRIBE|t");
