@@ -338,7 +338,10 @@ impl Node {
                 return Err(Refusal::CutOff);
             }
             if !s.log.holds(admitted.index) {
-                debug!("{} ACKed without a backup (degraded), once delivered", admitted.id);
+                debug!(
+                    "{} ACKed without a backup (degraded), once delivered",
+                    admitted.id
+                );
                 return Ok(());
             }
             let now = Instant::now();
