@@ -95,6 +95,42 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The listener's side of the handshake on one connection: the nonces of the `HELLO` it
+/// answered, until the dialer's `PROOF` is checked against them.
+#[derive(Debug, Default)]
+pub struct Listener {
+    hello: Option<(AuthKind, String, String)>,
+}
+
+impl Listener {
+    /// `HELLO|<kind>|<theirs>`: our nonce and our proof for `CHALLENGE`, or `Err` with the
+    /// `ERR`'s reason when no secret of that kind is set here.
+    pub fn hello(
+        &mut self,
+        kind: AuthKind,
+        theirs: String,
+        secret: Option<&Secret>,
+    ) -> std::result::Result<(String, String), String> {
+        let secret = secret.ok_or_else(|| format!("no {} secret is set here", kind.as_str()))?;
+        let ours = nonce();
+        let proof = proof(secret, Side::Listener, kind, &theirs, &ours);
+        self.hello = Some((kind, theirs, ours.clone()));
+        Ok((ours, proof))
+    }
+
+    /// `PROOF|<proof>`: the kind the dialer proved, or `None` (no `HELLO` before it, or a
+    /// wrong proof). `secret_for` gives the secret of a kind, as [`Listener::hello`] got it.
+    pub fn proof<'s>(
+        &mut self,
+        proof: &str,
+        secret_for: impl FnOnce(AuthKind) -> Option<&'s Secret>,
+    ) -> Option<AuthKind> {
+        let (kind, theirs, ours) = self.hello.take()?;
+        let secret = secret_for(kind)?;
+        verify(secret, Side::Dialer, kind, (&theirs, &ours), proof).then_some(kind)
+    }
+}
+
 /// Runs the dialer's side of the handshake on a fresh connection. Fails with [`Error::Auth`]
 /// when either side's proof is wrong, and with [`Error::Refused`] when the listener refused
 /// the connection for another reason (`ERR|too many connections`): it is alive, and the

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use crate::auth::{self, Side};
+use crate::auth;
 use crate::connection::{LineReader, Stream, write_by};
 use crate::error::Error;
 use crate::protocol::{AuthKind, Epoch, Message, MsgId, Reply, Request, Role, publisher_id};
@@ -44,8 +44,8 @@ struct Conn {
     handoff_unconfirmed: bool,
     /// What the connection proved it may do.
     access: Access,
-    /// A handshake in progress: its kind, the dialer's nonce and ours.
-    challenge: Option<(AuthKind, String, String)>,
+    /// A handshake in progress.
+    handshake: auth::Listener,
     /// Set when the connection must close after the current line (failed authentication).
     hang_up: bool,
     /// What the connection must prove, and by when, before it is served like any other.
@@ -105,7 +105,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         link_epoch: None,
         handoff_unconfirmed: false,
         access: Access::default(),
-        challenge: None,
+        handshake: auth::Listener::default(),
         hang_up: false,
         probation,
         subscribed: (HashSet::new(), 0),
@@ -332,32 +332,24 @@ impl Conn {
 
     /// HELLO: answer with our nonce and our proof.
     fn challenge(&mut self, kind: AuthKind, theirs: String) -> Reply {
-        let Some(secret) = self.node.config.secret_for(kind) else {
-            return Reply::Err(format!("no {} secret is set here", kind.as_str()));
-        };
-        let ours = auth::nonce();
-        let proof = auth::proof(secret, Side::Listener, kind, &theirs, &ours);
-        self.challenge = Some((kind, theirs, ours.clone()));
-        Reply::Challenge { nonce: ours, proof }
+        match self
+            .handshake
+            .hello(kind, theirs, self.node.config.secret_for(kind))
+        {
+            Ok((nonce, proof)) => Reply::Challenge { nonce, proof },
+            Err(why) => Reply::Err(why),
+        }
     }
 
     /// PROOF: grant access, or hang up.
     fn check_proof(&mut self, proof: &str) -> Reply {
-        let verified = self.challenge.take().is_some_and(|(kind, theirs, ours)| {
-            let ok = self
-                .node
-                .config
-                .secret_for(kind)
-                .is_some_and(|s| auth::verify(s, Side::Dialer, kind, (&theirs, &ours), proof));
-            if ok {
-                match kind {
-                    AuthKind::Peer => self.access.peer = true,
-                    AuthKind::Client => self.access.client = true,
-                }
+        let config = &self.node.config;
+        let proven = self.handshake.proof(proof, |kind| config.secret_for(kind));
+        if let Some(kind) = proven {
+            match kind {
+                AuthKind::Peer => self.access.peer = true,
+                AuthKind::Client => self.access.client = true,
             }
-            ok
-        });
-        if verified {
             debug!("authenticated");
             Reply::Welcome
         } else {

@@ -15,7 +15,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use super::lease::{Leases, Snapshot};
 use super::protocol::{Reply, Request};
-use crate::auth::{self, Side};
+use crate::auth;
 use crate::config::WitnessConfig;
 use crate::connection::{LineReader, Stream};
 use crate::error::{Error, Result};
@@ -242,7 +242,7 @@ fn serve(shared: &Shared, stream: Stream, key: u64) {
     let mut session = Session {
         shared,
         authenticated: shared.config.secret.is_none(),
-        challenge: None,
+        handshake: auth::Listener::default(),
         peer,
     };
     if let Err(e) = session.run(stream.clone()) {
@@ -256,8 +256,8 @@ fn serve(shared: &Shared, stream: Stream, key: u64) {
 struct Session<'a> {
     shared: &'a Shared,
     authenticated: bool,
-    /// After `HELLO`: the dialer's nonce and ours, for checking its `PROOF`.
-    challenge: Option<(String, String)>,
+    /// A handshake in progress.
+    handshake: auth::Listener,
     peer: String,
 }
 
@@ -321,28 +321,22 @@ impl Session<'_> {
 
     /// HELLO: answer with our nonce and our proof.
     fn challenge(&mut self, kind: AuthKind, theirs: String) -> Reply {
-        let secret = match (&self.shared.config.secret, kind) {
-            (Some(secret), AuthKind::Peer) => secret,
-            _ => return Reply::Err(format!("no {} secret is set here", kind.as_str())),
-        };
-        let ours = auth::nonce();
-        let proof = auth::proof(secret, Side::Listener, kind, &theirs, &ours);
-        self.challenge = Some((theirs, ours.clone()));
-        Reply::Challenge { nonce: ours, proof }
+        match self
+            .handshake
+            .hello(kind, theirs, self.shared.config.secret_for(kind))
+        {
+            Ok((nonce, proof)) => Reply::Challenge { nonce, proof },
+            Err(why) => Reply::Err(why),
+        }
     }
 
     /// PROOF: grant access, or hang up.
     fn check_proof(&mut self, proof: &str) -> (Reply, bool) {
-        let verified = match (self.challenge.take(), &self.shared.config.secret) {
-            (Some((theirs, ours)), Some(secret)) => auth::verify(
-                secret,
-                Side::Dialer,
-                AuthKind::Peer,
-                (&theirs, &ours),
-                proof,
-            ),
-            _ => false,
-        };
+        let config = &self.shared.config;
+        let verified = self
+            .handshake
+            .proof(proof, |kind| config.secret_for(kind))
+            .is_some();
         if verified {
             debug!("{} authenticated", self.peer);
             self.authenticated = true;
