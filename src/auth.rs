@@ -189,6 +189,36 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_grants_only_the_proof_of_the_hello_it_answered() {
+        let s = Secret::new("s3cret").unwrap();
+        let kind = AuthKind::Client;
+        let mut listener = Listener::default();
+        let no_hello = proof(&s, Side::Dialer, kind, "ab", "cd");
+        assert_eq!(listener.proof(&no_hello, |_| Some(&s)), None);
+        assert_eq!(
+            listener.hello(kind, "ab".into(), None),
+            Err("no client secret is set here".into())
+        );
+
+        let (ours, our_proof) = listener.hello(kind, "ab".into(), Some(&s)).unwrap();
+        assert!(verify(&s, Side::Listener, kind, ("ab", &ours), &our_proof));
+        let right = proof(&s, Side::Dialer, kind, "ab", &ours);
+        assert_eq!(listener.proof("00", |_| Some(&s)), None);
+        // A failed PROOF used the HELLO up: the right proof comes too late.
+        assert_eq!(listener.proof(&right, |_| Some(&s)), None);
+
+        let (ours, _) = listener.hello(kind, "ab".into(), Some(&s)).unwrap();
+        let right = proof(&s, Side::Dialer, kind, "ab", &ours);
+        assert_eq!(listener.proof(&right, |_| None), None);
+        let (ours, _) = listener.hello(kind, "ab".into(), Some(&s)).unwrap();
+        let right = proof(&s, Side::Dialer, kind, "ab", &ours);
+        assert_eq!(
+            listener.proof(&right, |k| (k == kind).then_some(&s)),
+            Some(kind)
+        );
+    }
+
+    #[test]
     fn nonces_are_fresh() {
         assert_ne!(nonce(), nonce());
         assert_eq!(nonce().len(), 32);
