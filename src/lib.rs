@@ -147,6 +147,7 @@ pub mod connection;
 pub mod error;
 pub mod protocol;
 pub mod report;
+pub(crate) mod slots;
 pub mod witness;
 
 pub use broker::{Broker, Status};
