@@ -58,6 +58,7 @@
 //! | [`connection`] | one connection in both directions: lines in within a limit, requests out, [`connection::Connection::ask`] |
 //! | [`config`] | [`BrokerConfig`] and the client configs: the seed's numbers, a fast test preset |
 //! | [`auth`] | the shared-secret handshake: nonces and HMAC-SHA256 proofs |
+//! | `slots` | who may hold a listener's connection slots: reserved ones for the peer, and which unproven connection gives way to a newcomer |
 //! | [`witness`] | the third, data-less process: leases and epoch grants ([`Witness`]) |
 //! | [`witness::lease`] | the witness's rules on an injected clock: at most one holder, epochs only go up |
 //! | [`witness::protocol`] | the witness's lines (`LEASE`, `CLAIM`, …): parse and encode bytes, no sockets |

@@ -116,6 +116,11 @@ impl Slots {
         self.prove(key);
     }
 
+    /// Whether `key` still holds its slot (a newcomer may have taken it).
+    pub fn holds(&self, key: u64) -> bool {
+        self.held.contains_key(&key)
+    }
+
     /// How many slots are held.
     pub fn held(&self) -> usize {
         self.held.len()
@@ -191,6 +196,7 @@ mod tests {
             );
         }
         slots.prove(5000);
+        assert!(slots.holds(5000) && !slots.holds(1));
         assert_eq!(slots.held(), 4);
         assert_eq!(slots.unproven.len(), 3);
     }

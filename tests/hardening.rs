@@ -1,6 +1,7 @@
 //! What a hostile or unlucky client could once break, each pinned by a test: messages at the
 //! line limit, spoofed publisher ids, memory held for slow subscribers, slow subscribers
-//! refusing other topics' publishers, strangers holding the peer's connection slots,
+//! refusing other topics' publishers, strangers holding the peer's connection slots (and the
+//! backup's, so that the primary would ACK alone),
 //! unreachable epochs, and the small ones (a payload's last `\r`, unbounded subscriptions).
 
 mod common;
@@ -298,6 +299,107 @@ fn a_stranger_holding_every_client_slot_cannot_keep_the_pair_from_resyncing() {
     let refused = pair.backup().status().counters.refused_connections;
     assert!(refused > 0, "the strangers past the limit were refused");
     drop(strangers);
+}
+
+#[test]
+fn strangers_in_every_slot_give_way_to_the_peer_broker_and_never_push_it_out() {
+    let secret = Secret::new("pair").unwrap();
+    let broker = lone_broker(BrokerConfig {
+        secret: Some(secret.clone()),
+        client_secret: Secret::new("clients"),
+        max_connections: 2,
+        // Unproven, a stranger could otherwise keep its slot for longer than the test.
+        auth_timeout: Duration::from_secs(60),
+        ..config(ComputeStep::Off)
+    });
+    // The strangers dial from the peer's own address, the harder case (from another address
+    // they could never push the peer out at all): they still give way, oldest first.
+    let addr = broker.local_addr();
+    let strangers: Vec<TcpStream> = (0..6).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    wait_until("every slot taken", || {
+        broker.status().counters.connections >= 6
+    });
+    let dial = || {
+        edgebroker::connection::Connection::dial(
+            &addr.to_string(),
+            Duration::from_secs(5),
+            65536,
+            Some((edgebroker::protocol::AuthKind::Peer, &secret)),
+        )
+    };
+    let mut peer = dial().expect("the peer gets a slot and authenticates");
+    assert_eq!(
+        peer.ask(&edgebroker::protocol::Request::Ping).unwrap(),
+        edgebroker::protocol::Reply::Pong
+    );
+    // The oldest stranger gave way and was told why.
+    let mut oldest = String::new();
+    let _ = (&strangers[0]).read_to_string(&mut oldest);
+    assert_eq!(oldest, "ERR|too many connections\n");
+    // However many strangers come now, the proven peer keeps its slot.
+    let more: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    wait_until("the newcomers to be let in", || {
+        broker.status().counters.refused_connections >= 11
+    });
+    assert_eq!(
+        peer.ask(&edgebroker::protocol::Request::Ping).unwrap(),
+        edgebroker::protocol::Reply::Pong
+    );
+    drop((strangers, more));
+}
+
+#[test]
+fn a_backup_that_is_alive_but_turns_the_primary_away_is_never_counted_as_down() {
+    // A fake backup that answers probes as a fresh backup and turns every SYNC away as a
+    // backup whose slots strangers hold.
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (n, s) = (syncs.clone(), stop.clone());
+    fake.set_nonblocking(true).unwrap();
+    let server = thread::spawn(move || {
+        let pong = edgebroker::protocol::Reply::PeerPong(edgebroker::protocol::PeerState {
+            epoch: "0.0".parse().unwrap(),
+            role: Role::Backup,
+            node: 1,
+            preferred: false,
+        });
+        while !s.load(Ordering::Acquire) {
+            let Ok((c, _)) = fake.accept() else {
+                thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            c.set_nonblocking(false).unwrap();
+            let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut lines = std::io::BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) > 0 {
+                let answer = if line.starts_with("SYNC") {
+                    n.fetch_add(1, Ordering::AcqRel);
+                    b"ERR|too many connections\n".to_vec()
+                } else {
+                    pong.to_bytes()
+                };
+                if (&c).write_all(&answer).is_err() || line.starts_with("SYNC") {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    });
+    let broker = start_broker(listener(), &config(ComputeStep::Off), fake_addr, true);
+    wait_until("the broker to lead and dial its backup", || {
+        broker.status().role == Role::Primary && syncs.load(Ordering::Acquire) >= 3
+    });
+    assert_eq!(broker.status().backup, BackupHealth::Silent);
+    // So nothing is ACKed that the backup does not hold.
+    let mut client = LineClient::connect(broker.local_addr());
+    let answer = client.ask("PUBLISH|t|not alone");
+    assert!(answer.starts_with("ERR|"), "{answer}");
+    assert_ne!(broker.status().backup, BackupHealth::Down);
+    stop.store(true, Ordering::Release);
+    server.join().unwrap();
 }
 
 #[test]

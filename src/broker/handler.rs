@@ -123,7 +123,14 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
                 conn.node.gate();
                 conn.handle(line);
             }
-            Ok(None) => break,
+            Ok(None) => {
+                // A newcomer took our slot (`crate::slots`): say so, so the dialler knows we
+                // are alive and busy rather than gone.
+                if !conn.node.slots.lock().holds(conn.id) {
+                    conn.reply(&Reply::Err("too many connections".into()));
+                }
+                break;
+            }
             Err(Error::LineTooLong) => {
                 conn.node.warnings.too_long.warn(|| {
                     format!(
@@ -276,6 +283,8 @@ impl Conn {
         };
         if proven {
             self.probation = Probation::None;
+            // A proven connection keeps its slot: no newcomer may take it any more.
+            self.node.slots.lock().prove(self.id);
             // A replication link sets its own read timeout once synced.
             if self.link_epoch.is_none() {
                 let _ = self.stream.set_read_timeout(None);

@@ -42,6 +42,7 @@ use crate::config::BrokerConfig;
 use crate::connection::Stream;
 use crate::error::{Error, Result};
 use crate::protocol::Reply;
+use crate::slots::{Admission, Slot, Source};
 
 pub use mandate::WitnessView;
 use node::Node;
@@ -51,8 +52,9 @@ pub use status::{CounterSnapshot, Status};
 /// Connection slots kept, beyond `--max-connections`, for the peer broker's replication link,
 /// probe connection and hand-off: a stranger holding every client slot cannot keep the pair
 /// apart. A connection in one of them must authenticate as the peer within
-/// `--auth-timeout-ms` (without `--secret`: speak a peer verb first) or it is closed.
-pub const PEER_SLOTS: u64 = 4;
+/// `--auth-timeout-ms` (without `--secret`: speak a peer verb first) or it is closed, and until
+/// it has, a newcomer may take its slot (`crate::slots`): a stranger cannot hold them.
+pub const PEER_SLOTS: usize = 4;
 
 /// Stack size of a connection thread. Ten thousand connections must fit in memory; the
 /// handler keeps its buffers on the heap, so a small stack is plenty.
@@ -248,30 +250,49 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
                 continue;
             }
         };
-        let open = node.counters.connections.load(Ordering::Relaxed);
-        let max = node.config.max_connections as u64;
-        if open >= max + PEER_SLOTS {
-            node.counters
-                .refused_connections
-                .fetch_add(1, Ordering::Relaxed);
-            node.warnings.refused.warn(|| {
-                format!("refusing a connection: {open} already open (--max-connections {max})")
-            });
-            let _ = (&stream).write_all_reply(&Reply::Err("too many connections".into()));
-            continue;
-        }
-        let peer_slot = open >= max;
+        // Paused, as a stopped process, we accept no more: dials wait in the listen queue.
+        node.gate();
         let _ = stream.set_nodelay(true);
+        let source = stream.peer_addr().map(|a| a.ip());
         let stream = Stream::new(stream);
         let Some(key) = node.register(&stream) else {
             return;
         };
+        let prove_open = node.config.client_secret.is_some();
+        let admission = match source {
+            Ok(ip) => node.slots.lock().admit(key, Source::of(ip), prove_open),
+            Err(_) => Admission::Refused,
+        };
+        let peer_slot = match admission {
+            Admission::Granted { slot, evicted } => {
+                if let Some(evicted) = evicted {
+                    // An unproven connection gives up its slot to the newcomer (`crate::slots`).
+                    debug!("conn-{evicted} hung up on: its slot went to a newcomer");
+                    node.counters
+                        .refused_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    node.hang_up(evicted);
+                }
+                slot == Slot::Reserved
+            }
+            Admission::Refused => {
+                node.unregister(key);
+                node.counters
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                let open = node.counters.connections.load(Ordering::Relaxed);
+                let max = node.config.max_connections;
+                node.warnings.refused.warn(|| {
+                    format!("refusing a connection: {open} already open (--max-connections {max})")
+                });
+                let _ = (&*stream).write_all_reply(&Reply::Err("too many connections".into()));
+                continue;
+            }
+        };
         node.counters.connections.fetch_add(1, Ordering::Relaxed);
         debug!(
             "conn-{key} from {}",
-            stream
-                .peer_addr()
-                .map_or_else(|_| "?".into(), |a| a.to_string())
+            source.map_or_else(|_| "?".into(), |a| a.to_string())
         );
         let n = Arc::clone(&node);
         let spawned = thread::Builder::new()

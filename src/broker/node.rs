@@ -19,6 +19,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::BrokerConfig;
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
+use crate::slots::Slots;
 
 use super::acks::Acks;
 use super::compute::{Backlog, Job, Task};
@@ -120,6 +121,8 @@ pub struct Node {
     pub(super) redial_now: Sender<()>,
     pub(super) handoff_now: Sender<()>,
     sockets: Mutex<HashMap<u64, Stream>>,
+    /// Who holds the listener's connection slots, by socket key (`crate::slots`).
+    pub slots: Mutex<Slots>,
     next_socket: AtomicU64,
     anon_seq: AtomicU64,
     stopping: AtomicBool,
@@ -151,7 +154,6 @@ impl Node {
             safety: Safety::new(config.require_backup),
             mandate: Mandate::new(config.witness.is_some(), config.ping_timeout),
             state: Mutex::new(State::new(Log::new(config.dedup_publishers))),
-            config,
             id,
             state_changed: Condvar::new(),
             topics,
@@ -165,11 +167,13 @@ impl Node {
             redial_now,
             handoff_now,
             sockets: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::new(config.max_connections, super::PEER_SLOTS)),
             next_socket: AtomicU64::new(1),
             anon_seq: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             gate: Gate::default(),
             started: Instant::now(),
+            config,
         }
     }
 
@@ -578,9 +582,18 @@ impl Node {
         Some(key)
     }
 
-    /// Forgets a socket that closed.
+    /// Forgets a socket that closed, and frees its connection slot.
     pub fn unregister(&self, key: u64) {
         self.sockets.lock().remove(&key);
+        self.slots.lock().leave(key);
+    }
+
+    /// Ends the reading side of a registered socket: its thread's read returns as if the other
+    /// side had closed, and the thread says why and closes (`handler::serve`).
+    pub fn hang_up(&self, key: u64) {
+        if let Some(sock) = self.sockets.lock().get(&key) {
+            let _ = sock.shutdown(Shutdown::Read);
+        }
     }
 
     /// Test hook: freeze every thread at its next step, as SIGSTOP does.

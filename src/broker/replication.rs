@@ -30,9 +30,12 @@ enum Failure {
     Fenced(Epoch),
     /// Nothing listens there: the backup is certainly down.
     Refused(String),
-    /// It did not answer in time, or answered but would not serve us: silent, maybe hung,
-    /// maybe full.
+    /// It did not answer in time: maybe hung, maybe dead.
     Silent(String),
+    /// It answered that it would not serve us (full): alive, so it may take over with what it
+    /// holds, and we must not ACK without it. (A connection closed without a word is not
+    /// proof of life: a proxy on the way does that for a dead backup.)
+    Busy(String),
 }
 
 /// How a synced session ended.
@@ -125,6 +128,16 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                     warned = true;
                 }
             }
+            // Never degraded: a stranger holding the backup's slots must not decide that the
+            // pair stops replicating. The slot it held is ours at the next dial, so dial soon.
+            Err(Failure::Busy(why)) => {
+                node.safety.set_health(BackupHealth::Silent);
+                if !warned {
+                    warn!("backup {peer} {why}: holding ACKs until it syncs; redialling");
+                    warned = true;
+                }
+                backoff = MIN_BACKOFF;
+            }
         }
         match redial_now.recv_timeout(backoff) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
@@ -167,7 +180,7 @@ fn open_session(
                 "{e} (check that both brokers have the same --secret)"
             ))
         }
-        Error::Refused(why) => Failure::Silent(format!("is alive but refused us: {why}")),
+        Error::Refused(why) => Failure::Busy(format!("is alive but refused us: {why}")),
         e => Failure::Refused(format!("is unreachable: {e}")),
     };
     let mut conn = Connection::dial(
@@ -185,6 +198,9 @@ fn open_session(
             Reply::Handoff(message) => orphans.push(message),
             Reply::Synced { epoch: e } if e == epoch => return Ok((conn, orphans)),
             Reply::Fenced { epoch: newer } => return Err(Failure::Fenced(newer)),
+            Reply::Err(why) if why == "too many connections" => {
+                return Err(failure(Error::Refused(why)));
+            }
             other => return Err(Failure::Refused(format!("answered SYNC with {other:?}"))),
         }
     }

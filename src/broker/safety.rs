@@ -19,8 +19,10 @@ use parking_lot::{Condvar, Mutex};
 pub enum BackupHealth {
     /// A replication session is live: messages are safe once confirmed.
     Up,
-    /// The backup stopped answering but is not known dead. Without `--require-backup` this
-    /// lasts one ping timeout, then the broker declares it down.
+    /// The backup is not known dead but holds nothing new: it stopped answering (without
+    /// `--require-backup` it is declared down after one ping timeout), or it answers and turns
+    /// us away, as when strangers hold its slots (never declared down: it is alive, and could
+    /// take over with what it holds). ACKs wait for it.
     Silent,
     /// No backup (none configured, refused, or declared dead): the primary runs degraded and
     /// ACKs without replication.
