@@ -6,13 +6,14 @@ usage: scripts/squat_attack.py [--mode attack|control] [--source 127.0.0.2] [--p
                                [--bin target/release]
 
 Starts a pair on 127.0.0.1:PORT (primary) and PORT+1 (backup) with --secret and
---client-secret and --max-connections 40, a subscriber, and a test_publisher at 20 Hz. In
+--client-secret and --max-connections 40, a subscriber, and a test_publisher at 10 Hz. In
 attack mode a stranger (this script) keeps 60 connections to the backup open from SOURCE (a
 loopback address: 127.0.0.2 stands for another host, 127.0.0.1 for the primary's own host),
 dialling again 3 ms after any is closed or refused; it never authenticates. Then: at 3 s the
 backup is paused (SIGSTOP) for 3 s, at 9 s the primary is killed (SIGKILL), at 14 s the
-publisher is stopped, and 4 s later the subscriber. Prints how many messages were ACKed, how
-many of those the subscriber never printed, and the longest gap between ACKs. Everything is on
+publisher is stopped, and the subscriber once it has printed every ACKed message (or 30 s
+later). Prints how many messages were ACKed, how many of those the subscriber never printed,
+and the longest gap between ACKs. Everything is on
 loopback and stops by itself; only the processes it started are signalled."""
 
 import argparse
@@ -68,17 +69,32 @@ def main():
     time.sleep(0.3)
     backup = subprocess.Popen([f"{a.bin}/backup", str(a.port + 1), p, *common], env=env,
                               stdout=log, stderr=log)
-    time.sleep(1.5)
     stop = threading.Event()
+    procs = [primary, backup]
+    try:
+        return run(a, p, b, env, primary, backup, stop, procs)
+    finally:
+        stop.set()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait()
+
+
+def run(a, p, b, env, primary, backup, stop, procs):
+    time.sleep(1.5)
     if a.mode == "attack":
         squat(("127.0.0.1", a.port + 1), a.source, stop, 60)
         time.sleep(1.0)
     sub = subprocess.Popen([f"{a.bin}/subscriber", "t", p, b], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    procs.append(sub)
     time.sleep(0.5)
-    pub = subprocess.Popen([f"{a.bin}/test_publisher", "t", p, b, "--rate-hz", "20",
+    pub = subprocess.Popen([f"{a.bin}/test_publisher", "t", p, b, "--rate-hz", "10",
                             "--timestamps"], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True)
+    procs.append(pub)
     t0 = time.time()
 
     def at(t):
@@ -90,31 +106,33 @@ def main():
     backup.send_signal(signal.SIGCONT)
     at(9)
     primary.kill()
+    delivered = set()
+
+    def read_subscriber():
+        for line in sub.stdout:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                delivered.add(int(parts[1]))
+
+    reader = threading.Thread(target=read_subscriber, daemon=True)
+    reader.start()
     at(14)
     pub.send_signal(signal.SIGINT)
-    acks = pub.communicate(timeout=20)[0].split("\n")
-    time.sleep(4)
-    sub.send_signal(signal.SIGINT)
-    seen = sub.communicate(timeout=20)[0].split("\n")
-    stop.set()
-    for proc in (backup, primary):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    try:
+        out = pub.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        pub.kill()
+        out = pub.communicate()[0]
     acked = {}
-    for line in acks:
+    for line in out.split("\n"):
         parts = line.split()
         if len(parts) == 3 and parts[1] == "ACK":
             acked[int(parts[2])] = int(parts[0])
-    delivered = set()
-    for line in seen:
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            delivered.add(int(parts[1]))
+    deadline = time.time() + 30
+    while time.time() < deadline and not set(acked) <= delivered:
+        time.sleep(0.1)
+    stop.set()
+    reader.join(timeout=1)
     lost = sorted(set(acked) - delivered)
     times = sorted(acked.values())
     gap = max((b - a for a, b in zip(times, times[1:])), default=0)
