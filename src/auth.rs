@@ -20,9 +20,7 @@ use std::sync::Arc;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::connection::Connection;
-use crate::error::{Error, Result};
-use crate::protocol::{AuthKind, Reply, Request};
+use crate::protocol::AuthKind;
 
 /// A shared secret. Its `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -128,42 +126,6 @@ impl Listener {
         let (kind, theirs, ours) = self.hello.take()?;
         let secret = secret_for(kind)?;
         verify(secret, Side::Dialer, kind, (&theirs, &ours), proof).then_some(kind)
-    }
-}
-
-/// Runs the dialer's side of the handshake on a fresh connection. Fails with [`Error::Auth`]
-/// when either side's proof is wrong, and with [`Error::Refused`] when the listener refused
-/// the connection for another reason (`ERR|too many connections`): it is alive, and the
-/// secrets may well match.
-pub fn authenticate(conn: &mut Connection, kind: AuthKind, secret: &Secret) -> Result<()> {
-    let mine = nonce();
-    let hello = Request::Hello {
-        kind,
-        nonce: mine.clone(),
-    };
-    let (theirs, their_proof) = match answer(conn.ask(&hello))? {
-        Reply::Challenge { nonce, proof } => (nonce, proof),
-        other => return Err(Error::Auth(format!("answered HELLO with {other:?}"))),
-    };
-    if !verify(secret, Side::Listener, kind, (&mine, &theirs), &their_proof) {
-        return Err(Error::Auth("the listener does not know the secret".into()));
-    }
-    let proof = Request::Proof {
-        proof: proof(secret, Side::Dialer, kind, &mine, &theirs),
-    };
-    match answer(conn.ask(&proof))? {
-        Reply::Welcome => Ok(()),
-        other => Err(Error::Auth(format!("answered PROOF with {other:?}"))),
-    }
-}
-
-/// The listener's answer; an `ERR` other than a failed proof is a refusal, not a verdict on
-/// the secret.
-fn answer(reply: Result<Reply>) -> Result<Reply> {
-    match reply {
-        Ok(Reply::Err(reason)) if reason == "too many connections" => Err(Error::Refused(reason)),
-        Err(Error::Protocol(why)) => Err(Error::Auth(why)),
-        other => other,
     }
 }
 

@@ -17,7 +17,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::{self, Secret};
+use crate::auth::{self, Secret, Side};
 use crate::error::{Error, Result};
 use crate::protocol::{AuthKind, Reply, Request};
 
@@ -194,9 +194,35 @@ impl Connection {
         stream.set_write_timeout(Some(timeout))?;
         let mut conn = Connection::new(Stream::new(stream), max_line);
         if let Some((kind, secret)) = auth {
-            auth::authenticate(&mut conn, kind, secret)?;
+            conn.authenticate(kind, secret)?;
         }
         Ok(conn)
+    }
+
+    /// Runs the dialer's side of the handshake (`crate::auth`) on a fresh connection. Fails
+    /// with [`Error::Auth`] when either side's proof is wrong, and with [`Error::Refused`] when
+    /// the listener refused the connection for another reason (`ERR|too many connections`):
+    /// it is alive, and the secrets may well match.
+    pub fn authenticate(&mut self, kind: AuthKind, secret: &Secret) -> Result<()> {
+        let mine = auth::nonce();
+        let hello = Request::Hello {
+            kind,
+            nonce: mine.clone(),
+        };
+        let (theirs, their_proof) = match refusal_or_verdict(self.ask(&hello))? {
+            Reply::Challenge { nonce, proof } => (nonce, proof),
+            other => return Err(Error::Auth(format!("answered HELLO with {other:?}"))),
+        };
+        if !auth::verify(secret, Side::Listener, kind, (&mine, &theirs), &their_proof) {
+            return Err(Error::Auth("the listener does not know the secret".into()));
+        }
+        let proof = Request::Proof {
+            proof: auth::proof(secret, Side::Dialer, kind, &mine, &theirs),
+        };
+        match refusal_or_verdict(self.ask(&proof))? {
+            Reply::Welcome => Ok(()),
+            other => Err(Error::Auth(format!("answered PROOF with {other:?}"))),
+        }
     }
 
     /// Wraps a connected stream.
@@ -277,6 +303,16 @@ pub fn wake_listener(mut addr: std::net::SocketAddr) {
         });
     }
     let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+}
+
+/// The listener's answer during the handshake; an `ERR` other than a failed proof is a
+/// refusal, not a verdict on the secret.
+fn refusal_or_verdict(reply: Result<Reply>) -> Result<Reply> {
+    match reply {
+        Ok(Reply::Err(reason)) if reason == "too many connections" => Err(Error::Refused(reason)),
+        Err(Error::Protocol(why)) => Err(Error::Auth(why)),
+        other => other,
+    }
 }
 
 /// Dials `addr` (`host:port`), trying each address it resolves to for at most `timeout`, and

@@ -13,7 +13,6 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use super::Source;
-use crate::auth;
 use crate::config::SubscriberConfig;
 use crate::connection::{Connection, Stream};
 use crate::error::Error;
@@ -235,7 +234,7 @@ impl Link {
         // Registered before the handshake, so that closing the subscriber interrupts it.
         self.sockets.lock()[self.slot] = Some(conn.stream().clone());
         if let Some(secret) = &self.config.secret {
-            auth::authenticate(&mut conn, AuthKind::Client, secret)?;
+            conn.authenticate(AuthKind::Client, secret)?;
         }
         if self.is_stopped() {
             return Ok(false);
