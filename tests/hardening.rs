@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use edgebroker::auth::Secret;
 use edgebroker::broker::BackupHealth;
-use edgebroker::protocol::{Message, Role};
+use edgebroker::protocol::{Epoch, Message, Role};
 use edgebroker::{BrokerConfig, ComputeStep, Publisher, Subscriber};
 
 /// A `PUB` line of exactly `len` bytes.
@@ -598,4 +598,71 @@ fn the_publisher_is_told_at_once_that_a_message_is_too_large_and_the_pair_stays_
     let status = pair.primary().status();
     assert_eq!(status.counters.link_sessions, sessions, "{status:?}");
     assert_eq!(status.backup, BackupHealth::Up);
+}
+
+/// Which of the pair leads, once one leads a synced backup in an epoch past `term`: `true`
+/// for the broker started as primary.
+fn leader_past(pair: &Pair, term: u64) -> bool {
+    wait_for(
+        "a primary with a synced backup past the stranger's epoch",
+        || {
+            [(true, pair.primary()), (false, pair.backup())]
+                .into_iter()
+                .find(|(_, b)| {
+                    let s = b.status();
+                    s.role == Role::Primary && s.backup == BackupHealth::Up && s.epoch.term > term
+                })
+                .map(|(first, _)| first)
+        },
+    )
+}
+
+#[test]
+fn a_strangers_epoch_at_the_limit_never_stops_the_pair() {
+    let base = config(ComputeStep::Off);
+    let mut pair = Pair::start(base.clone());
+    let before = pair.primary().status().epoch;
+    let mut stranger = LineClient::connect(pair.primary_addr);
+    // No takeover could follow the last term; a jump past the ceiling is no takeover's.
+    for term in [Epoch::MAX_TERM, Epoch::MAX_TERM - 1, Epoch::CEILING + 2] {
+        let answer = stranger.ask(&format!("PROBE|{term}.5|5|0"));
+        assert!(answer.starts_with("ERR|epoch "), "term {term}: {answer}");
+    }
+    let status = pair.primary().status();
+    assert_eq!((status.role, status.epoch), (Role::Primary, before));
+
+    // Without a secret, a stranger at the ceiling still makes the primary step down; the pair
+    // leads on from the epoch after it, with headroom to spare.
+    let at_ceiling = stranger.ask(&format!("PROBE|{}.5|5|0", Epoch::CEILING));
+    assert!(at_ceiling.starts_with("PONG|"), "{at_ceiling}");
+    let first_leads = leader_past(&pair, Epoch::CEILING);
+
+    // The leader dies: the other takes over; restarted, the dead one rejoins as its backup.
+    let (slot, addr, peer) = if first_leads {
+        (&mut pair.primary, pair.primary_addr, pair.backup_addr)
+    } else {
+        (&mut pair.backup, pair.backup_addr, pair.primary_addr)
+    };
+    let dead = slot.take().expect("the leader runs");
+    let last = dead.status().epoch;
+    dead.kill();
+    drop(dead);
+    let survivor = if first_leads {
+        pair.backup()
+    } else {
+        pair.primary()
+    };
+    wait_until("the survivor to take over", || {
+        let s = survivor.status();
+        s.role == Role::Primary && s.epoch > last
+    });
+    let slot = if first_leads {
+        &mut pair.primary
+    } else {
+        &mut pair.backup
+    };
+    *slot = Some(restart_broker(addr, &base, peer, first_leads));
+    assert_eq!(leader_past(&pair, last.term), !first_leads);
+    let mut publisher = Publisher::new(pair.publisher_config());
+    publisher.publish("t", "still here").unwrap();
 }

@@ -373,6 +373,9 @@ impl Prober {
         match conn.ask(&Request::Probe(me))? {
             Reply::PeerPong(peer) => Ok(peer),
             Reply::Err(reason) if reason == "too many connections" => Err(Error::Refused(reason)),
+            // Our epoch is past what it may adopt yet (it restarted, and learns ours from its
+            // own probe): alive, and no question of secrets.
+            Reply::Err(reason) if reason.starts_with("epoch ") => Err(Error::Refused(reason)),
             Reply::Err(reason) => Err(Error::Auth(format!("refused the probe: {reason}"))),
             other => Err(Error::Protocol(format!(
                 "answered the probe with {other:?}"

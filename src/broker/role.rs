@@ -27,7 +27,7 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use parking_lot::MutexGuard;
 
-use crate::protocol::{Epoch, Message, PeerState, Reply, Role};
+use crate::protocol::{Epoch, Heard, Message, PeerState, Reply, Role};
 use crate::witness::Lease;
 
 use super::compute::Job;
@@ -158,14 +158,17 @@ impl Node {
         }
         let seen = s.seen();
         let epoch = match grant {
-            Some(lease) if lease.epoch > seen => lease.epoch,
-            Some(lease) => {
+            Some(lease) if lease.epoch <= seen => {
                 debug!(
                     "the grant of epoch {} came after epoch {seen}; ignoring it",
                     lease.epoch
                 );
                 return;
             }
+            Some(lease) => match self.refuses(&s, lease.epoch, Heard::Answered) {
+                None => lease.epoch,
+                Some(_) => return,
+            },
             None => match seen.next(self.id) {
                 Some(epoch) => epoch,
                 None => {
@@ -211,15 +214,28 @@ impl Node {
         let _ = self.redial_now.try_send(());
     }
 
-    /// Meets `epoch` somewhere (a probe, a PONG, a SYNC, a FENCED answer): if it is newer than
-    /// ours, follow it, stepping down if we were primary. Returns whether it was newer.
+    /// Meets `epoch` in an answer of the peer or the witness (a PONG, a FENCED): if it is newer
+    /// than ours and ours to adopt, follow it, stepping down if we were primary. Returns
+    /// whether we did.
     pub fn observe(&self, epoch: Epoch) -> bool {
         let mut s = self.state.lock();
-        self.observe_locked(&mut s, epoch)
+        self.refuses(&s, epoch, Heard::Answered).is_none() && self.observe_locked(&mut s, epoch)
     }
 
+    /// Refuses `epoch`, met as `heard`, if [`Epoch::may_adopt`] does: logs why (once per quiet
+    /// period, for a stranger may send thousands) and returns it, for an `ERR`.
+    fn refuses(&self, s: &State, epoch: Epoch, heard: Heard) -> Option<String> {
+        let why = epoch.may_adopt(s.seen(), heard).err()?;
+        self.warnings
+            .epochs_refused
+            .warn(|| format!("{why}; refused"));
+        Some(why)
+    }
+
+    /// Follows `epoch` if it is newer than ours; the callers checked it with [`Self::refuses`].
     pub(super) fn observe_locked(&self, s: &mut MutexGuard<'_, State>, epoch: Epoch) -> bool {
-        if epoch <= s.epoch {
+        // Never an epoch no takeover could follow, whoever forgot to ask.
+        if epoch <= s.epoch || epoch.next(self.id).is_none() {
             return false;
         }
         if s.role() == Role::Primary {
@@ -263,6 +279,9 @@ impl Node {
         let mut s = self.state.lock();
         if epoch < s.epoch || (epoch == s.epoch && s.role() == Role::Primary) {
             return vec![Reply::Fenced { epoch: s.epoch }];
+        }
+        if let Some(why) = self.refuses(&s, epoch, Heard::Told) {
+            return vec![Reply::Err(why)];
         }
         self.observe_locked(&mut s, epoch);
         // Meeting a newer epoch made us a backup, if we were not one.
@@ -409,6 +428,9 @@ impl Node {
             return Some(Reply::Fenced { epoch: s.epoch });
         }
         if epoch > s.epoch {
+            if let Some(why) = self.refuses(s, epoch, Heard::Told) {
+                return Some(Reply::Err(why));
+            }
             self.observe_locked(s, epoch);
             return Some(Reply::Err("not synced; send SYNC first".into()));
         }
@@ -430,6 +452,9 @@ impl Node {
     /// primary whose replication link is down makes the primary redial at once.
     pub fn answer_probe(&self, peer: PeerState) -> Reply {
         let mut s = self.state.lock();
+        if let Some(why) = self.refuses(&s, peer.epoch, Heard::Told) {
+            return Reply::Err(why);
+        }
         self.observe_locked(&mut s, peer.epoch);
         s.peer = Some(peer);
         // The heartbeat of the primary we follow: it is alive, and our answer vouches for it
@@ -449,6 +474,9 @@ impl Node {
     /// Records a probe's answer from the peer.
     pub fn peer_answered(&self, peer: PeerState) {
         let mut s = self.state.lock();
+        if self.refuses(&s, peer.epoch, Heard::Answered).is_some() {
+            return;
+        }
         s.peer = Some(peer);
         if peer.role == Role::Primary {
             self.observe_locked(&mut s, peer.epoch);

@@ -56,6 +56,8 @@ pub struct Warnings {
     pub auth_failed: Repeated,
     /// A line over the limit.
     pub too_long: Repeated,
+    /// An epoch we may not adopt ([`crate::protocol::Epoch::may_adopt`]).
+    pub epochs_refused: Repeated,
 }
 
 #[cfg(test)]

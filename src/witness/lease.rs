@@ -15,7 +15,9 @@
 //!    PROTOCOL.md, "Lease arithmetic").
 //! 3. **Epochs only go up.** A grant is the next epoch after the highest the witness has seen,
 //!    from any broker, in any request; a renewal from an older epoch is `FENCED` with the newer
-//!    one; nothing past [`Epoch::MAX_TERM`] is granted or accepted, so nothing wraps.
+//!    one. A line lifts the highest epoch past [`Epoch::CEILING`] by one term at most, and no
+//!    epoch without a next is accepted or granted ([`Epoch::may_adopt`]), so a stranger's line
+//!    never leaves the witness unable to grant, and nothing wraps.
 //! 4. **Registration.** A broker that took over on certain death (its peer refused the
 //!    connection) did so without the witness; it registers its epoch with `LEASE`. The witness
 //!    raises its highest epoch to it at once, which fences the old holder's next renewal, but
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::protocol::{Reply, ms_up};
-use crate::protocol::Epoch;
+use crate::protocol::{Epoch, Heard};
 
 /// How often a primary renews its lease: every ping interval, and at least twice per lease,
 /// so that one lost renewal (retried at once, within a ping timeout) never costs the lease.
@@ -120,6 +122,14 @@ impl Leases {
         }
     }
 
+    /// Refuses `epoch`, shown by `node`, if the witness may not take it as seen
+    /// ([`Epoch::may_adopt`]; every line it reads is one anyone may have sent).
+    fn refuses(&self, epoch: Epoch, node: u32) -> Option<Reply> {
+        let why = epoch.may_adopt(self.seen, Heard::Told).err()?;
+        warn!("{why} (shown by node {node}); refused");
+        Some(Reply::Err(why))
+    }
+
     /// How long a lease lasts on the witness's side: what the primary got, plus the margin.
     fn held_for(&self) -> Duration {
         self.lease.saturating_add(self.margin)
@@ -178,6 +188,9 @@ impl Leases {
                 epoch.node
             ));
         }
+        if let Some(refused) = self.refuses(epoch, node) {
+            return refused;
+        }
         if self.restart_wait(t) > Duration::ZERO {
             self.seen = self.seen.max(epoch);
             return Reply::Restarting {
@@ -227,6 +240,9 @@ impl Leases {
     /// A claim from the holder itself (its `GRANTED` was lost) gets its grant again.
     pub fn claim(&mut self, seen: Epoch, node: u32, now: Instant) -> Reply {
         let t = self.at(now);
+        if let Some(refused) = self.refuses(seen, node) {
+            return refused;
+        }
         self.seen = self.seen.max(seen);
         if self.restart_wait(t) > Duration::ZERO {
             return Reply::Restarting {
@@ -253,9 +269,10 @@ impl Leases {
             // Nobody holds the lease, or only the claimant in an epoch since outdone.
             _ => {}
         }
-        let Some(next) = self.seen.next(node) else {
+        // The grant must leave a takeover after it, as every epoch a broker adopts does.
+        let Some(next) = self.seen.next(node).filter(|e| e.next(node).is_some()) else {
             return Reply::Err(format!(
-                "epoch term {} is at its limit; no epoch can follow {}",
+                "epoch term {} is at its limit; no epoch granted after {} could be followed",
                 Epoch::MAX_TERM,
                 self.seen
             ));
@@ -543,16 +560,45 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_granted_past_the_last_term() {
+    fn nothing_is_granted_or_taken_as_seen_that_no_takeover_could_follow() {
         let (mut w, clock) = ready();
+        // A stranger's CLAIM or LEASE at the last term is refused and teaches nothing.
         let last = epoch(Epoch::MAX_TERM, A);
         assert!(matches!(w.claim(last, B, clock.at(READY)), Reply::Err(_)));
-        assert_eq!(w.snapshot(clock.at(READY)).holder, None);
-        // The broker at the last term may still renew it.
+        assert!(matches!(w.renew(last, A, clock.at(READY)), Reply::Err(_)));
+        assert_eq!(w.snapshot(clock.at(READY)).epoch, Epoch::default());
+        assert_eq!(
+            granted(w.claim(epoch(0, 0), B, clock.at(READY))),
+            epoch(1, B)
+        );
+        // At the last term but one, a grant would leave no takeover after it: none is made.
+        w.seen = epoch(Epoch::MAX_TERM - 1, A);
+        let t = READY + 2250;
+        assert!(matches!(w.claim(w.seen, B, clock.at(t)), Reply::Err(_)));
+        assert_eq!(w.snapshot(clock.at(t)).holder, None);
+    }
+
+    #[test]
+    fn a_line_lifts_the_highest_epoch_past_the_ceiling_by_one_term_at_most() {
+        let (mut w, clock) = ready();
+        let jump = epoch(Epoch::CEILING + 1, A);
+        assert!(matches!(w.claim(jump, B, clock.at(READY)), Reply::Err(_)));
+        assert!(matches!(w.renew(jump, A, clock.at(READY)), Reply::Err(_)));
+        assert_eq!(w.snapshot(clock.at(READY)).epoch, Epoch::default());
+        // Up to the ceiling a line is believed, as without a secret it must be; the witness
+        // grants on from there, and a takeover on certain death registers one term past it.
+        let b = granted(w.claim(epoch(Epoch::CEILING, A), B, clock.at(READY)));
+        assert_eq!(b, epoch(Epoch::CEILING + 1, B));
+        let c = b.next(A).expect("a granted epoch has a next");
         assert!(matches!(
-            w.renew(last, A, clock.at(READY)),
+            w.renew(c, A, clock.at(READY + 2250)),
             Reply::Leased { .. }
         ));
+        assert!(matches!(
+            w.renew(epoch(c.term + 2, A), A, clock.at(READY + 2251)),
+            Reply::Err(_)
+        ));
+        assert_eq!(w.snapshot(clock.at(READY + 2251)).epoch, c);
     }
 
     #[test]

@@ -334,9 +334,20 @@ const COLUMNS: [(&str, usize); 9] = [
 ];
 const WORD_COLUMNS: usize = 4;
 
-/// Writes one table cell: a space, then `text` in column `i`'s width and alignment.
+/// `text` with every control character (C0, DEL, C1 such as the 8-bit CSI) replaced by `?`,
+/// one for one. What a server sends reaches the terminal as text, never as a command (clear
+/// the screen, set the title, write the clipboard), and widths counted in characters hold.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Writes one table cell: a space, then `text`, made [`printable`], in column `i`'s width
+/// and alignment (counted in characters).
 fn write_cell(out: &mut String, i: usize, text: &str) {
     let w = COLUMNS[i].1;
+    let text = printable(text);
     let _ = if i < WORD_COLUMNS {
         write!(out, " {text:<w$}")
     } else {
@@ -346,12 +357,13 @@ fn write_cell(out: &mut String, i: usize, text: &str) {
 
 impl Frame {
     /// The frame as a text table: a heading line, one row per address, then the recent
-    /// events. Every line ends with `\n`.
+    /// events. Every line ends with `\n`. Every text that came from a server (fields, a
+    /// refusal's reason, the events made of them) is shown [`printable`].
     pub fn table(&self) -> String {
         let addr_w = self
             .rows
             .iter()
-            .map(|r| r.addr().len())
+            .map(|r| r.addr().chars().count())
             .max()
             .unwrap_or(0)
             .max("address".len())
@@ -365,11 +377,11 @@ impl Frame {
         }
         let _ = writeln!(out);
         for row in &self.rows {
-            let _ = write!(out, "{:<addr_w$}", row.addr());
+            let _ = write!(out, "{:<addr_w$}", printable(row.addr()));
             match row {
                 Row::Down { reason, .. } => {
                     write_cell(&mut out, 0, "down");
-                    let _ = write!(out, " {reason}");
+                    let _ = write!(out, " {}", printable(reason));
                 }
                 Row::Up {
                     fields,
@@ -412,7 +424,8 @@ impl Frame {
                 MARK_MS / 1000
             );
             for e in &self.events {
-                let _ = writeln!(out, "  {} UTC  {}  {}", clock(e.at_ms), e.addr, e.what);
+                let (addr, what) = (printable(&e.addr), printable(&e.what));
+                let _ = writeln!(out, "  {} UTC  {addr}  {what}", clock(e.at_ms));
             }
         }
         out
@@ -542,7 +555,7 @@ pub fn json_string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
+            c if c.is_control() => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
             c => out.push(c),
@@ -863,6 +876,38 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
+        assert_eq!(json_string("\x1b\x7f\u{9b}é"), r#""\u001b\u007f\u009bé""#);
+    }
+
+    #[test]
+    fn an_event_made_of_a_servers_bytes_is_shown_printable_and_aligned() {
+        let (mut v, t0) = (View::new(vec!["a:1".into(), "b:2".into()]), Instant::now());
+        v.update(vec![broker("primary", "1.1", 0)], t0, 0);
+        let dirty = "2.\x1b]52;c;\x07\u{9b}";
+        let frame = v.update(
+            vec![broker("primary", dirty, 0), broker("backup", "é.1", 0)],
+            t0 + Duration::from_secs(1),
+            1000,
+        );
+        let table = frame.table();
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert!(table.contains("a:1  epoch 1.1 -> 2.?]52;c;??"), "{table}");
+        // Widths count characters: a row with a two-byte character is as wide as another.
+        let width = |addr: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(addr))
+                .map(|l| l.chars().count())
+        };
+        assert_eq!(width("a:1"), width("b:2"), "{table}");
+        assert!(
+            frame
+                .json()
+                .contains(r#""epoch":"2.\u001b]52;c;\u0007\u009b""#)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -249,4 +249,55 @@ fn with_a_witness_it_is_one_more_row_and_each_broker_shows_its_view_of_it() {
         witness_row.contains(r#""witness":"lease "#),
         "{witness_row}"
     );
+}
+
+/// A fake broker on a free loopback port: it answers the first connection's first line with
+/// `answer`, then closes. Returns its address.
+fn fake_broker(answer: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut line).is_ok() {
+                let _ = (&stream).write_all(answer.as_bytes());
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_table_shows_only_printable_characters_whatever_a_server_sends() {
+    // Clear the screen, ring the bell, write the clipboard (OSC 52), an 8-bit CSI, DEL, NEL.
+    let fields = fake_broker(
+        "STATUS|role=primary|epoch=1.1\x1b[2J|backup=up\x07\x7f\
+         |witness=\x1b]52;c;\x07\u{9b}|pending=3|takeovers=0\n",
+    );
+    let refusal = fake_broker("ERR|no\x1b]52;c;b3duZWQ=\x07\u{9b}2J\x1b]0;owned\x07\n");
+    let role = fake_broker("STATUS|role=\x1b[31mwitness\u{85}|lease_left_ms=5\n");
+    let out = pairstat(&[&fields, &refusal, "--witness", &role, "--once"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|&c| c != '\n' && (c < ' ' || ('\x7f'..='\u{9f}').contains(&c)))
+        .collect();
+    assert!(bad.is_empty(), "control characters {bad:?} in {text:?}");
+    // What is printable is shown, each control character replaced by one `?`, so the columns
+    // stay aligned: a row of values that fit ends where the heading does.
+    let row = |addr: &str| {
+        text.lines()
+            .find(|l| l.starts_with(addr))
+            .unwrap_or_else(|| panic!("no row for {addr}: {text}"))
+    };
+    let heading = row("address");
+    let first = row(&fields);
+    for cell in ["1.1?[2J", "up??", "?]52;c;??"] {
+        assert!(first.contains(cell), "{cell} in {first}");
+    }
+    assert_eq!(first.chars().count(), heading.chars().count(), "{text}");
+    assert!(row(&refusal).ends_with("no?]52;c;b3duZWQ=??2J?]0;owned?"));
+    assert!(row(&role).contains(" ?[31mwitness? "));
 }
