@@ -56,10 +56,11 @@ struct Subscription {
 /// What one subscription is charged against `--max-subscription-bytes` besides its topic's
 /// name: the most the map spends on a subscription that adds a topic (64-bit, glibc malloc).
 /// The name's allocation rounds up by at most 31 bytes (8 of header, 16-byte chunks of 32 at
-/// least); the one-subscriber list is 48 (two counters and a 16-byte [`Subscription`]); the
-/// table's slot is 33 (a 32-byte entry and a control byte), and the table has at most 16/7
-/// slots per entry after it grows, 24/7 while the old one is still alive: 114. A subscription
-/// to a topic that exists adds 16 bytes to its list.
+/// least); the list is 48 (two counters and a `Vec`) and its room for one 16-byte
+/// [`Subscription`] 32; the table's slot is 25 (a 24-byte entry and a control byte), and the
+/// table has at most 16/7 slots per entry after it grows, 24/7 while the old one is still
+/// alive: 86. A subscription to a topic that exists takes 16 bytes in its list, 48 while the
+/// list grows (the list's room at most doubles).
 pub const SUBSCRIPTION_OVERHEAD: usize = 200;
 
 /// What one connection's subscriptions are charged, against `--max-subscriptions` and
@@ -86,18 +87,14 @@ impl SubscriptionBudget {
         self.topics += 1;
         self.bytes = self.bytes.saturating_add(Self::cost(topic));
     }
-
-    /// The bytes charged so far.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
 }
 
 /// Topic name → the connections subscribed to it. A delivery takes the topic's list (an `Arc`)
-/// and writes without the lock; a change builds a new list, so one a delivery holds stays as
-/// it was. Names and lists take no more than they hold: no spare capacity.
+/// and writes without the lock; a change copies a list that a delivery still holds. A name
+/// takes no more than its bytes, a new list room for one, a list that lost subscribers no more
+/// room than it holds.
 pub struct Topics {
-    map: Mutex<HashMap<Box<str>, Arc<[Subscription]>>>,
+    map: Mutex<HashMap<Box<str>, Arc<Vec<Subscription>>>>,
     limits: QueueLimits,
     /// Bytes of the messages waiting for subscribers, and their limit.
     held: Arc<AtomicUsize>,
@@ -160,13 +157,13 @@ impl Topics {
         let mut map = self.map.lock();
         match map.get_mut(topic) {
             None => {
-                map.insert(topic.into(), Arc::from([sub]));
+                map.insert(topic.into(), Arc::new(vec![sub]));
             }
             Some(subs)
                 if subs
                     .iter()
                     .any(|s| s.outbox.conn == outbox.conn && s.format == format) => {}
-            Some(subs) => *subs = subs.iter().cloned().chain([sub]).collect(),
+            Some(subs) => Arc::make_mut(subs).push(sub),
         }
     }
 
@@ -175,11 +172,9 @@ impl Topics {
         let mut map = self.map.lock();
         for subs in map.values_mut() {
             if subs.iter().any(|s| s.outbox.conn == conn) {
-                *subs = subs
-                    .iter()
-                    .filter(|s| s.outbox.conn != conn)
-                    .cloned()
-                    .collect();
+                let subs = Arc::make_mut(subs);
+                subs.retain(|s| s.outbox.conn != conn);
+                subs.shrink_to_fit();
             }
         }
         map.retain(|_, subs| !subs.is_empty());
@@ -275,10 +270,11 @@ impl Topics {
     /// rounding come on top.
     fn allocated_at_least(&self) -> usize {
         let map = self.map.lock();
-        let slot = size_of::<(Box<str>, Arc<[Subscription]>)>() + 1;
+        let slot = size_of::<(Box<str>, Arc<Vec<Subscription>>)>() + 1;
+        let list = 2 * size_of::<usize>() + size_of::<Vec<Subscription>>();
         let held: usize = map
             .iter()
-            .map(|(name, subs)| name.len() + 2 * size_of::<usize>() + size_of_val(&**subs))
+            .map(|(name, subs)| name.len() + list + subs.capacity() * size_of::<Subscription>())
             .sum();
         map.capacity() * slot + held
     }
@@ -320,11 +316,12 @@ mod tests {
         // glibc: 8 bytes of header, chunks of 16 bytes and at least 32.
         let chunk = |bytes: usize| (bytes + 8).next_multiple_of(16).max(32);
         let name_rounding = (1..=64).map(|n| chunk(n) - n).max().unwrap();
-        let list = chunk(2 * size_of::<usize>() + size_of::<Subscription>());
-        let slot = size_of::<(Box<str>, Arc<[Subscription]>)>() + 1;
+        let list = chunk(2 * size_of::<usize>() + size_of::<Vec<Subscription>>())
+            + chunk(size_of::<Subscription>());
+        let slot = size_of::<(Box<str>, Arc<Vec<Subscription>>)>() + 1;
         // Right after the table grows it has 16/7 slots per entry, and the old one 8/7 more.
         let table = (slot * 24).div_ceil(7);
-        assert_eq!((name_rounding, list, slot), (31, 48, 33));
+        assert_eq!((name_rounding, list, slot), (31, 48 + 32, 25));
         assert!(name_rounding + list + table <= SUBSCRIPTION_OVERHEAD);
     }
 
