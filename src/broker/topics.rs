@@ -57,7 +57,7 @@ struct Subscription {
 /// name: the most the map spends on a subscription that adds a topic (64-bit, glibc malloc).
 /// The name's allocation rounds up by at most 31 bytes (8 of header, 16-byte chunks of 32 at
 /// least); the list is 48 (two counters and a `Vec`) and its room for one 16-byte
-/// [`Subscription`] 32; the table's slot is 25 (a 24-byte entry and a control byte), and the
+/// `Subscription` 32; the table's slot is 25 (a 24-byte entry and a control byte), and the
 /// table has at most 16/7 slots per entry after it grows, 24/7 while the old one is still
 /// alive: 86. A subscription to a topic that exists takes 16 bytes in its list, 48 while the
 /// list grows (the list's room at most doubles).
