@@ -3,6 +3,7 @@
 attack (the figures in the closing note of the hardening work).
 
 usage: scripts/attack_rss.py [--port 17700] [--binary target/release/primary] [--only NAME,...]
+                             [--conns 1000] [--subs 1000] [--name-bytes 65]
 
 Starts a lone broker (compute off) on 127.0.0.1:PORT, then in turn: 5,000 idle connections
 (idle); 200 connections each sending 1 MiB without a newline (long-lines); 100,000 malformed
@@ -12,8 +13,11 @@ under it (spoof); six subscribers that read 16 KiB every 0.25 s while 60 KB mess
 them for at most 20 s or 30,000 messages (trickle; stopped early if the broker passes 3 GiB).
 Then it stops that broker and starts another with --max-pending 2000 on PORT+1 for 14
 subscribers of 14 topics that never read, flooded, and a publisher of an unrelated topic
-(other-topics). After each attack it checks that the broker still answers PING and prints its
-RSS. Everything runs on loopback and stops by itself; each broker is stopped by its pid."""
+(other-topics). Then a third broker, with the default limits, on PORT+2 for --conns connections
+that each ask for --subs subscriptions to unique names of --name-bytes bytes (as many as the
+budget lets them) and leave a 64 KiB line unfinished (subscriptions). After each attack it checks
+that the broker still answers PING and prints its RSS. Everything runs on loopback and stops by
+itself; each broker is stopped by its pid."""
 
 import argparse
 import os
@@ -46,7 +50,8 @@ def ask(port, line):
         return s.makefile().readline().strip()
 
 
-ATTACKS = ["idle", "long-lines", "garbage", "slow", "spoof", "trickle", "other-topics"]
+ATTACKS = ["idle", "long-lines", "garbage", "slow", "spoof", "trickle", "other-topics",
+           "subscriptions"]
 RSS_CAP_KIB = 3 << 20  # the trickle attack stops when the broker passes 3 GiB
 
 
@@ -153,6 +158,12 @@ def main():
     ap.add_argument("--binary", default="target/release/primary")
     ap.add_argument("--only", default=",".join(ATTACKS),
                     help="comma-separated attacks to run, of: " + ", ".join(ATTACKS))
+    ap.add_argument("--conns", type=int, default=1000,
+                    help="connections of the subscriptions attack [1000]")
+    ap.add_argument("--subs", type=int, default=1000,
+                    help="subscriptions each of those connections asks for [1000]")
+    ap.add_argument("--name-bytes", type=int, default=65,
+                    help="length of their topic names, at least 12 [65]")
     args = ap.parse_args()
     only = [a.strip() for a in args.only.split(",") if a.strip()]
     unknown = [a for a in only if a not in ATTACKS]
@@ -467,6 +478,35 @@ def main():
                 f"{over} ERR|overloaded, its subscriber got {delivered}; "
                 f"slow_consumers={st.get('slow_consumers')}")
 
+    def subscriptions():
+        # Each connection asks for --subs subscriptions to names no other connection uses (by
+        # default 1,000 × 65 bytes, which the names alone would fit in the default 64 KiB),
+        # then sends 64 KiB of one line without its newline and stays open. The peak RSS is
+        # sampled throughout.
+        rss = PeakRss(broker.pid)
+        rss.start()
+        conns, accepted, refused = [], 0, 0
+        unfinished = b"PUBLISH|t|" + b"x" * (65536 - 10)
+        try:
+            for c in range(args.conns):
+                s = connect(port)
+                conns.append(s)
+                names = (f"{c:06}.{i:04}.".ljust(args.name_bytes, "n") for i in range(args.subs))
+                s.sendall("".join(f"SUBSCRIBE|{n}\n" for n in names).encode() + b"PING\n")
+                reader = s.makefile("rb")
+                while (line := reader.readline()) and line != b"PONG\n":
+                    refused += line.startswith(b"ERR|too many subscriptions")
+                s.sendall(unfinished)
+            st = status(port)
+            accepted = int(st.get("subscriptions", 0))
+            time.sleep(1)
+        finally:
+            peak = rss.stop()
+            hang_up(*conns)
+        per_conn = peak / max(1, len(conns))
+        return (f"{len(conns)} connections, {accepted} subscriptions accepted, {refused} refused; "
+                f"peak RSS {peak} KiB ({peak / 1024:.0f} MiB, {per_conn:.0f} KiB a connection)")
+
     main_attacks = [
         ("idle", "5,000 idle connections", idle_connections),
         ("long-lines", "200 × 1 MiB without a newline", long_lines),
@@ -490,6 +530,13 @@ def main():
             broker = start_broker(args.binary, port, ["--max-pending", "2000"])
             measure("14 never-reading subscribers of other topics (`--max-pending 2000`)",
                     other_topics)
+            stop_broker(broker)
+            broker = None
+        if "subscriptions" in only:
+            port = args.port + 2
+            broker = start_broker(args.binary, port)
+            measure(f"{args.conns} connections × {args.subs} subscriptions of {args.name_bytes} bytes + 64 KiB line",
+                    subscriptions)
             stop_broker(broker)
             broker = None
     finally:

@@ -388,7 +388,7 @@ const BROKER_FLAGS: &[Flag] = &[
     Flag::value(
         "--max-subscription-bytes",
         "N",
-        "bytes of topic names one connection may subscribe to [65536]",
+        "bytes one connection's subscriptions may take, each its topic name + 200 [65536]",
     ),
     Flag::value(
         "--auth-timeout-ms",

@@ -80,7 +80,8 @@ pub struct BrokerConfig {
     pub max_pending_bytes: usize,
     /// How many topics one connection may subscribe to.
     pub max_subscriptions: usize,
-    /// How many bytes of topic names one connection's subscriptions may take together.
+    /// How many bytes one connection's subscriptions may take together, each charged its topic
+    /// name plus [`crate::broker::topics::SUBSCRIPTION_OVERHEAD`] for what holds it.
     pub max_subscription_bytes: usize,
     /// How long a connection that must authenticate (a client secret is set, or it took one of
     /// the slots kept for the peer broker) may take to do so before it is closed.

@@ -1,7 +1,6 @@
 //! One thread per connection: read a line, act on it, answer. Clients and the peer broker use
 //! the same listener; a connection becomes the replication link when the peer sends SYNC on it.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -17,7 +16,7 @@ use crate::protocol::{AuthKind, Epoch, Message, MsgId, Reply, Request, Role, pub
 use super::acks::{AckSlot, TakenBack};
 use super::node::{Node, Refusal};
 use super::outbox::{Frame, Outbox};
-use super::topics::Format;
+use super::topics::{Format, SUBSCRIPTION_OVERHEAD, SubscriptionBudget};
 
 /// How long a write may block before the peer counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,8 +49,8 @@ struct Conn {
     hang_up: bool,
     /// What the connection must prove, and by when, before it is served like any other.
     probation: Probation,
-    /// What it subscribed to, and the bytes of those topics' names.
-    subscribed: (HashSet<(String, Format)>, usize),
+    /// What its subscriptions are charged against its limits.
+    subscribed: SubscriptionBudget,
 }
 
 /// A connection that must prove itself within a deadline, or be closed.
@@ -108,7 +107,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         handshake: auth::Listener::default(),
         hang_up: false,
         probation,
-        subscribed: (HashSet::new(), 0),
+        subscribed: SubscriptionBudget::default(),
     };
     loop {
         if let Some(deadline) = conn.probation.deadline() {
@@ -438,17 +437,20 @@ impl Conn {
 
     fn subscribe(&mut self, topic: &str, format: Format) -> Option<Reply> {
         let config = &self.node.config;
-        let key = (topic.to_string(), format);
-        let (topics, bytes) = &self.subscribed;
-        if topics.contains(&key) {
+        if let Some((outbox, _)) = &self.outbox
+            && self.node.topics.is_subscribed(topic, format, outbox.conn)
+        {
             return None;
         }
-        if topics.len() >= config.max_subscriptions
-            || bytes + topic.len() > config.max_subscription_bytes
-        {
+        if !self.subscribed.fits(
+            topic,
+            config.max_subscriptions,
+            config.max_subscription_bytes,
+        ) {
             return Some(Reply::Err(format!(
                 "too many subscriptions: one connection may subscribe to {} topics of {} bytes \
-                 in all (--max-subscriptions, --max-subscription-bytes)",
+                 in all, each its name + {SUBSCRIPTION_OVERHEAD} \
+                 (--max-subscriptions, --max-subscription-bytes)",
                 config.max_subscriptions, config.max_subscription_bytes
             )));
         }
@@ -465,8 +467,7 @@ impl Conn {
         }
         let (outbox, _) = self.outbox.as_ref()?;
         self.node.topics.subscribe(topic, format, outbox);
-        self.subscribed.1 += topic.len();
-        self.subscribed.0.insert(key);
+        self.subscribed.charge(topic);
         info!("subscribed to '{topic}' ({format:?})");
         None
     }

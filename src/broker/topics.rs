@@ -5,6 +5,9 @@
 //! consumer. The messages whose lines wait in any queue take at most `--max-queued-bytes`
 //! together, each counted once however many subscribers it waits for (a [`Held`] inside its
 //! [`ClearWhenWritten`]); past it, the subscriber with the longest queue is cut off.
+//!
+//! What a connection's subscriptions take is charged to it ([`SubscriptionBudget`]): each
+//! costs its topic name plus [`SUBSCRIPTION_OVERHEAD`], the most the map spends on one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,10 +53,48 @@ struct Subscription {
     outbox: Arc<Outbox>,
 }
 
+/// What one subscription is charged against `--max-subscription-bytes` besides its topic's
+/// name: the most the map spends on a subscription that adds a topic (64-bit, glibc malloc).
+/// The name's allocation rounds up by at most 31 bytes (8 of header, 16-byte chunks of 32 at
+/// least); the list is 48 (two counters and a `Vec`) and its room for one 16-byte
+/// `Subscription` 32; the table's slot is 25 (a 24-byte entry and a control byte), and the
+/// table has at most 16/7 slots per entry after it grows, 24/7 while the old one is still
+/// alive: 86. A subscription to a topic that exists takes 16 bytes in its list, 48 while the
+/// list grows (the list's room at most doubles).
+pub const SUBSCRIPTION_OVERHEAD: usize = 200;
+
+/// What one connection's subscriptions are charged, against `--max-subscriptions` and
+/// `--max-subscription-bytes`.
+#[derive(Debug, Default)]
+pub struct SubscriptionBudget {
+    topics: usize,
+    bytes: usize,
+}
+
+impl SubscriptionBudget {
+    /// What a subscription to `topic` is charged.
+    pub fn cost(topic: &str) -> usize {
+        SUBSCRIPTION_OVERHEAD.saturating_add(topic.len())
+    }
+
+    /// Whether one more subscription, to `topic`, stays within `max_topics` and `max_bytes`.
+    pub fn fits(&self, topic: &str, max_topics: usize, max_bytes: usize) -> bool {
+        self.topics < max_topics && self.bytes.saturating_add(Self::cost(topic)) <= max_bytes
+    }
+
+    /// Charges a subscription to `topic`.
+    pub fn charge(&mut self, topic: &str) {
+        self.topics += 1;
+        self.bytes = self.bytes.saturating_add(Self::cost(topic));
+    }
+}
+
 /// Topic name → the connections subscribed to it. A delivery takes the topic's list (an `Arc`)
-/// and writes without the lock; a change copies a list that a delivery still holds.
+/// and writes without the lock; a change copies a list that a delivery still holds. A name
+/// takes no more than its bytes, a new list room for one, a list that lost subscribers no more
+/// room than it holds.
 pub struct Topics {
-    map: Mutex<HashMap<String, Arc<Vec<Subscription>>>>,
+    map: Mutex<HashMap<Box<str>, Arc<Vec<Subscription>>>>,
     limits: QueueLimits,
     /// Bytes of the messages waiting for subscribers, and their limit.
     held: Arc<AtomicUsize>,
@@ -99,18 +140,30 @@ impl Topics {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// Whether connection `conn` is subscribed to `topic` in `format`.
+    pub fn is_subscribed(&self, topic: &str, format: Format, conn: u64) -> bool {
+        self.map.lock().get(topic).is_some_and(|subs| {
+            subs.iter()
+                .any(|s| s.outbox.conn == conn && s.format == format)
+        })
+    }
+
     /// Adds a subscription; subscribing twice to one topic in one format is a no-op.
     pub fn subscribe(&self, topic: &str, format: Format, outbox: &Arc<Outbox>) {
+        let sub = Subscription {
+            format,
+            outbox: Arc::clone(outbox),
+        };
         let mut map = self.map.lock();
-        let subs = map.entry(topic.to_string()).or_default();
-        if !subs
-            .iter()
-            .any(|s| s.outbox.conn == outbox.conn && s.format == format)
-        {
-            Arc::make_mut(subs).push(Subscription {
-                format,
-                outbox: Arc::clone(outbox),
-            });
+        match map.get_mut(topic) {
+            None => {
+                map.insert(topic.into(), Arc::new(vec![sub]));
+            }
+            Some(subs)
+                if subs
+                    .iter()
+                    .any(|s| s.outbox.conn == outbox.conn && s.format == format) => {}
+            Some(subs) => Arc::make_mut(subs).push(sub),
         }
     }
 
@@ -119,7 +172,9 @@ impl Topics {
         let mut map = self.map.lock();
         for subs in map.values_mut() {
             if subs.iter().any(|s| s.outbox.conn == conn) {
-                Arc::make_mut(subs).retain(|s| s.outbox.conn != conn);
+                let subs = Arc::make_mut(subs);
+                subs.retain(|s| s.outbox.conn != conn);
+                subs.shrink_to_fit();
             }
         }
         map.retain(|_, subs| !subs.is_empty());
@@ -142,7 +197,7 @@ impl Topics {
         clear: &Arc<ClearWhenWritten>,
         direct: bool,
     ) -> usize {
-        let Some(subs) = self.map.lock().get(&message.topic).map(Arc::clone) else {
+        let Some(subs) = self.map.lock().get(message.topic.as_str()).map(Arc::clone) else {
             return 0;
         };
         let made = Instant::now();
@@ -209,7 +264,25 @@ impl Topics {
 }
 
 #[cfg(test)]
+impl Topics {
+    /// The least the map allocates: its table's slots (an entry and a control byte each), every
+    /// name, every list (two counters and its subscriptions). The allocator's headers and
+    /// rounding come on top.
+    fn allocated_at_least(&self) -> usize {
+        let map = self.map.lock();
+        let slot = size_of::<(Box<str>, Arc<Vec<Subscription>>)>() + 1;
+        let list = 2 * size_of::<usize>() + size_of::<Vec<Subscription>>();
+        let held: usize = map
+            .iter()
+            .map(|(name, subs)| name.len() + list + subs.capacity() * size_of::<Subscription>())
+            .sum();
+        map.capacity() * slot + held
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Write};
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
@@ -236,6 +309,73 @@ mod tests {
             redial,
             handoff,
         ))
+    }
+
+    #[test]
+    fn the_overhead_covers_the_most_a_new_topic_takes() {
+        // glibc: 8 bytes of header, chunks of 16 bytes and at least 32.
+        let chunk = |bytes: usize| (bytes + 8).next_multiple_of(16).max(32);
+        let name_rounding = (1..=64).map(|n| chunk(n) - n).max().unwrap();
+        let list = chunk(2 * size_of::<usize>() + size_of::<Vec<Subscription>>())
+            + chunk(size_of::<Subscription>());
+        let slot = size_of::<(Box<str>, Arc<Vec<Subscription>>)>() + 1;
+        // Right after the table grows it has 16/7 slots per entry, and the old one 8/7 more.
+        let table = (slot * 24).div_ceil(7);
+        assert_eq!((name_rounding, list, slot), (31, 48 + 32, 25));
+        assert!(name_rounding + list + table <= SUBSCRIPTION_OVERHEAD);
+    }
+
+    #[test]
+    fn a_connection_is_charged_at_least_what_its_subscriptions_take() {
+        let node = idle_node();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let served = {
+            let node = Arc::clone(&node);
+            std::thread::spawn(move || {
+                super::super::handler::serve(node, Stream::new(server), 1, false)
+            })
+        };
+        // 1,000 names of 65 bytes that nobody else uses: the names alone fit in 64 KiB.
+        let names: Vec<String> = (0..1000).map(|i| format!("{i:04}.").repeat(13)).collect();
+        let mut lines: String = names.iter().map(|n| format!("SUBSCRIBE|{n}\n")).collect();
+        lines.push_str("PING\n");
+        (&client).write_all(lines.as_bytes()).unwrap();
+        let mut refused = 0;
+        for line in BufReader::new(&client).lines() {
+            match line.unwrap().as_str() {
+                "PONG" => break,
+                err => {
+                    assert!(err.starts_with("ERR|too many subscriptions"), "{err}");
+                    refused += 1;
+                }
+            }
+        }
+        let accepted = node.topics.count();
+        assert_eq!(accepted + refused, names.len());
+        // Refused at the budget: what was accepted fits, one more would not.
+        let (cost, budget) = (
+            SubscriptionBudget::cost(&names[0]),
+            node.config.max_subscription_bytes,
+        );
+        let charged = accepted * cost;
+        assert!(
+            charged <= budget && charged + cost > budget,
+            "{accepted} accepted"
+        );
+        // What the budget charged covers what the map took for them.
+        let allocated = node.topics.allocated_at_least();
+        assert!(
+            allocated <= charged,
+            "{accepted} subscriptions take at least {allocated} bytes, charged {charged}"
+        );
+        drop(client);
+        served.join().unwrap();
+        assert_eq!(node.topics.count(), 0);
     }
 
     #[test]
