@@ -370,22 +370,27 @@ fn a_backup_that_is_alive_but_turns_the_primary_away_is_never_counted_as_down() 
                 thread::sleep(Duration::from_millis(2));
                 continue;
             };
-            c.set_nonblocking(false).unwrap();
-            let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut lines = std::io::BufReader::new(c.try_clone().unwrap());
-            let mut line = String::new();
-            while std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) > 0 {
-                let answer = if line.starts_with("SYNC") {
-                    n.fetch_add(1, Ordering::AcqRel);
-                    b"ERR|too many connections\n".to_vec()
-                } else {
-                    pong.to_bytes()
-                };
-                if (&c).write_all(&answer).is_err() || line.starts_with("SYNC") {
-                    break;
+            // Each connection its own thread, as a real backup serves them: a probe held
+            // open must not keep the replicator's SYNC waiting.
+            let (n, pong) = (n.clone(), pong.clone());
+            thread::spawn(move || {
+                c.set_nonblocking(false).unwrap();
+                let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut lines = std::io::BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                while std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) > 0 {
+                    let answer = if line.starts_with("SYNC") {
+                        n.fetch_add(1, Ordering::AcqRel);
+                        b"ERR|too many connections\n".to_vec()
+                    } else {
+                        pong.to_bytes()
+                    };
+                    if (&c).write_all(&answer).is_err() || line.starts_with("SYNC") {
+                        break;
+                    }
+                    line.clear();
                 }
-                line.clear();
-            }
+            });
         }
     });
     let broker = start_broker(listener(), &config(ComputeStep::Off), fake_addr, true);
