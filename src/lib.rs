@@ -67,7 +67,8 @@
 //! | [`broker`] | the engine: one broker, either role ([`Broker`]) |
 //! | [`broker::handler`] | one thread per connection: a line in, an answer out |
 //! | [`broker::node`] | the shared core and the message's path: admit, wait until safe, clear; hold replicas |
-//! | [`broker::role`] | the role state machine: what each role owns, every change of role, the lock order |
+//! | `broker::role` | the role state machine, pure: what each role owns, every change of role and the effects it asks for |
+//! | `broker::reign` | each change of role under the role lock, its effects carried out; the lock order |
 //! | [`broker::log`] | the ordered log of undelivered messages and the dedup table |
 //! | [`broker::safety`] | what the primary knows of the backup's copy; waiting until a message is safe |
 //! | [`broker::acks`] | ACKs filed by publishers' threads, written by the thread that learns their verdict |

@@ -14,18 +14,8 @@ use crate::config::ComputeStep;
 use crate::protocol::{Epoch, Message};
 
 use super::node::Node;
+use super::role::Job;
 use super::topics::Held;
-
-/// One message to process in one epoch.
-#[derive(Debug)]
-pub struct Job {
-    /// Its place in the log.
-    pub index: u64,
-    /// The reign that queued it; a job from an ended reign is dropped.
-    pub epoch: Epoch,
-    /// The message.
-    pub message: Arc<Message>,
-}
 
 /// How many messages, and how many bytes of topic and payload, wait for the compute step
 /// (queued on a worker's channel or being computed). Publishes are refused past

@@ -22,11 +22,11 @@ use crate::protocol::{Epoch, Message, MsgId, PeerState, Reply, Role};
 use crate::slots::Slots;
 
 use super::acks::Acks;
-use super::compute::{Backlog, Job, Task};
+use super::compute::{Backlog, Task};
 use super::link::LinkCmd;
 use super::log::{Admit, Log};
 use super::mandate::Mandate;
-use super::role::{RoleState, State};
+use super::role::{Job, RoleState, Rules, State};
 use super::safety::{BackupHealth, Safety, Verdict};
 use super::status::{CounterSnapshot, Counters, Status};
 use super::topics::{QueueLimits, Topics};
@@ -127,8 +127,6 @@ pub struct Node {
     anon_seq: AtomicU64,
     stopping: AtomicBool,
     gate: Gate,
-    /// When the broker started, for the start-up grace.
-    pub(super) started: Instant,
 }
 
 impl Node {
@@ -153,7 +151,17 @@ impl Node {
         Node {
             safety: Safety::new(config.require_backup),
             mandate: Mandate::new(config.witness.is_some(), config.ping_timeout),
-            state: Mutex::new(State::new(Log::new(config.dedup_publishers))),
+            state: Mutex::new(State::new(
+                Log::new(config.dedup_publishers),
+                Rules {
+                    node: id,
+                    preferred: config.preferred_primary,
+                    require_backup: config.require_backup,
+                    ping_timeout: config.ping_timeout,
+                    startup_grace: config.startup_grace,
+                    started: Instant::now(),
+                },
+            )),
             id,
             state_changed: Condvar::new(),
             topics,
@@ -172,7 +180,6 @@ impl Node {
             anon_seq: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             gate: Gate::default(),
-            started: Instant::now(),
             config,
         }
     }
@@ -186,16 +193,7 @@ impl Node {
     /// What we tell the peer about ourselves.
     pub fn me(&self) -> PeerState {
         let s = self.state.lock();
-        self.me_locked(&s)
-    }
-
-    pub(super) fn me_locked(&self, s: &State) -> PeerState {
-        PeerState {
-            epoch: s.epoch,
-            role: s.role(),
-            node: self.id,
-            preferred: self.config.preferred_primary,
-        }
+        s.me()
     }
 
     /// Whether `epoch` is still our reign as primary.

@@ -1,40 +1,94 @@
-//! The role state machine: what a broker is (primary or backup, in which epoch), what only
-//! that role owns, and every change of role, each one function:
+//! The role machine: what a broker is (primary or backup, in which epoch), what only that role
+//! owns, and every change of role, as plain functions on [`State`]:
 //!
 //! ```text
 //!              take_over (probe refused, tie won, HANDOVER, the witness's grant)
 //!   Backup ──────────────────────────────────────────────▶ Primary (new epoch)
 //!     ▲ │                                                     │
 //!     │ └── follow (SYNC of a newer session): empty log ◀─┐   │
-//!     └──────────── step_down (met a newer epoch) ────────┴───┘
+//!     └──────────── step down (met a newer epoch) ────────┴───┘
 //!                   keeps the undelivered messages as orphans,
 //!                   hands them to the new primary (ADOPT, HANDOFF)
 //! ```
 //!
+//! Nothing here touches a socket, a thread, a lock or the clock: each transition is told the
+//! time, changes the state and returns the [`Effect`]s that the caller carries out
+//! (`super::reign`, under the role lock), so every rule can be tested alone (below).
+//!
 //! Both roles share the epoch, the log and the last word of the peer; [`RoleState`] holds the
 //! rest, so a field that means something only on a primary cannot be read on a backup.
-//!
-//! **Lock order.** The role lock ([`Node`]'s `state`) comes first. Under it a thread may take
-//! the locks of [`super::safety::Safety`], of a [`Link`]'s pending lines, of the topic map and
-//! of the link error, never the other way round, and never writes to a socket. (The `acks`
-//! thread takes the role lock under its book's and a slot's locks, to ask whether a witnessed
-//! primary alone has delivered a message; nothing takes those under the role lock.)
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use parking_lot::MutexGuard;
 
 use crate::protocol::{Epoch, Heard, Message, PeerState, Reply, Role};
 use crate::witness::Lease;
 
-use super::compute::Job;
 use super::link::{Link, LinkCmd};
 use super::log::{Admit, Log};
-use super::node::Node;
 use super::safety::BackupHealth;
+
+/// A message for a compute worker: its place in the log and the reign that queued it (a job
+/// from an ended reign is dropped).
+#[derive(Debug)]
+pub struct Job {
+    pub index: u64,
+    pub epoch: Epoch,
+    pub message: Arc<Message>,
+}
+
+/// What the caller of a transition must do, in this order.
+pub enum Effect {
+    /// Queue the message on its compute worker.
+    Dispatch(Job),
+    /// A reign began: interrupt the old reign's waiters, start the backup's state as
+    /// `health`, and begin the primary's mandate (`alone`: the reason was certain; `until`:
+    /// the witness's lease).
+    Reign {
+        epoch: Epoch,
+        health: BackupHealth,
+        alone: bool,
+        until: Option<Instant>,
+    },
+    /// The reign ended: interrupt its waiters, no backup, no mandate.
+    Abdicate,
+    /// A backup synced: ACKs count on its confirmations from now on.
+    BackupUp,
+    /// Shut the ended replication session's socket.
+    CloseLink(Arc<Link>),
+    /// Dial the backup now.
+    Redial,
+    /// Hand our orphans to the new primary now.
+    HandOff,
+    /// For STATUS.
+    TookOver,
+    SteppedDown,
+    Adopted,
+}
+
+/// Why a takeover did not happen.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoTakeover {
+    AlreadyPrimary,
+    /// The witness granted an epoch we have already passed.
+    StaleGrant(Epoch),
+    /// The grant is one we may not adopt (`Epoch::may_adopt`).
+    Refused(String),
+    /// No epoch can follow the newest we know.
+    AtLimit(Epoch),
+}
+
+/// Who this broker is and the timings its rules use; fixed at start.
+pub struct Rules {
+    pub node: u32,
+    pub preferred: bool,
+    pub require_backup: bool,
+    pub ping_timeout: Duration,
+    pub startup_grace: Duration,
+    pub started: Instant,
+}
 
 /// Everything the role lock guards.
 pub struct State {
@@ -48,6 +102,7 @@ pub struct State {
     pub role: RoleState,
     /// Probes asked for (a broken link, a publish on the backup) and probes done.
     pub probes: (u64, u64),
+    rules: Rules,
 }
 
 /// The role, with what only that role owns.
@@ -77,28 +132,40 @@ pub struct BackupState {
     heard_from_primary: Option<Instant>,
     /// What we accepted as primary and had not delivered when we stepped down. Every SYNC
     /// from the new primary is handed a copy; they are forgotten only once a synced session
-    /// has shown it is alive (see [`Node::handoff_received`]), because a SYNC that waited out a
+    /// has shown it is alive ([`State::handoff_received`]), because a SYNC that waited out a
     /// cut link may come from a dial the primary has long given up on.
     orphans: Vec<Arc<Message>>,
 }
 
 impl State {
     /// A fresh broker: a backup of nobody in epoch `0.0`.
-    pub fn new(log: Log) -> Self {
+    pub fn new(log: Log, rules: Rules) -> Self {
         State {
             epoch: Epoch::default(),
             log,
             peer: None,
             role: RoleState::Backup(BackupState::default()),
             probes: (0, 0),
+            rules,
         }
     }
 
-    /// Our role's name.
+    // ---- what the state says ----
+
     pub fn role(&self) -> Role {
         match self.role {
             RoleState::Primary(_) => Role::Primary,
             RoleState::Backup(_) => Role::Backup,
+        }
+    }
+
+    /// What we tell the peer about ourselves.
+    pub fn me(&self) -> PeerState {
+        PeerState {
+            epoch: self.epoch,
+            role: self.role(),
+            node: self.rules.node,
+            preferred: self.rules.preferred,
         }
     }
 
@@ -110,12 +177,12 @@ impl State {
         }
     }
 
-    /// The newest epoch we know of, ours or the peer's.
-    fn seen(&self) -> Epoch {
+    /// The newest epoch we know of, ours or the peer's: a takeover or a claim asks for the
+    /// one after it.
+    pub fn seen(&self) -> Epoch {
         self.peer.map_or(self.epoch, |p| p.epoch.max(self.epoch))
     }
 
-    /// Whether we are primary in `epoch`.
     pub fn is_primary_in(&self, epoch: Epoch) -> bool {
         self.role() == Role::Primary && self.epoch == epoch
     }
@@ -125,365 +192,18 @@ impl State {
         matches!(&self.role, RoleState::Primary(p) if !p.handing_over)
     }
 
-    fn orphans(&self) -> &[Arc<Message>] {
+    pub fn orphans(&self) -> &[Arc<Message>] {
         match &self.role {
             RoleState::Backup(b) => &b.orphans,
             RoleState::Primary(_) => &[],
         }
     }
 
-    /// Ends the live replication session, if any: its socket is shut at once, so the backup
-    /// sees the session end and the replicator's threads wind down.
-    fn end_link(&mut self) {
-        if let RoleState::Primary(p) = &mut self.role
-            && let Some(link) = p.link.take()
-        {
-            link.close();
-        }
-    }
-}
-
-impl Node {
-    // ---- the transitions ----
-
-    /// Backup → primary: starts a new epoch and queues the held messages on the workers,
-    /// oldest first, before anything published later. With `grant`, the witness's, the
-    /// epoch is the one it granted; without, the next after the newest we know, and the
-    /// reason must be certain (the old primary is gone, handed over, or no primary exists):
-    /// we act alone until the backup or the witness vouches for us ([`super::mandate`]).
-    pub fn take_over(&self, reason: &str, grant: Option<Lease>) {
-        let mut s = self.state.lock();
-        if s.role() == Role::Primary || self.stopping() {
-            return;
-        }
-        let seen = s.seen();
-        let epoch = match grant {
-            Some(lease) if lease.epoch <= seen => {
-                debug!(
-                    "the grant of epoch {} came after epoch {seen}; ignoring it",
-                    lease.epoch
-                );
-                return;
-            }
-            Some(lease) => match self.refuses(&s, lease.epoch, Heard::Answered) {
-                None => lease.epoch,
-                Some(_) => return,
-            },
-            None => match seen.next(self.id) {
-                Some(epoch) => epoch,
-                None => {
-                    warn!("cannot take over: epoch {seen} is at the highest term there is");
-                    return;
-                }
-            },
-        };
-        self.mandate
-            .begin(epoch, grant.is_none(), grant.map(|lease| lease.until));
-        let old = std::mem::replace(&mut s.role, RoleState::Primary(PrimaryState::default()));
-        s.epoch = epoch;
-        // Orphans no primary confirmed yet are ours to deliver again; those the log still
-        // holds are recognised by the dedup table.
-        if let RoleState::Backup(backup) = old {
-            for orphan in backup.orphans {
-                s.log.admit(Message::clone(&orphan));
-            }
-        }
-        // Our backup (the old primary) is unknown until the replicator reaches it: a strict
-        // pair must not ACK alone before it knows the old primary is really gone.
-        self.safety.interrupt(if self.config.require_backup {
-            BackupHealth::Silent
-        } else {
-            BackupHealth::Down
-        });
-        let replay: Vec<(u64, Arc<Message>)> =
-            s.log.pending().map(|(i, m)| (i, Arc::clone(m))).collect();
-        info!(
-            "taking over as primary in epoch {epoch} ({reason}); replaying {} buffered message(s)",
-            replay.len()
-        );
-        for (index, message) in replay {
-            self.dispatch(Job {
-                index,
-                epoch,
-                message,
-            });
-        }
-        self.counters.takeovers.fetch_add(1, Ordering::Relaxed);
-        self.state_changed.notify_all();
-        drop(s);
-        let _ = self.redial_now.try_send(());
-    }
-
-    /// Meets `epoch` in an answer of the peer or the witness (a PONG, a FENCED): if it is newer
-    /// than ours and ours to adopt, follow it, stepping down if we were primary. Returns
-    /// whether we did.
-    pub fn observe(&self, epoch: Epoch) -> bool {
-        let mut s = self.state.lock();
-        self.refuses(&s, epoch, Heard::Answered).is_none() && self.observe_locked(&mut s, epoch)
-    }
-
-    /// Refuses `epoch`, met as `heard`, if [`Epoch::may_adopt`] does: logs why (once per quiet
-    /// period, for a stranger may send thousands) and returns it, for an `ERR`.
-    fn refuses(&self, s: &State, epoch: Epoch, heard: Heard) -> Option<String> {
-        let why = epoch.may_adopt(s.seen(), heard).err()?;
-        self.warnings
-            .epochs_refused
-            .warn(|| format!("{why}; refused"));
-        Some(why)
-    }
-
-    /// Follows `epoch` if it is newer than ours; the callers checked it with [`Self::refuses`].
-    pub(super) fn observe_locked(&self, s: &mut MutexGuard<'_, State>, epoch: Epoch) -> bool {
-        // Never an epoch no takeover could follow, whoever forgot to ask.
-        if epoch <= s.epoch || epoch.next(self.id).is_none() {
-            return false;
-        }
-        if s.role() == Role::Primary {
-            self.step_down(s, epoch);
-        }
-        s.epoch = epoch;
-        self.state_changed.notify_all();
-        true
-    }
-
-    /// Primary → backup, on meeting the newer `epoch`: what we accepted and had not delivered
-    /// becomes our orphans, handed to the new primary at once (ADOPT) and with every SYNC.
-    fn step_down(&self, s: &mut State, epoch: Epoch) {
-        s.end_link();
-        let handing_over = matches!(&s.role, RoleState::Primary(p) if p.handing_over);
-        if handing_over {
-            info!("the backup took over in epoch {epoch}");
-        } else {
-            warn!(
-                "met epoch {epoch}, newer than our {}: stepping down to backup",
-                s.epoch
-            );
-        }
-        let orphans: Vec<Arc<Message>> = s.log.pending().map(|(_, m)| Arc::clone(m)).collect();
-        if !orphans.is_empty() {
-            let _ = self.handoff_now.try_send(());
-        }
-        s.role = RoleState::Backup(BackupState {
-            orphans,
-            ..BackupState::default()
-        });
-        self.counters.step_downs.fetch_add(1, Ordering::Relaxed);
-        self.mandate.end();
-        self.safety.interrupt(BackupHealth::Down);
-    }
-
-    /// SYNC from a primary: follow its session with an empty log, or fence it if it is stale.
-    /// If we stepped down from primary, the answer first hands over what we had accepted and
-    /// not delivered, so a split that ends loses nothing we ACKed alone.
-    pub fn follow(&self, epoch: Epoch, session: u64) -> Vec<Reply> {
-        let mut s = self.state.lock();
-        if epoch < s.epoch || (epoch == s.epoch && s.role() == Role::Primary) {
-            return vec![Reply::Fenced { epoch: s.epoch }];
-        }
-        if let Some(why) = self.refuses(&s, epoch, Heard::Told) {
-            return vec![Reply::Err(why)];
-        }
-        self.observe_locked(&mut s, epoch);
-        // Meeting a newer epoch made us a backup, if we were not one.
-        let RoleState::Backup(backup) = &mut s.role else {
-            return vec![Reply::Fenced { epoch: s.epoch }];
-        };
-        // A SYNC that waited out a cut must not empty the log a newer session is filling.
-        if (epoch, session) <= backup.synced {
-            debug!("ignoring a stale SYNC (session {session} of epoch {epoch})");
-            return vec![Reply::Err("stale session".into())];
-        }
-        backup.synced = (epoch, session);
-        backup.heard_from_primary = Some(Instant::now());
-        let mut replies: Vec<Reply> = backup
-            .orphans
-            .iter()
-            .map(|m| Reply::Handoff(Message::clone(m)))
-            .collect();
-        s.log.clear();
-        info!(
-            "following the primary of epoch {epoch}; handing it {} undelivered message(s), receiving its log",
-            replies.len()
-        );
-        replies.push(Reply::Synced { epoch });
-        replies
-    }
-
-    /// Planned failover, on the primary that shuts down: stop taking publishes, ask the synced
-    /// backup to take over, and wait (at most a ping timeout) until its new epoch made us step
-    /// down. `false` if there was no synced backup to hand over to.
-    pub fn hand_over(&self) -> bool {
-        let mut s = self.state.lock();
-        let RoleState::Primary(primary) = &mut s.role else {
-            return false;
-        };
-        let Some(link) = &primary.link else {
-            return false;
-        };
-        if self.safety.health() != BackupHealth::Up {
-            return false;
-        }
-        primary.handing_over = true;
-        link.push(LinkCmd::Handover);
-        info!("handing over to the backup");
-        let deadline = Instant::now() + self.config.ping_timeout;
-        while s.role() == Role::Primary {
-            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
-                warn!("the backup did not take over in time");
-                return false;
-            }
-        }
-        true
-    }
-
-    /// HANDOVER from the primary we follow: take over now, and tell it our new epoch.
-    pub fn accept_handover(&self, epoch: Epoch) -> Reply {
-        let (role, ours) = self.role();
-        if role == Role::Backup && epoch == ours {
-            self.take_over("the primary handed over as it shut down", None);
-        }
-        let (_, now) = self.role();
-        if now > epoch {
-            Reply::Fenced { epoch: now }
-        } else {
-            Reply::Err("not following that epoch".into())
-        }
-    }
-
-    // ---- the orphans of a step-down ----
-
-    /// The primary of `epoch` holds our orphans: it ACKed their ADOPT, or sent a line after
-    /// our `SYNCED` (so it read the HANDOFF lines before it).
-    pub fn handoff_received(&self, epoch: Epoch) {
-        let mut s = self.state.lock();
-        if s.epoch == epoch
-            && let RoleState::Backup(backup) = &mut s.role
-            && !backup.orphans.is_empty()
-        {
-            debug!(
-                "the primary of epoch {epoch} holds our {} orphan(s)",
-                backup.orphans.len()
-            );
-            backup.orphans.clear();
-            self.state_changed.notify_all();
-        }
-    }
-
-    /// The epoch we follow and our orphans, if we hold any.
-    pub fn orphans(&self) -> Option<(Epoch, Vec<Arc<Message>>)> {
-        let s = self.state.lock();
-        let orphans = s.orphans();
-        (!orphans.is_empty()).then(|| (s.epoch, orphans.to_vec()))
-    }
-
-    /// A publisher reached us after we stepped down with orphans: hold its answer until the
-    /// new primary has them (at most a ping interval plus timeout), so that the publisher's
-    /// next messages reach the new primary after its older ones, not before.
-    pub fn await_orphans_handed_over(&self) {
-        let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout;
-        let mut s = self.state.lock();
-        while !s.orphans().is_empty() && !self.stopping() {
-            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
-                return;
-            }
-        }
-    }
-
-    /// The messages a stepped-down primary handed us while we synced it: admit the ones we do
-    /// not hold (the dedup table recognises the rest), in its order. Returns how many were new.
-    pub fn adopt_orphans(&self, epoch: Epoch, orphans: Vec<Message>) -> usize {
-        let mut s = self.state.lock();
-        if !s.is_primary_in(epoch) {
-            return 0;
-        }
-        let mut adopted = 0;
-        for message in orphans {
-            if let Admit::New(index, message) = s.log.admit(message) {
-                debug!(
-                    "{} adopted from the old primary at index {index}",
-                    message.id
-                );
-                self.counters.published.fetch_add(1, Ordering::Relaxed);
-                self.dispatch(Job {
-                    index,
-                    epoch,
-                    message,
-                });
-                adopted += 1;
-            }
-        }
-        adopted
-    }
-
-    // ---- what the peer says ----
-
-    /// A replication line is only taken from the primary of our own epoch; a stale sender is
-    /// fenced, a newer one must SYNC first.
-    pub(super) fn check_follower(
-        &self,
-        s: &mut MutexGuard<'_, State>,
-        epoch: Epoch,
-    ) -> Option<Reply> {
-        if epoch < s.epoch || (epoch == s.epoch && s.role() == Role::Primary) {
-            return Some(Reply::Fenced { epoch: s.epoch });
-        }
-        if epoch > s.epoch {
-            if let Some(why) = self.refuses(s, epoch, Heard::Told) {
-                return Some(Reply::Err(why));
-            }
-            self.observe_locked(s, epoch);
-            return Some(Reply::Err("not synced; send SYNC first".into()));
-        }
-        if let RoleState::Backup(backup) = &mut s.role {
-            backup.heard_from_primary = Some(Instant::now());
-        }
-        None
-    }
-
     /// Whether the primary we follow spoke within the last ping timeout; a probe that timed
     /// out then is not evidence enough to take over (a refused connection always is).
-    pub fn primary_recently_heard(&self) -> bool {
-        let s = self.state.lock();
-        matches!(&s.role, RoleState::Backup(b)
-            if b.heard_from_primary.is_some_and(|t| t.elapsed() < self.config.ping_timeout))
-    }
-
-    /// A PROBE from the peer: note what it says, answer with our state. A backup probing a
-    /// primary whose replication link is down makes the primary redial at once.
-    pub fn answer_probe(&self, peer: PeerState) -> Reply {
-        let mut s = self.state.lock();
-        if let Some(why) = self.refuses(&s, peer.epoch, Heard::Told) {
-            return Reply::Err(why);
-        }
-        self.observe_locked(&mut s, peer.epoch);
-        s.peer = Some(peer);
-        // The heartbeat of the primary we follow: it is alive, and our answer vouches for it
-        // (its mandate counts on our not taking over for a ping timeout from now).
-        if peer.role == Role::Primary
-            && peer.epoch == s.epoch
-            && let RoleState::Backup(backup) = &mut s.role
-        {
-            backup.heard_from_primary = Some(Instant::now());
-        }
-        if s.role() == Role::Primary && s.link().is_none() {
-            let _ = self.redial_now.try_send(());
-        }
-        Reply::PeerPong(self.me_locked(&s))
-    }
-
-    /// Records a probe's answer from the peer.
-    pub fn peer_answered(&self, peer: PeerState) {
-        let mut s = self.state.lock();
-        if self.refuses(&s, peer.epoch, Heard::Answered).is_some() {
-            return;
-        }
-        s.peer = Some(peer);
-        if peer.role == Role::Primary {
-            self.observe_locked(&mut s, peer.epoch);
-            if let RoleState::Backup(backup) = &mut s.role {
-                backup.heard_from_primary = Some(Instant::now());
-            }
-        }
+    pub fn primary_recently_heard(&self, now: Instant) -> bool {
+        matches!(&self.role, RoleState::Backup(b) if b.heard_from_primary
+            .is_some_and(|t| now.saturating_duration_since(t) < self.rules.ping_timeout))
     }
 
     /// Whether a silent or refusing peer is no reason to take over yet: we were started as
@@ -491,70 +211,641 @@ impl Node {
     /// `--startup-grace-ms` ago. Started at the same instant as its primary, a backup would
     /// otherwise find it not listening yet and take over; the preferred broker needs no
     /// grace, so two fresh brokers settle as the programs' names say.
-    pub fn in_startup_grace(&self) -> bool {
-        let s = self.state.lock();
-        !self.config.preferred_primary
-            && s.peer.is_none()
-            && s.epoch == Epoch::default()
-            && s.log.is_empty()
-            && self.started.elapsed() < self.config.startup_grace
-    }
-
-    /// The newest epoch we know of, ours or the peer's: a claim asks for the one after it.
-    pub fn seen_epoch(&self) -> Epoch {
-        self.state.lock().seen()
+    pub fn in_startup_grace(&self, now: Instant) -> bool {
+        !self.rules.preferred
+            && self.peer.is_none()
+            && self.epoch == Epoch::default()
+            && self.log.is_empty()
+            && now.saturating_duration_since(self.rules.started) < self.rules.startup_grace
     }
 
     /// Whether we should lead when both brokers are backups: the one with the newer epoch
-    /// (it holds the newer log), then the preferred one, then the higher node id.
-    /// A backup whose primary spoke within the last ping timeout never wins: the peer's
-    /// answer is older than that (it was still a backup when it answered, and has since
-    /// taken over and synced us).
-    pub fn wins_tie(&self, peer: &PeerState) -> bool {
-        let s = self.state.lock();
-        if let RoleState::Backup(backup) = &s.role
-            && backup
-                .heard_from_primary
-                .is_some_and(|t| t.elapsed() < self.config.ping_timeout)
-        {
+    /// (it holds the newer log), then the preferred one, then the higher node id. A backup
+    /// whose primary spoke within the last ping timeout never wins: the peer's answer is
+    /// older than that (it was still a backup when it answered, and has since taken over and
+    /// synced us).
+    pub fn wins_tie(&self, peer: &PeerState, now: Instant) -> bool {
+        if self.primary_recently_heard(now) {
             return false;
         }
-        let me = self.me_locked(&s);
+        let me = self.me();
         (me.epoch, me.preferred, me.node) > (peer.epoch, peer.preferred, peer.node)
     }
 
-    // ---- the primary's replication session ----
+    // ---- the transitions ----
 
-    /// Installs a freshly synced replication session: appends SEEN for the dedup table and
-    /// REPLICATE for every pending message to it, then makes it the live link. Returns the number of messages handed over, or `None` if the reign ended
-    /// meanwhile.
-    pub fn install_link(&self, epoch: Epoch, link: Arc<Link>) -> Option<usize> {
-        let mut s = self.state.lock();
-        if s.epoch != epoch {
-            return None;
+    /// Backup → primary: starts a new epoch and queues the held messages on the workers,
+    /// oldest first, before anything published later. With `grant`, the witness's, the epoch
+    /// is the one it granted; without, the next after the newest we know, and the reason
+    /// must be certain (the old primary is gone, handed over, or no primary exists): we act
+    /// alone until the backup or the witness vouches for us (`super::mandate`).
+    pub fn take_over(&mut self, grant: Option<Lease>) -> Result<Vec<Effect>, NoTakeover> {
+        if self.role() == Role::Primary {
+            return Err(NoTakeover::AlreadyPrimary);
         }
-        let State { log, role, .. } = &mut *s;
-        let RoleState::Primary(primary) = role else {
+        let seen = self.seen();
+        let epoch = match grant {
+            Some(lease) if lease.epoch <= seen => return Err(NoTakeover::StaleGrant(lease.epoch)),
+            Some(lease) => {
+                (lease.epoch)
+                    .may_adopt(seen, Heard::Answered)
+                    .map_err(NoTakeover::Refused)?;
+                lease.epoch
+            }
+            None => seen
+                .next(self.rules.node)
+                .ok_or(NoTakeover::AtLimit(seen))?,
+        };
+        let old = std::mem::replace(&mut self.role, RoleState::Primary(PrimaryState::default()));
+        self.epoch = epoch;
+        // Orphans no primary confirmed yet are ours to deliver again; those the log still
+        // holds are recognised by the dedup table.
+        if let RoleState::Backup(backup) = old {
+            for orphan in backup.orphans {
+                self.log.admit(Message::clone(&orphan));
+            }
+        }
+        // Our backup (the old primary) is unknown until the replicator reaches it: a strict
+        // pair must not ACK alone before it knows the old primary is really gone.
+        let health = if self.rules.require_backup {
+            BackupHealth::Silent
+        } else {
+            BackupHealth::Down
+        };
+        let mut effects = vec![Effect::Reign {
+            epoch,
+            health,
+            alone: grant.is_none(),
+            until: grant.map(|lease| lease.until),
+        }];
+        effects.extend(self.log.pending().map(|(index, message)| {
+            Effect::Dispatch(Job {
+                index,
+                epoch,
+                message: Arc::clone(message),
+            })
+        }));
+        effects.extend([Effect::TookOver, Effect::Redial]);
+        Ok(effects)
+    }
+
+    /// Meets `epoch`, `heard` in a request or an answer: if it is newer than ours and ours to
+    /// adopt ([`Epoch::may_adopt`]), follow it, stepping down if we were primary. `Err` with
+    /// the reason when it may not be adopted.
+    pub fn observe(&mut self, epoch: Epoch, heard: Heard) -> Result<Vec<Effect>, String> {
+        epoch.may_adopt(self.seen(), heard)?;
+        Ok(self.adopt(epoch))
+    }
+
+    /// Follows `epoch` if it is newer than ours (checked by the caller, `observe`).
+    fn adopt(&mut self, epoch: Epoch) -> Vec<Effect> {
+        // Never an epoch no takeover could follow, whoever forgot to ask.
+        if epoch <= self.epoch || epoch.next(self.rules.node).is_none() {
+            return Vec::new();
+        }
+        let effects = match self.role {
+            RoleState::Primary(_) => self.step_down(epoch),
+            RoleState::Backup(_) => Vec::new(),
+        };
+        self.epoch = epoch;
+        effects
+    }
+
+    /// Primary → backup, on meeting the newer `epoch`: what we accepted and had not delivered
+    /// becomes our orphans, handed to the new primary at once (ADOPT) and with every SYNC.
+    fn step_down(&mut self, epoch: Epoch) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if let RoleState::Primary(primary) = &mut self.role {
+            if primary.handing_over {
+                info!("the backup took over in epoch {epoch}");
+            } else {
+                warn!(
+                    "met epoch {epoch}, newer than our {}: stepping down to backup",
+                    self.epoch
+                );
+            }
+            effects.extend(primary.link.take().map(Effect::CloseLink));
+        }
+        let orphans: Vec<Arc<Message>> = self.log.pending().map(|(_, m)| Arc::clone(m)).collect();
+        if !orphans.is_empty() {
+            effects.push(Effect::HandOff);
+        }
+        self.role = RoleState::Backup(BackupState {
+            orphans,
+            ..BackupState::default()
+        });
+        effects.extend([Effect::SteppedDown, Effect::Abdicate]);
+        effects
+    }
+
+    /// SYNC from a primary: follow its session with an empty log, or fence it if it is stale.
+    /// If we stepped down from primary, the answer first hands over what we had accepted and
+    /// not delivered, so a split that ends loses nothing we ACKed alone.
+    pub fn follow(
+        &mut self,
+        epoch: Epoch,
+        session: u64,
+        now: Instant,
+    ) -> Result<(Vec<Reply>, Vec<Effect>), String> {
+        if epoch < self.epoch || (epoch == self.epoch && self.role() == Role::Primary) {
+            return Ok((vec![Reply::Fenced { epoch: self.epoch }], Vec::new()));
+        }
+        let effects = self.observe(epoch, Heard::Told)?;
+        // Meeting a newer epoch made us a backup, if we were not one.
+        let RoleState::Backup(backup) = &mut self.role else {
+            return Ok((vec![Reply::Fenced { epoch: self.epoch }], effects));
+        };
+        // A SYNC that waited out a cut must not empty the log a newer session is filling.
+        if (epoch, session) <= backup.synced {
+            debug!("ignoring a stale SYNC (session {session} of epoch {epoch})");
+            return Ok((vec![Reply::Err("stale session".into())], effects));
+        }
+        backup.synced = (epoch, session);
+        backup.heard_from_primary = Some(now);
+        let mut replies: Vec<Reply> = (backup.orphans.iter())
+            .map(|m| Reply::Handoff(Message::clone(m)))
+            .collect();
+        self.log.clear();
+        info!(
+            "following the primary of epoch {epoch}; handing it {} undelivered message(s), receiving its log",
+            replies.len()
+        );
+        replies.push(Reply::Synced { epoch });
+        Ok((replies, effects))
+    }
+
+    /// A replication line is only taken from the primary of our own epoch: a stale sender is
+    /// fenced, a newer one must SYNC first (`Some` is the refusal; `Err` an epoch that may not
+    /// be adopted).
+    pub fn check_follower(
+        &mut self,
+        epoch: Epoch,
+        now: Instant,
+    ) -> Result<(Option<Reply>, Vec<Effect>), String> {
+        if epoch < self.epoch || (epoch == self.epoch && self.role() == Role::Primary) {
+            return Ok((Some(Reply::Fenced { epoch: self.epoch }), Vec::new()));
+        }
+        if epoch > self.epoch {
+            let effects = self.observe(epoch, Heard::Told)?;
+            return Ok((
+                Some(Reply::Err("not synced; send SYNC first".into())),
+                effects,
+            ));
+        }
+        if let RoleState::Backup(backup) = &mut self.role {
+            backup.heard_from_primary = Some(now);
+        }
+        Ok((None, Vec::new()))
+    }
+
+    /// A PROBE from the peer: note what it says, answer with our state. A backup probing a
+    /// primary whose replication link is down makes the primary redial at once. `Err` with
+    /// the reason when its epoch may not be adopted.
+    pub fn answer_probe(
+        &mut self,
+        peer: PeerState,
+        now: Instant,
+    ) -> Result<(Reply, Vec<Effect>), String> {
+        let mut effects = self.observe(peer.epoch, Heard::Told)?;
+        self.peer = Some(peer);
+        // The heartbeat of the primary we follow: it is alive, and our answer vouches for it
+        // (its mandate counts on our not taking over for a ping timeout from now).
+        if peer.role == Role::Primary
+            && peer.epoch == self.epoch
+            && let RoleState::Backup(backup) = &mut self.role
+        {
+            backup.heard_from_primary = Some(now);
+        }
+        if self.role() == Role::Primary && self.link().is_none() {
+            effects.push(Effect::Redial);
+        }
+        Ok((Reply::PeerPong(self.me()), effects))
+    }
+
+    /// Our probe's answer from the peer. `Err` with the reason when its epoch may not be
+    /// adopted (then nothing is recorded).
+    pub fn peer_answered(&mut self, peer: PeerState, now: Instant) -> Result<Vec<Effect>, String> {
+        peer.epoch.may_adopt(self.seen(), Heard::Answered)?;
+        self.peer = Some(peer);
+        if peer.role != Role::Primary {
+            return Ok(Vec::new());
+        }
+        let effects = self.adopt(peer.epoch);
+        if let RoleState::Backup(backup) = &mut self.role {
+            backup.heard_from_primary = Some(now);
+        }
+        Ok(effects)
+    }
+
+    /// Planned failover, on the primary that shuts down: stop taking publishes and return the
+    /// link to send HANDOVER on; `None` without a synced backup (`backup_up` says whether the
+    /// session's backup is up).
+    pub fn start_handing_over(&mut self, backup_up: bool) -> Option<Arc<Link>> {
+        let RoleState::Primary(primary) = &mut self.role else {
             return None;
         };
-        for (id, _) in log.seen() {
+        let link = Arc::clone(primary.link.as_ref().filter(|_| backup_up)?);
+        primary.handing_over = true;
+        link.push(LinkCmd::Handover);
+        Some(link)
+    }
+
+    /// The primary of `epoch` holds our orphans: it ACKed their ADOPT, or sent a line after
+    /// our `SYNCED` (so it read the HANDOFF lines before it). Returns whether we forgot any.
+    pub fn handoff_received(&mut self, epoch: Epoch) -> bool {
+        if self.epoch != epoch {
+            return false;
+        }
+        let RoleState::Backup(backup) = &mut self.role else {
+            return false;
+        };
+        let had = backup.orphans.len();
+        backup.orphans.clear();
+        if had > 0 {
+            debug!("the primary of epoch {epoch} holds our {had} orphan(s)");
+        }
+        had > 0
+    }
+
+    /// The messages a stepped-down primary handed us while we synced it: admit the ones we do
+    /// not hold (the dedup table recognises the rest), in its order.
+    pub fn adopt_orphans(&mut self, epoch: Epoch, orphans: Vec<Message>) -> Vec<Effect> {
+        if !self.is_primary_in(epoch) {
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        for message in orphans {
+            if let Admit::New(index, message) = self.log.admit(message) {
+                debug!(
+                    "{} adopted from the old primary at index {index}",
+                    message.id
+                );
+                effects.push(Effect::Adopted);
+                effects.push(Effect::Dispatch(Job {
+                    index,
+                    epoch,
+                    message,
+                }));
+            }
+        }
+        effects
+    }
+
+    /// Installs a freshly synced replication session: appends SEEN for the dedup table and
+    /// REPLICATE for every pending message to it, then makes it the live link. `None` if the
+    /// reign ended meanwhile; else how many messages it was handed.
+    pub fn install_link(&mut self, epoch: Epoch, link: Arc<Link>) -> Option<(usize, Vec<Effect>)> {
+        if self.epoch != epoch {
+            return None;
+        }
+        let RoleState::Primary(primary) = &mut self.role else {
+            return None;
+        };
+        for (id, _) in self.log.seen() {
             link.push(LinkCmd::Seen(id));
         }
         let mut handed = 0;
-        for (index, message) in log.pending() {
+        for (index, message) in self.log.pending() {
             link.push(LinkCmd::Replicate { index, message });
             handed += 1;
         }
         primary.link = Some(link);
-        self.safety.set_health(BackupHealth::Up);
-        Some(handed)
+        Some((handed, vec![Effect::BackupUp]))
     }
 
-    /// The replication session ended: forget it.
-    pub fn drop_link(&self, epoch: Epoch) {
-        let mut s = self.state.lock();
-        if s.epoch == epoch {
-            s.end_link();
+    /// The replication session of `epoch` ended: forget it.
+    pub fn drop_link(&mut self, epoch: Epoch) -> Vec<Effect> {
+        match &mut self.role {
+            RoleState::Primary(primary) if self.epoch == epoch => primary
+                .link
+                .take()
+                .map(Effect::CloseLink)
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::MsgId;
+
+    const NODE: u32 = 7;
+    const TIMEOUT: Duration = Duration::from_millis(500);
+
+    fn state(preferred: bool, require_backup: bool, start: Instant) -> State {
+        State::new(
+            Log::new(100),
+            Rules {
+                node: NODE,
+                preferred,
+                require_backup,
+                ping_timeout: TIMEOUT,
+                startup_grace: Duration::from_secs(3),
+                started: start,
+            },
+        )
+    }
+
+    fn epoch(term: u64, node: u32) -> Epoch {
+        Epoch { term, node }
+    }
+
+    fn message(seq: u64) -> Message {
+        Message {
+            id: MsgId { publisher: 1, seq },
+            topic: "t".into(),
+            payload: format!("m{seq}"),
+        }
+    }
+
+    fn peer(role: Role, e: Epoch) -> PeerState {
+        PeerState {
+            epoch: e,
+            role,
+            node: 3,
+            preferred: false,
+        }
+    }
+
+    /// A link over a loopback connection (the other end is kept open by the caller).
+    fn link() -> (Arc<Link>, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (theirs, _) = listener.accept().unwrap();
+        let link = Link::new(crate::connection::Stream::new(ours), epoch(1, NODE));
+        (link, theirs)
+    }
+
+    /// The jobs among `effects`, as (index, epoch).
+    fn jobs(effects: &[Effect]) -> Vec<(u64, Epoch)> {
+        (effects.iter())
+            .filter_map(|e| match e {
+                Effect::Dispatch(job) => Some((job.index, job.epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has(effects: &[Effect], wanted: impl Fn(&Effect) -> bool) -> bool {
+        effects.iter().any(wanted)
+    }
+
+    /// A primary in epoch 1.7 holding two accepted messages.
+    fn primary_with_two(now: Instant) -> State {
+        let mut s = state(true, false, now);
+        s.take_over(None).unwrap();
+        s.log.admit(message(1));
+        s.log.admit(message(2));
+        s
+    }
+
+    #[test]
+    fn taking_over_starts_the_next_epoch_alone_and_replays_the_log_oldest_first() {
+        let now = Instant::now();
+        let mut s = state(false, false, now);
+        s.peer = Some(peer(Role::Primary, epoch(4, 3)));
+        s.log.admit(message(1));
+        s.log.admit(message(2));
+        let effects = s.take_over(None).unwrap();
+        assert_eq!((s.role(), s.epoch), (Role::Primary, epoch(5, NODE)));
+        assert!(matches!(
+            effects[0],
+            Effect::Reign { epoch: e, health: BackupHealth::Down, alone: true, until: None }
+                if e == epoch(5, NODE)
+        ));
+        assert_eq!(
+            jobs(&effects),
+            vec![(1, epoch(5, NODE)), (2, epoch(5, NODE))]
+        );
+        assert!(has(&effects, |e| matches!(e, Effect::Redial)));
+        assert_eq!(s.take_over(None).err(), Some(NoTakeover::AlreadyPrimary));
+    }
+
+    #[test]
+    fn a_strict_pair_starts_its_reign_with_the_backup_silent() {
+        let mut s = state(false, true, Instant::now());
+        let effects = s.take_over(None).unwrap();
+        assert!(matches!(
+            effects[0],
+            Effect::Reign {
+                health: BackupHealth::Silent,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_witness_grant_gives_the_epoch_and_a_stale_or_unreachable_one_is_refused() {
+        let now = Instant::now();
+        let mut s = state(false, false, now);
+        s.peer = Some(peer(Role::Backup, epoch(6, 9)));
+        let stale = Lease {
+            epoch: epoch(6, NODE),
+            until: now,
+        };
+        assert_eq!(
+            s.take_over(Some(stale)).err(),
+            Some(NoTakeover::StaleGrant(stale.epoch))
+        );
+        let last = Lease {
+            epoch: epoch(Epoch::MAX_TERM, NODE),
+            until: now,
+        };
+        assert!(matches!(
+            s.take_over(Some(last)),
+            Err(NoTakeover::Refused(_))
+        ));
+        assert_eq!(s.role(), Role::Backup);
+        let until = now + Duration::from_secs(2);
+        let granted = Lease {
+            epoch: epoch(9, NODE),
+            until,
+        };
+        let effects = s.take_over(Some(granted)).unwrap();
+        assert_eq!(s.epoch, epoch(9, NODE));
+        assert!(
+            matches!(effects[0], Effect::Reign { alone: false, until: Some(u), .. } if u == until)
+        );
+    }
+
+    #[test]
+    fn no_takeover_past_the_last_term() {
+        let mut s = state(false, false, Instant::now());
+        s.peer = Some(peer(Role::Backup, epoch(Epoch::MAX_TERM, 3)));
+        assert!(matches!(s.take_over(None), Err(NoTakeover::AtLimit(_))));
+        assert_eq!(s.role(), Role::Backup);
+    }
+
+    #[test]
+    fn a_newer_epoch_makes_a_primary_step_down_keeping_its_undelivered_messages_as_orphans() {
+        let now = Instant::now();
+        let mut s = primary_with_two(now);
+        let (link, _keep) = link();
+        s.install_link(s.epoch, Arc::clone(&link)).unwrap();
+        let effects = s.observe(epoch(2, 3), Heard::Answered).unwrap();
+        assert_eq!((s.role(), s.epoch), (Role::Backup, epoch(2, 3)));
+        assert_eq!(s.orphans().len(), 2);
+        assert!(has(
+            &effects,
+            |e| matches!(e, Effect::CloseLink(l) if Arc::ptr_eq(l, &link))
+        ));
+        assert!(has(&effects, |e| matches!(e, Effect::HandOff)));
+        assert!(has(&effects, |e| matches!(e, Effect::Abdicate)));
+        // An older or equal epoch changes nothing.
+        assert!(s.observe(epoch(1, 9), Heard::Told).unwrap().is_empty());
+        assert_eq!(s.epoch, epoch(2, 3));
+    }
+
+    #[test]
+    fn an_epoch_with_no_takeover_after_it_is_never_adopted() {
+        let mut s = primary_with_two(Instant::now());
+        assert!(
+            s.observe(epoch(Epoch::MAX_TERM, 3), Heard::Answered)
+                .is_err()
+        );
+        assert!(
+            s.observe(epoch(Epoch::CEILING + 5, 3), Heard::Told)
+                .is_err()
+        );
+        assert_eq!((s.role(), s.epoch), (Role::Primary, epoch(1, NODE)));
+    }
+
+    #[test]
+    fn following_a_sync_empties_the_log_hands_over_orphans_and_fences_stale_sessions() {
+        let now = Instant::now();
+        let mut s = primary_with_two(now);
+        // A primary is fenced by a SYNC of its own epoch or an older one.
+        let (replies, _) = s.follow(epoch(1, NODE), 1, now).unwrap();
+        assert_eq!(
+            replies,
+            vec![Reply::Fenced {
+                epoch: epoch(1, NODE)
+            }]
+        );
+        // A newer primary's SYNC: we step down, hand over our two, and follow.
+        let newer = epoch(2, 3);
+        let (replies, effects) = s.follow(newer, 1, now).unwrap();
+        assert_eq!(replies.len(), 3);
+        assert!(matches!(replies[0], Reply::Handoff(_)));
+        assert_eq!(replies[2], Reply::Synced { epoch: newer });
+        assert!(has(&effects, |e| matches!(e, Effect::SteppedDown)));
+        assert!(s.log.is_empty());
+        // A SYNC of the same or an older session of that epoch is stale.
+        let (replies, _) = s.follow(newer, 1, now).unwrap();
+        assert_eq!(replies, vec![Reply::Err("stale session".into())]);
+        // Until the new primary shows it holds the orphans, every SYNC carries them.
+        let (replies, _) = s.follow(newer, 2, now).unwrap();
+        assert_eq!(replies.len(), 3);
+        assert!(s.handoff_received(newer));
+        let (replies, _) = s.follow(newer, 3, now).unwrap();
+        assert_eq!(replies, vec![Reply::Synced { epoch: newer }]);
+    }
+
+    #[test]
+    fn replication_lines_are_fenced_or_sent_to_sync_first_unless_from_our_primary() {
+        let now = Instant::now();
+        let mut s = state(false, false, now);
+        let (replies, _) = s.follow(epoch(3, 3), 1, now).unwrap();
+        assert_eq!(replies, vec![Reply::Synced { epoch: epoch(3, 3) }]);
+        let (refusal, _) = s.check_follower(epoch(2, 3), now).unwrap();
+        assert_eq!(refusal, Some(Reply::Fenced { epoch: epoch(3, 3) }));
+        assert_eq!(s.check_follower(epoch(3, 3), now).unwrap().0, None);
+        let (refusal, _) = s.check_follower(epoch(4, 3), now).unwrap();
+        assert!(s.check_follower(epoch(Epoch::MAX_TERM, 3), now).is_err());
+        assert_eq!(
+            refusal,
+            Some(Reply::Err("not synced; send SYNC first".into()))
+        );
+        assert_eq!(s.epoch, epoch(4, 3));
+    }
+
+    #[test]
+    fn hearing_the_primary_outweighs_a_timed_out_probe_for_one_ping_timeout() {
+        let now = Instant::now();
+        let mut s = state(true, false, now);
+        s.follow(epoch(3, 3), 1, now).unwrap();
+        assert!(s.primary_recently_heard(now + TIMEOUT / 2));
+        assert!(!s.primary_recently_heard(now + TIMEOUT));
+        // While heard, a tie with a backup peer is never ours, preferred as we are.
+        let other = peer(Role::Backup, epoch(0, 0));
+        assert!(!s.wins_tie(&other, now + TIMEOUT / 2));
+        assert!(s.wins_tie(&other, now + TIMEOUT));
+    }
+
+    #[test]
+    fn ties_go_to_the_newer_epoch_then_the_preferred_broker_then_the_higher_node() {
+        let now = Instant::now();
+        let fresh = state(false, false, now);
+        assert!(!fresh.wins_tie(&peer(Role::Backup, epoch(1, 3)), now));
+        assert!(
+            fresh.wins_tie(&peer(Role::Backup, Epoch::default()), now),
+            "7 > 3"
+        );
+        let preferred_peer = PeerState {
+            preferred: true,
+            ..peer(Role::Backup, Epoch::default())
+        };
+        assert!(!fresh.wins_tie(&preferred_peer, now));
+    }
+
+    #[test]
+    fn the_start_up_grace_holds_a_fresh_backup_only() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3);
+        let fresh = state(false, false, now);
+        assert!(fresh.in_startup_grace(now) && !fresh.in_startup_grace(later));
+        assert!(
+            !state(true, false, now).in_startup_grace(now),
+            "the preferred needs none"
+        );
+        let mut heard = state(false, false, now);
+        heard
+            .peer_answered(peer(Role::Backup, Epoch::default()), now)
+            .unwrap();
+        assert!(!heard.in_startup_grace(now));
+    }
+
+    #[test]
+    fn a_probe_is_answered_with_our_state_and_a_primary_without_a_link_redials() {
+        let now = Instant::now();
+        let mut s = primary_with_two(now);
+        let (reply, effects) = s
+            .answer_probe(peer(Role::Backup, epoch(1, NODE)), now)
+            .unwrap();
+        assert_eq!(reply, Reply::PeerPong(s.me()));
+        assert!(has(&effects, |e| matches!(e, Effect::Redial)));
+        // A stranger's probe at the last term is refused and changes nothing.
+        let stranger = peer(Role::Primary, epoch(Epoch::MAX_TERM, 3));
+        assert!(s.answer_probe(stranger, now).is_err());
+        assert!(s.is_primary_in(epoch(1, NODE)));
+    }
+
+    #[test]
+    fn handing_over_needs_a_synced_backup_and_stops_publishes() {
+        let now = Instant::now();
+        let mut s = primary_with_two(now);
+        assert!(s.start_handing_over(true).is_none(), "no link");
+        let (link, _keep) = link();
+        s.install_link(s.epoch, link).unwrap();
+        assert!(s.start_handing_over(false).is_none(), "backup not up");
+        assert!(s.takes_publishes());
+        assert!(s.start_handing_over(true).is_some());
+        assert!(!s.takes_publishes());
+    }
+
+    #[test]
+    fn a_new_primary_adopts_only_the_orphans_it_does_not_hold() {
+        let now = Instant::now();
+        let mut s = primary_with_two(now);
+        let e = s.epoch;
+        let effects = s.adopt_orphans(e, vec![message(2), message(3)]);
+        assert_eq!(jobs(&effects), vec![(3, e)]);
+        assert!(
+            s.adopt_orphans(epoch(9, 9), vec![message(4)]).is_empty(),
+            "not our reign"
+        );
     }
 }

@@ -1,0 +1,278 @@
+//! The node's side of the role machine (`super::role`): each transition runs under the role
+//! lock, and its effects are carried out there, in order, before the lock is let go, so no
+//! thread sees the new role without its consequences.
+//!
+//! **Lock order.** The role lock ([`Node`]'s `state`) comes first. Under it a thread may take
+//! the locks of [`super::safety::Safety`], of [`super::mandate::Mandate`], of a link's
+//! heartbeats, of the topic map, of the link error and of the connection slots, never the other
+//! way round, and never writes to a socket (closing one is not a write). (The `acks` thread
+//! takes the role lock under its book's and a slot's locks, to ask whether a witnessed primary
+//! alone has delivered a message; nothing takes those under the role lock.)
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+
+use crate::protocol::{Epoch, Heard, Message, PeerState, Reply, Role};
+use crate::witness::Lease;
+
+use super::link::Link;
+use super::node::Node;
+use super::role::{Effect, NoTakeover, State};
+use super::safety::BackupHealth;
+
+impl Node {
+    /// Carries out what a transition returned; the caller holds the role lock `_s`.
+    pub(super) fn carry_out(&self, _s: &mut State, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        for effect in effects {
+            match effect {
+                Effect::Dispatch(job) => self.dispatch(job),
+                Effect::Reign {
+                    epoch,
+                    health,
+                    alone,
+                    until,
+                } => {
+                    self.mandate.begin(epoch, alone, until);
+                    self.safety.interrupt(health);
+                }
+                Effect::Abdicate => {
+                    self.mandate.end();
+                    self.safety.interrupt(BackupHealth::Down);
+                }
+                Effect::BackupUp => self.safety.set_health(BackupHealth::Up),
+                Effect::CloseLink(link) => link.close(),
+                Effect::Redial => {
+                    let _ = self.redial_now.try_send(());
+                }
+                Effect::HandOff => {
+                    let _ = self.handoff_now.try_send(());
+                }
+                Effect::TookOver => self.bump(&self.counters.takeovers),
+                Effect::SteppedDown => self.bump(&self.counters.step_downs),
+                Effect::Adopted => self.bump(&self.counters.published),
+            }
+        }
+        // Whoever waits for a role, an epoch or the orphans looks again.
+        self.state_changed.notify_all();
+    }
+
+    fn bump(&self, counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Logs an epoch refused as `Epoch::may_adopt` says (once per quiet period: a stranger
+    /// may send thousands) and returns the reason, for an `ERR`.
+    fn refused(&self, why: String) -> String {
+        self.warnings
+            .epochs_refused
+            .warn(|| format!("{why}; refused"));
+        why
+    }
+
+    /// Backup → primary, for `reason`; with `grant` in the epoch the witness granted.
+    pub fn take_over(&self, reason: &str, grant: Option<Lease>) {
+        let mut s = self.state.lock();
+        if self.stopping() {
+            return;
+        }
+        match s.take_over(grant) {
+            Ok(effects) => {
+                let replay = effects
+                    .iter()
+                    .filter(|e| matches!(e, Effect::Dispatch(_)))
+                    .count();
+                info!(
+                    "taking over as primary in epoch {} ({reason}); replaying {replay} buffered message(s)",
+                    s.epoch
+                );
+                self.carry_out(&mut s, effects);
+            }
+            Err(NoTakeover::AlreadyPrimary) => {}
+            Err(NoTakeover::StaleGrant(granted)) => debug!(
+                "the grant of epoch {granted} came after epoch {}; ignoring it",
+                s.seen()
+            ),
+            Err(NoTakeover::Refused(why)) => {
+                self.refused(why);
+            }
+            Err(NoTakeover::AtLimit(seen)) => {
+                warn!("cannot take over: epoch {seen} is at the highest term there is");
+            }
+        }
+    }
+
+    /// Meets `epoch` in an answer of the peer or the witness (a PONG, a FENCED): follows it if
+    /// it is newer and ours to adopt. Returns whether we did.
+    pub fn observe(&self, epoch: Epoch) -> bool {
+        let mut s = self.state.lock();
+        let before = s.epoch;
+        match s.observe(epoch, Heard::Answered) {
+            Ok(effects) => self.carry_out(&mut s, effects),
+            Err(why) => {
+                self.refused(why);
+            }
+        }
+        s.epoch != before
+    }
+
+    /// SYNC from a primary: the replies to send, in order.
+    pub fn follow(&self, epoch: Epoch, session: u64) -> Vec<Reply> {
+        let mut s = self.state.lock();
+        match s.follow(epoch, session, Instant::now()) {
+            Ok((replies, effects)) => {
+                self.carry_out(&mut s, effects);
+                replies
+            }
+            Err(why) => vec![Reply::Err(self.refused(why))],
+        }
+    }
+
+    /// A replication line's epoch checked under the role lock `s`: `Some` is the refusal.
+    pub(super) fn check_follower(&self, s: &mut State, epoch: Epoch) -> Option<Reply> {
+        match s.check_follower(epoch, Instant::now()) {
+            Ok((refusal, effects)) => {
+                self.carry_out(s, effects);
+                refusal
+            }
+            Err(why) => Some(Reply::Err(self.refused(why))),
+        }
+    }
+
+    /// A PROBE from the peer, answered.
+    pub fn answer_probe(&self, peer: PeerState) -> Reply {
+        let mut s = self.state.lock();
+        match s.answer_probe(peer, Instant::now()) {
+            Ok((reply, effects)) => {
+                self.carry_out(&mut s, effects);
+                reply
+            }
+            Err(why) => Reply::Err(self.refused(why)),
+        }
+    }
+
+    /// Records our probe's answer from the peer.
+    pub fn peer_answered(&self, peer: PeerState) {
+        let mut s = self.state.lock();
+        match s.peer_answered(peer, Instant::now()) {
+            Ok(effects) => self.carry_out(&mut s, effects),
+            Err(why) => {
+                self.refused(why);
+            }
+        }
+    }
+
+    /// Planned failover, on the primary that shuts down: stop taking publishes, ask the synced
+    /// backup to take over, and wait (at most a ping timeout) until its new epoch made us step
+    /// down. `false` if there was no synced backup to hand over to.
+    pub fn hand_over(&self) -> bool {
+        let mut s = self.state.lock();
+        let backup_up = self.safety.health() == BackupHealth::Up;
+        if s.start_handing_over(backup_up).is_none() {
+            return false;
+        }
+        info!("handing over to the backup");
+        let deadline = Instant::now() + self.config.ping_timeout;
+        while s.role() == Role::Primary {
+            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
+                warn!("the backup did not take over in time");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// HANDOVER from the primary we follow: take over now, and tell it our new epoch.
+    pub fn accept_handover(&self, epoch: Epoch) -> Reply {
+        let (role, ours) = self.role();
+        if role == Role::Backup && epoch == ours {
+            self.take_over("the primary handed over as it shut down", None);
+        }
+        let (_, now) = self.role();
+        if now > epoch {
+            Reply::Fenced { epoch: now }
+        } else {
+            Reply::Err("not following that epoch".into())
+        }
+    }
+
+    /// The primary of `epoch` holds our orphans (`State::handoff_received`).
+    pub fn handoff_received(&self, epoch: Epoch) {
+        let mut s = self.state.lock();
+        if s.handoff_received(epoch) {
+            self.state_changed.notify_all();
+        }
+    }
+
+    /// The epoch we follow and our orphans, if we hold any.
+    pub fn orphans(&self) -> Option<(Epoch, Vec<Arc<Message>>)> {
+        let s = self.state.lock();
+        let orphans = s.orphans();
+        (!orphans.is_empty()).then(|| (s.epoch, orphans.to_vec()))
+    }
+
+    /// A publisher reached us after we stepped down with orphans: hold its answer until the
+    /// new primary has them (at most a ping interval plus timeout), so that the publisher's
+    /// next messages reach the new primary after its older ones, not before.
+    pub fn await_orphans_handed_over(&self) {
+        let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout;
+        let mut s = self.state.lock();
+        while !s.orphans().is_empty() && !self.stopping() {
+            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+
+    /// The messages a stepped-down primary handed us while we synced it; returns how many
+    /// were new.
+    pub fn adopt_orphans(&self, epoch: Epoch, orphans: Vec<Message>) -> usize {
+        let mut s = self.state.lock();
+        let effects = s.adopt_orphans(epoch, orphans);
+        let adopted = (effects.iter())
+            .filter(|e| matches!(e, Effect::Adopted))
+            .count();
+        self.carry_out(&mut s, effects);
+        adopted
+    }
+
+    /// `State::primary_recently_heard`, now.
+    pub fn primary_recently_heard(&self) -> bool {
+        self.state.lock().primary_recently_heard(Instant::now())
+    }
+
+    /// `State::in_startup_grace`, now.
+    pub fn in_startup_grace(&self) -> bool {
+        self.state.lock().in_startup_grace(Instant::now())
+    }
+
+    /// The newest epoch we know of, ours or the peer's: a claim asks for the one after it.
+    pub fn seen_epoch(&self) -> Epoch {
+        self.state.lock().seen()
+    }
+
+    /// `State::wins_tie`, now.
+    pub fn wins_tie(&self, peer: &PeerState) -> bool {
+        self.state.lock().wins_tie(peer, Instant::now())
+    }
+
+    /// Installs a freshly synced replication session (`State::install_link`).
+    pub fn install_link(&self, epoch: Epoch, link: Arc<Link>) -> Option<usize> {
+        let mut s = self.state.lock();
+        let (handed, effects) = s.install_link(epoch, link)?;
+        self.carry_out(&mut s, effects);
+        Some(handed)
+    }
+
+    /// The replication session ended: forget it.
+    pub fn drop_link(&self, epoch: Epoch) {
+        let mut s = self.state.lock();
+        let effects = s.drop_link(epoch);
+        self.carry_out(&mut s, effects);
+    }
+}
