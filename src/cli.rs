@@ -15,7 +15,8 @@ use crossbeam_channel::Receiver;
 use crate::auth::Secret;
 use crate::config::{BrokerConfig, ComputeStep, PublisherConfig, WitnessConfig};
 use crate::error::{Error, Result};
-use crate::protocol::Message;
+use crate::protocol::{Message, ParseError};
+use crate::witness::Pair;
 
 /// A flag a program accepts, with its line of help.
 #[derive(Clone, Copy, Debug)]
@@ -336,6 +337,11 @@ const BROKER_FLAGS: &[Flag] = &[
         "the pair's witness, the same for both brokers: no takeover on silence without its grant, and a primary cut off from backup and witness stops [none]",
     ),
     Flag::value(
+        "--pair",
+        "NAME",
+        "the pair's name at its witness, the same for both brokers; pairs that share a witness need different names [default]",
+    ),
+    Flag::value(
         "--workers",
         "N",
         "compute workers; topics are spread over them [1]",
@@ -519,9 +525,10 @@ pub const WITNESS: Command = Command {
     synopsis: "<port> [flags]",
     about: "\
 Starts a witness on <port> (0 picks a free port): a third process, storing no messages,
-that leases the pair's primary its right to act and grants a new epoch to a backup only
+that leases a pair's primary its right to act and grants a new epoch to a backup only
 once that lease has lapsed, so a cut-off primary is never replaced while it may still ACK.
-A fresh witness grants nothing for one lease and margin: it may have granted one before.",
+One witness serves many pairs, told apart by their brokers' --pair names. A fresh witness
+grants nothing for one lease and margin: it may have granted one before.",
     flags: &[
         Flag::value(
             "--lease-ms",
@@ -776,6 +783,12 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
         listen: SocketAddr::new(bind, port),
         peer,
         witness: args.raw("--witness").map(check_host_port).transpose()?,
+        pair: match args.raw("--pair") {
+            Some(name) => name
+                .parse()
+                .map_err(|e: ParseError| Error::Usage(format!("--pair: {e}")))?,
+            None => Pair::default(),
+        },
         preferred_primary,
         compute,
         workers: count("--workers", defaults.workers)?,

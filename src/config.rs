@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::auth::Secret;
 use crate::protocol::{AuthKind, Message};
+use crate::witness::Pair;
 
 /// The pseudo edge-computing step every message goes through before it is forwarded.
 #[derive(Clone)]
@@ -41,6 +42,9 @@ pub struct BrokerConfig {
     /// The pair's witness (`host:port`), the same for both brokers; `None` runs without one
     /// (takeover on silence alone, as the seed's brokers did).
     pub witness: Option<String>,
+    /// The pair's name at its witness (`--pair`), the same for both brokers and different
+    /// for every other pair that shares the witness.
+    pub pair: Pair,
     /// Started as the `primary` program: wins a tie when both brokers are fresh.
     pub preferred_primary: bool,
     /// The compute step.
@@ -101,6 +105,7 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             peer: None,
             witness: None,
+            pair: Pair::default(),
             preferred_primary: false,
             compute: ComputeStep::BusyLoop(50..=150),
             workers: 1,
@@ -233,6 +238,9 @@ pub struct WitnessConfig {
     /// A connection that sends nothing for this long is closed (a broker renews every ping
     /// interval, so only strangers and dead peers are ever this quiet).
     pub idle_timeout: Duration,
+    /// A connection that has not proved itself by then (authenticated, with a secret; sent
+    /// `LEASE` or `CLAIM`, without one) is closed this long after it opened.
+    pub auth_timeout: Duration,
     /// The brokers' secret (`--secret`): when set, `LEASE` and `CLAIM` need an authenticated
     /// connection.
     pub secret: Option<Secret>,
@@ -258,6 +266,7 @@ impl WitnessConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             lease,
             margin: WitnessConfig::margin_for(lease),
+            auth_timeout: Duration::from_millis(500),
             ..WitnessConfig::default()
         }
     }
@@ -273,6 +282,7 @@ impl Default for WitnessConfig {
             margin: WitnessConfig::margin_for(lease),
             max_connections: 64,
             idle_timeout: Duration::from_secs(60),
+            auth_timeout: Duration::from_secs(5),
             secret: None,
         }
     }

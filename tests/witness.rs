@@ -148,18 +148,21 @@ fn status_shows_epoch_holder_and_lease_left() {
 fn bad_lines_get_err_and_the_connection_stays_usable() {
     let witness = ready(steady());
     let mut raw = LineClient::connect(witness.local_addr());
-    assert_eq!(raw.ask("LEASE|3|1"), "ERR|bad epoch '3' (want term.node)");
     assert_eq!(
-        raw.ask(&format!("CLAIM|{}.1|1", Epoch::MAX_TERM + 1)),
+        raw.ask("LEASE|default|3|1"),
+        "ERR|bad epoch '3' (want term.node)"
+    );
+    assert_eq!(
+        raw.ask(&format!("CLAIM|default|{}.1|1", Epoch::MAX_TERM + 1)),
         "ERR|epoch term 281474976710657 is beyond any a broker can reach"
     );
     assert_eq!(
-        raw.ask("LEASE|3.5|6"),
+        raw.ask("LEASE|default|3.5|6"),
         "ERR|epoch 3.5 was started by node 5, not by node 6"
     );
     assert_eq!(raw.ask("PING"), "PONG");
-    assert_eq!(raw.ask("LEASE|3.5|5"), "LEASED|3.5|1000");
-    assert!(raw.ask("CLAIM|3.5|9").starts_with("HELD|3.5|5|"));
+    assert_eq!(raw.ask("LEASE|default|3.5|5"), "LEASED|3.5|1000");
+    assert!(raw.ask("CLAIM|default|3.5|9").starts_with("HELD|3.5|5|"));
     // A line past the limit ends the connection, after saying why.
     raw.send(&"x".repeat(5000));
     assert_eq!(raw.recv().as_deref(), Some("ERR|line too long"));
@@ -175,7 +178,7 @@ fn with_a_secret_lease_and_claim_need_the_peer_handshake() {
     });
     let mut raw = LineClient::connect(witness.local_addr());
     assert_eq!(
-        raw.ask("CLAIM|0.0|7"),
+        raw.ask("CLAIM|default|0.0|7"),
         "ERR|authenticate first (HELLO|peer|<nonce>)"
     );
     assert_eq!(raw.ask("PING"), "PONG");
@@ -286,4 +289,71 @@ fn the_program_prints_its_address_serves_and_stops_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(code, Some(0));
+}
+
+/// Opens `n` connections to `addr` that say nothing, as a stranger filling the slots would.
+fn strangers(addr: std::net::SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect()
+}
+
+#[test]
+fn strangers_in_every_slot_never_keep_a_broker_from_the_witness() {
+    for secret in [None, Secret::new("s3cret")] {
+        let witness = ready(WitnessConfig {
+            max_connections: 4,
+            secret: secret.clone(),
+            ..steady()
+        });
+        let addr = witness.local_addr();
+        // A stranger takes every slot, and more; they keep the connections busy with PINGs.
+        let mut pinging = LineClient::connect(addr);
+        assert_eq!(pinging.ask("PING"), "PONG");
+        let first = strangers(addr, 30);
+
+        // A broker still gets in, claims and renews.
+        let mut broker = client(&witness, secret.clone());
+        let lease = granted(broker.claim(Epoch::default(), A));
+        assert!(matches!(
+            broker.renew(lease.epoch, A),
+            Ok(Renewal::Leased(_))
+        ));
+        // The stranger who held a slot longest gave it up, and was told why.
+        let mut oldest = String::new();
+        let _ = BufReader::new(&first[0]).read_line(&mut oldest);
+        assert!(
+            ["ERR|too many connections\n", ""].contains(&oldest.as_str()),
+            "{oldest:?}"
+        );
+
+        // However many strangers come now, the broker renews: a proven slot is never taken.
+        let later = strangers(addr, 30);
+        let refused = |broker: &mut Client| -> u64 {
+            let status = broker.status().expect("STATUS");
+            let (_, n) = status
+                .iter()
+                .find(|(k, _)| k == "refused_connections")
+                .expect("refused_connections");
+            n.parse().unwrap()
+        };
+        common::wait_until("the strangers to give way", || refused(&mut broker) >= 50);
+        assert!(matches!(
+            broker.renew(lease.epoch, A),
+            Ok(Renewal::Leased(_))
+        ));
+
+        // A connection that never proves itself is closed when its time is up, PINGs or not.
+        let mut answer = pinging.ask("PING");
+        while answer == "PONG" {
+            std::thread::sleep(Duration::from_millis(20));
+            answer = pinging.ask("PING");
+        }
+        assert!(
+            answer.starts_with("ERR|") && answer.ends_with("within 500 ms")
+                || answer == "ERR|too many connections",
+            "{answer}"
+        );
+        drop((first, later));
+    }
 }

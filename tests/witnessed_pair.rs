@@ -330,3 +330,46 @@ fn alone_a_witnessed_primary_acks_only_what_it_delivered() {
         "delivered before the ACK"
     );
 }
+
+#[test]
+fn one_witness_serves_two_pairs_each_under_its_own_name() {
+    let witness = witness();
+    let addr = witness.local_addr().to_string();
+    let named = |name: &str| BrokerConfig {
+        pair: name.parse().unwrap(),
+        ..witnessed(ComputeStep::Off, &addr)
+    };
+    let north = common::Pair::start(named("north"));
+    let south = common::Pair::start(named("south"));
+    for pair in [&north, &south] {
+        wait_until("each primary to hold its own lease", || {
+            pair.primary().status().lease_left > Duration::ZERO
+        });
+    }
+    // Both serve, neither fenced nor held by the other's epochs.
+    let mut clients = [&north, &south].map(|p| LineClient::connect(p.primary_addr));
+    for seq in 1..=20 {
+        for client in &mut clients {
+            assert_eq!(ask_publish(client, seq), format!("ACK|9|{seq}"));
+        }
+    }
+    let holder = |name: &str| witness.pair_status(&name.parse().unwrap()).holder;
+    assert_eq!(holder("north"), Some(north.primary().status().epoch));
+    assert_eq!(holder("south"), Some(south.primary().status().epoch));
+
+    // North's primary freezes: north's backup gets a grant, south's primary keeps its lease.
+    let south_epoch = south.primary().status().epoch;
+    north.primary().pause();
+    wait_until(
+        "north's backup to take over with the witness's grant",
+        || north.backup().status().role == Role::Primary,
+    );
+    assert_eq!(holder("north"), Some(north.backup().status().epoch));
+    let south_now = south.primary().status();
+    assert_eq!(
+        (south_now.role, south_now.epoch),
+        (Role::Primary, south_epoch)
+    );
+    assert_eq!(ask_publish(&mut clients[1], 21), "ACK|9|21");
+    north.primary().resume();
+}

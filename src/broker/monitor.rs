@@ -178,7 +178,8 @@ struct Witness {
 impl Witness {
     fn new(node: &Arc<Node>, addr: String) -> Witness {
         let client =
-            witness::Client::new(addr, node.config.ping_timeout, node.config.secret.clone());
+            witness::Client::new(addr, node.config.ping_timeout, node.config.secret.clone())
+                .for_pair(node.config.pair.clone());
         Witness {
             node: Arc::clone(node),
             client,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::debug;
 
-use super::protocol::{Reply, Request};
+use super::protocol::{Pair, Reply, Request};
 use crate::auth::Secret;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -106,6 +106,8 @@ pub struct Client {
     addr: String,
     timeout: Duration,
     secret: Option<Secret>,
+    /// The pair this broker belongs to, named in every LEASE and CLAIM.
+    pair: Pair,
     conn: Option<Connection>,
 }
 
@@ -114,22 +116,29 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("addr", &self.addr)
             .field("timeout", &self.timeout)
+            .field("pair", &self.pair)
             .field("connected", &self.conn.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
-    /// A client of the witness at `addr` (`host:port`). Dialling, each write and each answer
-    /// may take `timeout` (the brokers' ping timeout); with `secret`, every connection
-    /// authenticates as a peer first.
+    /// A client of the witness at `addr` (`host:port`) for the pair named [`Pair::DEFAULT`].
+    /// Dialling, each write and each answer may take `timeout` (the brokers' ping timeout);
+    /// with `secret`, every connection authenticates as a peer first.
     pub fn new(addr: impl Into<String>, timeout: Duration, secret: Option<Secret>) -> Client {
         Client {
             addr: addr.into(),
             timeout,
             secret,
+            pair: Pair::default(),
             conn: None,
         }
+    }
+
+    /// The same client, for the pair named `pair` (`--pair`).
+    pub fn for_pair(self, pair: Pair) -> Client {
+        Client { pair, ..self }
     }
 
     /// The witness's address.
@@ -137,11 +146,12 @@ impl Client {
         &self.addr
     }
 
-    /// `LEASE|<epoch>|<node>`: renews the lease of the primary of `epoch` (this broker, node
+    /// `LEASE|<pair>|<epoch>|<node>`: renews the lease of the primary of `epoch` (this broker, node
     /// `node`), or registers an epoch taken over without the witness. An `ERR` is
     /// [`Error::Refused`]; no answer in time is an I/O error of a timeout kind.
     pub fn renew(&mut self, epoch: Epoch, node: u32) -> Result<Renewal> {
-        let (sent, reply) = self.ask(&Request::Lease { epoch, node })?;
+        let pair = self.pair.clone();
+        let (sent, reply) = self.ask(&Request::Lease { pair, epoch, node })?;
         match reply {
             Reply::Leased { epoch: e, lease } if e == epoch => {
                 Ok(Renewal::Leased(lease_from(e, sent, lease)?))
@@ -162,11 +172,12 @@ impl Client {
         }
     }
 
-    /// `CLAIM|<seen>|<node>`: asks for the epoch after `seen` (the newest this broker knows)
+    /// `CLAIM|<pair>|<seen>|<node>`: asks for the epoch after `seen` (the newest this broker knows)
     /// for node `node`. A grant is always of this node and no older than `seen`; anything else
     /// is a protocol error.
     pub fn claim(&mut self, seen: Epoch, node: u32) -> Result<Claim> {
-        let (sent, reply) = self.ask(&Request::Claim { seen, node })?;
+        let pair = self.pair.clone();
+        let (sent, reply) = self.ask(&Request::Claim { pair, seen, node })?;
         match reply {
             Reply::Granted { epoch, lease } if epoch.node == node && epoch >= seen => {
                 Ok(Claim::Granted(lease_from(epoch, sent, lease)?))
@@ -186,9 +197,10 @@ impl Client {
         }
     }
 
-    /// `STATUS`: the witness's view as `key=value` pairs (PROTOCOL.md lists them).
+    /// `STATUS|<pair>`: the witness's view of our pair as `key=value` pairs (PROTOCOL.md
+    /// lists them).
     pub fn status(&mut self) -> Result<Vec<(String, String)>> {
-        match self.ask(&Request::Status)? {
+        match self.ask(&Request::Status(self.pair.clone()))? {
             (_, Reply::Status(pairs)) => Ok(pairs),
             (_, Reply::Err(reason)) => Err(Error::Refused(reason)),
             (_, other) => Err(odd("STATUS", &other)),

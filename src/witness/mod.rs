@@ -6,6 +6,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`lease`] | the rules, a pure state machine on an injected clock: lease, claim, fence |
+//! | [`pairs`] | one set of rules per pair name, so one witness serves many pairs |
 //! | [`protocol`] | the witness's lines as Rust values: parse and encode bytes, no sockets |
 //! | [`server`] | the `witness` program's engine: a listener, a thread per connection |
 //! | [`client`] | what a broker calls: renew its lease, claim an epoch, over one connection |
@@ -19,9 +20,11 @@
 
 pub mod client;
 pub mod lease;
+pub mod pairs;
 pub mod protocol;
 pub mod server;
 
 pub use client::{Claim, Client, Held, Lease, Renewal};
 pub use lease::{Leases, Snapshot};
+pub use protocol::Pair;
 pub use server::Witness;

@@ -6,35 +6,95 @@
 //! [`Epoch::MAX_TERM`]. Durations travel as whole milliseconds; a time left is rounded up, so
 //! a broker that waits what it was told never asks too early. The witness's own verbs have an
 //! enum of their own, apart from the brokers', so that the two protocols can change apart.
-//! PROTOCOL.md's "Witness" section documents every line.
+//! A witness serves many pairs: `LEASE` and `CLAIM` name the [`Pair`] they are for, and each
+//! pair has its own lease and epochs. PROTOCOL.md's "Witness" section documents every line.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::protocol::{AuthKind, Epoch, Fields, ParseError, StatusPairs};
 
+/// The name a pair goes by at its witness (`--pair`, the same on both brokers): 1 to
+/// [`Pair::MAX_LEN`] letters, digits and `.` `_` `-` `:`. Pairs that share a witness need
+/// different names; two pairs with one name would share one lease.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pair(String);
+
+impl Pair {
+    /// The longest name.
+    pub const MAX_LEN: usize = 64;
+    /// The name of a pair that was given none; `STATUS` without a name asks for it.
+    pub const DEFAULT: &'static str = "default";
+
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Pair {
+    fn default() -> Pair {
+        Pair(Pair::DEFAULT.into())
+    }
+}
+
+impl fmt::Display for Pair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for Pair {
+    type Err = ParseError;
+
+    /// ```
+    /// use edgebroker::witness::protocol::Pair;
+    ///
+    /// assert_eq!("site-3.north".parse::<Pair>().unwrap().as_str(), "site-3.north");
+    /// assert!("".parse::<Pair>().is_err());
+    /// assert!("a b".parse::<Pair>().is_err());
+    /// ```
+    fn from_str(name: &str) -> Result<Pair, ParseError> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
+        if name.is_empty() || name.len() > Pair::MAX_LEN || !name.chars().all(allowed) {
+            return Err(ParseError::new(format!(
+                "bad pair name '{}' (want 1 to {} letters, digits, '.', '_', '-' or ':')",
+                name.escape_default(),
+                Pair::MAX_LEN
+            )));
+        }
+        Ok(Pair(name.into()))
+    }
+}
+
 /// Every line a witness accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// `LEASE|<epoch>|<node>`: the primary of `epoch` (node `node`) renews its lease, or
-    /// registers an epoch the witness has not granted (a takeover on certain death, a
-    /// restarted witness). Answered by `LEASED`, `FENCED`, `HELD`, `RESTARTING` or `ERR`.
+    /// `LEASE|<pair>|<epoch>|<node>`: the primary of `epoch` (node `node`) in `pair` renews
+    /// its lease, or registers an epoch the witness has not granted (a takeover on certain
+    /// death, a restarted witness). Answered by `LEASED`, `FENCED`, `HELD`, `RESTARTING` or
+    /// `ERR`.
     Lease {
+        /// The sender's pair.
+        pair: Pair,
         /// The sender's epoch.
         epoch: Epoch,
         /// The sender's node id.
         node: u32,
     },
-    /// `CLAIM|<seen epoch>|<node>`: a backup whose primary went silent asks for a new epoch.
-    /// Answered by `GRANTED`, `HELD`, `RESTARTING` or `ERR`.
+    /// `CLAIM|<pair>|<seen epoch>|<node>`: a backup in `pair` whose primary went silent asks
+    /// for a new epoch. Answered by `GRANTED`, `HELD`, `RESTARTING` or `ERR`.
     Claim {
+        /// The claimant's pair.
+        pair: Pair,
         /// The highest epoch the claimant knows of.
         seen: Epoch,
         /// The claimant's node id.
         node: u32,
     },
-    /// `STATUS`: answered by one `STATUS|key=value|…` line.
-    Status,
+    /// `STATUS[|<pair>]`: answered by one `STATUS|key=value|…` line: the witness's own
+    /// fields, then the pair's (the pair named [`Pair::DEFAULT`] when none is named).
+    Status(Pair),
     /// `PING` (whatever follows it): answered by `PONG`.
     Ping,
     /// `HELLO|<kind>|<nonce>`: starts the shared-secret handshake ([`crate::auth`]).
@@ -65,23 +125,32 @@ impl Request {
     /// use edgebroker::witness::protocol::Request;
     ///
     /// assert_eq!(
-    ///     Request::parse(b"LEASE|3.41277|41277").unwrap(),
-    ///     Request::Lease { epoch: Epoch { term: 3, node: 41277 }, node: 41277 }
+    ///     Request::parse(b"LEASE|north|3.41277|41277").unwrap(),
+    ///     Request::Lease {
+    ///         pair: "north".parse().unwrap(),
+    ///         epoch: Epoch { term: 3, node: 41277 },
+    ///         node: 41277,
+    ///     }
     /// );
-    /// assert!(Request::parse(b"CLAIM|281474976710657.1|1").is_err()); // past MAX_TERM
+    /// assert!(Request::parse(b"CLAIM|north|281474976710657.1|1").is_err()); // past MAX_TERM
     /// ```
     pub fn parse(line: &[u8]) -> Result<Request, ParseError> {
         let mut f = Fields::new(line)?;
         let request = match f.verb {
             "LEASE" => Request::Lease {
+                pair: f.field("pair")?.parse()?,
                 epoch: f.epoch()?,
                 node: f.number("node")?,
             },
             "CLAIM" => Request::Claim {
+                pair: f.field("pair")?.parse()?,
                 seen: f.epoch()?,
                 node: f.number("node")?,
             },
-            "STATUS" => Request::Status,
+            "STATUS" => Request::Status(match f.rest {
+                Some(_) => f.field("pair")?.parse()?,
+                None => Pair::default(),
+            }),
             "PING" => return Ok(Request::Ping),
             "HELLO" => Request::Hello {
                 kind: f.field("kind")?.parse()?,
@@ -118,9 +187,9 @@ impl Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Lease { epoch, node } => write!(f, "LEASE|{epoch}|{node}"),
-            Request::Claim { seen, node } => write!(f, "CLAIM|{seen}|{node}"),
-            Request::Status => f.write_str("STATUS"),
+            Request::Lease { pair, epoch, node } => write!(f, "LEASE|{pair}|{epoch}|{node}"),
+            Request::Claim { pair, seen, node } => write!(f, "CLAIM|{pair}|{seen}|{node}"),
+            Request::Status(pair) => write!(f, "STATUS|{pair}"),
             Request::Ping => f.write_str("PING"),
             Request::Hello { kind, nonce } => write!(f, "HELLO|{}|{nonce}", kind.as_str()),
             Request::Proof { proof } => write!(f, "PROOF|{proof}"),
@@ -302,18 +371,25 @@ mod tests {
         Epoch { term, node }
     }
 
+    fn pair(name: &str) -> Pair {
+        name.parse().unwrap()
+    }
+
     #[test]
     fn every_request_round_trips() {
         let requests = [
             Request::Lease {
+                pair: pair("north"),
                 epoch: epoch(3, 41277),
                 node: 41277,
             },
             Request::Claim {
+                pair: pair("a.b_c-d:9"),
                 seen: epoch(Epoch::MAX_TERM, 1),
                 node: 9,
             },
-            Request::Status,
+            Request::Status(Pair::default()),
+            Request::Status(pair("north")),
             Request::Ping,
             Request::Hello {
                 kind: AuthKind::Peer,
@@ -369,15 +445,21 @@ mod tests {
     #[test]
     fn the_wire_forms_are_exact() {
         let lease = Request::Lease {
+            pair: Pair::default(),
             epoch: epoch(2, 41277),
             node: 41277,
         };
-        assert_eq!(lease.to_bytes(), b"LEASE|2.41277|41277\n");
+        assert_eq!(lease.to_bytes(), b"LEASE|default|2.41277|41277\n");
         let claim = Request::Claim {
+            pair: pair("north"),
             seen: epoch(2, 41277),
             node: 90211,
         };
-        assert_eq!(claim.to_bytes(), b"CLAIM|2.41277|90211\n");
+        assert_eq!(claim.to_bytes(), b"CLAIM|north|2.41277|90211\n");
+        assert_eq!(
+            Request::parse(b"STATUS").unwrap(),
+            Request::Status(Pair::default())
+        );
         let held = Reply::Held {
             epoch: epoch(2, 41277),
             holder: 41277,
@@ -393,16 +475,31 @@ mod tests {
 
     #[test]
     fn malformed_lines_have_reasons() {
-        let too_high = format!("LEASE|{}.1|1", Epoch::MAX_TERM + 1);
+        let too_high = format!("LEASE|p|{}.1|1", Epoch::MAX_TERM + 1);
+        let long = format!("CLAIM|{}|1.1|1", "p".repeat(Pair::MAX_LEN + 1));
+        let bad_long = format!(
+            "bad pair name '{}' (want 1 to 64 letters, digits, '.', '_', '-' or ':')",
+            "p".repeat(Pair::MAX_LEN + 1)
+        );
         let cases = [
             ("", "empty verb"),
-            ("LEASE", "LEASE is missing its epoch"),
-            ("LEASE|3.1", "LEASE is missing its node"),
-            ("LEASE|3|1", "bad epoch '3' (want term.node)"),
-            ("LEASE|3.1|-1", "bad node '-1'"),
-            ("LEASE|3.1|4294967296", "node '4294967296' is out of range"),
-            ("LEASE|3.1|1|x", "too many fields for LEASE"),
-            ("CLAIM|x.1|1", "bad epoch term 'x'"),
+            ("LEASE", "LEASE is missing its pair"),
+            ("LEASE|p", "LEASE is missing its epoch"),
+            ("LEASE|p|3.1", "LEASE is missing its node"),
+            ("LEASE|p|3|1", "bad epoch '3' (want term.node)"),
+            ("LEASE|p|3.1|-1", "bad node '-1'"),
+            (
+                "LEASE|p|3.1|4294967296",
+                "node '4294967296' is out of range",
+            ),
+            ("LEASE|p|3.1|1|x", "too many fields for LEASE"),
+            ("CLAIM|p|x.1|1", "bad epoch term 'x'"),
+            ("CLAIM|3.1|1", "bad epoch '1' (want term.node)"), // no pair named
+            (
+                "LEASE|a\x1b|3.1|1",
+                "bad pair name 'a\\u{1b}' (want 1 to 64 letters, digits, '.', '_', '-' or ':')",
+            ),
+            (long.as_str(), bad_long.as_str()),
             (
                 too_high.as_str(),
                 "epoch term 281474976710657 is beyond any a broker can reach",
@@ -411,7 +508,11 @@ mod tests {
                 "PUBLISH|t|x",
                 "unknown verb 'PUBLISH' (a witness answers LEASE, CLAIM, STATUS, PING)",
             ),
-            ("STATUS|x", "too many fields for STATUS"),
+            ("STATUS|x|y", "too many fields for STATUS"),
+            (
+                "STATUS|",
+                "bad pair name '' (want 1 to 64 letters, digits, '.', '_', '-' or ':')",
+            ),
         ];
         for (line, reason) in cases {
             let err = Request::parse(line.as_bytes()).expect_err(line);

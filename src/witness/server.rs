@@ -1,6 +1,12 @@
-//! The witness server: a listener, one thread per connection, and the rules ([`Leases`])
-//! under one parking_lot mutex. Each connection reads a line, answers it, and reads the next;
-//! the only state a connection keeps is whether it has authenticated.
+//! The witness server: a listener, one thread per connection, and every pair's rules
+//! ([`Pairs`]) under one parking_lot mutex. Each connection reads a line, answers it, and
+//! reads the next; the only state a connection keeps is whether it has proved itself.
+//!
+//! Its slots follow the broker's rules ([`crate::slots`]): [`BROKER_SLOTS`] are kept beyond
+//! `max_connections` for the brokers, and a connection that has not proved itself (by the
+//! handshake when the witness has a secret, by a broker's verb when it has none) gives up its
+//! slot to a newcomer when every slot is taken, and is closed `auth_timeout` after it opened.
+//! So strangers who fill the slots with `PING`s and `STATUS`es never keep a broker out.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -13,13 +19,15 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::{Mutex, MutexGuard};
 
-use super::lease::{Leases, Snapshot};
-use super::protocol::{Reply, Request};
+use super::lease::Snapshot;
+use super::pairs::Pairs;
+use super::protocol::{Pair, Reply, Request};
 use crate::auth;
 use crate::config::WitnessConfig;
 use crate::connection::{LineReader, Stream};
 use crate::error::{Error, Result};
 use crate::protocol::AuthKind;
+use crate::slots::{Admission, Slots, Source};
 
 /// The longest line a witness reads: its longest request, a `HELLO` with a 128-digit nonce,
 /// fits many times over.
@@ -27,6 +35,10 @@ const MAX_LINE: usize = 1024;
 
 /// Stack size of a connection thread: it holds a line and an answer, nothing more.
 const CONN_STACK: usize = 64 * 1024;
+
+/// Connection slots kept beyond `max_connections` for connections that prove themselves: the
+/// brokers of two pairs, each redialling once.
+pub const BROKER_SLOTS: usize = 8;
 
 /// A running witness. Dropping it stops it.
 pub struct Witness {
@@ -38,7 +50,9 @@ pub struct Witness {
 /// What every connection thread shares.
 struct Shared {
     config: WitnessConfig,
-    leases: Mutex<Leases>,
+    pairs: Mutex<Pairs>,
+    /// Who holds which connection slot.
+    slots: Mutex<Slots>,
     stopping: AtomicBool,
     /// The open connections, so that stopping can close them.
     sockets: Mutex<HashMap<u64, Stream>>,
@@ -51,7 +65,7 @@ struct Shared {
 
 impl Witness {
     /// Binds `config.listen` and starts serving. A witness starts knowing nothing: for one
-    /// lease and margin it grants and leases nothing ([`super::lease`], rule 5).
+    /// lease and margin it grants and leases nothing to any pair ([`super::lease`], rule 5).
     ///
     /// ```
     /// use edgebroker::config::WitnessConfig;
@@ -59,7 +73,7 @@ impl Witness {
     ///
     /// let witness = Witness::start(WitnessConfig::fast())?;
     /// assert_ne!(witness.local_addr().port(), 0);
-    /// assert_eq!(witness.status().holder, None);
+    /// assert_eq!(witness.status().holder, None); // of the pair named "default"
     /// witness.shutdown();
     /// # Ok::<(), edgebroker::Error>(())
     /// ```
@@ -86,8 +100,15 @@ impl Witness {
                  a local run"
             );
         }
+        let now = Instant::now();
         let shared = Arc::new(Shared {
-            leases: Mutex::new(Leases::new(config.lease, config.margin, Instant::now())),
+            pairs: Mutex::new(Pairs::new(
+                config.lease,
+                config.margin,
+                now,
+                config.max_connections,
+            )),
+            slots: Mutex::new(Slots::new(config.max_connections, BROKER_SLOTS)),
             config,
             stopping: AtomicBool::new(false),
             sockets: Mutex::new(HashMap::new()),
@@ -112,10 +133,15 @@ impl Witness {
         self.addr
     }
 
-    /// The witness's view right now: the highest epoch, the holder, the time its lease has
-    /// left.
+    /// The view of the pair named [`Pair::DEFAULT`] right now: the highest epoch, the
+    /// holder, the time its lease has left.
     pub fn status(&self) -> Snapshot {
-        self.shared.leases.lock().snapshot(Instant::now())
+        self.pair_status(&Pair::default())
+    }
+
+    /// The view of `pair` right now.
+    pub fn pair_status(&self, pair: &Pair) -> Snapshot {
+        self.shared.pairs.lock().snapshot(pair, Instant::now())
     }
 
     /// Runs a witness as the `witness` program does: starts it, prints `listening on <addr>`
@@ -174,11 +200,24 @@ impl Shared {
         Some(key)
     }
 
-    /// The `STATUS` fields: the rules' view, then the server's counters.
-    fn status_fields(&self) -> Vec<(String, String)> {
-        let mut fields = self.leases.lock().snapshot(Instant::now()).fields();
+    /// Closes the reading side of connection `key`, whose slot went to a newcomer: its
+    /// thread says why and ends.
+    fn hang_up(&self, key: u64) {
+        if let Some(stream) = self.sockets.lock().get(&key) {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// The `STATUS` fields: `pair`'s view, then the server's own.
+    fn status_fields(&self, pair: &Pair) -> Vec<(String, String)> {
+        let (mut fields, pairs) = {
+            let all = self.pairs.lock();
+            (all.snapshot(pair, Instant::now()).fields(), all.len())
+        };
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
         let own = [
+            ("pair", pair.to_string()),
+            ("pairs", pairs.to_string()),
             ("connections", self.sockets.lock().len().to_string()),
             ("auth_failures", count(&self.auth_failures)),
             ("refused_connections", count(&self.refused_connections)),
@@ -193,7 +232,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
         if shared.stopping() {
             return;
         }
-        let mut stream = match stream {
+        let stream = match stream {
             Ok(s) => s,
             Err(e) => {
                 warn!("accept failed: {e}");
@@ -201,18 +240,33 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let open = shared.sockets.lock().len();
-        if open >= shared.config.max_connections {
-            shared.refused_connections.fetch_add(1, Ordering::Relaxed);
-            warn!("refusing a connection: {open} already open");
-            let _ = stream.write_all(&Reply::Err("too many connections".into()).to_bytes());
-            continue;
-        }
         let _ = stream.set_nodelay(true);
+        let source = stream.peer_addr().map(|a| Source::of(a.ip()));
         let stream = Stream::new(stream);
         let Some(key) = shared.register(&stream) else {
             return;
         };
+        // Every connection has to prove itself here, in an open slot too.
+        let admission = match source {
+            Ok(source) => shared.slots.lock().admit(key, source, true),
+            Err(_) => Admission::Refused,
+        };
+        match admission {
+            Admission::Granted { evicted, .. } => {
+                if let Some(evicted) = evicted {
+                    debug!("witness-conn-{evicted} hung up on: its slot went to a newcomer");
+                    shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+                    shared.hang_up(evicted);
+                }
+            }
+            Admission::Refused => {
+                shared.sockets.lock().remove(&key);
+                shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+                warn!("refusing a connection: every slot is held by a proven connection");
+                let _ = (&*stream).write_all(&Reply::Err("too many connections".into()).to_bytes());
+                continue;
+            }
+        }
         let s = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name(format!("witness-conn-{key}"))
@@ -227,13 +281,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             Err(e) => {
                 warn!("cannot start a connection thread: {e}");
                 shared.sockets.lock().remove(&key);
+                shared.slots.lock().leave(key);
             }
         }
     }
 }
 
-/// One connection's thread: answers line after line until the peer leaves, falls idle or
-/// fails to authenticate.
+/// One connection's thread: answers line after line until the peer leaves, falls idle,
+/// fails to authenticate, or gives up its slot unproven.
 fn serve(shared: &Shared, stream: Stream, key: u64) {
     let peer = stream
         .peer_addr()
@@ -241,7 +296,9 @@ fn serve(shared: &Shared, stream: Stream, key: u64) {
     debug!("connection from {peer}");
     let mut session = Session {
         shared,
+        key,
         authenticated: shared.config.secret.is_none(),
+        proven: false,
         handshake: auth::Listener::default(),
         peer,
     };
@@ -250,12 +307,18 @@ fn serve(shared: &Shared, stream: Stream, key: u64) {
     }
     let _ = stream.shutdown(Shutdown::Both);
     shared.sockets.lock().remove(&key);
+    shared.slots.lock().leave(key);
 }
 
 /// What one connection knows of its peer.
 struct Session<'a> {
     shared: &'a Shared,
+    key: u64,
+    /// It may send `LEASE` and `CLAIM`: it passed the handshake, or the witness has no secret.
     authenticated: bool,
+    /// It keeps its slot and its idle timeout: it authenticated (with a secret) or spoke a
+    /// broker's verb (without one).
+    proven: bool,
     /// A handshake in progress.
     handshake: auth::Listener,
     peer: String,
@@ -263,14 +326,36 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn run(&mut self, mut stream: Stream) -> io::Result<()> {
-        let idle = self.shared.config.idle_timeout;
-        stream.set_read_timeout(Some(idle))?;
+        let config = &self.shared.config;
+        let (idle, proof_deadline) = (config.idle_timeout, Instant::now() + config.auth_timeout);
         stream.set_write_timeout(Some(idle))?;
         let mut reader = LineReader::new(stream.clone(), MAX_LINE);
         loop {
+            let wait = if self.proven {
+                idle
+            } else {
+                proof_deadline.saturating_duration_since(Instant::now())
+            };
+            if wait.is_zero() {
+                let why = match config.secret {
+                    Some(_) => "authenticate first (HELLO|peer|<nonce>)",
+                    None => "a connection that sends no LEASE or CLAIM is closed",
+                };
+                let reason = format!("{why} within {} ms", config.auth_timeout.as_millis());
+                stream.write_all(&Reply::Err(reason).to_bytes())?;
+                return Ok(());
+            }
+            stream.set_read_timeout(Some(wait))?;
             let line = match reader.read_line() {
                 Ok(Some(line)) => line,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    // A newcomer took our slot: say so, so the dialler knows we are busy.
+                    if !self.shared.slots.lock().holds(self.key) {
+                        stream.write_all(&Reply::Err("too many connections".into()).to_bytes())?;
+                    }
+                    return Ok(());
+                }
+                Err(Error::Timeout) if !self.proven => continue,
                 Err(Error::Timeout) => {
                     debug!(
                         "{} said nothing for {} s; closing",
@@ -303,11 +388,19 @@ impl Session<'_> {
             let why = "authenticate first (HELLO|peer|<nonce>)";
             return (Reply::Err(why.into()), false);
         }
+        if request.needs_auth() {
+            // Without a secret a broker's verb is all the proof there is.
+            self.prove();
+        }
         let reply = match request {
             // The time is read once the rules are locked, so it only goes up.
-            Request::Lease { epoch, node } => self.leases().renew(epoch, node, Instant::now()),
-            Request::Claim { seen, node } => self.leases().claim(seen, node, Instant::now()),
-            Request::Status => Reply::Status(self.shared.status_fields()),
+            Request::Lease { pair, epoch, node } => {
+                self.pairs().renew(&pair, epoch, node, Instant::now())
+            }
+            Request::Claim { pair, seen, node } => {
+                self.pairs().claim(&pair, seen, node, Instant::now())
+            }
+            Request::Status(pair) => Reply::Status(self.shared.status_fields(&pair)),
             Request::Ping => Reply::Pong,
             Request::Hello { kind, nonce } => self.challenge(kind, nonce),
             Request::Proof { proof } => return self.check_proof(&proof),
@@ -315,8 +408,16 @@ impl Session<'_> {
         (reply, false)
     }
 
-    fn leases(&self) -> MutexGuard<'_, Leases> {
-        self.shared.leases.lock()
+    fn pairs(&self) -> MutexGuard<'_, Pairs> {
+        self.shared.pairs.lock()
+    }
+
+    /// From now on the connection keeps its slot and its idle timeout.
+    fn prove(&mut self) {
+        if !self.proven {
+            self.proven = true;
+            self.shared.slots.lock().prove(self.key);
+        }
     }
 
     /// HELLO: answer with our nonce and our proof.
@@ -340,6 +441,7 @@ impl Session<'_> {
         if verified {
             debug!("{} authenticated", self.peer);
             self.authenticated = true;
+            self.prove();
             return (Reply::Welcome, false);
         }
         self.shared.auth_failures.fetch_add(1, Ordering::Relaxed);
