@@ -40,6 +40,8 @@ pub mod soak_program;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use edgebroker::error::Error;
+
 /// Milliseconds since the Unix epoch: the clock every program's `--timestamps` uses, so the
 /// harness's fault times and the programs' output lines can be compared.
 pub fn unix_ms() -> u64 {
@@ -63,4 +65,9 @@ pub fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option
         }
         std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
     }
+}
+
+/// The harness's own failure, saying `what` went wrong.
+pub(crate) fn failure(what: &str) -> Error {
+    Error::Io(std::io::Error::other(what.to_string()))
 }
