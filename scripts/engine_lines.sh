@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Counts the engine's lines of code: the edgebroker crate's src/ without the programs (bin/),
-# the argument parsing (cli.rs) and the run report (report*), counting only lines that are
+# the argument parsing (cli/) and the run report (report/), counting only lines that are
 # neither blank nor comments, and only before each file's `#[cfg(test)]`.
 #
 # usage: scripts/engine_lines.sh [--files]   (--files: one line per file, then the total)
@@ -17,6 +17,6 @@ while IFS= read -r file; do
 	' "$file")
 	total=$((total + n))
 	if [ "${1:-}" = "--files" ]; then printf '%6d %s\n' "$n" "$file"; fi
-done < <(find src -name '*.rs' -not -path 'src/bin/*' -not -name 'cli.rs' -not -path 'src/report*' \
+done < <(find src -name '*.rs' -not -path 'src/bin/*' -not -path 'src/cli/*' -not -path 'src/report/*' \
 	-not -path 'src/harness/*' -not -path 'src/bench/*' | sort)
 printf '%6d engine lines of code\n' "$total"

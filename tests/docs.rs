@@ -8,7 +8,7 @@
 //!   (code blocks included): the file or folder must exist;
 //! - in inline code (`` `…` ``, outside code blocks):
 //!   - a Rust file name (`broker/node.rs`): some Rust file's path must end in it;
-//!   - a flag (`--bind`): it must occur as `"--bind"` in `src/cli.rs`;
+//!   - a flag (`--bind`): it must occur as `"--bind"` in `src/cli/`;
 //!   - an environment variable (`RUN_SECS`): it must occur in the code, `run_test.sh` or
 //!     `scripts/`;
 //!   - a name with an underscore (`run_worker`, `a_test_name`) or in CamelCase
@@ -186,7 +186,7 @@ fn check(text: &str, root: &Path, code: &Code) -> Vec<Problem> {
             if span.starts_with("--") {
                 for flag in span.split_whitespace().filter(|w| w.starts_with("--")) {
                     if !code.cli.contains(&format!("\"{flag}\"")) {
-                        report(flag, "no such flag in src/cli.rs");
+                        report(flag, "no such flag in src/cli/");
                     }
                 }
                 continue;
@@ -343,7 +343,7 @@ struct Code {
     files: Vec<(String, String)>,
     /// Module names: file stems, folder names and `mod` declarations.
     modules: HashSet<String>,
-    /// `src/cli.rs`, where every flag is declared.
+    /// The files of `src/cli/`, where every flag is declared.
     cli: String,
     /// `run_test.sh` and `scripts/`, which read the environment variables.
     scripts: String,
@@ -363,7 +363,7 @@ impl Code {
         let mut code = Code {
             files: Vec::new(),
             modules: HashSet::new(),
-            cli: fs::read_to_string(root.join("src/cli.rs")).expect("read src/cli.rs"),
+            cli: read_folder(&root.join("src/cli")),
             scripts,
         };
         for path in paths {
@@ -515,6 +515,18 @@ fn without_comments(text: &str) -> String {
         .map(|line| line.find("//").map_or(line, |i| &line[..i]))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The Rust files under `dir`, one after the other, in the order of their paths.
+fn read_folder(dir: &Path) -> String {
+    let mut paths = Vec::new();
+    rust_files(dir, &mut paths);
+    assert!(!paths.is_empty(), "no Rust files in {}", dir.display());
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| fs::read_to_string(path).expect("read a Rust file"))
+        .collect()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -102,19 +102,21 @@ pub fn run(o: &Options) -> Result<bool> {
     if let Some(path) = &o.svg {
         let label = o.fault_label.as_deref().unwrap_or(DEFAULT_FAULT_LABEL);
         let svg = super::render_svg(&sub.items, &published, &o.kill_ms, label, &o.title);
-        fs::write(path, svg).map_err(|e| {
-            Error::Io(io::Error::new(
-                e.kind(),
-                format!("cannot write {path}: {e}"),
-            ))
-        })?;
+        fs::write(path, svg).map_err(|e| naming(e, "write", path))?;
     }
     Ok(report.passed(o.max_silence_ms))
 }
 
 fn read(path: &str) -> Result<String> {
-    fs::read_to_string(path)
-        .map_err(|e| Error::Io(io::Error::new(e.kind(), format!("cannot read {path}: {e}"))))
+    fs::read_to_string(path).map_err(|e| naming(e, "read", path))
+}
+
+/// The error `e` met when trying to `verb` the file at `path`, saying so.
+fn naming(e: io::Error, verb: &str, path: &str) -> Error {
+    Error::Io(io::Error::new(
+        e.kind(),
+        format!("cannot {verb} {path}: {e}"),
+    ))
 }
 
 /// Warns on stderr about lines that did not parse, so a format drift is noticed.
