@@ -9,6 +9,7 @@
 //! | [`pairs`] | one set of rules per pair name, so one witness serves many pairs |
 //! | [`protocol`] | the witness's lines as Rust values: parse and encode bytes, no sockets |
 //! | [`server`] | the `witness` program's engine: a listener, a thread per connection |
+//! | `session` | one connection: its lines, its handshake, what it has proved |
 //! | [`client`] | what a broker calls: renew its lease, claim an epoch, over one connection |
 //!
 //! ```text
@@ -23,6 +24,7 @@ pub mod lease;
 pub mod pairs;
 pub mod protocol;
 pub mod server;
+mod session;
 
 pub use client::{Claim, Client, Held, Lease, Renewal};
 pub use lease::{Leases, Snapshot};
