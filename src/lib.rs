@@ -77,7 +77,7 @@
 //! | [`broker::outbox`] | a subscriber's bounded queue and its writer thread (direct writes when idle) |
 //! | [`broker::replication`] | the primary's replication sessions: dial, sync, read confirmations, heartbeat |
 //! | [`broker::link`] | a session's sending half: a channel of lines sent under the role lock, one writer |
-//! | [`broker::monitor`] | the backup's pinger: probe the primary, take over when it fails |
+//! | [`broker::pinger`] | the pinger thread: probe the primary, take over when it fails, renew the witness's lease |
 //! | [`broker::handoff`] | a stepped-down primary hands its undelivered messages to the new one |
 //! | [`broker::status`] | counters and the STATUS snapshot |
 //! | [`broker::warnings`] | warnings that come in floods, summed up |

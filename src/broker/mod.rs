@@ -4,7 +4,7 @@
 //!
 //! - `accept`: accepts connections and gives each its own `conn-N` thread ([`handler`]);
 //! - `worker-N`: the compute workers ([`compute`]);
-//! - `pinger`: probes the primary while this broker is the backup ([`monitor`]);
+//! - `pinger`: probes the primary while this broker is the backup ([`pinger`]);
 //! - `replicator`: dials and syncs the backup while this broker is primary, then writes the
 //!   link ([`link`]), and its `repl-reader` reads the confirmations and writes the ACKs they
 //!   cover ([`replication`], [`acks`]);
@@ -19,9 +19,10 @@ pub mod handoff;
 pub mod link;
 pub mod log;
 pub mod mandate;
-pub mod monitor;
 pub mod node;
 pub mod outbox;
+pub mod pinger;
+mod prober;
 pub(crate) mod reign;
 pub mod replication;
 pub(crate) mod role;
@@ -29,6 +30,7 @@ pub mod safety;
 pub mod status;
 pub mod topics;
 pub mod warnings;
+mod witness_link;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -146,7 +148,7 @@ impl Broker {
         let n = Arc::clone(&node);
         threads.push(spawn("acks", move || acks::run_acks(n))?);
         let n = Arc::clone(&node);
-        threads.push(spawn("pinger", move || monitor::run_monitor(n, probe_rx))?);
+        threads.push(spawn("pinger", move || pinger::run_pinger(n, probe_rx))?);
         let n = Arc::clone(&node);
         threads.push(spawn("handoff", move || {
             handoff::run_handoff(n, handoff_rx)

@@ -131,7 +131,7 @@ pub struct Node {
 
 impl Node {
     /// Builds the core; `workers`, `probe_now` and `redial_now` are the senders of the compute
-    /// workers', the monitor's and the replicator's wake-up channels.
+    /// workers', the pinger's and the replicator's wake-up channels.
     pub fn new(
         config: BrokerConfig,
         workers: Vec<Sender<Task>>,
@@ -484,19 +484,19 @@ impl Node {
 
     // ---- probes, on the backup ----
 
-    /// The monitor starts a probe; the returned ticket covers every request made so far.
+    /// The pinger starts a probe; the returned ticket covers every request made so far.
     pub fn probe_started(&self) -> u64 {
         self.state.lock().probes.0
     }
 
-    /// The monitor finished the probe started with `ticket`.
+    /// The pinger finished the probe started with `ticket`.
     pub fn probe_finished(&self, ticket: u64) {
         let mut s = self.state.lock();
         s.probes.1 = s.probes.1.max(ticket);
         self.state_changed.notify_all();
     }
 
-    /// Asks the monitor to probe the primary now (a broken link, a publish on the backup).
+    /// Asks the pinger to probe the primary now (a broken link, a publish on the backup).
     pub fn request_probe(&self) {
         let mut s = self.state.lock();
         s.probes.0 += 1;

@@ -1,0 +1,166 @@
+//! The pinger thread watches the other parties. While this broker is the backup, it probes
+//! the primary every ping interval, and at once when asked (the replication link broke, a
+//! client published to us). A dead primary process answers with a refused or reset connection
+//! and is replaced at once; a silent one after the ping timeout, and, with a witness
+//! (`--witness`), only once the witness grants a new epoch. While this broker is the primary
+//! with a witness, the pinger renews its lease every ping interval ([`super::mandate`]).
+//! The probe connection is [`super::prober`]'s, the witness's [`super::witness_link`]'s.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{debug, error, warn};
+
+use crate::error::Error;
+use crate::protocol::Role;
+
+use super::node::Node;
+use super::prober::{Prober, describe};
+use super::witness_link::Witness;
+
+/// The pinger thread's loop.
+pub fn run_pinger(node: Arc<Node>, probe_now: Receiver<()>) {
+    let Some(peer_addr) = node.config.peer.clone() else {
+        node.take_over("no peer configured", None);
+        return;
+    };
+    let mut prober = Prober::new(&node, peer_addr);
+    let mut witness = node
+        .config
+        .witness
+        .clone()
+        .map(|addr| Witness::new(&node, addr));
+    loop {
+        node.gate();
+        let pause = match node.role().0 {
+            Role::Backup => {
+                let ticket = node.probe_started();
+                let pause = watch_primary(&node, &mut prober, witness.as_mut());
+                node.probe_finished(ticket);
+                pause
+            }
+            Role::Primary => match witness.as_mut() {
+                Some(witness) => witness.renew(),
+                None if node.wait_for_role(Role::Backup) => continue,
+                None => return,
+            },
+        };
+        match probe_now.recv_timeout(pause) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // Several requests may have piled up; one probe answers them all.
+        while probe_now.try_recv().is_ok() {}
+        if node.stopping() {
+            return;
+        }
+    }
+}
+
+/// One probe of the primary, and what follows from its answer. Returns how long to wait
+/// before the next.
+fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>) -> Duration {
+    let interval = node.config.ping_interval;
+    let result = prober.probe(node.me());
+    if result.is_ok() {
+        prober.refusal_logged = false;
+    }
+    match result {
+        Ok(peer) if peer.role == Role::Primary => {
+            node.peer_answered(peer);
+            if let Some(witness) = witness {
+                witness.check();
+            }
+            interval
+        }
+        Ok(peer) => {
+            node.peer_answered(peer);
+            if !node.wins_tie(&peer) {
+                debug!("the peer is a backup too and ranks higher; waiting for it to lead");
+                return interval;
+            }
+            // Nobody is primary, the peer just said so: a witness out of reach does not stop
+            // us, one that knows of a lease still live does.
+            let reason = "the peer is a backup too and we rank higher";
+            take_over_unless_denied(node, witness, reason, true)
+        }
+        // The peer answered but we cannot trust it, or it will not talk to us: it is not
+        // dead, the pair is misconfigured. Only the preferred primary leads.
+        Err(e @ Error::Auth(_)) => {
+            node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+            if !prober.refusal_logged {
+                error!(
+                    "peer {} {e}: check that both brokers have the same --secret",
+                    prober.addr
+                );
+                prober.refusal_logged = true;
+            }
+            if !node.config.preferred_primary {
+                return interval;
+            }
+            let reason = "the peer cannot be authenticated; we are the preferred primary";
+            take_over_unless_denied(node, witness, reason, false)
+        }
+        // Alive, and turning us away (full): nothing to take over from.
+        Err(Error::Refused(why)) => {
+            node.warnings
+                .refused
+                .warn(|| format!("peer {} is alive but refused the probe: {why}", prober.addr));
+            interval
+        }
+        Err(Error::Shutdown) => interval,
+        Err(Error::Timeout | Error::Closed | Error::Io(_)) if node.in_startup_grace() => {
+            debug!(
+                "peer {} not up yet; waiting out the start-up grace",
+                prober.addr
+            );
+            interval
+        }
+        // Certain death: nothing listens where the primary was.
+        Err(e) if is_certain_death(&e) => {
+            node.take_over(&format!("peer {} {}", prober.addr, describe(&e)), None);
+            interval
+        }
+        Err(Error::Timeout | Error::Io(_)) if node.primary_recently_heard() => {
+            debug!("probe failed, but the primary's link spoke just now; not taking over");
+            interval
+        }
+        Err(e @ (Error::Timeout | Error::Io(_))) => {
+            let reason = format!("peer {} {}", prober.addr, describe(&e));
+            take_over_unless_denied(node, witness, &reason, false)
+        }
+        // It answered, though not as a broker should: alive, so not ours to replace.
+        Err(e) => {
+            warn!("peer {} answered the probe oddly: {e}", prober.addr);
+            interval
+        }
+    }
+}
+
+/// Takes over for `reason` — with a witness, only with its grant (`certain`: nobody is
+/// primary, so a witness out of reach does not stop us). Returns when to probe next.
+fn take_over_unless_denied(
+    node: &Node,
+    witness: Option<&mut Witness>,
+    reason: &str,
+    certain: bool,
+) -> Duration {
+    match witness {
+        Some(witness) => witness.claim(reason, certain),
+        None => {
+            node.take_over(reason, None);
+            node.config.ping_interval
+        }
+    }
+}
+
+/// A refused connection, or one the peer's host closed: no process is there any more.
+fn is_certain_death(e: &Error) -> bool {
+    match e {
+        Error::Closed => true,
+        Error::Io(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
+}
