@@ -85,7 +85,7 @@ pub struct BrokerConfig {
     /// How many topics one connection may subscribe to.
     pub max_subscriptions: usize,
     /// How many bytes one connection's subscriptions may take together, each charged its topic
-    /// name plus [`crate::broker::topics::SUBSCRIPTION_OVERHEAD`] for what holds it.
+    /// name plus `SUBSCRIPTION_OVERHEAD` (`src/broker/topics.rs`) for what holds it.
     pub max_subscription_bytes: usize,
     /// How long a connection that must authenticate (a client secret is set, or it took one of
     /// the slots kept for the peer broker) may take to do so before it is closed.

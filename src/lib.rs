@@ -65,23 +65,23 @@
 //! | [`witness::client`] | what a broker calls to renew its lease or claim an epoch |
 //! | [`error`] | the library's [`Error`] and [`Result`] |
 //! | [`broker`] | the engine: one broker, either role ([`Broker`]) |
-//! | [`broker::handler`] | one thread per connection: a line in, an answer out |
-//! | [`broker::node`] | the shared core and the message's path: admit, wait until safe, clear; hold replicas |
+//! | `broker::handler` | one thread per connection: a line in, an answer out |
+//! | `broker::node` | the shared core and the message's path: admit, wait until safe, clear; hold replicas |
 //! | `broker::role` | the role state machine, pure: what each role owns, every change of role and the effects it asks for |
 //! | `broker::reign` | each change of role under the role lock, its effects carried out; the lock order |
-//! | [`broker::log`] | the ordered log of undelivered messages and the dedup table |
-//! | [`broker::safety`] | what the primary knows of the backup's copy; waiting until a message is safe |
-//! | [`broker::acks`] | ACKs filed by publishers' threads, written by the thread that learns their verdict |
-//! | [`broker::compute`] | the compute workers fed by crossbeam channels; the busy loop; the clear after the last write |
-//! | [`broker::topics`] | the subscriber map and the fan-out of one message |
-//! | [`broker::outbox`] | a subscriber's bounded queue and its writer thread (direct writes when idle) |
-//! | [`broker::replication`] | the primary's replication sessions: dial, sync, read confirmations, heartbeat |
-//! | [`broker::link`] | a session's sending half: a channel of lines sent under the role lock, one writer |
-//! | [`broker::pinger`] | the pinger thread: probe the primary, take over when it fails, renew the witness's lease |
-//! | [`broker::handoff`] | a stepped-down primary hands its undelivered messages to the new one |
-//! | [`broker::status`] | counters and the STATUS snapshot |
-//! | [`broker::warnings`] | warnings that come in floods, summed up |
-//! | [`broker::capacity`] | how many connections the machine's limits fit |
+//! | `broker::log` | the ordered log of undelivered messages and the dedup table |
+//! | `broker::safety` | what the primary knows of the backup's copy; waiting until a message is safe |
+//! | `broker::acks` | ACKs filed by publishers' threads, written by the thread that learns their verdict |
+//! | `broker::compute` | the compute workers fed by crossbeam channels; the busy loop; the clear after the last write |
+//! | `broker::topics` | the subscriber map and the fan-out of one message |
+//! | `broker::outbox` | a subscriber's bounded queue and its writer thread (direct writes when idle) |
+//! | `broker::replication` | the primary's replication sessions: dial, sync, read confirmations, heartbeat |
+//! | `broker::link` | a session's sending half: a channel of lines sent under the role lock, one writer |
+//! | `broker::pinger` | the pinger thread: probe the primary, take over when it fails, renew the witness's lease |
+//! | `broker::handoff` | a stepped-down primary hands its undelivered messages to the new one |
+//! | `broker::status` | counters and the STATUS snapshot |
+//! | `broker::warnings` | warnings that come in floods, summed up |
+//! | `broker::capacity` | how many connections the machine's limits fit |
 //! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover; [`client::status`] asks a broker its STATUS |
 //! | [`cli`] | the command lines of every program: one table each for the parser and the usage |
 //! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |
@@ -111,28 +111,28 @@
 //! ## The life of one message
 //!
 //! 1. **Admit** — a `conn-N` thread reads `PUB|key|seq|topic|payload`
-//!    ([`broker::handler`], `Conn::publish`) and [`broker::node::Node::admit`] appends it to the
+//!    (`broker::handler`, `Conn::publish`) and `broker::node::Node::admit` appends it to the
 //!    log under the role lock, appends its REPLICATE to the live link and queues a job on its
 //!    topic's worker.
-//! 2. **Replicate** — the replicator writes the line ([`broker::link::Link::write_next`]); the
-//!    backup holds it ([`broker::node::Node::accept_replicate`]) and answers `REPLICATED|i`,
-//!    which the `repl-reader` records ([`broker::safety::Safety::confirm`]).
-//! 3. **ACK** — the `conn-N` thread has filed the ACK ([`broker::acks::Acks::file`]) and gone
+//! 2. **Replicate** — the replicator writes the line (`broker::link::Link::write_next`); the
+//!    backup holds it (`broker::node::Node::accept_replicate`) and answers `REPLICATED|i`,
+//!    which the `repl-reader` records (`broker::safety::Safety::confirm`).
+//! 3. **ACK** — the `conn-N` thread has filed the ACK (`broker::acks::Acks::file`) and gone
 //!    back to `read`; the `repl-reader` that recorded the confirmation writes it
-//!    ([`broker::acks::Acks::answer_confirmed`], asking
-//!    [`broker::node::Node::await_safe_until`] without waiting). A change of the backup's
+//!    (`broker::acks::Acks::answer_confirmed`, asking
+//!    `broker::node::Node::await_safe_until` without waiting). A change of the backup's
 //!    health or of the role, or a deadline, is answered by the `acks` thread instead; a
-//!    connection with more input waits itself in [`broker::node::Node::await_safe`].
-//! 4. **Compute** — the worker ([`broker::compute::run_worker`]) waits until the message is
-//!    replicated ([`broker::safety::Safety::wait_replicated`]), busy-loops 50–150 ms and
+//!    connection with more input waits itself in `broker::node::Node::await_safe`.
+//! 4. **Compute** — the worker (`broker::compute::run_worker`) waits until the message is
+//!    replicated (`broker::safety::Safety::wait_replicated`), busy-loops 50–150 ms and
 //!    checks that its epoch is still current.
-//! 5. **Forward** — [`broker::topics::Topics::deliver`] hands the line to every subscriber's
-//!    outbox ([`broker::outbox::Outbox::send`]): written straight into an idle subscriber's
-//!    socket, or queued for its `sub-writer` ([`broker::outbox::OutboxWriter::run`]).
+//! 5. **Forward** — `broker::topics::Topics::deliver` hands the line to every subscriber's
+//!    outbox (`broker::outbox::Outbox::send`): written straight into an idle subscriber's
+//!    socket, or queued for its `sub-writer` (`broker::outbox::OutboxWriter::run`).
 //! 6. **Clear** — when the last line is written, the message's
-//!    [`broker::compute::ClearWhenWritten`] is dropped: [`broker::node::Node::processed`]
+//!    `broker::compute::ClearWhenWritten` is dropped: `broker::node::Node::processed`
 //!    removes it from the log and sends CLEAR; the backup drops its copy
-//!    ([`broker::node::Node::accept_clear`]).
+//!    (`broker::node::Node::accept_clear`).
 //!
 //! If the primary dies between 1 and 6, the backup holds the message and redoes it after taking
 //! over; the subscriber drops the copy it may already have printed. ARCHITECTURE.md tells the

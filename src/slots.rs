@@ -122,6 +122,7 @@ impl Slots {
     }
 
     /// How many slots are held.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held.len()
     }

@@ -133,7 +133,7 @@ scripts/no_such_script.sh
 
 These exist: `Broker::start`, `broker::node`, `Error::Usage`, `cli::run`, `run_test.sh`,
 `--bind`, `RUN_SECS`, `io::ErrorKind`, `ClearWhenWritten`, `wait_until`.
-In `src/broker/node.rs` and `node.rs`: `Node::admit`.";
+In `src/broker/path.rs` and `path.rs`: `Node::admit`.";
     let found: Vec<String> = check(text, root, &code)
         .into_iter()
         .map(|p| p.name)

@@ -36,7 +36,8 @@ use parking_lot::Mutex;
 use crate::connection::{Stream, is_timeout, write_by};
 use crate::protocol::Reply;
 
-use super::node::{Admitted, Node, Refusal};
+use super::node::Node;
+use super::path::{Admitted, Refusal};
 
 /// How long one write into a publisher's socket may block the thread that writes its ACK for
 /// it: it has other publishers to answer.

@@ -14,8 +14,9 @@ use crate::error::Error;
 use crate::protocol::{AuthKind, Epoch, Message, MsgId, Reply, Request, Role, publisher_id};
 
 use super::acks::{AckSlot, TakenBack};
-use super::node::{Node, Refusal};
+use super::node::Node;
 use super::outbox::{Frame, Outbox};
+use super::path::Refusal;
 use super::topics::{Format, SUBSCRIPTION_OVERHEAD, SubscriptionBudget};
 
 /// How long a write may block before the peer counts as gone.

@@ -23,7 +23,7 @@ use log::debug;
 use parking_lot::Mutex;
 
 use crate::connection::Stream;
-use crate::protocol::{Epoch, Message, MsgId, PeerState, Request};
+use crate::protocol::{Epoch, Message, MsgId, Request};
 
 use super::safety::Safety;
 
@@ -43,8 +43,6 @@ pub enum LinkCmd<'a> {
     Seen(MsgId),
     /// HANDOVER: we are shutting down; the backup takes over now.
     Handover,
-    /// PROBE: the heartbeat of an idle link.
-    Probe(PeerState),
 }
 
 /// One encoded line on its way to the writer.
@@ -105,7 +103,6 @@ impl Link {
             LinkCmd::Clear(index) => Request::Clear { epoch, index }.encode(&mut bytes),
             LinkCmd::Seen(id) => Request::Seen(id).encode(&mut bytes),
             LinkCmd::Handover => Request::Handover { epoch }.encode(&mut bytes),
-            LinkCmd::Probe(me) => Request::Probe(me).encode(&mut bytes),
         }
         // The receiver lives in `self`: the send cannot fail.
         let _ = self.tx.send(Line { bytes, index });

@@ -204,11 +204,6 @@ impl Log {
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
-
-    /// The index the next admitted message will get.
-    pub fn next_index(&self) -> u64 {
-        self.next_index
-    }
 }
 
 #[cfg(test)]

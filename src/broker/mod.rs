@@ -2,34 +2,35 @@
 //! state, not a jump between programs. [`Broker::start`] binds the listener and starts the
 //! threads:
 //!
-//! - `accept`: accepts connections and gives each its own `conn-N` thread ([`handler`]);
-//! - `worker-N`: the compute workers ([`compute`]);
-//! - `pinger`: probes the primary while this broker is the backup ([`pinger`]);
+//! - `accept`: accepts connections and gives each its own `conn-N` thread (`handler`);
+//! - `worker-N`: the compute workers (`compute`);
+//! - `pinger`: probes the primary while this broker is the backup (`pinger`);
 //! - `replicator`: dials and syncs the backup while this broker is primary, then writes the
-//!   link ([`link`]), and its `repl-reader` reads the confirmations and writes the ACKs they
-//!   cover ([`replication`], [`acks`]);
+//!   link (`link`), and its `repl-reader` reads the confirmations and writes the ACKs they
+//!   cover (`replication`, `acks`);
 //! - `acks`: answers filed ACKs on a change of the backup's health or of the role, or at their
-//!   deadline ([`acks`]).
+//!   deadline (`acks`).
 
-pub mod acks;
-pub mod capacity;
-pub mod compute;
-pub mod handler;
-pub mod handoff;
-pub mod link;
-pub mod log;
-pub mod mandate;
-pub mod node;
-pub mod outbox;
-pub mod pinger;
+mod acks;
+mod capacity;
+mod compute;
+mod handler;
+mod handoff;
+mod link;
+mod log;
+mod mandate;
+mod node;
+mod outbox;
+mod path;
+mod pinger;
 mod prober;
-pub(crate) mod reign;
-pub mod replication;
-pub(crate) mod role;
-pub mod safety;
-pub mod status;
-pub mod topics;
-pub mod warnings;
+mod reign;
+mod replication;
+mod role;
+mod safety;
+mod status;
+mod topics;
+mod warnings;
 mod witness_link;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -42,6 +42,7 @@ impl Repeated {
     }
 
     /// How many were counted and not logged since the last one logged.
+    #[cfg(test)]
     pub fn left_out(&self) -> u64 {
         self.last.lock().map_or(0, |(_, count)| count)
     }

@@ -2,7 +2,7 @@
 //! ([`Pairs`]) under one parking_lot mutex. Each connection reads a line, answers it, and
 //! reads the next; the only state a connection keeps is whether it has proved itself.
 //!
-//! Its slots follow the broker's rules ([`crate::slots`]): [`BROKER_SLOTS`] are kept beyond
+//! Its slots follow the broker's rules (`src/slots.rs`): [`BROKER_SLOTS`] are kept beyond
 //! `max_connections` for the brokers, and a connection that has not proved itself (by the
 //! handshake when the witness has a secret, by a broker's verb when it has none) gives up its
 //! slot to a newcomer when every slot is taken, and is closed `auth_timeout` after it opened.
