@@ -148,6 +148,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod protocol;
+pub(crate) mod registry;
 pub mod report;
 pub(crate) mod slots;
 pub mod witness;

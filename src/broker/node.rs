@@ -5,8 +5,6 @@
 //! together (its [`State`] and every change of role are in [`super::role`]), so "am I primary
 //! in this epoch?" and "append to the log" can never be split by a role change.
 
-use std::collections::HashMap;
-use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,6 +14,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::BrokerConfig;
 use crate::connection::Stream;
 use crate::protocol::{Epoch, MsgId, PeerState, Role};
+use crate::registry::Registry;
 use crate::slots::Slots;
 
 use super::acks::Acks;
@@ -64,10 +63,10 @@ pub struct Node {
     probe_now: Sender<()>,
     pub(super) redial_now: Sender<()>,
     pub(super) handoff_now: Sender<()>,
-    sockets: Mutex<HashMap<u64, Stream>>,
+    /// Every open socket: served connections, and the links and probes we dialled.
+    sockets: Registry,
     /// Who holds the listener's connection slots, by socket key (`crate::slots`).
     pub slots: Mutex<Slots>,
-    next_socket: AtomicU64,
     anon_seq: AtomicU64,
     stopping: AtomicBool,
     gate: Gate,
@@ -118,9 +117,8 @@ impl Node {
             probe_now,
             redial_now,
             handoff_now,
-            sockets: Mutex::new(HashMap::new()),
+            sockets: Registry::default(),
             slots: Mutex::new(Slots::new(config.max_connections, super::PEER_SLOTS)),
-            next_socket: AtomicU64::new(1),
             anon_seq: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             gate: Gate::default(),
@@ -215,9 +213,7 @@ impl Node {
             let _s = self.state.lock();
             self.stopping.store(true, Ordering::Release);
         }
-        for (_, sock) in self.sockets.lock().drain() {
-            let _ = sock.shutdown(Shutdown::Both);
-        }
+        self.sockets.close_all();
         self.resume();
         {
             let mut s = self.state.lock();
@@ -239,28 +235,19 @@ impl Node {
 
     /// Remembers a socket so that [`Node::stop`] can close it; returns its key.
     pub fn register(&self, stream: &Stream) -> Option<u64> {
-        let key = self.next_socket.fetch_add(1, Ordering::Relaxed);
-        let mut sockets = self.sockets.lock();
-        if self.stopping() {
-            let _ = stream.shutdown(Shutdown::Both);
-            return None;
-        }
-        sockets.insert(key, stream.clone());
-        Some(key)
+        self.sockets.register(stream)
     }
 
     /// Forgets a socket that closed, and frees its connection slot.
     pub fn unregister(&self, key: u64) {
-        self.sockets.lock().remove(&key);
+        self.sockets.forget(key);
         self.slots.lock().leave(key);
     }
 
     /// Ends the reading side of a registered socket: its thread's read returns as if the other
     /// side had closed, and the thread says why and closes (`handler::serve`).
     pub fn hang_up(&self, key: u64) {
-        if let Some(sock) = self.sockets.lock().get(&key) {
-            let _ = sock.shutdown(Shutdown::Read);
-        }
+        self.sockets.hang_up(key);
     }
 
     /// Test hook: freeze every thread at its next step, as SIGSTOP does.

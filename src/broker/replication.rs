@@ -90,11 +90,8 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                             backoff.as_millis()
                         );
                         node.set_link_error(Some(format!("backup refused: {why}")));
-                        node.safety.set_health(if node.config.require_backup {
-                            BackupHealth::Silent
-                        } else {
-                            BackupHealth::Down
-                        });
+                        node.safety
+                            .set_health(BackupHealth::unheard(node.config.require_backup));
                     }
                 }
                 // A session that failed at once would fail again at once, and the backup's
@@ -117,11 +114,7 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                 }
             }
             Err(Failure::Silent(why)) => {
-                let health = if node.config.require_backup {
-                    BackupHealth::Silent
-                } else {
-                    BackupHealth::Down
-                };
+                let health = BackupHealth::unheard(node.config.require_backup);
                 node.safety.set_health(health);
                 if !warned {
                     warn!("backup {peer} {why}: counting it as {}", health.as_str());
@@ -312,11 +305,7 @@ fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, link: &Link) 
                     .is_some_and(|t| t.elapsed() > config.ping_timeout);
                 if idle || stuck {
                     warn!("backup fell silent on the replication link");
-                    let health = if config.require_backup {
-                        BackupHealth::Silent
-                    } else {
-                        BackupHealth::Down
-                    };
+                    let health = BackupHealth::unheard(config.require_backup);
                     node.safety.set_health(health);
                     return Ended::Lost;
                 }

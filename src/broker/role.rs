@@ -267,11 +267,7 @@ impl State {
         }
         // Our backup (the old primary) is unknown until the replicator reaches it: a strict
         // pair must not ACK alone before it knows the old primary is really gone.
-        let health = if self.rules.require_backup {
-            BackupHealth::Silent
-        } else {
-            BackupHealth::Down
-        };
+        let health = BackupHealth::unheard(self.rules.require_backup);
         let mut effects = vec![Effect::Reign {
             epoch,
             health,

@@ -8,9 +8,8 @@
 //! slot to a newcomer when every slot is taken, and is closed `auth_timeout` after it opened.
 //! So strangers who fill the slots with `PING`s and `STATUS`es never keep a broker out.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -26,6 +25,7 @@ use super::session;
 use crate::config::WitnessConfig;
 use crate::connection::Stream;
 use crate::error::{Error, Result};
+use crate::registry::Registry;
 use crate::slots::{Admission, Slots, Source};
 
 /// The longest line a witness reads: its longest request, a `HELLO` with a 128-digit nonce,
@@ -54,10 +54,9 @@ pub(super) struct Shared {
     pub(super) slots: Mutex<Slots>,
     pub(super) stopping: AtomicBool,
     /// The open connections, so that stopping can close them.
-    pub(super) sockets: Mutex<HashMap<u64, Stream>>,
+    pub(super) sockets: Registry,
     /// The connection threads, for stopping to join.
     pub(super) conns: Mutex<Vec<JoinHandle<()>>>,
-    pub(super) next_key: AtomicU64,
     pub(super) auth_failures: AtomicU64,
     pub(super) refused_connections: AtomicU64,
 }
@@ -110,9 +109,8 @@ impl Witness {
             slots: Mutex::new(Slots::new(config.max_connections, BROKER_SLOTS)),
             config,
             stopping: AtomicBool::new(false),
-            sockets: Mutex::new(HashMap::new()),
+            sockets: Registry::default(),
             conns: Mutex::new(Vec::new()),
-            next_key: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
         });
@@ -167,9 +165,7 @@ impl Witness {
         // Wake the accept loop, blocked in accept().
         crate::connection::wake_listener(self.addr);
         let _ = accept.join();
-        for stream in self.shared.sockets.lock().values() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.shared.sockets.close_all();
         for t in self.shared.conns.lock().drain(..) {
             let _ = t.join();
         }
@@ -187,26 +183,6 @@ impl Shared {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Remembers an open connection; `None` once stopping (the connection is closed).
-    fn register(&self, stream: &Stream) -> Option<u64> {
-        let mut sockets = self.sockets.lock();
-        if self.stopping() {
-            let _ = stream.shutdown(Shutdown::Both);
-            return None;
-        }
-        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        sockets.insert(key, stream.clone());
-        Some(key)
-    }
-
-    /// Closes the reading side of connection `key`, whose slot went to a newcomer: its
-    /// thread says why and ends.
-    fn hang_up(&self, key: u64) {
-        if let Some(stream) = self.sockets.lock().get(&key) {
-            let _ = stream.shutdown(Shutdown::Read);
-        }
-    }
-
     /// The `STATUS` fields: `pair`'s view, then the server's own.
     pub(super) fn status_fields(&self, pair: &Pair) -> Vec<(String, String)> {
         let (mut fields, pairs) = {
@@ -217,7 +193,7 @@ impl Shared {
         let own = [
             ("pair", pair.to_string()),
             ("pairs", pairs.to_string()),
-            ("connections", self.sockets.lock().len().to_string()),
+            ("connections", self.sockets.len().to_string()),
             ("auth_failures", count(&self.auth_failures)),
             ("refused_connections", count(&self.refused_connections)),
         ];
@@ -242,7 +218,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let source = stream.peer_addr().map(|a| Source::of(a.ip()));
         let stream = Stream::new(stream);
-        let Some(key) = shared.register(&stream) else {
+        let Some(key) = shared.sockets.register(&stream) else {
             return;
         };
         // Every connection has to prove itself here, in an open slot too.
@@ -255,11 +231,11 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 if let Some(evicted) = evicted {
                     debug!("witness-conn-{evicted} hung up on: its slot went to a newcomer");
                     shared.refused_connections.fetch_add(1, Ordering::Relaxed);
-                    shared.hang_up(evicted);
+                    shared.sockets.hang_up(evicted);
                 }
             }
             Admission::Refused => {
-                shared.sockets.lock().remove(&key);
+                shared.sockets.forget(key);
                 shared.refused_connections.fetch_add(1, Ordering::Relaxed);
                 warn!("refusing a connection: every slot is held by a proven connection");
                 let _ = (&*stream).write_all(&Reply::Err("too many connections".into()).to_bytes());
@@ -279,7 +255,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             }
             Err(e) => {
                 warn!("cannot start a connection thread: {e}");
-                shared.sockets.lock().remove(&key);
+                shared.sockets.forget(key);
                 shared.slots.lock().leave(key);
             }
         }

@@ -37,7 +37,7 @@ pub(super) fn serve(shared: &Shared, stream: Stream, key: u64) {
         debug!("connection from {} ended: {e}", session.peer);
     }
     let _ = stream.shutdown(Shutdown::Both);
-    shared.sockets.lock().remove(&key);
+    shared.sockets.forget(key);
     shared.slots.lock().leave(key);
 }
 
