@@ -55,6 +55,12 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`protocol`] | every line on the wire as a Rust value: parse and encode bytes, no sockets |
+//! | `protocol::epoch` | the epoch and its rules: order, counting up, which epochs may be adopted |
+//! | `protocol::message` | a published message and its id; the publisher id a key files it under |
+//! | `protocol::peer` | a broker's role, the state it tells its peer, the secret a connection proves |
+//! | `protocol::fields` | the field parser the brokers' and the witness's lines share; [`protocol::ParseError`] |
+//! | `protocol::request` | every line a broker accepts |
+//! | `protocol::reply` | every line a broker sends |
 //! | [`connection`] | one connection in both directions: lines in within a limit, requests out, [`connection::Connection::ask`] |
 //! | [`config`] | [`BrokerConfig`] and the client configs: the seed's numbers, a fast test preset |
 //! | [`auth`] | the shared-secret handshake: nonces and HMAC-SHA256 proofs |
