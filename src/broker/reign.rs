@@ -2,12 +2,11 @@
 //! lock, and its effects are carried out there, in order, before the lock is let go, so no
 //! thread sees the new role without its consequences.
 //!
-//! **Lock order.** The role lock ([`Node`]'s `state`) comes first. Under it a thread may take
-//! the locks of [`super::safety::Safety`], of [`super::mandate::Mandate`], of a link's
-//! heartbeats, of the topic map, of the link error and of the connection slots, never the other
-//! way round, and never writes to a socket (closing one is not a write). (The `acks` thread
-//! takes the role lock under its book's and a slot's locks, to ask whether a witnessed primary
-//! alone has delivered a message; nothing takes those under the role lock.)
+//! **Lock order.** The role lock ([`Node`]'s `state`) is taken under the `acks` book and a
+//! filed ACK's slot only; under it a thread may take the backup's state, the mandate, a link's
+//! heartbeats, the topic map, the link error, the slots and the registry, never the other way
+//! round, and it never writes to a socket (closing one is not a write). ARCHITECTURE.md,
+//! "Locks", has the whole table.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
