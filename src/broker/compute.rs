@@ -30,13 +30,13 @@ impl Backlog {
     /// A message was queued for a worker.
     pub fn add(&self, message: &Message) {
         self.messages.fetch_add(1, Ordering::AcqRel);
-        self.bytes.fetch_add(size(message), Ordering::AcqRel);
+        self.bytes.fetch_add(message.size(), Ordering::AcqRel);
     }
 
     /// A worker is done with a message (forwarded or dropped).
     pub fn done(&self, message: &Message) {
         self.messages.fetch_sub(1, Ordering::AcqRel);
-        self.bytes.fetch_sub(size(message), Ordering::AcqRel);
+        self.bytes.fetch_sub(message.size(), Ordering::AcqRel);
     }
 
     /// Messages and bytes waiting.
@@ -46,10 +46,6 @@ impl Backlog {
             self.bytes.load(Ordering::Acquire),
         )
     }
-}
-
-fn size(message: &Message) -> usize {
-    message.topic.len() + message.payload.len()
 }
 
 /// What a worker's channel carries.

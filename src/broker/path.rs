@@ -109,9 +109,7 @@ impl Node {
                 unit: "messages",
             });
         }
-        if waiting_bytes + message.topic.len() + message.payload.len()
-            > self.config.max_pending_bytes
-        {
+        if waiting_bytes.saturating_add(message.size()) > self.config.max_pending_bytes {
             return Err(Refusal::Overloaded {
                 pending: waiting_bytes,
                 unit: "bytes",

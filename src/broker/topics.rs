@@ -127,7 +127,7 @@ impl Topics {
 
     /// Counts `message` against `--max-queued-bytes` until the returned share is dropped.
     pub fn hold(&self, message: &Message) -> Held {
-        let bytes = message.topic.len() + message.payload.len();
+        let bytes = message.size();
         self.held.fetch_add(bytes, Ordering::AcqRel);
         Held {
             bytes,

@@ -92,10 +92,15 @@ impl Message {
         out.push(b'\n');
     }
 
+    /// Its topic and payload bytes: what it counts against the brokers' byte limits.
+    pub fn size(&self) -> usize {
+        self.topic.len().saturating_add(self.payload.len())
+    }
+
     /// Whether every line built from this message (REPLICATE, HANDOFF, ADOPT, MSG) fits in
     /// `max_line` bytes, so a broker that accepts it can replicate, hand over and deliver it.
     pub fn fits(&self, max_line: usize) -> bool {
-        self.topic.len() + self.payload.len() + Message::ENVELOPE_BYTES <= max_line
+        self.size().saturating_add(Message::ENVELOPE_BYTES) <= max_line
     }
 }
 
