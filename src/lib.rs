@@ -46,7 +46,7 @@
 //! # }
 //! ```
 //!
-//! ARCHITECTURE.md has a **reading order**: the five files a student opens, in order, to
+//! ARCHITECTURE.md has a **reading order**: the six files a student opens, in order, to
 //! follow one message from `PUB` to the subscriber and the backup's CLEAR, and the functions
 //! to read in each.
 //!
@@ -71,7 +71,11 @@
 //! | [`witness::client`] | what a broker calls to renew its lease or claim an epoch |
 //! | [`error`] | the library's [`Error`] and [`Result`] |
 //! | [`broker`] | the engine: one broker, either role ([`Broker`]) |
-//! | `broker::handler` | one thread per connection: a line in, an answer out |
+//! | `broker::conn` | one thread per connection, its life: a line in, handed to its verb, an answer out |
+//! | `broker::conn::gate` | what a connection must prove: probation, the peer's slots, access, the handshake |
+//! | `broker::conn::client` | the client verbs: publish and its ACK, subscribe |
+//! | `broker::conn::follower` | the verbs a backup answers for its primary: SYNC, SEEN, the link's end |
+//! | `broker::conn::reply` | what a connection writes, in order: a filed ACK first, its replies, the flush |
 //! | `broker::node` | the shared core and the message's path: admit, wait until safe, clear; hold replicas |
 //! | `broker::role` | the role state machine, pure: what each role owns, every change of role and the effects it asks for |
 //! | `broker::reign` | each change of role under the role lock, its effects carried out; the lock order |
@@ -117,7 +121,7 @@
 //! ## The life of one message
 //!
 //! 1. **Admit** — a `conn-N` thread reads `PUB|key|seq|topic|payload`
-//!    (`broker::handler`, `Conn::publish`) and `broker::node::Node::admit` appends it to the
+//!    (`broker::conn::client`, `Conn::publish`) and `broker::node::Node::admit` appends it to the
 //!    log under the role lock, appends its REPLICATE to the live link and queues a job on its
 //!    topic's worker.
 //! 2. **Replicate** — the replicator writes the line (`broker::link::Link::write_next`); the

@@ -2,7 +2,7 @@
 //! state, not a jump between programs. [`Broker::start`] binds the listener and starts the
 //! threads:
 //!
-//! - `accept`: accepts connections and gives each its own `conn-N` thread (`handler`);
+//! - `accept`: accepts connections and gives each its own `conn-N` thread (`conn`);
 //! - `worker-N`: the compute workers (`compute`);
 //! - `pinger`: probes the primary while this broker is the backup (`pinger`);
 //! - `replicator`: dials and syncs the backup while this broker is primary, then writes the
@@ -14,7 +14,7 @@
 mod acks;
 mod capacity;
 mod compute;
-mod handler;
+mod conn;
 mod handoff;
 mod link;
 mod log;
@@ -61,7 +61,7 @@ pub use status::{CounterSnapshot, Status};
 pub const PEER_SLOTS: usize = 4;
 
 /// Stack size of a connection thread. Ten thousand connections must fit in memory; the
-/// handler keeps its buffers on the heap, so a small stack is plenty.
+/// connection keeps its buffers on the heap, so a small stack is plenty.
 const CONN_STACK: usize = 128 * 1024;
 
 /// A running broker. Dropping it shuts it down.
@@ -302,7 +302,7 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
         let spawned = thread::Builder::new()
             .name(format!("conn-{key}"))
             .stack_size(CONN_STACK)
-            .spawn(move || handler::serve(n, stream, key, peer_slot));
+            .spawn(move || conn::serve(n, stream, key, peer_slot));
         match spawned {
             Ok(handle) => {
                 let mut conns = conns.lock();
@@ -318,7 +318,7 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
     }
 }
 
-/// Writing one reply straight to a stream, for the few places that answer without a handler.
+/// Writing one reply straight to a stream, for the few places that answer without a connection thread.
 trait WriteReply {
     fn write_all_reply(self, reply: &Reply) -> std::io::Result<()>;
 }

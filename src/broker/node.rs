@@ -245,7 +245,7 @@ impl Node {
     }
 
     /// Ends the reading side of a registered socket: its thread's read returns as if the other
-    /// side had closed, and the thread says why and closes (`handler::serve`).
+    /// side had closed, and the thread says why and closes (`conn::serve`).
     pub fn hang_up(&self, key: u64) {
         self.sockets.hang_up(key);
     }

@@ -265,7 +265,7 @@ fn keep_alive(node: &Node, link: &Link, done_rx: &Receiver<()>) {
 }
 
 /// How often the link carries a heartbeat: often enough that the backup notices a frozen
-/// primary within half a ping timeout (see the link's read timeout in `handler`), and that
+/// primary within half a ping timeout (see the link's read timeout in `conn::follower`), and that
 /// the backup's answers keep vouching for the primary ([`super::mandate`]).
 fn heartbeat_interval(node: &Node) -> Duration {
     node.config

@@ -337,7 +337,7 @@ mod tests {
         let served = {
             let node = Arc::clone(&node);
             std::thread::spawn(move || {
-                super::super::handler::serve(node, Stream::new(server), 1, false)
+                super::super::conn::serve(node, Stream::new(server), 1, false)
             })
         };
         // 1,000 names of 65 bytes that nobody else uses: the names alone fit in 64 KiB.

@@ -1,0 +1,202 @@
+//! What a connection must prove before it is served like any other: a connection in a slot
+//! kept for the peer broker, or under a client secret, is on probation until it authenticates
+//! (HELLO, PROOF) or its deadline passes; each verb needs the access it proved.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use log::debug;
+
+use crate::protocol::{AuthKind, Reply, Request};
+
+use super::super::node::Node;
+use super::Conn;
+
+/// A connection that must prove itself within a deadline, or be closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Probation {
+    /// Nothing to prove.
+    None,
+    /// It took one of the slots kept for the peer broker (all others were taken): it must
+    /// authenticate as the peer (or, without `--secret`, speak a peer verb first).
+    PeerSlot(Instant),
+    /// A client secret is set: it must authenticate.
+    Authenticate(Instant),
+}
+
+impl Probation {
+    /// What a new connection must prove: `peer_slot` says it took one of the slots kept for
+    /// the peer broker.
+    pub(super) fn at_start(node: &Node, peer_slot: bool) -> Probation {
+        let deadline = Instant::now() + node.config.auth_timeout;
+        if peer_slot {
+            Probation::PeerSlot(deadline)
+        } else if node.config.client_secret.is_some() {
+            Probation::Authenticate(deadline)
+        } else {
+            Probation::None
+        }
+    }
+
+    pub(super) fn deadline(self) -> Option<Instant> {
+        match self {
+            Probation::None => None,
+            Probation::PeerSlot(t) | Probation::Authenticate(t) => Some(t),
+        }
+    }
+}
+
+/// What a connection has authenticated as.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Access {
+    peer: bool,
+    client: bool,
+}
+
+impl Conn {
+    /// Before a read: a connection on probation may wait only what is left of its deadline
+    /// (the read times out then); `false` once nothing is left.
+    pub(super) fn time_left_to_prove(&self) -> bool {
+        let Some(deadline) = self.probation.deadline() else {
+            return true;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        !(left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err())
+    }
+
+    /// Whether the connection may have `request` served; if not, it has been answered why.
+    pub(super) fn let_through(&mut self, request: &Request) -> bool {
+        if !self.may_use_peer_slot(request) {
+            self.refuse_peer_slot();
+            return false;
+        }
+        if let Some(refusal) = self.check_access(request) {
+            self.reply(&Reply::Err(refusal.into()));
+            return false;
+        }
+        true
+    }
+
+    /// In a peer slot, only the peer's handshake (or, without a secret, a peer verb) is
+    /// served.
+    fn may_use_peer_slot(&self, request: &Request) -> bool {
+        if !matches!(self.probation, Probation::PeerSlot(_)) {
+            return true;
+        }
+        match request {
+            Request::Hello {
+                kind: AuthKind::Peer,
+                ..
+            }
+            | Request::Proof { .. } => self.node.config.secret.is_some(),
+            r => r.is_peer_verb() && self.node.config.secret.is_none(),
+        }
+    }
+
+    /// After a line: a connection that proved what it had to comes off probation.
+    pub(super) fn end_probation_if_proven(&mut self, spoke_peer_verb: bool) {
+        let proven = match self.probation {
+            Probation::None => return,
+            Probation::PeerSlot(_) => {
+                self.access.peer || (spoke_peer_verb && self.node.config.secret.is_none())
+            }
+            Probation::Authenticate(_) => self.access.peer || self.access.client,
+        };
+        if proven {
+            self.probation = Probation::None;
+            // A proven connection keeps its slot: no newcomer may take it any more.
+            self.node.slots.lock().prove(self.id);
+            // A replication link sets its own read timeout once synced.
+            if self.link_epoch.is_none() {
+                let _ = self.stream.set_read_timeout(None);
+            }
+        }
+    }
+
+    /// A stranger in a slot kept for the peer broker: it gets what any connection past the
+    /// limit gets.
+    fn refuse_peer_slot(&mut self) {
+        let node = &self.node;
+        node.counters
+            .refused_connections
+            .fetch_add(1, Ordering::Relaxed);
+        node.warnings.refused.warn(|| {
+            format!(
+                "refusing a connection: {} client connections are open (--max-connections) and \
+                 the slots kept for the peer broker are for it alone",
+                node.config.max_connections
+            )
+        });
+        self.reply(&Reply::Err("too many connections".into()));
+        self.hang_up = true;
+    }
+
+    /// The deadline to authenticate passed.
+    pub(super) fn probation_expired(&mut self) {
+        let why = match self.probation {
+            Probation::PeerSlot(_) => {
+                self.node
+                    .counters
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                "too many connections"
+            }
+            _ => "authentication timed out",
+        };
+        debug!("{why}: closing the connection");
+        self.reply(&Reply::Err(why.into()));
+        self.flush();
+    }
+
+    /// Refuses a verb this connection has not authenticated for.
+    fn check_access(&self, request: &Request) -> Option<&'static str> {
+        let config = &self.node.config;
+        match request {
+            Request::Ping | Request::Hello { .. } | Request::Proof { .. } => None,
+            r if r.is_peer_verb() => (config.secret.is_some() && !self.access.peer)
+                .then_some("authenticate first (HELLO|peer|<nonce>)"),
+            _ => (config.client_secret.is_some() && !self.access.client && !self.access.peer)
+                .then_some("authenticate first (HELLO|client|<nonce>)"),
+        }
+    }
+
+    /// HELLO: answer with our nonce and our proof.
+    pub(super) fn challenge(&mut self, kind: AuthKind, theirs: String) -> Reply {
+        match self
+            .handshake
+            .hello(kind, theirs, self.node.config.secret_for(kind))
+        {
+            Ok((nonce, proof)) => Reply::Challenge { nonce, proof },
+            Err(why) => Reply::Err(why),
+        }
+    }
+
+    /// PROOF: grant access, or hang up.
+    pub(super) fn check_proof(&mut self, proof: &str) -> Reply {
+        let config = &self.node.config;
+        let proven = self.handshake.proof(proof, |kind| config.secret_for(kind));
+        if let Some(kind) = proven {
+            match kind {
+                AuthKind::Peer => self.access.peer = true,
+                AuthKind::Client => self.access.client = true,
+            }
+            debug!("authenticated");
+            Reply::Welcome
+        } else {
+            let who = self
+                .stream
+                .peer_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string());
+            self.node
+                .warnings
+                .auth_failed
+                .warn(|| format!("authentication failed (from {who}); hanging up"));
+            self.node
+                .counters
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+            self.hang_up = true;
+            Reply::Err("authentication failed".into())
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! A served connection's life: its thread reads lines until the connection closes, hands each
+//! to its verb and flushes the answers, then cleans up. Clients and the peer broker use the
+//! same listener; a connection becomes the replication link when the peer sends SYNC on it.
+//!
+//! - `gate`: what a connection must prove before it is served: probation, peer slots, access,
+//!   the handshake;
+//! - `client`: the client verbs: publish and its ACK, subscribe;
+//! - `follower`: the verbs a backup answers for its primary: SYNC, SEEN, the hand-off's
+//!   confirmation and the link's end (REPLICATE, CLEAR and HANDOVER go straight to the node);
+//! - `reply`: what the connection writes, in order, and its flush.
+
+mod client;
+mod follower;
+mod gate;
+mod reply;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::debug;
+
+use crate::auth;
+use crate::connection::{LineReader, Stream};
+use crate::error::Error;
+use crate::protocol::{Epoch, Reply, Request};
+
+use super::acks::AckSlot;
+use super::node::Node;
+use super::outbox::Outbox;
+use super::topics::{Format, SubscriptionBudget};
+use gate::{Access, Probation};
+
+/// How long a write may block before the peer counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The state of one connection, owned by its thread.
+struct Conn {
+    node: Arc<Node>,
+    id: u64,
+    stream: Stream,
+    /// Replies not yet written, flushed when no more input is buffered.
+    out: Vec<u8>,
+    /// Once the connection subscribes, every line goes through its queue.
+    outbox: Option<(Arc<Outbox>, JoinHandle<()>)>,
+    /// Where it files an ACK that another thread writes once it is decided (`super::acks`);
+    /// made at its first publish.
+    acks: Option<Arc<AckSlot>>,
+    /// Set when the peer SYNCed on this connection: it is our primary's replication link.
+    link_epoch: Option<Epoch>,
+    /// Set after a SYNC that handed over orphans, until the primary's next line proves it
+    /// read them.
+    handoff_unconfirmed: bool,
+    /// What the connection proved it may do.
+    access: Access,
+    /// A handshake in progress.
+    handshake: auth::Listener,
+    /// Set when the connection must close after the current line (failed authentication).
+    hang_up: bool,
+    /// What the connection must prove, and by when, before it is served like any other.
+    probation: Probation,
+    /// What its subscriptions are charged against its limits.
+    subscribed: SubscriptionBudget,
+}
+
+/// Serves one connection until it closes. `id` is its key in the node's socket registry;
+/// `peer_slot` says it took one of the slots kept for the peer broker.
+pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut reader = LineReader::new(stream.clone(), node.config.max_line_bytes);
+    let probation = Probation::at_start(&node, peer_slot);
+    let mut conn = Conn {
+        node,
+        id,
+        stream,
+        out: Vec::new(),
+        outbox: None,
+        acks: None,
+        link_epoch: None,
+        handoff_unconfirmed: false,
+        access: Access::default(),
+        handshake: auth::Listener::default(),
+        hang_up: false,
+        probation,
+        subscribed: SubscriptionBudget::default(),
+    };
+    loop {
+        if !conn.time_left_to_prove() {
+            conn.probation_expired();
+            break;
+        }
+        match reader.read_line() {
+            Ok(Some(line)) => {
+                conn.node.gate();
+                conn.handle(line);
+            }
+            Ok(None) => {
+                // A newcomer took our slot (`crate::slots`): say so, so the dialler knows we
+                // are alive and busy rather than gone.
+                if !conn.node.slots.lock().holds(conn.id) {
+                    conn.reply(&Reply::Err("too many connections".into()));
+                }
+                break;
+            }
+            Err(Error::LineTooLong) => {
+                conn.node.warnings.too_long.warn(|| {
+                    format!(
+                        "line over {} bytes; closing the connection",
+                        conn.node.config.max_line_bytes
+                    )
+                });
+                conn.reply(&Reply::Err("line too long".into()));
+                conn.flush();
+                break;
+            }
+            Err(Error::Timeout) if conn.probation.deadline().is_some() => {
+                conn.probation_expired();
+                break;
+            }
+            // Our primary's link went quiet (it heartbeats faster than this): check on it.
+            Err(Error::Timeout) if conn.link_epoch.is_some() => {
+                debug!("replication link quiet; probing the primary");
+                conn.node.request_probe();
+                continue;
+            }
+            Err(e) => {
+                debug!("read failed: {e}");
+                break;
+            }
+        }
+        if conn.hang_up {
+            conn.flush();
+            break;
+        }
+        if !reader.has_buffered_line() && !conn.flush() {
+            break;
+        }
+    }
+    conn.finish();
+}
+
+impl Conn {
+    /// One line: parsed, let through the gate, handed to its verb, answered.
+    fn handle(&mut self, line: &[u8]) {
+        self.take_back_ack();
+        let request = match Request::parse(line) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!("bad line: {e}");
+                return self.reply(&Reply::Err(e.reason().to_string()));
+            }
+        };
+        if !self.let_through(&request) {
+            return;
+        }
+        let peer_verb = request.is_peer_verb();
+        if peer_verb {
+            self.confirm_handoff();
+        }
+        let reply = match request {
+            // What a connection must prove (`gate`).
+            Request::Hello { kind, nonce } => Some(self.challenge(kind, nonce)),
+            Request::Proof { proof } => Some(self.check_proof(&proof)),
+            // A client's verbs (`client`).
+            Request::Publish { topic, payload } => self.publish_anonymous(topic, payload),
+            Request::PublishId(message) => self.publish_keyed(message),
+            Request::Subscribe { topic } => self.subscribe(&topic, Format::Raw),
+            Request::SubscribeIds { topic } => self.subscribe(&topic, Format::WithIds),
+            Request::Ping => Some(Reply::Pong),
+            Request::Status => Some(Reply::Status(self.node.status().pairs())),
+            // The peer broker's: its probe, its hand-off (a publish, `client`), and what a
+            // backup answers for its primary (`follower`).
+            Request::Probe(peer) => Some(self.node.answer_probe(peer)),
+            Request::Adopt(message) => self.adopt(message),
+            Request::Sync { epoch, session } => self.sync(epoch, session),
+            Request::Seen(id) => self.seen(id),
+            Request::Replicate {
+                epoch,
+                index,
+                message,
+            } => Some(self.node.accept_replicate(epoch, index, message)),
+            Request::Clear { epoch, index } => self.node.accept_clear(epoch, index),
+            Request::Handover { epoch } => Some(self.node.accept_handover(epoch)),
+        };
+        if let Some(reply) = reply {
+            self.reply(&reply);
+        }
+        self.end_probation_if_proven(peer_verb);
+    }
+
+    /// The connection's end: what is still owed written, its subscriptions and writer gone,
+    /// its slot freed.
+    fn finish(mut self) {
+        // A client that closed its sending side may still wait for its last ACK.
+        self.take_back_ack();
+        self.flush();
+        if let Some((outbox, thread)) = self.outbox.take() {
+            self.node.topics.remove_conn(self.id);
+            drop(outbox);
+            let _ = thread.join();
+        }
+        self.link_closed();
+        self.node.unregister(self.id);
+        self.node
+            .counters
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+        debug!("closed");
+    }
+}
