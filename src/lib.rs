@@ -75,16 +75,16 @@
 //! | `broker::conn::gate` | what a connection must prove: probation, the peer's slots, access, the handshake |
 //! | `broker::conn::client` | the client verbs: publish and its ACK, subscribe |
 //! | `broker::conn::follower` | the verbs a backup answers for its primary: SYNC, SEEN, the link's end |
-//! | `broker::conn::reply` | what a connection writes, in order: a filed ACK first, its replies, the flush |
-//! | `broker::node` | the shared core and the message's path: admit, wait until safe, clear; hold replicas |
+//! | `broker::node` | the shared core: what every thread holds, the lifecycle, STATUS |
+//! | `broker::path` | the message's path through it: admit, wait until safe, clear; hold replicas |
 //! | `broker::role` | the role state machine, pure: what each role owns, every change of role and the effects it asks for |
 //! | `broker::reign` | each change of role under the role lock, its effects carried out; the lock order |
 //! | `broker::log` | the ordered log of undelivered messages and the dedup table |
 //! | `broker::safety` | what the primary knows of the backup's copy; waiting until a message is safe |
-//! | `broker::acks` | ACKs filed by publishers' threads, written by the thread that learns their verdict |
+//! | `broker::acks` | ACKs filed by publishers' threads, filled in by the thread that learns their verdict |
 //! | `broker::compute` | the compute workers fed by crossbeam channels; the busy loop; the clear after the last write |
 //! | `broker::topics` | the subscriber map and the fan-out of one message |
-//! | `broker::outbox` | a subscriber's bounded queue and its writer thread (direct writes when idle) |
+//! | `broker::writer` | the one way out to a connection's socket: its ordered queue (ACKs kept in their place), direct writes, its writer thread |
 //! | `broker::replication` | the primary's replication sessions: dial, sync, read confirmations, heartbeat |
 //! | `broker::link` | a session's sending half: a channel of lines sent under the role lock, one writer |
 //! | `broker::pinger` | the pinger thread: probe the primary, take over when it fails, renew the witness's lease |
@@ -113,7 +113,7 @@
 //!        wait until replicated,          [repl-reader] ◀─ REPLICATED|i      ▼
 //!        busy-loop, fan out ─┬─ idle socket: write     └─▶ the ACKs it covers ─▶ publishers
 //!                            │  ─────────────────────────▶ subscriber  log (backup side)
-//!                            └─ else queue ─▶ [sub-writer-N] ─▶ subscriber
+//!                            └─ else queue ─▶ [writer-N] ─▶ subscriber
 //!       [acks]: ACKs decided by a change of health or role, or a deadline
 //!       [pinger]: while backup, PROBE the primary every interval or on demand; take over
 //! ```
@@ -127,18 +127,18 @@
 //! 2. **Replicate** — the replicator writes the line (`broker::link::Link::write_next`); the
 //!    backup holds it (`broker::node::Node::accept_replicate`) and answers `REPLICATED|i`,
 //!    which the `repl-reader` records (`broker::safety::Safety::confirm`).
-//! 3. **ACK** — the `conn-N` thread has filed the ACK (`broker::acks::Acks::file`) and gone
-//!    back to `read`; the `repl-reader` that recorded the confirmation writes it
+//! 3. **ACK** — the `conn-N` thread has kept the ACK's place in its connection's writer and
+//!    filed it (`broker::acks::Acks::file`), and gone back to `read`; the `repl-reader` that
+//!    recorded the confirmation fills it in and writes it
 //!    (`broker::acks::Acks::answer_confirmed`, asking
 //!    `broker::node::Node::await_safe_until` without waiting). A change of the backup's
-//!    health or of the role, or a deadline, is answered by the `acks` thread instead; a
-//!    connection with more input waits itself in `broker::node::Node::await_safe`.
+//!    health or of the role, or a deadline, is answered by the `acks` thread instead.
 //! 4. **Compute** — the worker (`broker::compute::run_worker`) waits until the message is
 //!    replicated (`broker::safety::Safety::wait_replicated`), busy-loops 50–150 ms and
 //!    checks that its epoch is still current.
 //! 5. **Forward** — `broker::topics::Topics::deliver` hands the line to every subscriber's
-//!    outbox (`broker::outbox::Outbox::send`): written straight into an idle subscriber's
-//!    socket, or queued for its `sub-writer` (`broker::outbox::OutboxWriter::run`).
+//!    writer (`broker::writer::Writer::deliver`): written straight into an idle subscriber's
+//!    socket, or queued for its `writer-N` thread (`broker::writer::Writer::run`).
 //! 6. **Clear** — when the last line is written, the message's
 //!    `broker::compute::ClearWhenWritten` is dropped: `broker::node::Node::processed`
 //!    removes it from the log and sends CLEAR; the backup drops its copy

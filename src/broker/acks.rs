@@ -1,201 +1,62 @@
-//! ACKs that wait for the backup, written by the thread that learns their verdict.
+//! ACKs that wait for the backup, answered by the thread that learns their verdict.
 //!
-//! A publisher that waits for its ACK (stop and wait) sends nothing more until it has it, so
-//! its connection thread need not wait for the backup too: once a message is admitted and not
-//! yet safe, the thread files the ACK here and goes back to `read`. That is one sleep per
-//! message instead of two (one in `read`, one until the confirmation), and one thread fewer to
-//! wake when the confirmation comes.
+//! A connection's thread does not wait for the backup: once a publish is admitted and not yet
+//! safe, it keeps the ACK's place in its connection's [`Writer`] ([`Writer::reserve`]), files
+//! it here, and goes back to reading. Whoever learns the verdict fills the place in, and the
+//! writer sends it, in its turn: so a stop-and-wait publisher costs one wake per message (the
+//! reader that sees the backup's confirmation writes the ACK), and a publisher that pipelines
+//! gets its ACKs in order while its next publishes are admitted.
 //!
 //! ```text
-//!  publisher ─PUB─▶ [conn-N] admit ─ not safe yet: file (index, ACK) ─▶ read the next line
+//!  publisher ─PUB─▶ [conn-N] admit ─ not safe yet: keep a place, file (index, ticket) ─▶ read on
 //!                                                       │
-//!  backup ─REPLICATED|i─▶ [repl-reader] confirm(i) ─ every ACK filed at ≤ i ─▶ write it ─▶ publisher
-//!  health or role change, a deadline ─▶ [acks] ─ every ACK it decides ──────▶ write ACK or ERR
+//!  backup ─REPLICATED|i─▶ [repl-reader] confirm(i) ─ every ACK filed at ≤ i ─▶ fill ─▶ writer
+//!  health or role change, a deadline ─▶ [acks] ─ every ACK it decides ──────▶ fill ─▶ writer
 //! ```
 //!
 //! The verdict is the one [`Node::await_safe_until`] gives, asked without waiting (a
-//! refusal that [`Refusal::is_undecided`] may still turn into an ACK), so each
-//! answer (ACK, degraded ACK, `--require-backup`, timeout, role change, shutting down) reads as
-//! it would had the connection thread waited itself. Replies keep their order: a connection
-//! files an ACK only when it has nothing else to write, files one at most, and takes it back
-//! ([`AckSlot::take_back`]) before it handles its next line, writes anything, or closes; the
-//! ACK's writer holds the slot's lock while it writes. A socket with no room for the ACK (its
-//! client does not read) blocks that writer for [`SHARED_WRITE_TIMEOUT`] once: the rest goes to
-//! the `acks` thread, which retries, and the connection waits for its own ACKs from then on.
+//! refusal that [`Refusal::is_undecided`] may still turn into an ACK), so each answer (ACK,
+//! degraded ACK, `--require-backup`, timeout, role change, shutting down) reads as it would
+//! had the connection's thread waited itself.
 
 use std::collections::BTreeMap;
-use std::net::Shutdown;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use log::debug;
 use parking_lot::Mutex;
 
-use crate::connection::{Stream, is_timeout, write_by};
 use crate::protocol::Reply;
 
 use super::node::Node;
 use super::path::{Admitted, Refusal};
+use super::writer::{Ticket, Writer};
 
-/// How long one write into a publisher's socket may block the thread that writes its ACK for
-/// it: it has other publishers to answer.
-pub const SHARED_WRITE_TIMEOUT: Duration = Duration::from_millis(2);
-
-/// How often the `acks` thread retries an ACK whose socket had no room.
-const RETRY: Duration = Duration::from_millis(5);
-
-/// One connection's filed ACK, shared between its thread and the threads that may answer it.
-pub struct AckSlot {
-    stream: Stream,
-    filed: Mutex<Filed>,
-    /// Set once another thread could not write this connection's ACK: it does not read its
-    /// replies, and waits for its own ACKs from then on.
-    slow: AtomicBool,
-    /// How long a reply may wait for room before the client counts as gone.
-    give_up: Duration,
-}
-
-enum Filed {
-    Nothing,
-    Waiting(Pending),
-    /// Answered, but the socket had no room: the rest of the line, and since when it waits.
-    Unwritten(Vec<u8>, Instant),
-}
-
-/// An admitted publish and the ACK it gets once it is safe.
-pub struct Pending {
+/// An admitted publish whose ACK waits for its verdict, and where the ACK goes.
+struct Filed {
+    writer: Arc<Writer>,
+    ticket: Ticket,
     admitted: Admitted,
     ack: Reply,
     deadline: Instant,
 }
 
-impl Pending {
-    /// Waits as the connection thread always did, and gives the answer.
-    pub fn wait(self, node: &Node) -> Reply {
-        answer(
-            node,
-            node.await_safe_until(&self.admitted, self.deadline),
-            self.ack,
-        )
-    }
-}
-
-/// What a connection's thread finds when it takes its slot back.
-pub enum TakenBack {
-    /// Nothing was filed, or it was written.
-    Nothing,
-    /// The ACK is still undecided: wait for it.
-    Waiting(Pending),
-    /// The answer's bytes that found no room: write them first.
-    Unwritten(Vec<u8>),
-}
-
-/// How an attempt to answer a filed ACK went.
-enum Outcome {
-    /// Written, or not ours to write (taken back, or filed again for another index).
-    Done,
-    /// Not decided yet.
-    Undecided,
-    /// Decided, but the socket had no room for all of it.
-    Stuck,
-}
-
-impl AckSlot {
-    /// A slot for the connection on `stream`, whose replies may wait `give_up` for room. From
-    /// now on a write into `stream` blocks at most [`SHARED_WRITE_TIMEOUT`]: the connection's
-    /// own writes must retry (`crate::connection::write_by`).
-    pub fn new(stream: Stream, give_up: Duration) -> Arc<AckSlot> {
-        let _ = stream.set_write_timeout(Some(SHARED_WRITE_TIMEOUT));
-        Arc::new(AckSlot {
-            stream,
-            filed: Mutex::new(Filed::Nothing),
-            slow: AtomicBool::new(false),
-            give_up,
-        })
-    }
-
-    /// Whether the connection must wait for its ACKs itself (see [`AckSlot::slow`]).
-    pub fn is_slow(&self) -> bool {
-        self.slow.load(Ordering::Acquire)
-    }
-
-    /// Takes the filed ACK back; once this returns, nobody else writes to the socket.
-    pub fn take_back(&self) -> TakenBack {
-        match std::mem::replace(&mut *self.filed.lock(), Filed::Nothing) {
-            Filed::Nothing => TakenBack::Nothing,
-            Filed::Waiting(pending) => TakenBack::Waiting(pending),
-            Filed::Unwritten(bytes, _) => TakenBack::Unwritten(bytes),
-        }
-    }
-
-    /// Answers the ACK filed for `index`, if it is decided; writes it under the slot's lock.
-    fn answer(&self, node: &Node, index: u64) -> Outcome {
-        let mut filed = self.filed.lock();
-        let pending = match std::mem::replace(&mut *filed, Filed::Nothing) {
-            Filed::Waiting(p) if p.admitted.index() == index => p,
-            other => {
-                *filed = other;
-                return Outcome::Done;
-            }
-        };
-        let verdict = node.await_safe_until(&pending.admitted, Instant::now());
-        if verdict.as_ref().is_err_and(Refusal::is_undecided) && Instant::now() < pending.deadline {
-            *filed = Filed::Waiting(pending);
-            return Outcome::Undecided;
-        }
-        let mut bytes = Vec::with_capacity(64);
-        answer(node, verdict, pending.ack).encode(&mut bytes);
-        let (written, result) = write_by(&self.stream, &bytes, Instant::now());
-        match result {
-            Ok(()) => Outcome::Done,
-            Err(e) if is_timeout(&e) => {
-                self.slow.store(true, Ordering::Release);
-                bytes.drain(..written);
-                *filed = Filed::Unwritten(bytes, Instant::now());
-                Outcome::Stuck
-            }
-            // The connection's thread sees the socket fail too, and closes it.
-            Err(e) => {
-                debug!("writing an ACK failed: {e}");
-                Outcome::Done
-            }
-        }
-    }
-
-    /// Tries again to write an answer that found no room; `true` while some still waits. A
-    /// client that takes none of it for the connection's write timeout counts as gone.
-    fn retry(&self) -> bool {
-        let mut filed = self.filed.lock();
-        let Filed::Unwritten(bytes, since) = &mut *filed else {
+impl Filed {
+    /// Fills in the ACK's place if it is decided (or past its deadline); `false` if it is not
+    /// decided yet.
+    fn answer(&self, node: &Node) -> bool {
+        let verdict = node.await_safe_until(&self.admitted, Instant::now());
+        if verdict.as_ref().is_err_and(Refusal::is_undecided) && Instant::now() < self.deadline {
             return false;
-        };
-        let (written, result) = write_by(&self.stream, bytes, Instant::now());
-        bytes.drain(..written);
-        match result {
-            Ok(()) => {}
-            Err(e) if is_timeout(&e) && since.elapsed() < self.give_up => return true,
-            Err(e) => {
-                debug!(
-                    "a publisher took no ACK for {:?} ({e}); closing",
-                    self.give_up
-                );
-                let _ = self.stream.shutdown(Shutdown::Both);
-            }
         }
-        *filed = Filed::Nothing;
-        false
+        let reply = node.verdict_reply(verdict, self.ack.clone());
+        self.writer.fill(self.ticket, &reply);
+        true
     }
 }
 
-/// The ACK or the `ERR` for a verdict of [`Node::await_safe_until`].
-fn answer(node: &Node, verdict: Result<(), Refusal>, ack: Reply) -> Reply {
-    match verdict {
-        Ok(()) => ack,
-        Err(refusal) => Reply::Err(node.explain(&refusal)),
-    }
-}
+/// A filed ACK's key: its log index, then its connection.
+type Key = (u64, u64);
 
 /// Every filed ACK, by log index.
 pub struct Acks {
@@ -204,14 +65,9 @@ pub struct Acks {
     alarm_rx: Receiver<()>,
 }
 
-/// A filed ACK's key: its log index, then its connection.
-type Key = (u64, u64);
-
 #[derive(Default)]
 struct Book {
-    filed: BTreeMap<Key, (Arc<AckSlot>, Instant)>,
-    /// Slots whose answer found no room.
-    unwritten: Vec<Arc<AckSlot>>,
+    filed: BTreeMap<Key, Filed>,
     /// The `acks` thread sleeps until rung: the next filing rings it, so it sets its timer.
     asleep: bool,
 }
@@ -240,12 +96,12 @@ impl Acks {
         let _ = self.alarm.try_send(());
     }
 
-    /// Files the ACK of `admitted` for the connection `conn`, unless it is decided already:
-    /// then it returns the answer, for the caller to write. `slot` must hold nothing.
+    /// Files the ACK of `admitted` for connection `conn`, keeping its place in `writer`,
+    /// unless it is decided already: then it returns the answer, for the caller to send.
     pub fn file(
         &self,
         node: &Node,
-        slot: &Arc<AckSlot>,
+        writer: &Arc<Writer>,
         conn: u64,
         admitted: Admitted,
         ack: Reply,
@@ -254,16 +110,16 @@ impl Acks {
         let mut book = self.book.lock();
         let verdict = node.await_safe_until(&admitted, Instant::now());
         if !verdict.as_ref().is_err_and(Refusal::is_undecided) {
-            return Some(answer(node, verdict, ack));
+            return Some(node.verdict_reply(verdict, ack));
         }
-        let deadline = Instant::now() + node.ack_timeout();
-        let key = (admitted.index(), conn);
-        *slot.filed.lock() = Filed::Waiting(Pending {
+        let filed = Filed {
+            writer: Arc::clone(writer),
+            ticket: writer.reserve(),
             admitted,
             ack,
-            deadline,
-        });
-        book.filed.insert(key, (Arc::clone(slot), deadline));
+            deadline: Instant::now() + node.ack_timeout(),
+        };
+        book.filed.insert((filed.admitted.index(), conn), filed);
         if book.asleep {
             book.asleep = false;
             let _ = self.alarm.try_send(());
@@ -271,8 +127,8 @@ impl Acks {
         None
     }
 
-    /// The backup confirmed every index up to `confirmed`: writes the ACKs filed for them. Run
-    /// by the replication reader after [`super::safety::Safety::confirm`].
+    /// The backup confirmed every index up to `confirmed`: answers the ACKs filed for them.
+    /// Run by the replication reader after [`super::safety::Safety::confirm`].
     pub fn answer_confirmed(&self, node: &Node, confirmed: u64) {
         let ready = {
             let mut book = self.book.lock();
@@ -288,63 +144,49 @@ impl Acks {
                 None => std::mem::take(&mut book.filed),
             }
         };
-        let mut stuck = Vec::new();
+        self.answer_all(node, ready);
+    }
+
+    /// Answers every entry of `entries` that is decided, and files the others again. Each
+    /// connection's ACKs are filled in first and then leave in one write.
+    fn answer_all(&self, node: &Node, entries: BTreeMap<Key, Filed>) {
+        let mut answered: Vec<Arc<Writer>> = Vec::new();
         let mut undecided = Vec::new();
-        for (key, (slot, deadline)) in ready {
-            match slot.answer(node, key.0) {
-                Outcome::Done => {}
-                Outcome::Stuck => stuck.push(slot),
-                Outcome::Undecided => undecided.push((key, (slot, deadline))),
+        for (key, filed) in entries {
+            if filed.answer(node) {
+                answered.push(filed.writer);
+            } else {
+                undecided.push((key, filed));
             }
         }
-        if !stuck.is_empty() || !undecided.is_empty() {
+        answered.sort_by_key(|w| w.conn);
+        answered.dedup_by_key(|w| w.conn);
+        for writer in answered {
+            writer.flush();
+        }
+        if !undecided.is_empty() {
             let mut book = self.book.lock();
-            book.unwritten.extend(stuck);
-            for (key, entry) in undecided {
-                book.filed.entry(key).or_insert(entry);
-            }
+            book.filed.extend(undecided);
             book.asleep = false;
             let _ = self.alarm.try_send(());
         }
     }
 
     /// One round of the `acks` thread: answers every filed ACK that is decided (or past its
-    /// deadline), retries answers that found no room. Returns when to come back (`None`: not
-    /// before the alarm rings).
+    /// deadline). Returns when to come back (`None`: not before the alarm rings).
     fn sweep(&self, node: &Node) -> Option<Instant> {
         let now = Instant::now();
-        let (filed, unwritten) = {
-            let mut book = self.book.lock();
-            (
-                std::mem::take(&mut book.filed),
-                std::mem::take(&mut book.unwritten),
-            )
-        };
-        let mut keep = Vec::new();
-        let mut stuck: Vec<Arc<AckSlot>> = unwritten.into_iter().filter(|s| s.retry()).collect();
-        for (key, (slot, deadline)) in filed {
-            match slot.answer(node, key.0) {
-                Outcome::Done => {}
-                Outcome::Stuck => stuck.push(slot),
-                Outcome::Undecided => keep.push((key, (slot, deadline))),
-            }
-        }
+        let filed = std::mem::take(&mut self.book.lock().filed);
+        self.answer_all(node, filed);
         let next = {
             let mut book = self.book.lock();
-            for (key, entry) in keep {
-                book.filed.entry(key).or_insert(entry);
-            }
-            book.unwritten.extend(stuck);
             // What is filed from now on has a deadline at least one timeout away.
-            let mut next = book
+            let next = book
                 .filed
                 .values()
-                .map(|(_, deadline)| *deadline)
+                .map(|f| f.deadline)
                 .fold(now + node.ack_timeout(), Instant::min);
-            if !book.unwritten.is_empty() {
-                next = next.min(now + RETRY);
-            }
-            book.asleep = book.filed.is_empty() && book.unwritten.is_empty();
+            book.asleep = book.filed.is_empty();
             (!book.asleep).then_some(next)
         };
         // A confirmation recorded while the entries were out of the book did not find them.

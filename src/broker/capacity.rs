@@ -1,5 +1,5 @@
 //! How many connections this machine lets one broker serve. A connection costs one file
-//! descriptor and up to two threads (its reader and, once it subscribes, its writer), and each
+//! descriptor and two threads (its reader and its writer), and each
 //! thread costs about four memory mappings (stack, guard page, signal stack and its guard).
 //! Past either limit the operating system refuses a socket or a thread — and a thread that
 //! cannot set up its signal stack aborts the whole process — so the broker lowers

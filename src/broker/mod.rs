@@ -20,7 +20,6 @@ mod link;
 mod log;
 mod mandate;
 mod node;
-mod outbox;
 mod path;
 mod pinger;
 mod prober;
@@ -32,6 +31,7 @@ mod status;
 mod topics;
 mod warnings;
 mod witness_link;
+mod writer;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;

@@ -150,11 +150,6 @@ impl Node {
         }
     }
 
-    /// Waits until an admitted publish may be ACKed.
-    pub fn await_safe(&self, admitted: &Admitted) -> Result<(), Refusal> {
-        self.await_safe_until(admitted, Instant::now() + self.ack_timeout())
-    }
-
     /// How long a publish may wait for the backup's confirmation before it is refused.
     pub fn ack_timeout(&self) -> Duration {
         self.config.ping_interval + self.config.ping_timeout * 2
@@ -214,6 +209,14 @@ impl Node {
             let _ = self
                 .state_changed
                 .wait_until(&mut s, deadline.min(now + tick));
+        }
+    }
+
+    /// The answer to a publish once its verdict is in: `ack`, or the refusal in words.
+    pub fn verdict_reply(&self, verdict: Result<(), Refusal>, ack: Reply) -> Reply {
+        match verdict {
+            Ok(()) => ack,
+            Err(refusal) => Reply::Err(self.explain(&refusal)),
         }
     }
 

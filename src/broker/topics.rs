@@ -1,5 +1,5 @@
 //! The subscriber map (topic → the connections subscribed to it), and the fan-out of one
-//! message to them through their outboxes ([`super::outbox`]).
+//! message to them through their writers ([`super::writer`]).
 //!
 //! A subscriber whose queue is full, or whose oldest line waited too long, is cut off as a slow
 //! consumer. The messages whose lines wait in any queue take at most `--max-queued-bytes`
@@ -21,8 +21,8 @@ use crate::connection::Stream;
 use crate::protocol::{Epoch, Message};
 
 use super::compute::ClearWhenWritten;
-pub use super::outbox::QueueLimits;
-use super::outbox::{Frame, Outbox, OutboxWriter, SendError};
+pub use super::writer::QueueLimits;
+use super::writer::{Frame, Refused, Writer};
 
 /// One message's share of `--max-queued-bytes`, from the moment it is handed to its
 /// subscribers until its last line is written: it lives in the message's [`ClearWhenWritten`].
@@ -50,7 +50,7 @@ pub enum Format {
 #[derive(Clone)]
 struct Subscription {
     format: Format,
-    outbox: Arc<Outbox>,
+    writer: Arc<Writer>,
 }
 
 /// What one subscription is charged against `--max-subscription-bytes` besides its topic's
@@ -116,8 +116,8 @@ impl Topics {
     }
 
     /// A queue for a connection that subscribes, and the end its writer thread drains.
-    pub fn outbox(&self, conn: u64, stream: Stream) -> (Arc<Outbox>, OutboxWriter) {
-        Outbox::new(conn, stream, self.limits, Arc::clone(&self.slow_consumers))
+    pub fn writer(&self, conn: u64, stream: Stream) -> Arc<Writer> {
+        Writer::new(conn, stream, self.limits, Arc::clone(&self.slow_consumers))
     }
 
     /// Subscribers cut off as slow consumers so far.
@@ -144,15 +144,15 @@ impl Topics {
     pub fn is_subscribed(&self, topic: &str, format: Format, conn: u64) -> bool {
         self.map.lock().get(topic).is_some_and(|subs| {
             subs.iter()
-                .any(|s| s.outbox.conn == conn && s.format == format)
+                .any(|s| s.writer.conn == conn && s.format == format)
         })
     }
 
     /// Adds a subscription; subscribing twice to one topic in one format is a no-op.
-    pub fn subscribe(&self, topic: &str, format: Format, outbox: &Arc<Outbox>) {
+    pub fn subscribe(&self, topic: &str, format: Format, writer: &Arc<Writer>) {
         let sub = Subscription {
             format,
-            outbox: Arc::clone(outbox),
+            writer: Arc::clone(writer),
         };
         let mut map = self.map.lock();
         match map.get_mut(topic) {
@@ -162,7 +162,7 @@ impl Topics {
             Some(subs)
                 if subs
                     .iter()
-                    .any(|s| s.outbox.conn == outbox.conn && s.format == format) => {}
+                    .any(|s| s.writer.conn == writer.conn && s.format == format) => {}
             Some(subs) => Arc::make_mut(subs).push(sub),
         }
     }
@@ -171,9 +171,9 @@ impl Topics {
     pub fn remove_conn(&self, conn: u64) {
         let mut map = self.map.lock();
         for subs in map.values_mut() {
-            if subs.iter().any(|s| s.outbox.conn == conn) {
+            if subs.iter().any(|s| s.writer.conn == conn) {
                 let subs = Arc::make_mut(subs);
-                subs.retain(|s| s.outbox.conn != conn);
+                subs.retain(|s| s.writer.conn != conn);
                 subs.shrink_to_fit();
             }
         }
@@ -186,7 +186,7 @@ impl Topics {
     }
 
     /// Sends `message` to every subscriber of its topic, each line holding `clear` (written
-    /// directly where it can be with `direct`, see [`Outbox::send`]); returns how many it was
+    /// directly where it can be with `direct`, see [`Writer::deliver`]); returns how many it was
     /// sent to. A subscriber whose queue is full is cut off as a slow consumer, and so is the
     /// one with the longest queue when the messages waiting for subscribers take too much.
     /// The map is locked only to take the topic's list, never during a write.
@@ -215,18 +215,18 @@ impl Topics {
                 }
                 Frame::delivery(line, made, clear)
             });
-            match sub.outbox.send(frame.clone(), direct) {
+            match sub.writer.deliver(frame.clone(), direct) {
                 Ok(()) => delivered += 1,
-                Err(SendError::Full) => slow.push(Arc::clone(&sub.outbox)),
-                Err(SendError::Gone) => gone.push(sub.outbox.conn),
+                Err(Refused::SlowConsumer) => slow.push(Arc::clone(&sub.writer)),
+                Err(Refused::Gone) => gone.push(sub.writer.conn),
             }
         }
         drop(subs);
         for conn in gone {
             self.remove_conn(conn);
         }
-        for outbox in &slow {
-            self.cut_off(outbox, "its queue is full");
+        for writer in &slow {
+            self.cut_off(writer, "its queue is full");
         }
         if self.held_bytes() > self.max_held
             && let Some(longest) = self.longest_queue()
@@ -240,26 +240,26 @@ impl Topics {
     }
 
     /// The subscriber with the most bytes queued, not cut off yet.
-    fn longest_queue(&self) -> Option<Arc<Outbox>> {
+    fn longest_queue(&self) -> Option<Arc<Writer>> {
         let map = self.map.lock();
         map.values()
             .flat_map(|subs| subs.iter())
-            .filter(|s| !s.outbox.is_slow())
-            .max_by_key(|s| s.outbox.backlog().1)
-            .map(|s| Arc::clone(&s.outbox))
+            .filter(|s| !s.writer.is_slow())
+            .max_by_key(|s| s.writer.backlog().1)
+            .map(|s| Arc::clone(&s.writer))
     }
 
     /// Disconnects a slow consumer.
-    fn cut_off(&self, outbox: &Outbox, why: &str) {
-        let (lines, bytes) = outbox.backlog();
-        if outbox.cut_off() {
+    fn cut_off(&self, writer: &Writer, why: &str) {
+        let (lines, bytes) = writer.backlog();
+        if writer.cut_off() {
             warn!(
                 "subscriber conn-{} is {lines} lines ({bytes} bytes) behind and {why}: \
                  disconnecting it as a slow consumer",
-                outbox.conn
+                writer.conn
             );
         }
-        self.remove_conn(outbox.conn);
+        self.remove_conn(writer.conn);
     }
 }
 
@@ -289,12 +289,12 @@ mod tests {
     use super::*;
     use crate::protocol::MsgId;
 
-    fn subscriber(topics: &Topics, conn: u64) -> (Arc<Outbox>, OutboxWriter, TcpStream) {
+    /// A subscriber's writer (its thread not running) and the client's end of its socket.
+    fn subscriber(topics: &Topics, conn: u64) -> (Arc<Writer>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let (outbox, writer) = topics.outbox(conn, Stream::new(server));
-        (outbox, writer, client)
+        (topics.writer(conn, Stream::new(server)), client)
     }
 
     fn idle_node() -> Arc<super::super::node::Node> {
@@ -386,8 +386,8 @@ mod tests {
             age: Duration::from_secs(60),
         };
         let topics = Topics::new(limits, 30_000);
-        let (short, _w1, _r1) = subscriber(&topics, 1);
-        let (long, _w2, _r2) = subscriber(&topics, 2);
+        let (short, _r1) = subscriber(&topics, 1);
+        let (long, _r2) = subscriber(&topics, 2);
         topics.subscribe("t", Format::Raw, &short);
         topics.subscribe("t", Format::Raw, &long);
         topics.subscribe("u", Format::Raw, &long);

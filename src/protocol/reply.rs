@@ -92,12 +92,6 @@ impl Reply {
         Ok(reply)
     }
 
-    /// Appends the line, `\n` included, to `out`.
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        let _ = writeln!(out, "{self}");
-    }
-
     /// The encoded line as bytes, `\n` included.
     ///
     /// ```

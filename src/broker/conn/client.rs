@@ -1,6 +1,6 @@
-//! The client verbs: a publish admitted and its ACK filed (or awaited), a subscribe charged
-//! against the connection's limits and given its queue. ADOPT, the peer's publish under the
-//! message's own id, takes the same path.
+//! The client verbs: a publish admitted and its ACK filed, a subscribe charged against the
+//! connection's limits. ADOPT, the peer's publish under the message's own id, takes the same
+//! path.
 
 use std::sync::Arc;
 
@@ -8,13 +8,9 @@ use log::{debug, info};
 
 use crate::protocol::{Message, MsgId, Reply, Role, publisher_id};
 
-use super::super::acks::AckSlot;
 use super::super::path::Refusal;
 use super::super::topics::{Format, SUBSCRIPTION_OVERHEAD};
-use super::{Conn, WRITE_TIMEOUT};
-
-/// Stack size of a subscriber's writer thread: it only copies bytes.
-const WRITER_STACK: usize = 64 * 1024;
+use super::Conn;
 
 impl Conn {
     /// PUBLISH: a message under an id of the broker's, answered by ACK.
@@ -45,8 +41,8 @@ impl Conn {
 
     /// Admits a publish and answers `ack` once it is safe (or `ERR`). A backup first makes
     /// sure the primary is really alive; if it is not, the backup takes over and serves the
-    /// publish. With nothing else to write, the connection files the ACK (`None`) and another
-    /// thread writes it once decided (`super::acks`); otherwise it waits for it here.
+    /// publish. An ACK not yet decided keeps its place in the writer and is filed (`None`):
+    /// the thread that learns its verdict fills it in (`super::super::acks`).
     fn publish(&mut self, message: Message, ack: Reply) -> Option<Reply> {
         let node = Arc::clone(&self.node);
         let mut result = node.admit(message.clone());
@@ -61,34 +57,13 @@ impl Conn {
             Ok(admitted) => admitted,
             Err(refusal) => return Some(Reply::Err(node.explain(&refusal))),
         };
-        if let Some(slot) = self.ack_slot() {
-            return node.acks.file(&node, &slot, self.id, admitted, ack);
-        }
-        Some(match node.await_safe(&admitted) {
-            Ok(()) => ack,
-            Err(refusal) => Reply::Err(node.explain(&refusal)),
-        })
+        node.acks.file(&node, &self.writer, self.id, admitted, ack)
     }
 
-    /// The slot to file an ACK in, if this connection may: nothing else waits to be written
-    /// (no replies buffered, no subscriber queue) and it reads its replies.
-    fn ack_slot(&mut self) -> Option<Arc<AckSlot>> {
-        if self.outbox.is_some() || !self.out.is_empty() {
-            return None;
-        }
-        let slot = self
-            .acks
-            .get_or_insert_with(|| AckSlot::new(self.stream.clone(), WRITE_TIMEOUT));
-        (!slot.is_slow()).then(|| Arc::clone(slot))
-    }
-
-    /// SUBSCRIBE and SUB: the topic charged against the connection's limits, and the
-    /// connection's queue and writer made at its first subscribe.
+    /// SUBSCRIBE and SUB: the topic charged against the connection's limits.
     pub(super) fn subscribe(&mut self, topic: &str, format: Format) -> Option<Reply> {
         let config = &self.node.config;
-        if let Some((outbox, _)) = &self.outbox
-            && self.node.topics.is_subscribed(topic, format, outbox.conn)
-        {
+        if self.node.topics.is_subscribed(topic, format, self.id) {
             return None;
         }
         if !self.subscribed.fits(
@@ -103,19 +78,7 @@ impl Conn {
                 config.max_subscriptions, config.max_subscription_bytes
             )));
         }
-        if self.outbox.is_none() {
-            // Replies already queued go out before the first delivery.
-            self.flush();
-            let (outbox, writer) = self.node.topics.outbox(self.id, self.stream.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("sub-writer-{}", self.id))
-                .stack_size(WRITER_STACK)
-                .spawn(move || writer.run())
-                .ok()?;
-            self.outbox = Some((outbox, thread));
-        }
-        let (outbox, _) = self.outbox.as_ref()?;
-        self.node.topics.subscribe(topic, format, outbox);
+        self.node.topics.subscribe(topic, format, &self.writer);
         self.subscribed.charge(topic);
         info!("subscribed to '{topic}' ({format:?})");
         None

@@ -145,7 +145,6 @@ impl Conn {
         };
         debug!("{why}: closing the connection");
         self.reply(&Reply::Err(why.into()));
-        self.flush();
     }
 
     /// Refuses a verb this connection has not authenticated for.

@@ -7,17 +7,18 @@
 //! - `client`: the client verbs: publish and its ACK, subscribe;
 //! - `follower`: the verbs a backup answers for its primary: SYNC, SEEN, the hand-off's
 //!   confirmation and the link's end (REPLICATE, CLEAR and HANDOVER go straight to the node);
-//! - `reply`: what the connection writes, in order, and its flush.
+//!
+//! Everything the connection sends goes through its writer (`super::writer`), drained by its
+//! `writer-N` thread when it cannot be written at once.
 
 mod client;
 mod follower;
 mod gate;
-mod reply;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::debug;
 
@@ -26,27 +27,27 @@ use crate::connection::{LineReader, Stream};
 use crate::error::Error;
 use crate::protocol::{Epoch, Reply, Request};
 
-use super::acks::AckSlot;
 use super::node::Node;
-use super::outbox::Outbox;
 use super::topics::{Format, SubscriptionBudget};
+use super::writer::Writer;
 use gate::{Access, Probation};
 
-/// How long a write may block before the peer counts as gone.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection that ends waits for what it still owes its client (ACKs not yet
+/// decided, lines not yet taken) beyond the ACK timeout.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Stack size of a connection's writer thread: it only copies bytes.
+const WRITER_STACK: usize = 64 * 1024;
 
 /// The state of one connection, owned by its thread.
 struct Conn {
     node: Arc<Node>,
     id: u64,
     stream: Stream,
-    /// Replies not yet written, flushed when no more input is buffered.
-    out: Vec<u8>,
-    /// Once the connection subscribes, every line goes through its queue.
-    outbox: Option<(Arc<Outbox>, JoinHandle<()>)>,
-    /// Where it files an ACK that another thread writes once it is decided (`super::acks`);
-    /// made at its first publish.
-    acks: Option<Arc<AckSlot>>,
+    /// Every line to the client goes through it: replies, ACKs, deliveries.
+    writer: Arc<Writer>,
+    /// The writer's thread, `writer-N`, which writes what could not be written at once.
+    writer_thread: Option<JoinHandle<()>>,
     /// Set when the peer SYNCed on this connection: it is our primary's replication link.
     link_epoch: Option<Epoch>,
     /// Set after a SYNC that handed over orphans, until the primary's next line proves it
@@ -67,16 +68,27 @@ struct Conn {
 /// Serves one connection until it closes. `id` is its key in the node's socket registry;
 /// `peer_slot` says it took one of the slots kept for the peer broker.
 pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut reader = LineReader::new(stream.clone(), node.config.max_line_bytes);
     let probation = Probation::at_start(&node, peer_slot);
+    let writer = node.topics.writer(id, stream.clone());
+    let w = Arc::clone(&writer);
+    let writer_thread = std::thread::Builder::new()
+        .name(format!("writer-{id}"))
+        .stack_size(WRITER_STACK)
+        .spawn(move || w.run());
+    let writer_thread = match writer_thread {
+        Ok(thread) => Some(thread),
+        Err(e) => {
+            log::warn!("cannot start a writer thread: {e}; closing the connection");
+            None
+        }
+    };
     let mut conn = Conn {
         node,
         id,
         stream,
-        out: Vec::new(),
-        outbox: None,
-        acks: None,
+        writer,
+        writer_thread,
         link_epoch: None,
         handoff_unconfirmed: false,
         access: Access::default(),
@@ -85,7 +97,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         probation,
         subscribed: SubscriptionBudget::default(),
     };
-    loop {
+    while conn.writer_thread.is_some() {
         if !conn.time_left_to_prove() {
             conn.probation_expired();
             break;
@@ -111,7 +123,6 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
                     )
                 });
                 conn.reply(&Reply::Err("line too long".into()));
-                conn.flush();
                 break;
             }
             Err(Error::Timeout) if conn.probation.deadline().is_some() => {
@@ -130,11 +141,11 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
             }
         }
         if conn.hang_up {
-            conn.flush();
             break;
         }
-        if !reader.has_buffered_line() && !conn.flush() {
-            break;
+        // Everything answered in this read batch leaves in one write.
+        if !reader.has_buffered_line() {
+            conn.writer.flush();
         }
     }
     conn.finish();
@@ -143,7 +154,6 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
 impl Conn {
     /// One line: parsed, let through the gate, handed to its verb, answered.
     fn handle(&mut self, line: &[u8]) {
-        self.take_back_ack();
         let request = match Request::parse(line) {
             Ok(r) => r,
             Err(e) => {
@@ -189,15 +199,21 @@ impl Conn {
         self.end_probation_if_proven(peer_verb);
     }
 
+    /// Queues `reply` in the writer, behind the ACKs still owed; the read loop flushes the
+    /// batch.
+    fn reply(&mut self, reply: &Reply) {
+        self.writer.push(reply);
+    }
+
     /// The connection's end: what is still owed written, its subscriptions and writer gone,
     /// its slot freed.
     fn finish(mut self) {
-        // A client that closed its sending side may still wait for its last ACK.
-        self.take_back_ack();
-        self.flush();
-        if let Some((outbox, thread)) = self.outbox.take() {
-            self.node.topics.remove_conn(self.id);
-            drop(outbox);
+        // A client that closed its sending side may still wait for its last ACKs.
+        self.writer.flush();
+        self.writer
+            .close(Instant::now() + self.node.ack_timeout() + LINGER);
+        self.node.topics.remove_conn(self.id);
+        if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
         }
         self.link_closed();
