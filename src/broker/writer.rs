@@ -176,8 +176,9 @@ pub struct Writer {
     queue: Mutex<Queue>,
     /// Rings the writer thread: the head is ready and nobody writes it, or the connection
     /// ends. A channel of one rather than a condition variable: its receiver spins a moment
-    /// before it sleeps, so a subscriber fed line after line costs no sleep per line
-    /// (measured: a condition variable cost a fifth of the pair's throughput at 8 clients).
+    /// before it sleeps, so a subscriber fed line after line costs no sleep per line (with a
+    /// condition variable the pair lost about a fifth of its throughput at 8 clients;
+    /// BENCHMARKS.md, "One way out per socket").
     bell: (Sender<()>, Receiver<()>),
     /// Rung for [`Writer::close`], which waits for the queue to empty.
     drained: Condvar,
