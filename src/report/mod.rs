@@ -15,12 +15,13 @@
 //!   dot per delivery, coloured by the broker that delivered it, with each fault marked
 //!   (`overview.rs`); under it a zoom around each fault, where the silence is measured, and
 //!   the publish→delivery [`latencies`] of every message (`panels.rs`), all drawn with the
-//!   primitives of `plot.rs`.
+//!   primitives of `plot.rs` on the bands and time axis of `layout.rs`.
 //!
 //! The `report` program is a thin wrapper around [`program`], which reads the files, calls
 //! these and prints; the program maps the verdict to exit 0/1.
 
 mod analysis;
+mod layout;
 mod overview;
 mod panels;
 mod parse;

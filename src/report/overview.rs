@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use super::layout::{OVERVIEW_H, TimeAxis, fault_name};
 use super::plot::{KILL_COLOUR, broker_name, colour, count_scale, xml_escape};
-use super::svg::{OVERVIEW_H, TimeAxis, fault_name};
 use super::{Delivery, Source};
 
 /// The whole run: sequence number against time, the faults dashed, a legend.

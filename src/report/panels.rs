@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 
 use super::analysis::fault_window;
+use super::layout::{LATENCY_H, OVERVIEW_H, TimeAxis, ZOOM_H};
 use super::plot::{
     KILL_COLOUR, MARGIN_LEFT, Plot, SILENCE_COLOUR, broker_name, colour, count_scale, heading,
     nice_step,
 };
-use super::svg::{LATENCY_H, OVERVIEW_H, TimeAxis, ZOOM_H};
 use super::{Delivery, Latency, Source};
 
 /// How much a zoomed panel shows before its fault, and at least after it, in ms.

@@ -21,16 +21,12 @@ use parking_lot::Mutex;
 use super::lease::Snapshot;
 use super::pairs::Pairs;
 use super::protocol::{Pair, Reply};
-use super::session;
+use super::session::{self, Shared};
 use crate::config::WitnessConfig;
 use crate::connection::Stream;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::slots::{Admission, Slots, Source};
-
-/// The longest line a witness reads: its longest request, a `HELLO` with a 128-digit nonce,
-/// fits many times over.
-pub(super) const MAX_LINE: usize = 1024;
 
 /// Stack size of a connection thread: it holds a line and an answer, nothing more.
 const CONN_STACK: usize = 64 * 1024;
@@ -44,21 +40,6 @@ pub struct Witness {
     shared: Arc<Shared>,
     addr: SocketAddr,
     accept: Option<JoinHandle<()>>,
-}
-
-/// What every connection thread shares.
-pub(super) struct Shared {
-    pub(super) config: WitnessConfig,
-    pub(super) pairs: Mutex<Pairs>,
-    /// Who holds which connection slot.
-    pub(super) slots: Mutex<Slots>,
-    pub(super) stopping: AtomicBool,
-    /// The open connections, so that stopping can close them.
-    pub(super) sockets: Registry,
-    /// The connection threads, for stopping to join.
-    pub(super) conns: Mutex<Vec<JoinHandle<()>>>,
-    pub(super) auth_failures: AtomicU64,
-    pub(super) refused_connections: AtomicU64,
 }
 
 impl Witness {
@@ -175,30 +156,6 @@ impl Witness {
 impl Drop for Witness {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-impl Shared {
-    pub(super) fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
-    /// The `STATUS` fields: `pair`'s view, then the server's own.
-    pub(super) fn status_fields(&self, pair: &Pair) -> Vec<(String, String)> {
-        let (mut fields, pairs) = {
-            let all = self.pairs.lock();
-            (all.snapshot(pair, Instant::now()).fields(), all.len())
-        };
-        let count = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        let own = [
-            ("pair", pair.to_string()),
-            ("pairs", pairs.to_string()),
-            ("connections", self.sockets.len().to_string()),
-            ("auth_failures", count(&self.auth_failures)),
-            ("refused_connections", count(&self.refused_connections)),
-        ];
-        fields.extend(own.map(|(k, v)| (k.to_string(), v)));
-        fields
     }
 }
 

@@ -1,22 +1,69 @@
-//! One connection to the witness: it reads a line, answers it, and reads the next, until the
-//! peer leaves, falls idle, fails to authenticate, or gives up its unproven slot
-//! ([`super::server`] says when). Its only state is what the peer has proved.
+//! The witness's connections: what they all share ([`Shared`]), and one connection's
+//! session, which reads a line, answers it, and reads the next, until the peer leaves, falls
+//! idle, fails to authenticate, or gives up its unproven slot ([`super::server`] says when).
+//! A session's only state is what its peer has proved.
 
 use std::io::{self, Write};
 use std::net::Shutdown;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use log::{debug, warn};
-use parking_lot::MutexGuard;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::pairs::Pairs;
-use super::protocol::{Reply, Request};
-use super::server::{MAX_LINE, Shared};
+use super::protocol::{Pair, Reply, Request};
 use crate::auth;
+use crate::config::WitnessConfig;
 use crate::connection::{LineReader, Stream};
 use crate::error::Error;
 use crate::protocol::AuthKind;
+use crate::registry::Registry;
+use crate::slots::Slots;
+
+/// The longest line a witness reads: its longest request, a `HELLO` with a 128-digit nonce,
+/// fits many times over.
+const MAX_LINE: usize = 1024;
+
+/// What every connection thread shares.
+pub(super) struct Shared {
+    pub(super) config: WitnessConfig,
+    pub(super) pairs: Mutex<Pairs>,
+    /// Who holds which connection slot.
+    pub(super) slots: Mutex<Slots>,
+    pub(super) stopping: AtomicBool,
+    /// The open connections, so that stopping can close them.
+    pub(super) sockets: Registry,
+    /// The connection threads, for stopping to join.
+    pub(super) conns: Mutex<Vec<JoinHandle<()>>>,
+    pub(super) auth_failures: AtomicU64,
+    pub(super) refused_connections: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The `STATUS` fields: `pair`'s view, then the server's own.
+    pub(super) fn status_fields(&self, pair: &Pair) -> Vec<(String, String)> {
+        let (mut fields, pairs) = {
+            let all = self.pairs.lock();
+            (all.snapshot(pair, Instant::now()).fields(), all.len())
+        };
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        let own = [
+            ("pair", pair.to_string()),
+            ("pairs", pairs.to_string()),
+            ("connections", self.sockets.len().to_string()),
+            ("auth_failures", count(&self.auth_failures)),
+            ("refused_connections", count(&self.refused_connections)),
+        ];
+        fields.extend(own.map(|(k, v)| (k.to_string(), v)));
+        fields
+    }
+}
 
 /// One connection's thread: answers line after line until the peer leaves, falls idle,
 /// fails to authenticate, or gives up its slot unproven.
