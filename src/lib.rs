@@ -81,7 +81,9 @@
 //! | `broker::reign` | each change of role under the role lock, its effects carried out; the lock order |
 //! | `broker::log` | the ordered log of undelivered messages and the dedup table |
 //! | `broker::safety` | what the primary knows of the backup's copy; waiting until a message is safe |
-//! | `broker::acks` | ACKs filed by publishers' threads, filled in by the thread that learns their verdict |
+//! | `broker::acks` | ACKs filed by publishers' threads, filled in by the thread that learns their verdict; what it asks of the broker (`Verdicts`) |
+//! | `broker::verdict` | why a publish is refused, and the admitted publish its verdict is asked for |
+//! | `broker::jobs` | what waits for the compute workers: their tasks and the backlog |
 //! | `broker::compute` | the compute workers fed by crossbeam channels; the busy loop; the clear after the last write |
 //! | `broker::topics` | the subscriber map and the fan-out of one message |
 //! | `broker::writer` | the one way out to a connection's socket: its ordered queue (ACKs kept in their place), direct writes, its writer thread |

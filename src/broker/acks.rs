@@ -14,23 +14,40 @@
 //!  health or role change, a deadline ─▶ [acks] ─ every ACK it decides ──────▶ fill ─▶ writer
 //! ```
 //!
-//! The verdict is the one [`Node::await_safe_until`] gives, asked without waiting (a
-//! refusal that [`Refusal::is_undecided`] may still turn into an ACK), so each answer (ACK,
-//! degraded ACK, `--require-backup`, timeout, role change, shutting down) reads as it would
-//! had the connection's thread waited itself.
+//! The verdict is the one the broker gives when asked without waiting ([`Verdicts`], which
+//! the node answers with `Node::await_safe_until`; a refusal that [`Refusal::is_undecided`]
+//! may still turn into an ACK), so each answer (ACK, degraded ACK, `--require-backup`,
+//! timeout, role change, shutting down) reads as it would had the connection's thread waited
+//! itself. The book asks the broker only through that trait, so it does not depend on the
+//! node that holds it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::protocol::Reply;
 
-use super::node::Node;
-use super::path::{Admitted, Refusal};
+use super::verdict::{Admitted, Refusal};
 use super::writer::{Ticket, Writer};
+
+/// What the book asks of the broker that holds it.
+pub trait Verdicts {
+    /// The book.
+    fn acks(&self) -> &Acks;
+    /// `admitted`'s verdict now, without waiting.
+    fn verdict_now(&self, admitted: &Admitted) -> Result<(), Refusal>;
+    /// The answer for a verdict: `ack`, or the refusal in words.
+    fn verdict_reply(&self, verdict: Result<(), Refusal>, ack: Reply) -> Reply;
+    /// How long a publish may wait for its verdict.
+    fn ack_timeout(&self) -> Duration;
+    /// The highest log index the backup has confirmed.
+    fn confirmed(&self) -> u64;
+    /// Whether the broker is stopping.
+    fn stopping(&self) -> bool;
+}
 
 /// An admitted publish whose ACK waits for its verdict, and where the ACK goes.
 struct Filed {
@@ -44,12 +61,12 @@ struct Filed {
 impl Filed {
     /// Fills in the ACK's place if it is decided (or past its deadline); `false` if it is not
     /// decided yet.
-    fn answer(&self, node: &Node) -> bool {
-        let verdict = node.await_safe_until(&self.admitted, Instant::now());
+    fn answer(&self, broker: &impl Verdicts) -> bool {
+        let verdict = broker.verdict_now(&self.admitted);
         if verdict.as_ref().is_err_and(Refusal::is_undecided) && Instant::now() < self.deadline {
             return false;
         }
-        let reply = node.verdict_reply(verdict, self.ack.clone());
+        let reply = broker.verdict_reply(verdict, self.ack.clone());
         self.writer.fill(self.ticket, &reply);
         true
     }
@@ -100,7 +117,7 @@ impl Acks {
     /// unless it is decided already: then it returns the answer, for the caller to send.
     pub fn file(
         &self,
-        node: &Node,
+        broker: &impl Verdicts,
         writer: &Arc<Writer>,
         conn: u64,
         admitted: Admitted,
@@ -108,16 +125,16 @@ impl Acks {
     ) -> Option<Reply> {
         // Asked under the book's lock: a confirmation recorded after this finds the filing.
         let mut book = self.book.lock();
-        let verdict = node.await_safe_until(&admitted, Instant::now());
+        let verdict = broker.verdict_now(&admitted);
         if !verdict.as_ref().is_err_and(Refusal::is_undecided) {
-            return Some(node.verdict_reply(verdict, ack));
+            return Some(broker.verdict_reply(verdict, ack));
         }
         let filed = Filed {
             writer: Arc::clone(writer),
             ticket: writer.reserve(),
             admitted,
             ack,
-            deadline: Instant::now() + node.ack_timeout(),
+            deadline: Instant::now() + broker.ack_timeout(),
         };
         book.filed.insert((filed.admitted.index(), conn), filed);
         if book.asleep {
@@ -129,7 +146,7 @@ impl Acks {
 
     /// The backup confirmed every index up to `confirmed`: answers the ACKs filed for them.
     /// Run by the replication reader after [`super::safety::Safety::confirm`].
-    pub fn answer_confirmed(&self, node: &Node, confirmed: u64) {
+    pub fn answer_confirmed(&self, broker: &impl Verdicts, confirmed: u64) {
         let ready = {
             let mut book = self.book.lock();
             match book.filed.first_key_value() {
@@ -144,16 +161,16 @@ impl Acks {
                 None => std::mem::take(&mut book.filed),
             }
         };
-        self.answer_all(node, ready);
+        self.answer_all(broker, ready);
     }
 
     /// Answers every entry of `entries` that is decided, and files the others again. Each
     /// connection's ACKs are filled in first and then leave in one write.
-    fn answer_all(&self, node: &Node, entries: BTreeMap<Key, Filed>) {
+    fn answer_all(&self, broker: &impl Verdicts, entries: BTreeMap<Key, Filed>) {
         let mut answered: Vec<Arc<Writer>> = Vec::new();
         let mut undecided = Vec::new();
         for (key, filed) in entries {
-            if filed.answer(node) {
+            if filed.answer(broker) {
                 answered.push(filed.writer);
             } else {
                 undecided.push((key, filed));
@@ -174,10 +191,10 @@ impl Acks {
 
     /// One round of the `acks` thread: answers every filed ACK that is decided (or past its
     /// deadline). Returns when to come back (`None`: not before the alarm rings).
-    fn sweep(&self, node: &Node) -> Option<Instant> {
+    fn sweep(&self, broker: &impl Verdicts) -> Option<Instant> {
         let now = Instant::now();
         let filed = std::mem::take(&mut self.book.lock().filed);
-        self.answer_all(node, filed);
+        self.answer_all(broker, filed);
         let next = {
             let mut book = self.book.lock();
             // What is filed from now on has a deadline at least one timeout away.
@@ -185,23 +202,24 @@ impl Acks {
                 .filed
                 .values()
                 .map(|f| f.deadline)
-                .fold(now + node.ack_timeout(), Instant::min);
+                .fold(now + broker.ack_timeout(), Instant::min);
             book.asleep = book.filed.is_empty();
             (!book.asleep).then_some(next)
         };
         // A confirmation recorded while the entries were out of the book did not find them.
-        self.answer_confirmed(node, node.safety.confirmed());
+        self.answer_confirmed(broker, broker.confirmed());
         next
     }
 }
 
 /// The `acks` thread: answers filed ACKs when the backup's health or the role changes (the
 /// alarm rings), or when their deadline passes; ends when the broker stops.
-pub fn run_acks(node: Arc<Node>) {
-    let alarm = node.acks.alarm_rx.clone();
+pub fn run_acks(broker: Arc<impl Verdicts>) {
+    let acks = broker.acks();
+    let alarm = acks.alarm_rx.clone();
     loop {
-        let next = node.acks.sweep(&node);
-        if node.stopping() {
+        let next = acks.sweep(&*broker);
+        if broker.stopping() {
             return;
         }
         // The alarm's sender lives in the node, so a receive ends only by the alarm or the

@@ -4,7 +4,7 @@
 //! socket has it. Topics are spread over the workers by hash, so each topic keeps its order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -13,49 +13,11 @@ use log::debug;
 use crate::config::ComputeStep;
 use crate::protocol::{Epoch, Message};
 
+use super::jobs::Task;
 use super::node::Node;
 use super::role::Job;
 use super::topics::Held;
-
-/// How many messages, and how many bytes of topic and payload, wait for the compute step
-/// (queued on a worker's channel or being computed). Publishes are refused past
-/// `--max-pending` and `--max-pending-bytes`.
-#[derive(Debug, Default)]
-pub struct Backlog {
-    messages: AtomicUsize,
-    bytes: AtomicUsize,
-}
-
-impl Backlog {
-    /// A message was queued for a worker.
-    pub fn add(&self, message: &Message) {
-        self.messages.fetch_add(1, Ordering::AcqRel);
-        self.bytes.fetch_add(message.size(), Ordering::AcqRel);
-    }
-
-    /// A worker is done with a message (forwarded or dropped).
-    pub fn done(&self, message: &Message) {
-        self.messages.fetch_sub(1, Ordering::AcqRel);
-        self.bytes.fetch_sub(message.size(), Ordering::AcqRel);
-    }
-
-    /// Messages and bytes waiting.
-    pub fn get(&self) -> (usize, usize) {
-        (
-            self.messages.load(Ordering::Acquire),
-            self.bytes.load(Ordering::Acquire),
-        )
-    }
-}
-
-/// What a worker's channel carries.
-#[derive(Debug)]
-pub enum Task {
-    /// Process a message.
-    Process(Job),
-    /// The broker is stopping.
-    Stop,
-}
+use super::writer::HeldUntilWritten;
 
 /// The worker loop.
 pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
@@ -98,7 +60,8 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
         );
         return;
     }
-    let clear = ClearWhenWritten::new(node, index, epoch, node.topics.hold(message));
+    let clear: HeldUntilWritten =
+        ClearWhenWritten::new(node, index, epoch, node.topics.hold(message));
     let delivered = node.topics.deliver(message, epoch, &clear, direct);
     node.counters.processed.fetch_add(1, Ordering::Relaxed);
     node.counters

@@ -18,7 +18,7 @@ use crate::registry::Registry;
 use crate::slots::Slots;
 
 use super::acks::Acks;
-use super::compute::{Backlog, Task};
+use super::jobs::{Backlog, Task};
 use super::log::Log;
 use super::mandate::Mandate;
 use super::role::{RoleState, Rules, State};

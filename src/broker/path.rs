@@ -12,65 +12,15 @@ use log::{debug, warn};
 
 use crate::protocol::{Epoch, Message, MsgId, Reply};
 
-use super::compute::Task;
+use super::acks::{Acks, Verdicts};
+use super::jobs::Task;
 use super::link::LinkCmd;
 use super::log::Admit;
 use super::role::{Job, State};
 use super::safety::{BackupHealth, Verdict};
 
 use super::node::Node;
-
-/// Why a publish was not accepted or not ACKed; [`Node::explain`] words it for the client.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// We are the backup and the primary is alive, or we stopped being primary.
-    NotPrimary,
-    /// Too many messages (or bytes of them) wait for the compute step.
-    Overloaded {
-        /// How many wait.
-        pending: usize,
-        /// `messages` or `bytes`.
-        unit: &'static str,
-    },
-    /// The message is too large to be replicated and delivered: its topic and payload may take
-    /// at most this many bytes.
-    TooLarge(usize),
-    /// `--require-backup` and the backup is silent.
-    BackupSilent,
-    /// The backup neither confirmed nor was declared down in time.
-    TimedOut,
-    /// With a witness and no backup: the message was not delivered in time (a primary alone
-    /// ACKs only what it delivered).
-    Undelivered,
-    /// With a witness: no backup holds the message and nobody vouches that we are still the
-    /// only primary ([`super::mandate`]).
-    CutOff,
-    /// The broker is shutting down.
-    Stopping,
-}
-
-impl Refusal {
-    /// Whether asking again later may give another answer: the deadline passed before the
-    /// backup confirmed, or before a witnessed primary alone delivered the message.
-    pub fn is_undecided(&self) -> bool {
-        matches!(self, Refusal::TimedOut | Refusal::Undelivered)
-    }
-}
-
-/// A publish that was admitted: wait for it with [`Node::await_safe`].
-#[derive(Debug)]
-pub struct Admitted {
-    id: MsgId,
-    index: u64,
-    generation: u64,
-}
-
-impl Admitted {
-    /// Its place in the log.
-    pub fn index(&self) -> u64 {
-        self.index
-    }
-}
+use super::verdict::{Admitted, Refusal};
 
 impl Node {
     /// Appends a publish to the log, hands it to replication and to its compute worker, all in
@@ -346,4 +296,32 @@ impl Node {
     }
 
     // ---- probes, on the backup ----
+}
+
+/// The ACK book asks the node through this: the verdict is `Node::await_safe_until`'s,
+/// asked without waiting.
+impl Verdicts for Node {
+    fn acks(&self) -> &Acks {
+        &self.acks
+    }
+
+    fn verdict_now(&self, admitted: &Admitted) -> Result<(), Refusal> {
+        self.await_safe_until(admitted, Instant::now())
+    }
+
+    fn verdict_reply(&self, verdict: Result<(), Refusal>, ack: Reply) -> Reply {
+        Node::verdict_reply(self, verdict, ack)
+    }
+
+    fn ack_timeout(&self) -> Duration {
+        Node::ack_timeout(self)
+    }
+
+    fn confirmed(&self) -> u64 {
+        self.safety.confirmed()
+    }
+
+    fn stopping(&self) -> bool {
+        Node::stopping(self)
+    }
 }

@@ -3,8 +3,8 @@
 //!
 //! A subscriber whose queue is full, or whose oldest line waited too long, is cut off as a slow
 //! consumer. The messages whose lines wait in any queue take at most `--max-queued-bytes`
-//! together, each counted once however many subscribers it waits for (a [`Held`] inside its
-//! [`ClearWhenWritten`]); past it, the subscriber with the longest queue is cut off.
+//! together, each counted once however many subscribers it waits for (a [`Held`] inside what
+//! its lines hold until written, [`HeldUntilWritten`]); past it, the subscriber with the longest queue is cut off.
 //!
 //! What a connection's subscriptions take is charged to it ([`SubscriptionBudget`]): each
 //! costs its topic name plus [`SUBSCRIPTION_OVERHEAD`], the most the map spends on one.
@@ -20,12 +20,12 @@ use parking_lot::Mutex;
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message};
 
-use super::compute::ClearWhenWritten;
 pub use super::writer::QueueLimits;
-use super::writer::{Frame, Refused, Writer};
+use super::writer::{Frame, HeldUntilWritten, Refused, Writer};
 
 /// One message's share of `--max-queued-bytes`, from the moment it is handed to its
-/// subscribers until its last line is written: it lives in the message's [`ClearWhenWritten`].
+/// subscribers until its last line is written: it lives in what its lines hold
+/// ([`HeldUntilWritten`], the message's clear).
 #[derive(Debug)]
 pub struct Held {
     bytes: usize,
@@ -194,7 +194,7 @@ impl Topics {
         &self,
         message: &Message,
         epoch: Epoch,
-        clear: &Arc<ClearWhenWritten>,
+        clear: &HeldUntilWritten,
         direct: bool,
     ) -> usize {
         let Some(subs) = self.map.lock().get(message.topic.as_str()).map(Arc::clone) else {
@@ -402,13 +402,12 @@ mod tests {
         // Not direct: the lines wait in the queues (no writer runs), holding the messages.
         let epoch = Epoch::default();
         let (u, t) = (message("u"), message("t"));
-        // A broker that is no primary: the clears do nothing when dropped.
-        let node = idle_node();
-        let clear_u = ClearWhenWritten::new(&node, 1, epoch, topics.hold(&u));
+        // What the lines hold: the messages' shares of the budget.
+        let clear_u: HeldUntilWritten = Arc::new(topics.hold(&u));
         assert_eq!(topics.deliver(&u, epoch, &clear_u, false), 1);
         assert_eq!(topics.slow_consumers(), 0);
         // Two messages of 20,000 bytes wait, past 30,000: the queue holding both goes.
-        let clear_t = ClearWhenWritten::new(&node, 2, epoch, topics.hold(&t));
+        let clear_t: HeldUntilWritten = Arc::new(topics.hold(&t));
         assert_eq!(topics.deliver(&t, epoch, &clear_t, false), 2);
         assert_eq!(topics.held_bytes(), 40_002);
         assert_eq!(topics.slow_consumers(), 1);

@@ -23,7 +23,8 @@
 //! What waits for a subscriber is bounded three ways, each of which cuts it off as a slow
 //! consumer: deliveries queued (`--slow-consumer-limit` lines, `--slow-consumer-bytes`), and
 //! the age of the oldest line not yet written (`--slow-consumer-ms`), which bounds every line.
-//! A delivery's line holds the message's [`ClearWhenWritten`], dropped only once the line is
+//! A delivery's line holds what its message must keep until every copy is written
+//! ([`HeldUntilWritten`]: the message's clear), dropped only once the line is
 //! written (or thrown away): the backup lets go of a message only after every subscriber's
 //! socket has it.
 
@@ -41,7 +42,10 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::connection::{Stream, is_timeout};
 use crate::protocol::Reply;
 
-use super::compute::ClearWhenWritten;
+/// What a delivery's line holds until it is written or thrown away: its message's clear
+/// (`ClearWhenWritten`, `src/broker/compute.rs`), which runs once the last copy lets go. The
+/// writer only drops it, so it does not need to know what it is.
+pub type HeldUntilWritten = Arc<dyn Send + Sync>;
 
 /// How long one `write` to a served socket may block: a direct write into a full send buffer
 /// gives up after this and leaves the rest to the writer thread.
@@ -50,14 +54,14 @@ pub const SEND_TIMEOUT: Duration = Duration::from_millis(2);
 /// The most bytes one write takes from the queue.
 const BATCH_BYTES: usize = 64 * 1024;
 
-/// One encoded line, shared by every subscriber it goes to, with the [`ClearWhenWritten`] of
-/// the message it delivers (none for a reply).
+/// One encoded line, shared by every subscriber it goes to, with what the message it delivers
+/// holds until the line is written (none for a reply).
 #[derive(Clone)]
 pub struct Frame {
     bytes: Arc<[u8]>,
     /// When the line was made: how long it has waited.
     made: Instant,
-    clear: Option<Arc<ClearWhenWritten>>,
+    clear: Option<HeldUntilWritten>,
 }
 
 impl Frame {
@@ -71,7 +75,7 @@ impl Frame {
     }
 
     /// A line that delivers a message, made at `made`.
-    pub fn delivery(bytes: Vec<u8>, made: Instant, clear: &Arc<ClearWhenWritten>) -> Frame {
+    pub fn delivery(bytes: Vec<u8>, made: Instant, clear: &HeldUntilWritten) -> Frame {
         Frame {
             bytes: bytes.into(),
             made,

@@ -8,8 +8,8 @@ use log::{debug, info};
 
 use crate::protocol::{Message, MsgId, Reply, Role, publisher_id};
 
-use super::super::path::Refusal;
 use super::super::topics::{Format, SUBSCRIPTION_OVERHEAD};
+use super::super::verdict::Refusal;
 use super::Conn;
 
 impl Conn {
@@ -57,7 +57,7 @@ impl Conn {
             Ok(admitted) => admitted,
             Err(refusal) => return Some(Reply::Err(node.explain(&refusal))),
         };
-        node.acks.file(&node, &self.writer, self.id, admitted, ack)
+        node.acks.file(&*node, &self.writer, self.id, admitted, ack)
     }
 
     /// SUBSCRIBE and SUB: the topic charged against the connection's limits.
