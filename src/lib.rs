@@ -87,6 +87,7 @@
 //! | `broker::compute` | the compute workers fed by crossbeam channels; the busy loop; the clear after the last write |
 //! | `broker::topics` | the subscriber map and the fan-out of one message |
 //! | `broker::writer` | the one way out to a connection's socket: its ordered queue (ACKs kept in their place), direct writes, its writer thread |
+//! | `broker::writer::queue` | a writer's queue: lines and kept places in order, the limits' counts, taking off the head and putting back |
 //! | `broker::replication` | the primary's replication sessions: dial, sync, read confirmations, heartbeat |
 //! | `broker::link` | a session's sending half: a channel of lines sent under the role lock, one writer |
 //! | `broker::pinger` | the pinger thread: probe the primary, take over when it fails, renew the witness's lease |

@@ -28,7 +28,6 @@
 //! written (or thrown away): the backup lets go of a message only after every subscriber's
 //! socket has it.
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -42,131 +41,14 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::connection::{Stream, is_timeout};
 use crate::protocol::Reply;
 
-/// What a delivery's line holds until it is written or thrown away: its message's clear
-/// (`ClearWhenWritten`, `src/broker/compute.rs`), which runs once the last copy lets go. The
-/// writer only drops it, so it does not need to know what it is.
-pub type HeldUntilWritten = Arc<dyn Send + Sync>;
+mod queue;
+
+use queue::{Entry, Queue, put_back, take_ready, throw_away};
+pub use queue::{Frame, HeldUntilWritten, QueueLimits, Refused, Ticket};
 
 /// How long one `write` to a served socket may block: a direct write into a full send buffer
 /// gives up after this and leaves the rest to the writer thread.
 pub const SEND_TIMEOUT: Duration = Duration::from_millis(2);
-
-/// The most bytes one write takes from the queue.
-const BATCH_BYTES: usize = 64 * 1024;
-
-/// One encoded line, shared by every subscriber it goes to, with what the message it delivers
-/// holds until the line is written (none for a reply).
-#[derive(Clone)]
-pub struct Frame {
-    bytes: Arc<[u8]>,
-    /// When the line was made: how long it has waited.
-    made: Instant,
-    clear: Option<HeldUntilWritten>,
-}
-
-impl Frame {
-    /// A reply line, tied to no message.
-    pub fn reply(reply: &Reply) -> Frame {
-        Frame {
-            bytes: reply.to_bytes().into(),
-            made: Instant::now(),
-            clear: None,
-        }
-    }
-
-    /// A line that delivers a message, made at `made`.
-    pub fn delivery(bytes: Vec<u8>, made: Instant, clear: &HeldUntilWritten) -> Frame {
-        Frame {
-            bytes: bytes.into(),
-            made,
-            clear: Some(Arc::clone(clear)),
-        }
-    }
-
-    /// What is left to write after the first `written` bytes, for the same message.
-    fn rest(&self, written: usize) -> Frame {
-        Frame {
-            bytes: self.bytes[written..].into(),
-            made: self.made,
-            clear: self.clear.clone(),
-        }
-    }
-}
-
-/// What may wait for one subscriber before it counts as a slow consumer.
-#[derive(Clone, Copy, Debug)]
-pub struct QueueLimits {
-    /// Deliveries queued.
-    pub lines: usize,
-    /// Bytes of deliveries queued.
-    pub bytes: usize,
-    /// How long the oldest line not yet written may have waited.
-    pub age: Duration,
-}
-
-/// Why a delivery was not queued.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// The subscriber lags by one of its limits (or was cut off): it is a slow consumer.
-    SlowConsumer,
-    /// Its socket failed or its connection ended.
-    Gone,
-}
-
-/// A place kept in the queue for an ACK, filled in by [`Writer::fill`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ticket(u64);
-
-enum Entry {
-    /// A line to write; `delivery` says whether it counts against the limits.
-    Ready { frame: Frame, delivery: bool },
-    /// A place kept for ticket `.0`.
-    Kept(u64),
-}
-
-impl Entry {
-    fn reply(reply: &Reply) -> Entry {
-        Entry::Ready {
-            frame: Frame::reply(reply),
-            delivery: false,
-        }
-    }
-}
-
-/// The queue and who is writing, under the writer's one lock.
-#[derive(Default)]
-struct Queue {
-    entries: VecDeque<Entry>,
-    next_ticket: u64,
-    /// Deliveries queued, and their bytes: what the limits count.
-    deliveries: usize,
-    delivery_bytes: usize,
-    /// A thread is writing bytes taken from the head, outside the lock.
-    writing: bool,
-    /// Cut off as a slow consumer: nothing more is queued or written.
-    slow: bool,
-    /// The socket failed: nothing more is queued or written.
-    failed: bool,
-    /// The connection is ending: the writer thread leaves once the queue is empty.
-    closing: bool,
-    /// The connection's thread waits in [`Writer::close`] for the queue to empty.
-    draining: bool,
-}
-
-impl Queue {
-    /// Whether nothing more will be written.
-    fn done(&self) -> bool {
-        self.slow || self.failed
-    }
-
-    /// Whether the writer thread has something to wake for: a ready head nobody writes, or
-    /// an end. Waking it for nothing would cost a context switch
-    /// a message.
-    fn worth_waking(&self) -> bool {
-        let ready = matches!(self.entries.front(), Some(Entry::Ready { .. }));
-        (ready && !self.writing) || self.done() || self.closing
-    }
-}
 
 /// A served connection's way out, shared by its thread, its writer thread, the ACKs filed for
 /// it and its subscriptions.
@@ -457,59 +339,6 @@ impl Writer {
         }
         (written, Ok(()))
     }
-}
-
-/// A line taken from the queue to be written, and whether it is a delivery.
-type Taken = (Frame, bool);
-
-/// Takes the ready lines at the head, up to [`BATCH_BYTES`] (one at least), with their
-/// bytes.
-fn take_ready(q: &mut MutexGuard<'_, Queue>) -> (Vec<u8>, Vec<Taken>) {
-    let mut bytes = Vec::new();
-    let mut batch = Vec::new();
-    while bytes.len() < BATCH_BYTES && matches!(q.entries.front(), Some(Entry::Ready { .. })) {
-        if let Some(Entry::Ready { frame, delivery }) = q.entries.pop_front() {
-            bytes.extend_from_slice(&frame.bytes);
-            batch.push((frame, delivery));
-        }
-    }
-    (bytes, batch)
-}
-
-/// Puts back at the head what of `batch` the first `written` bytes did not cover, and lets go
-/// of the rest (their clears run now).
-fn put_back(q: &mut MutexGuard<'_, Queue>, batch: Vec<Taken>, written: usize) {
-    if q.done() {
-        return; // thrown away already: the batch goes with it
-    }
-    let mut offset = 0;
-    let mut unwritten = Vec::new();
-    for (frame, delivery) in batch {
-        let len = frame.bytes.len();
-        let done = written.saturating_sub(offset).min(len);
-        offset += len;
-        if delivery {
-            q.delivery_bytes = q.delivery_bytes.saturating_sub(done);
-        }
-        if done == len {
-            if delivery {
-                q.deliveries = q.deliveries.saturating_sub(1);
-            }
-            continue;
-        }
-        let frame = if done == 0 { frame } else { frame.rest(done) };
-        unwritten.push(Entry::Ready { frame, delivery });
-    }
-    for entry in unwritten.into_iter().rev() {
-        q.entries.push_front(entry);
-    }
-}
-
-/// Empties the queue: its lines are dropped (their clears run), and so are the places kept.
-fn throw_away(q: &mut MutexGuard<'_, Queue>) {
-    q.entries.clear();
-    q.deliveries = 0;
-    q.delivery_bytes = 0;
 }
 
 #[cfg(test)]

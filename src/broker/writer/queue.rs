@@ -1,0 +1,186 @@
+//! A writer's queue: the lines it holds in order and the places kept for ACKs, what counts
+//! against a subscriber's limits, and taking lines off the head and putting back what a write
+//! did not take. Plain data under the writer's lock; [`super::Writer`] decides when to write.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::MutexGuard;
+
+use crate::protocol::Reply;
+
+/// What a delivery's line holds until it is written or thrown away: its message's clear
+/// (`ClearWhenWritten`, `src/broker/compute.rs`), which runs once the last copy lets go. The
+/// writer only drops it, so it does not need to know what it is.
+pub type HeldUntilWritten = Arc<dyn Send + Sync>;
+
+/// The most bytes one write takes from the queue.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// One encoded line, shared by every subscriber it goes to, with what the message it delivers
+/// holds until the line is written (none for a reply).
+#[derive(Clone)]
+pub struct Frame {
+    pub(super) bytes: Arc<[u8]>,
+    /// When the line was made: how long it has waited.
+    pub(super) made: Instant,
+    pub(super) clear: Option<HeldUntilWritten>,
+}
+
+impl Frame {
+    /// A reply line, tied to no message.
+    pub fn reply(reply: &Reply) -> Frame {
+        Frame {
+            bytes: reply.to_bytes().into(),
+            made: Instant::now(),
+            clear: None,
+        }
+    }
+
+    /// A line that delivers a message, made at `made`.
+    pub fn delivery(bytes: Vec<u8>, made: Instant, clear: &HeldUntilWritten) -> Frame {
+        Frame {
+            bytes: bytes.into(),
+            made,
+            clear: Some(Arc::clone(clear)),
+        }
+    }
+
+    /// What is left to write after the first `written` bytes, for the same message.
+    pub(super) fn rest(&self, written: usize) -> Frame {
+        Frame {
+            bytes: self.bytes[written..].into(),
+            made: self.made,
+            clear: self.clear.clone(),
+        }
+    }
+}
+
+/// What may wait for one subscriber before it counts as a slow consumer.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Deliveries queued.
+    pub lines: usize,
+    /// Bytes of deliveries queued.
+    pub bytes: usize,
+    /// How long the oldest line not yet written may have waited.
+    pub age: Duration,
+}
+
+/// Why a delivery was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The subscriber lags by one of its limits (or was cut off): it is a slow consumer.
+    SlowConsumer,
+    /// Its socket failed or its connection ended.
+    Gone,
+}
+
+/// A place kept in the queue for an ACK, filled in by [`Writer::fill`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket(pub(super) u64);
+
+pub(super) enum Entry {
+    /// A line to write; `delivery` says whether it counts against the limits.
+    Ready { frame: Frame, delivery: bool },
+    /// A place kept for ticket `.0`.
+    Kept(u64),
+}
+
+impl Entry {
+    pub(super) fn reply(reply: &Reply) -> Entry {
+        Entry::Ready {
+            frame: Frame::reply(reply),
+            delivery: false,
+        }
+    }
+}
+
+/// The queue and who is writing, under the writer's one lock.
+#[derive(Default)]
+pub(super) struct Queue {
+    pub(super) entries: VecDeque<Entry>,
+    pub(super) next_ticket: u64,
+    /// Deliveries queued, and their bytes: what the limits count.
+    pub(super) deliveries: usize,
+    pub(super) delivery_bytes: usize,
+    /// A thread is writing bytes taken from the head, outside the lock.
+    pub(super) writing: bool,
+    /// Cut off as a slow consumer: nothing more is queued or written.
+    pub(super) slow: bool,
+    /// The socket failed: nothing more is queued or written.
+    pub(super) failed: bool,
+    /// The connection is ending: the writer thread leaves once the queue is empty.
+    pub(super) closing: bool,
+    /// The connection's thread waits in [`Writer::close`] for the queue to empty.
+    pub(super) draining: bool,
+}
+
+impl Queue {
+    /// Whether nothing more will be written.
+    pub(super) fn done(&self) -> bool {
+        self.slow || self.failed
+    }
+
+    /// Whether the writer thread has something to wake for: a ready head nobody writes, or
+    /// an end. Waking it for nothing would cost a context switch
+    /// a message.
+    pub(super) fn worth_waking(&self) -> bool {
+        let ready = matches!(self.entries.front(), Some(Entry::Ready { .. }));
+        (ready && !self.writing) || self.done() || self.closing
+    }
+}
+
+/// A line taken from the queue to be written, and whether it is a delivery.
+pub(super) type Taken = (Frame, bool);
+
+/// Takes the ready lines at the head, up to [`BATCH_BYTES`] (one at least), with their
+/// bytes.
+pub(super) fn take_ready(q: &mut MutexGuard<'_, Queue>) -> (Vec<u8>, Vec<Taken>) {
+    let mut bytes = Vec::new();
+    let mut batch = Vec::new();
+    while bytes.len() < BATCH_BYTES && matches!(q.entries.front(), Some(Entry::Ready { .. })) {
+        if let Some(Entry::Ready { frame, delivery }) = q.entries.pop_front() {
+            bytes.extend_from_slice(&frame.bytes);
+            batch.push((frame, delivery));
+        }
+    }
+    (bytes, batch)
+}
+
+/// Puts back at the head what of `batch` the first `written` bytes did not cover, and lets go
+/// of the rest (their clears run now).
+pub(super) fn put_back(q: &mut MutexGuard<'_, Queue>, batch: Vec<Taken>, written: usize) {
+    if q.done() {
+        return; // thrown away already: the batch goes with it
+    }
+    let mut offset = 0;
+    let mut unwritten = Vec::new();
+    for (frame, delivery) in batch {
+        let len = frame.bytes.len();
+        let done = written.saturating_sub(offset).min(len);
+        offset += len;
+        if delivery {
+            q.delivery_bytes = q.delivery_bytes.saturating_sub(done);
+        }
+        if done == len {
+            if delivery {
+                q.deliveries = q.deliveries.saturating_sub(1);
+            }
+            continue;
+        }
+        let frame = if done == 0 { frame } else { frame.rest(done) };
+        unwritten.push(Entry::Ready { frame, delivery });
+    }
+    for entry in unwritten.into_iter().rev() {
+        q.entries.push_front(entry);
+    }
+}
+
+/// Empties the queue: its lines are dropped (their clears run), and so are the places kept.
+pub(super) fn throw_away(q: &mut MutexGuard<'_, Queue>) {
+    q.entries.clear();
+    q.deliveries = 0;
+    q.delivery_bytes = 0;
+}
