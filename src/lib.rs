@@ -78,6 +78,7 @@
 //! | `broker::node` | the shared core: what every thread holds, the lifecycle, STATUS |
 //! | `broker::path` | the message's path through it: admit, wait until safe, clear; hold replicas |
 //! | `broker::role` | the role state machine, pure: what each role owns, every change of role and the effects it asks for |
+//! | `broker::role::peer` | the role machine's side of the peer: SYNC and fencing, probes, the session's link, hand-over and orphans |
 //! | `broker::reign` | each change of role under the role lock, its effects carried out; the lock order |
 //! | `broker::log` | the ordered log of undelivered messages and the dedup table |
 //! | `broker::safety` | what the primary knows of the backup's copy; waiting until a message is safe |
