@@ -88,6 +88,7 @@ impl Node {
                 lines: config.slow_consumer_limit,
                 bytes: config.slow_consumer_bytes,
                 age: config.slow_consumer_age,
+                answers: config.max_line_bytes,
             },
             config.max_queued_bytes,
         );

@@ -384,6 +384,7 @@ mod tests {
             lines: 1000,
             bytes: usize::MAX,
             age: Duration::from_secs(60),
+            answers: 1 << 20,
         };
         let topics = Topics::new(limits, 30_000);
         let (short, _r1) = subscriber(&topics, 1);

@@ -106,6 +106,10 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
             Ok(Some(line)) => {
                 conn.node.gate();
                 conn.handle(line);
+                // A client that does not read its answers is not read either.
+                if !conn.writer.wait_for_room() {
+                    break;
+                }
             }
             Ok(None) => {
                 // A newcomer took our slot (`crate::slots`): say so, so the dialler knows we

@@ -102,28 +102,30 @@ impl Writer {
     pub fn push(&self, reply: &Reply) {
         let mut q = self.queue.lock();
         if !q.done() {
-            q.entries.push_back(Entry::reply(reply));
+            let entry = Entry::reply(reply);
+            q.answer_bytes += entry.len();
+            q.push(entry);
         }
     }
 
     /// Keeps a place for an ACK not yet decided; everything queued after it waits for it.
     pub fn reserve(&self) -> Ticket {
         let mut q = self.queue.lock();
-        q.next_ticket += 1;
-        let ticket = q.next_ticket;
-        q.entries.push_back(Entry::Kept(ticket));
-        Ticket(ticket)
+        let seq = q.head_seq + q.entries.len() as u64;
+        Ticket(q.push(Entry::Kept(seq)))
     }
 
     /// Fills the place kept for `ticket` with `reply`; it leaves at the next flush.
     pub fn fill(&self, ticket: Ticket, reply: &Reply) {
         let mut q = self.queue.lock();
-        if let Some(entry) = q
-            .entries
-            .iter_mut()
-            .find(|e| matches!(e, Entry::Kept(t) if *t == ticket.0))
+        // Found by its number, not by a search: a client that pipelines a great many
+        // publishes and reads nothing costs no more per ACK.
+        if let Some(entry) = q.get_mut(ticket.0)
+            && matches!(entry, Entry::Kept(t) if *t == ticket.0)
         {
             *entry = Entry::reply(reply);
+            let len = entry.len();
+            q.answer_bytes += len;
         }
     }
 
@@ -143,7 +145,7 @@ impl Writer {
             }
             q.deliveries += 1;
             q.delivery_bytes += len;
-            q.entries.push_back(Entry::Ready {
+            q.push(Entry::Ready {
                 frame,
                 delivery: true,
             });
@@ -198,9 +200,34 @@ impl Writer {
             && !self.drained.wait_until(&mut q, deadline).timed_out()
         {}
         // An ACK still undecided is never written, as when the connection dies.
-        q.entries.retain(|e| matches!(e, Entry::Ready { .. }));
+        for entry in q.entries.iter_mut() {
+            if matches!(entry, Entry::Kept(_)) {
+                *entry = Entry::nothing();
+            }
+        }
         q.closing = true;
         self.ring();
+    }
+
+    /// Waits while the connection's own answers waiting here pass their limit: a client that
+    /// does not read what it asked for stops being read, and its thread waits here rather than
+    /// in a write. At most the age limit; `false` if they still pass it then (the writer
+    /// thread cuts such a client off as a slow consumer).
+    pub fn wait_for_room(&self) -> bool {
+        if self.queue.lock().answer_bytes <= self.limits.answers {
+            return true;
+        }
+        self.flush();
+        let mut q = self.queue.lock();
+        let deadline = Instant::now() + self.limits.age;
+        q.draining = true;
+        while q.answer_bytes > self.limits.answers && !q.done() {
+            if self.drained.wait_until(&mut q, deadline).timed_out() {
+                break;
+            }
+        }
+        q.draining = false;
+        q.answer_bytes <= self.limits.answers && !q.done()
     }
 
     /// Deliveries and their bytes waiting in this queue.
@@ -276,7 +303,7 @@ impl Writer {
             }
         }
         let (slow, done) = (q.slow, q.done());
-        q.entries.clear();
+        q.clear();
         drop(q);
         if slow {
             // One try, with the send timeout: a slow consumer cannot hold this thread.
@@ -364,6 +391,7 @@ mod tests {
             lines,
             bytes,
             age: Duration::from_secs(60),
+            answers: 1 << 20,
         }
     }
 
@@ -422,6 +450,66 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_place_is_found_by_its_number_after_the_head_moved() {
+        let (writer, mut reader) = writer(limits(10, usize::MAX));
+        writer.push(&line("a"));
+        let first = writer.reserve();
+        let second = writer.reserve();
+        writer.push(&line("d"));
+        writer.flush(); // "a" leaves: the head moves on
+        {
+            // A partial write puts part of a line back at the head.
+            let mut q = writer.queue.lock();
+            q.push(Entry::reply(&line("x")));
+            let (_, batch) = take_ready(&mut q);
+            assert!(batch.is_empty(), "the head is a kept place");
+        }
+        writer.fill(second, &line("c"));
+        writer.fill(first, &line("b"));
+        writer.fill(first, &line("again")); // filled already: nothing changes
+        writer.flush();
+        for expected in ["a", "b", "c", "d", "x"] {
+            assert_eq!(read(&mut reader), format!("ERR|{expected}\n"));
+        }
+    }
+
+    #[test]
+    fn a_client_that_reads_no_answers_is_not_read_until_it_does() {
+        let mut limits = limits(10, usize::MAX);
+        limits.answers = 1000;
+        limits.age = Duration::from_millis(300);
+        let long = line(&"y".repeat(64 * 1024));
+        // Far more than the socket buffers hold, and a client that reads all of it: room.
+        let (writer, reader) = writer(limits);
+        let w = Arc::clone(&writer);
+        let thread = thread::spawn(move || w.run());
+        let draining = thread::spawn(move || {
+            let mut reader = reader;
+            let mut buf = vec![0; 1 << 16];
+            while std::io::Read::read(reader.get_mut(), &mut buf).is_ok_and(|n| n > 0) {}
+        });
+        for _ in 0..128 {
+            writer.push(&long);
+        }
+        assert!(writer.wait_for_room(), "the client took its answers");
+        assert!(writer.queue.lock().answer_bytes <= 1000);
+        writer.close(Instant::now() + Duration::from_secs(5));
+        thread.join().unwrap();
+        drop(writer);
+        draining.join().unwrap();
+        // One that reads none: no room, and it is cut off once its oldest answer is too old.
+        let (writer, _reader) = self::writer(limits);
+        let w = Arc::clone(&writer);
+        let thread = thread::spawn(move || w.run());
+        for _ in 0..128 {
+            writer.push(&long);
+        }
+        assert!(!writer.wait_for_room());
+        assert!(writer.is_slow());
+        thread.join().unwrap();
+    }
+
+    #[test]
     fn a_flush_never_overtakes_a_write_in_progress() {
         let (writer, mut reader) = writer(limits(10, usize::MAX));
         writer.queue.lock().writing = true; // the writer thread is mid-write
@@ -474,12 +562,13 @@ mod tests {
     fn a_partial_write_leaves_the_rest_first_in_line() {
         let (writer, mut reader) = writer(limits(10, usize::MAX));
         let mut q = writer.queue.lock();
-        q.entries.push_back(Entry::reply(&line("one")));
-        q.entries.push_back(Entry::reply(&line("two")));
+        q.push(Entry::reply(&line("one")));
+        q.push(Entry::reply(&line("two")));
         let (bytes, batch) = take_ready(&mut q);
         assert_eq!(bytes, b"ERR|one\nERR|two\n");
         // Five bytes went out; the rest of the first line and the second stay, in order.
         put_back(&mut q, batch, 5);
+        assert_eq!(q.head_seq, 0, "the lines put back keep their numbers");
         let (rest, _) = take_ready(&mut q);
         assert_eq!(rest, b"ne\nERR|two\n");
         drop(q);
@@ -513,8 +602,8 @@ mod tests {
         let started = Instant::now();
         writer.close(started + Duration::from_millis(50));
         assert!(started.elapsed() < Duration::from_secs(5));
+        writer.run(); // ends at once: closing, nothing left to write
         assert_eq!(queued(&writer), 0);
-        writer.run(); // ends at once: closing, nothing left
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct QueueLimits {
     pub bytes: usize,
     /// How long the oldest line not yet written may have waited.
     pub age: Duration,
+    /// Bytes of the connection's own answers that may wait before its thread stops reading
+    /// until the client takes them (`--max-line-bytes`).
+    pub answers: usize,
 }
 
 /// Why a delivery was not queued.
@@ -84,7 +87,7 @@ pub struct Ticket(pub(super) u64);
 pub(super) enum Entry {
     /// A line to write; `delivery` says whether it counts against the limits.
     Ready { frame: Frame, delivery: bool },
-    /// A place kept for ticket `.0`.
+    /// A place kept for an ACK; `.0` is its number in the queue (its ticket).
     Kept(u64),
 }
 
@@ -95,16 +98,41 @@ impl Entry {
             delivery: false,
         }
     }
+
+    /// The bytes it will write (none for a kept place).
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Entry::Ready { frame, .. } => frame.bytes.len(),
+            Entry::Kept(_) => 0,
+        }
+    }
+
+    /// A line of no bytes: what a kept place becomes when its ACK will never be written.
+    pub(super) fn nothing() -> Entry {
+        let frame = Frame {
+            bytes: Arc::from(&[][..]),
+            made: Instant::now(),
+            clear: None,
+        };
+        Entry::Ready {
+            frame,
+            delivery: false,
+        }
+    }
 }
 
 /// The queue and who is writing, under the writer's one lock.
 #[derive(Default)]
 pub(super) struct Queue {
+    /// The lines and kept places, oldest first. Each has a number, one more than the one
+    /// before it: the head's is `head_seq`, so a kept place is found without a search.
     pub(super) entries: VecDeque<Entry>,
-    pub(super) next_ticket: u64,
+    pub(super) head_seq: u64,
     /// Deliveries queued, and their bytes: what the limits count.
     pub(super) deliveries: usize,
     pub(super) delivery_bytes: usize,
+    /// Bytes of the connection's own answers queued (a kept place counts once filled).
+    pub(super) answer_bytes: usize,
     /// A thread is writing bytes taken from the head, outside the lock.
     pub(super) writing: bool,
     /// Cut off as a slow consumer: nothing more is queued or written.
@@ -118,6 +146,37 @@ pub(super) struct Queue {
 }
 
 impl Queue {
+    /// Appends `entry`; returns its number.
+    pub(super) fn push(&mut self, entry: Entry) -> u64 {
+        self.entries.push_back(entry);
+        self.head_seq + self.entries.len() as u64 - 1
+    }
+
+    /// The entry numbered `seq`, if it is still queued.
+    pub(super) fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        let offset = usize::try_from(seq.checked_sub(self.head_seq)?).ok()?;
+        self.entries.get_mut(offset)
+    }
+
+    /// Takes the head off.
+    fn pop_front(&mut self) -> Option<Entry> {
+        let entry = self.entries.pop_front()?;
+        self.head_seq += 1;
+        Some(entry)
+    }
+
+    /// Puts `entry` back at the head, as the number before it.
+    fn push_front(&mut self, entry: Entry) {
+        self.entries.push_front(entry);
+        self.head_seq -= 1;
+    }
+
+    /// Drops every entry; numbering goes on after them.
+    pub(super) fn clear(&mut self) {
+        self.head_seq += self.entries.len() as u64;
+        self.entries.clear();
+    }
+
     /// Whether nothing more will be written.
     pub(super) fn done(&self) -> bool {
         self.slow || self.failed
@@ -141,7 +200,7 @@ pub(super) fn take_ready(q: &mut MutexGuard<'_, Queue>) -> (Vec<u8>, Vec<Taken>)
     let mut bytes = Vec::new();
     let mut batch = Vec::new();
     while bytes.len() < BATCH_BYTES && matches!(q.entries.front(), Some(Entry::Ready { .. })) {
-        if let Some(Entry::Ready { frame, delivery }) = q.entries.pop_front() {
+        if let Some(Entry::Ready { frame, delivery }) = q.pop_front() {
             bytes.extend_from_slice(&frame.bytes);
             batch.push((frame, delivery));
         }
@@ -163,6 +222,8 @@ pub(super) fn put_back(q: &mut MutexGuard<'_, Queue>, batch: Vec<Taken>, written
         offset += len;
         if delivery {
             q.delivery_bytes = q.delivery_bytes.saturating_sub(done);
+        } else {
+            q.answer_bytes = q.answer_bytes.saturating_sub(done);
         }
         if done == len {
             if delivery {
@@ -174,13 +235,14 @@ pub(super) fn put_back(q: &mut MutexGuard<'_, Queue>, batch: Vec<Taken>, written
         unwritten.push(Entry::Ready { frame, delivery });
     }
     for entry in unwritten.into_iter().rev() {
-        q.entries.push_front(entry);
+        q.push_front(entry);
     }
 }
 
 /// Empties the queue: its lines are dropped (their clears run), and so are the places kept.
 pub(super) fn throw_away(q: &mut MutexGuard<'_, Queue>) {
-    q.entries.clear();
+    q.clear();
     q.deliveries = 0;
     q.delivery_bytes = 0;
+    q.answer_bytes = 0;
 }
