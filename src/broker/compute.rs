@@ -16,6 +16,7 @@ use crate::protocol::{Epoch, Message};
 use super::jobs::Task;
 use super::node::Node;
 use super::role::Job;
+use super::status::bump;
 use super::topics::Held;
 use super::writer::HeldUntilWritten;
 
@@ -63,7 +64,7 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
     let clear: HeldUntilWritten =
         ClearWhenWritten::new(node, index, epoch, node.topics.hold(message));
     let delivered = node.topics.deliver(message, epoch, &clear, direct);
-    node.counters.processed.fetch_add(1, Ordering::Relaxed);
+    bump(&node.counters.processed);
     node.counters
         .delivered
         .fetch_add(delivered as u64, Ordering::Relaxed);

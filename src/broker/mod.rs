@@ -53,6 +53,7 @@ use crate::slots::{Admission, Slot, Source};
 pub use mandate::WitnessView;
 use node::Node;
 pub use safety::BackupHealth;
+use status::bump;
 pub use status::{CounterSnapshot, Status};
 
 /// Connection slots kept, beyond `--max-connections`, for the peer broker's replication link,
@@ -274,18 +275,14 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
                 if let Some(evicted) = evicted {
                     // An unproven connection gives up its slot to the newcomer (`crate::slots`).
                     debug!("conn-{evicted} hung up on: its slot went to a newcomer");
-                    node.counters
-                        .refused_connections
-                        .fetch_add(1, Ordering::Relaxed);
+                    bump(&node.counters.refused_connections);
                     node.hang_up(evicted);
                 }
                 slot == Slot::Reserved
             }
             Admission::Refused => {
                 node.unregister(key);
-                node.counters
-                    .refused_connections
-                    .fetch_add(1, Ordering::Relaxed);
+                bump(&node.counters.refused_connections);
                 let open = node.counters.connections.load(Ordering::Relaxed);
                 let max = node.config.max_connections;
                 node.warnings.refused.warn(|| {
@@ -295,7 +292,7 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
                 continue;
             }
         };
-        node.counters.connections.fetch_add(1, Ordering::Relaxed);
+        bump(&node.counters.connections);
         debug!(
             "conn-{key} from {}",
             source.map_or_else(|_| "?".into(), |a| a.to_string())

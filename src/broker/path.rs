@@ -5,7 +5,6 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -20,6 +19,7 @@ use super::role::{Job, State};
 use super::safety::{BackupHealth, Verdict};
 
 use super::node::Node;
+use super::status::bump;
 use super::verdict::{Admitted, Refusal};
 
 impl Node {
@@ -70,7 +70,7 @@ impl Node {
         match s.log.admit(message) {
             Admit::New(index, message) => {
                 debug!("{id} accepted at index {index} in epoch {}", s.epoch);
-                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                bump(&self.counters.published);
                 if let Some(link) = s.link() {
                     link.push(LinkCmd::Replicate {
                         index,
@@ -90,7 +90,7 @@ impl Node {
             }
             Admit::Duplicate(index) => {
                 debug!("{id} is a resend of a message we hold; ACKing it again");
-                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                bump(&self.counters.duplicates);
                 Ok(Admitted {
                     id,
                     index,

@@ -7,7 +7,6 @@
 //! The probe connection is [`super::prober`]'s, the witness's [`super::witness_link`]'s.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -18,6 +17,7 @@ use crate::protocol::Role;
 
 use super::node::Node;
 use super::prober::{Prober, describe};
+use super::status::bump;
 use super::witness_link::Witness;
 
 /// The pinger thread's loop.
@@ -89,7 +89,7 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
         // The peer answered but we cannot trust it, or it will not talk to us: it is not
         // dead, the pair is misconfigured. Only the preferred primary leads.
         Err(e @ Error::Auth(_)) => {
-            node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+            bump(&node.counters.auth_failures);
             if !prober.refusal_logged {
                 error!(
                     "peer {} {e}: check that both brokers have the same --secret",

@@ -9,7 +9,6 @@
 //! "Locks", has the whole table.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use log::{debug, info, warn};
@@ -21,6 +20,7 @@ use super::link::Link;
 use super::node::Node;
 use super::role::{Effect, NoTakeover, State};
 use super::safety::BackupHealth;
+use super::status::bump;
 
 impl Node {
     /// Carries out what a transition returned; the caller holds the role lock `_s`.
@@ -52,17 +52,13 @@ impl Node {
                 Effect::HandOff => {
                     let _ = self.handoff_now.try_send(());
                 }
-                Effect::TookOver => self.bump(&self.counters.takeovers),
-                Effect::SteppedDown => self.bump(&self.counters.step_downs),
-                Effect::Adopted => self.bump(&self.counters.published),
+                Effect::TookOver => bump(&self.counters.takeovers),
+                Effect::SteppedDown => bump(&self.counters.step_downs),
+                Effect::Adopted => bump(&self.counters.published),
             }
         }
         // Whoever waits for a role, an epoch or the orphans looks again.
         self.state_changed.notify_all();
-    }
-
-    fn bump(&self, counter: &std::sync::atomic::AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Logs an epoch refused as `Epoch::may_adopt` says (once per quiet period: a stranger

@@ -5,7 +5,6 @@
 
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use crate::protocol::{Epoch, Message, Reply, Request, Role};
 use super::link::Link;
 use super::node::Node;
 use super::safety::BackupHealth;
+use super::status::bump;
 
 /// The first pause between redials of an unreachable backup; it doubles up to the ping
 /// interval.
@@ -65,7 +65,7 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
         match open_session(&node, &peer, epoch, session) {
             Ok((conn, orphans)) => {
                 warned = false;
-                node.counters.link_sessions.fetch_add(1, Ordering::Relaxed);
+                bump(&node.counters.link_sessions);
                 if !orphans.is_empty() {
                     let offered = orphans.len();
                     let adopted = node.adopt_orphans(epoch, orphans);
@@ -168,7 +168,7 @@ fn open_session(
         }
         Error::Timeout => Failure::Silent("did not answer in time".into()),
         Error::Auth(_) => {
-            node.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+            bump(&node.counters.auth_failures);
             Failure::Refused(format!(
                 "{e} (check that both brokers have the same --secret)"
             ))

@@ -36,6 +36,11 @@ pub struct Counters {
     pub link_sessions: AtomicU64,
 }
 
+/// Counts one event on `counter`.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A copy of the counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CounterSnapshot {

@@ -2,7 +2,6 @@
 //! kept for the peer broker, or under a client secret, is on probation until it authenticates
 //! (HELLO, PROOF) or its deadline passes; each verb needs the access it proved.
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use log::debug;
@@ -10,6 +9,7 @@ use log::debug;
 use crate::protocol::{AuthKind, Reply, Request};
 
 use super::super::node::Node;
+use super::super::status::bump;
 use super::Conn;
 
 /// A connection that must prove itself within a deadline, or be closed.
@@ -117,9 +117,7 @@ impl Conn {
     /// limit gets.
     fn refuse_peer_slot(&mut self) {
         let node = &self.node;
-        node.counters
-            .refused_connections
-            .fetch_add(1, Ordering::Relaxed);
+        bump(&node.counters.refused_connections);
         node.warnings.refused.warn(|| {
             format!(
                 "refusing a connection: {} client connections are open (--max-connections) and \
@@ -135,10 +133,7 @@ impl Conn {
     pub(super) fn probation_expired(&mut self) {
         let why = match self.probation {
             Probation::PeerSlot(_) => {
-                self.node
-                    .counters
-                    .refused_connections
-                    .fetch_add(1, Ordering::Relaxed);
+                bump(&self.node.counters.refused_connections);
                 "too many connections"
             }
             _ => "authentication timed out",
@@ -190,10 +185,7 @@ impl Conn {
                 .warnings
                 .auth_failed
                 .warn(|| format!("authentication failed (from {who}); hanging up"));
-            self.node
-                .counters
-                .auth_failures
-                .fetch_add(1, Ordering::Relaxed);
+            bump(&self.node.counters.auth_failures);
             self.hang_up = true;
             Reply::Err("authentication failed".into())
         }

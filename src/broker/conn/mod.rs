@@ -63,6 +63,9 @@ struct Conn {
     probation: Probation,
     /// What its subscriptions are charged against its limits.
     subscribed: SubscriptionBudget,
+    /// The highest REPLICATE held in this read batch, confirmed once when the batch is
+    /// answered: the primary counts confirmations up to the highest index.
+    held: Option<u64>,
 }
 
 /// Serves one connection until it closes. `id` is its key in the node's socket registry;
@@ -96,6 +99,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         hang_up: false,
         probation,
         subscribed: SubscriptionBudget::default(),
+        held: None,
     };
     while conn.writer_thread.is_some() {
         if !conn.time_left_to_prove() {
@@ -149,7 +153,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         }
         // Everything answered in this read batch leaves in one write.
         if !reader.has_buffered_line() {
-            conn.writer.flush();
+            conn.flush();
         }
     }
     conn.finish();
@@ -193,7 +197,13 @@ impl Conn {
                 epoch,
                 index,
                 message,
-            } => Some(self.node.accept_replicate(epoch, index, message)),
+            } => match self.node.accept_replicate(epoch, index, message) {
+                Reply::Replicated { index } => {
+                    self.held = Some(index);
+                    None
+                }
+                fenced => Some(fenced),
+            },
             Request::Clear { epoch, index } => self.node.accept_clear(epoch, index),
             Request::Handover { epoch } => Some(self.node.accept_handover(epoch)),
         };
@@ -209,11 +219,19 @@ impl Conn {
         self.writer.push(reply);
     }
 
+    /// Writes what this read batch answered, its one confirmation last.
+    fn flush(&mut self) {
+        if let Some(index) = self.held.take() {
+            self.reply(&Reply::Replicated { index });
+        }
+        self.writer.flush();
+    }
+
     /// The connection's end: what is still owed written, its subscriptions and writer gone,
     /// its slot freed.
     fn finish(mut self) {
         // A client that closed its sending side may still wait for its last ACKs.
-        self.writer.flush();
+        self.flush();
         self.writer
             .close(Instant::now() + self.node.ack_timeout() + LINGER);
         self.node.topics.remove_conn(self.id);

@@ -505,6 +505,11 @@ mod tests {
             writer.push(&long);
         }
         assert!(!writer.wait_for_room());
+        // The writer thread cuts it off at its own pace: wait for that, within a deadline.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !writer.is_slow() && Instant::now() < deadline {
+            thread::yield_now();
+        }
         assert!(writer.is_slow());
         thread.join().unwrap();
     }
