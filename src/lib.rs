@@ -46,7 +46,7 @@
 //! # }
 //! ```
 //!
-//! ARCHITECTURE.md has a **reading order**: the six files a student opens, in order, to
+//! ARCHITECTURE.md has a **reading order**: the seven files a student opens, in order, to
 //! follow one message from `PUB` to the subscriber and the backup's CLEAR, and the functions
 //! to read in each.
 //!
@@ -80,7 +80,7 @@
 //! | `broker::role` | the role state machine, pure: what each role owns, every change of role and the effects it asks for |
 //! | `broker::role::peer` | the role machine's side of the peer: SYNC and fencing, probes, the session's link, hand-over and orphans |
 //! | `broker::reign` | each change of role under the role lock, its effects carried out; the lock order |
-//! | `broker::log` | the ordered log of undelivered messages and the dedup table |
+//! | `broker::message_log` | the ordered log of undelivered messages and the dedup table |
 //! | `broker::safety` | what the primary knows of the backup's copy; waiting until a message is safe |
 //! | `broker::acks` | ACKs filed by publishers' threads, filled in by the thread that learns their verdict; what it asks of the broker (`Verdicts`) |
 //! | `broker::verdict` | why a publish is refused, and the admitted publish its verdict is asked for |
@@ -144,7 +144,7 @@
 //!    writer (`broker::writer::Writer::deliver`): written straight into an idle subscriber's
 //!    socket, or queued for its `writer-N` thread (`broker::writer::Writer::run`).
 //! 6. **Clear** — when the last line is written, the message's
-//!    `broker::compute::ClearWhenWritten` is dropped: `broker::node::Node::processed`
+//!    `broker::compute::ClearWhenWritten` is dropped: `broker::node::Node::clear_delivered`
 //!    removes it from the log and sends CLEAR; the backup drops its copy
 //!    (`broker::node::Node::accept_clear`).
 //!

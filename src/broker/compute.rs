@@ -79,7 +79,7 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
 /// `ClearWhenWritten`; a subscriber's writer drops its line once the line is written to the
 /// socket (or the subscriber is gone), so the last drop comes when every subscriber's socket
 /// has the message. `Drop` then removes it from the log and sends the backup its CLEAR
-/// ([`Node::processed`]), and gives its bytes back to `--max-queued-bytes`. Dropped during a
+/// ([`Node::clear_delivered`]), and gives its bytes back to `--max-queued-bytes`. Dropped during a
 /// crash or shutdown, it clears nothing: the message stays with the backup, which redoes it.
 pub struct ClearWhenWritten {
     node: Arc<Node>,
@@ -104,7 +104,7 @@ impl ClearWhenWritten {
 impl Drop for ClearWhenWritten {
     fn drop(&mut self) {
         if !self.node.stopping() {
-            self.node.processed(self.index, self.epoch);
+            self.node.clear_delivered(self.index, self.epoch);
         }
     }
 }

@@ -18,8 +18,8 @@ mod conn;
 mod handoff;
 mod jobs;
 mod link;
-mod log;
 mod mandate;
+mod message_log;
 mod node;
 mod path;
 mod pinger;
@@ -41,7 +41,7 @@ use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use ::log::{debug, info, warn};
+use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::config::BrokerConfig;

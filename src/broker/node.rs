@@ -19,8 +19,8 @@ use crate::slots::Slots;
 
 use super::acks::Acks;
 use super::jobs::{Backlog, Task};
-use super::log::Log;
 use super::mandate::Mandate;
+use super::message_log::Log;
 use super::role::{RoleState, Rules, State};
 use super::safety::{BackupHealth, Safety};
 use super::status::{CounterSnapshot, Counters, Status};

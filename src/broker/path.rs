@@ -14,7 +14,7 @@ use crate::protocol::{Epoch, Message, MsgId, Reply};
 use super::acks::{Acks, Verdicts};
 use super::jobs::Task;
 use super::link::LinkCmd;
-use super::log::Admit;
+use super::message_log::Admit;
 use super::role::{Job, State};
 use super::safety::{BackupHealth, Verdict};
 
@@ -155,7 +155,7 @@ impl Node {
             if now >= deadline {
                 return Err(Refusal::Undelivered);
             }
-            // Woken by `processed`; the tick notices a mandate that ran out meanwhile.
+            // Woken by `clear_delivered`; the tick notices a mandate that ran out meanwhile.
             let _ = self
                 .state_changed
                 .wait_until(&mut s, deadline.min(now + tick));
@@ -208,7 +208,7 @@ impl Node {
     }
 
     /// The worker finished `index`: drop it from the log and tell the backup to CLEAR it.
-    pub fn processed(&self, index: u64, epoch: Epoch) {
+    pub fn clear_delivered(&self, index: u64, epoch: Epoch) {
         let mut s = self.state.lock();
         if s.is_primary_in(epoch)
             && let Some(message) = s.log.remove(index)

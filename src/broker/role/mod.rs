@@ -29,7 +29,7 @@ use crate::protocol::{Epoch, Heard, Message, PeerState, Reply, Role};
 use crate::witness::Lease;
 
 use super::link::{Link, LinkCmd};
-use super::log::{Admit, Log};
+use super::message_log::{Admit, Log};
 use super::safety::BackupHealth;
 
 /// A message for a compute worker: its place in the log and the reign that queued it (a job
