@@ -84,7 +84,7 @@
 //! | `broker::safety` | what the primary knows of the backup's copy; waiting until a message is safe |
 //! | `broker::acks` | ACKs filed by publishers' threads, filled in by the thread that learns their verdict; what it asks of the broker (`Verdicts`) |
 //! | `broker::verdict` | why a publish is refused, and the admitted publish its verdict is asked for |
-//! | `broker::jobs` | what waits for the compute workers: their tasks and the backlog |
+//! | `broker::jobs` | what waits for the compute workers: their tasks and what they have in hand (`Computing`) |
 //! | `broker::compute` | the compute workers fed by crossbeam channels; the busy loop; the clear after the last write |
 //! | `broker::topics` | the subscriber map and the fan-out of one message |
 //! | `broker::writer` | the one way out to a connection's socket: its ordered queue (ACKs kept in their place), direct writes, its writer thread |

@@ -29,7 +29,7 @@ pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
         }
         // With jobs waiting, the writer threads write (and batch) so this one gets on.
         process(&node, &job, tasks.is_empty());
-        node.backlog.done(&job.message);
+        node.computing.done(&job.message);
     }
 }
 

@@ -1,5 +1,5 @@
 //! What waits for the compute workers: the tasks their channels carry, and how much the jobs
-//! waiting hold ([`Backlog`]), which the primary checks before it admits a publish.
+//! waiting hold ([`Computing`]), which the primary checks before it admits a publish.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,12 +11,12 @@ use super::role::Job;
 /// (queued on a worker's channel or being computed). Publishes are refused past
 /// `--max-pending` and `--max-pending-bytes`.
 #[derive(Debug, Default)]
-pub struct Backlog {
+pub struct Computing {
     messages: AtomicUsize,
     bytes: AtomicUsize,
 }
 
-impl Backlog {
+impl Computing {
     /// A message was queued for a worker.
     pub fn add(&self, message: &Message) {
         self.messages.fetch_add(1, Ordering::AcqRel);

@@ -18,7 +18,7 @@ use crate::registry::Registry;
 use crate::slots::Slots;
 
 use super::acks::Acks;
-use super::jobs::{Backlog, Task};
+use super::jobs::{Computing, Task};
 use super::mandate::Mandate;
 use super::message_log::Log;
 use super::role::{RoleState, Rules, State};
@@ -52,7 +52,7 @@ pub struct Node {
     /// Counters for STATUS.
     pub counters: Counters,
     /// What waits for the compute step.
-    pub backlog: Backlog,
+    pub computing: Computing,
     /// Warnings that come in floods, summed up.
     pub warnings: Warnings,
     /// ACKs filed to be written by the thread that learns their verdict.
@@ -110,7 +110,7 @@ impl Node {
             state_changed: Condvar::new(),
             topics,
             counters: Counters::default(),
-            backlog: Backlog::default(),
+            computing: Computing::default(),
             warnings: Warnings::default(),
             acks: Acks::default(),
             link_error: Mutex::new(None),
@@ -285,7 +285,7 @@ impl Node {
             witness,
             lease_left,
             pending: s.log.len(),
-            computing: self.backlog.get().0,
+            computing: self.computing.get().0,
             queued_bytes: self.topics.held_bytes(),
             confirmed: self.safety.confirmed(),
             subscriptions: self.topics.count(),

@@ -52,7 +52,7 @@ impl Node {
         // Only what waits for the compute step counts: messages held for slow subscribers are
         // bounded by the subscribers' own limits, so one topic's readers cannot refuse
         // another topic's publishers.
-        let (waiting, waiting_bytes) = self.backlog.get();
+        let (waiting, waiting_bytes) = self.computing.get();
         if waiting >= self.config.max_pending {
             return Err(Refusal::Overloaded {
                 pending: waiting,
@@ -200,7 +200,7 @@ impl Node {
     }
 
     pub(super) fn dispatch(&self, job: Job) {
-        self.backlog.add(&job.message);
+        self.computing.add(&job.message);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         job.message.topic.hash(&mut hasher);
         let shard = (hasher.finish() % self.workers.len() as u64) as usize;
@@ -254,7 +254,7 @@ impl Node {
                 warn!(
                     "cut off: neither the backup nor the witness vouches for us; \
                      holding {} message(s) until one does or a newer primary takes them",
-                    self.backlog.get().0
+                    self.computing.get().0
                 );
                 warned = true;
             }

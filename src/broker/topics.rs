@@ -245,13 +245,13 @@ impl Topics {
         map.values()
             .flat_map(|subs| subs.iter())
             .filter(|s| !s.writer.is_slow())
-            .max_by_key(|s| s.writer.backlog().1)
+            .max_by_key(|s| s.writer.queued_deliveries().1)
             .map(|s| Arc::clone(&s.writer))
     }
 
     /// Disconnects a slow consumer.
     fn cut_off(&self, writer: &Writer, why: &str) {
-        let (lines, bytes) = writer.backlog();
+        let (lines, bytes) = writer.queued_deliveries();
         if writer.cut_off() {
             warn!(
                 "subscriber conn-{} is {lines} lines ({bytes} bytes) behind and {why}: \

@@ -231,7 +231,7 @@ impl Writer {
     }
 
     /// Deliveries and their bytes waiting in this queue.
-    pub fn backlog(&self) -> (usize, usize) {
+    pub fn queued_deliveries(&self) -> (usize, usize) {
         let q = self.queue.lock();
         (q.deliveries, q.delivery_bytes)
     }
@@ -542,7 +542,7 @@ mod tests {
             assert!(sent < 1000, "the queue limit never applied");
         }
         // The socket buffers took some megabytes, the queue its limit; then refused.
-        assert_eq!(writer.backlog().0, 3);
+        assert_eq!(writer.queued_deliveries().0, 3);
         assert_eq!(writer.deliver(big, true), Err(Refused::SlowConsumer));
     }
 
@@ -555,7 +555,7 @@ mod tests {
             queued += 1;
         }
         assert_eq!(queued, 3, "three lines of 30,000 bytes fit in 100,000");
-        assert_eq!(writer.backlog(), (3, 90_000));
+        assert_eq!(writer.queued_deliveries(), (3, 90_000));
         // The connection's own replies are bounded by what it sent, not by these limits.
         writer.push(&line("still answered"));
         let (small, _r) = self::writer(limits(1000, 10));
@@ -643,7 +643,11 @@ mod tests {
         stop.store(true, Ordering::Release);
         assert!(writer.is_slow());
         assert_eq!(writer.slow_consumers.load(Ordering::Relaxed), 1);
-        assert_eq!(writer.backlog(), (0, 0), "its queue was thrown away");
+        assert_eq!(
+            writer.queued_deliveries(),
+            (0, 0),
+            "its queue was thrown away"
+        );
         assert!(trickle.join().unwrap() < 64 * 256 * 1024);
     }
 }
