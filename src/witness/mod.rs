@@ -26,7 +26,7 @@ pub mod protocol;
 pub mod server;
 mod session;
 
-pub use client::{Claim, Client, Held, Lease, Renewal};
+pub use client::{Claim, Client, Lease, Renewal};
 pub use lease::{Leases, Snapshot};
-pub use protocol::Pair;
+pub use protocol::{Held, Pair};
 pub use server::Witness;

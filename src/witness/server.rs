@@ -111,7 +111,7 @@ impl Witness {
         self.addr
     }
 
-    /// The view of the pair named [`Pair::DEFAULT`] right now: the highest epoch, the
+    /// The view of the pair named `default` right now: the highest epoch, the
     /// holder, the time its lease has left.
     pub fn status(&self) -> Snapshot {
         self.pair_status(&Pair::default())
