@@ -74,7 +74,7 @@ pub struct Counters {
 }
 
 /// The witness's whole memory. Every method takes the time of the request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Leases {
     /// How long a primary may act after it sent a renewal (it counts on its own clock).
     lease: Duration,
