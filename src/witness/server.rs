@@ -59,11 +59,6 @@ impl Witness {
     pub fn start(config: WitnessConfig) -> Result<Witness> {
         let listener =
             TcpListener::bind(config.listen).map_err(|e| Error::Listen(config.listen, e))?;
-        Witness::start_on(listener, config)
-    }
-
-    /// Like [`Witness::start`] on a listener bound already (`config.listen` is ignored).
-    pub fn start_on(listener: TcpListener, config: WitnessConfig) -> Result<Witness> {
         let addr = listener.local_addr()?;
         info!(
             "witness listening on {addr}: leases of {} ms, margin {} ms; granting nothing for \
@@ -79,14 +74,14 @@ impl Witness {
                  a local run"
             );
         }
-        let now = Instant::now();
+        let pairs = Pairs::new(
+            config.lease,
+            config.margin,
+            Instant::now(),
+            config.max_connections,
+        );
         let shared = Arc::new(Shared {
-            pairs: Mutex::new(Pairs::new(
-                config.lease,
-                config.margin,
-                now,
-                config.max_connections,
-            )),
+            pairs: Mutex::new(pairs),
             slots: Mutex::new(Slots::new(config.max_connections, BROKER_SLOTS)),
             config,
             stopping: AtomicBool::new(false),
@@ -137,15 +132,16 @@ impl Witness {
         info!("witness shutting down");
         // Drop does the work.
     }
+}
 
-    fn stop(&mut self) {
-        let Some(accept) = self.accept.take() else {
-            return;
-        };
+impl Drop for Witness {
+    fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
         // Wake the accept loop, blocked in accept().
         crate::connection::wake_listener(self.addr);
-        let _ = accept.join();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
         self.shared.sockets.close_all();
         for t in self.shared.conns.lock().drain(..) {
             let _ = t.join();
@@ -153,15 +149,9 @@ impl Witness {
     }
 }
 
-impl Drop for Witness {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     for stream in listener.incoming() {
-        if shared.stopping() {
+        if shared.stopping.load(Ordering::Acquire) {
             return;
         }
         let stream = match stream {
@@ -179,10 +169,9 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             return;
         };
         // Every connection has to prove itself here, in an open slot too.
-        let admission = match source {
-            Ok(source) => shared.slots.lock().admit(key, source, true),
-            Err(_) => Admission::Refused,
-        };
+        let admission = source.map_or(Admission::Refused, |source| {
+            shared.slots.lock().admit(key, source, true)
+        });
         match admission {
             Admission::Granted { evicted, .. } => {
                 if let Some(evicted) = evicted {
