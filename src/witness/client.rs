@@ -134,9 +134,9 @@ impl Client {
             Reply::Leased { epoch: e, lease } if e == epoch => {
                 Ok(Renewal::Leased(lease_from(e, sent, lease)?))
             }
-            Reply::Fenced { epoch: newer } if newer > epoch => Ok(Renewal::Fenced(newer)),
+            Reply::Fenced(newer) if newer > epoch => Ok(Renewal::Fenced(newer)),
             Reply::Held(held) => Ok(Renewal::Held(held)),
-            Reply::Restarting { left } => Ok(Renewal::Restarting(left)),
+            Reply::Restarting(left) => Ok(Renewal::Restarting(left)),
             Reply::Err(reason) => Err(Error::Refused(reason)),
             other => Err(odd("LEASE", &other)),
         }
@@ -153,7 +153,7 @@ impl Client {
                 Ok(Claim::Granted(lease_from(epoch, sent, lease)?))
             }
             Reply::Held(held) => Ok(Claim::Held(held)),
-            Reply::Restarting { left } => Ok(Claim::Restarting(left)),
+            Reply::Restarting(left) => Ok(Claim::Restarting(left)),
             Reply::Err(reason) => Err(Error::Refused(reason)),
             other => Err(odd("CLAIM", &other)),
         }

@@ -143,7 +143,7 @@ impl Leases {
         }
         self.seen = self.seen.max(epoch);
         let wait = self.held_for().saturating_sub(t);
-        (!wait.is_zero()).then_some(Reply::Restarting { left: wait })
+        (!wait.is_zero()).then_some(Reply::Restarting(wait))
     }
 
     /// The holder whose lease is live at `t`. A lapsed one is forgotten (and logged).
@@ -196,7 +196,7 @@ impl Leases {
                 "node {node} renews epoch {epoch}, older than {}: fenced",
                 self.seen
             );
-            return Reply::Fenced { epoch: self.seen };
+            return Reply::Fenced(self.seen);
         }
         match self.live_holder(t) {
             Some(h) if h.epoch == epoch => {
@@ -372,14 +372,12 @@ mod tests {
         for ms in [0, 1000, READY - 1] {
             assert_eq!(
                 w.claim(epoch(3, A), B, clock.at(ms)),
-                Reply::Restarting {
-                    left: Duration::from_millis(READY - ms)
-                },
+                Reply::Restarting(Duration::from_millis(READY - ms)),
                 "claim at {ms} ms"
             );
             assert!(matches!(
                 w.renew(epoch(3, A), A, clock.at(ms)),
-                Reply::Restarting { .. }
+                Reply::Restarting(_)
             ));
         }
         assert_eq!(w.snapshot(clock.at(READY - 1)).holder, None);
@@ -397,7 +395,7 @@ mod tests {
         let _ = w.renew(epoch(5, B), B, clock.at(100));
         assert_eq!(
             w.renew(epoch(4, A), A, clock.at(READY)),
-            Reply::Fenced { epoch: epoch(5, B) }
+            Reply::Fenced(epoch(5, B))
         );
         assert!(matches!(
             w.renew(epoch(5, B), B, clock.at(READY + 1)),
@@ -464,11 +462,8 @@ mod tests {
         let t = READY + 2250;
         let b = granted(w.claim(a, B, clock.at(t)));
         // A comes back from a freeze and renews its old epoch: fenced, even with no live lease.
-        assert_eq!(w.renew(a, A, clock.at(t + 1)), Reply::Fenced { epoch: b });
-        assert_eq!(
-            w.renew(a, A, clock.at(t + 99_999)),
-            Reply::Fenced { epoch: b }
-        );
+        assert_eq!(w.renew(a, A, clock.at(t + 1)), Reply::Fenced(b));
+        assert_eq!(w.renew(a, A, clock.at(t + 99_999)), Reply::Fenced(b));
         assert_eq!(w.snapshot(clock.at(t + 1)).counters.fenced, 2);
     }
 
@@ -506,10 +501,7 @@ mod tests {
         let (holder, left) = held_left(w.renew(b, B, clock.at(READY + 10)));
         assert_eq!((holder, left), (a, 2240), "A's lease is still live here");
         // B's registration fenced A: were A alive after all, its next renewal stops it.
-        assert_eq!(
-            w.renew(a, A, clock.at(READY + 20)),
-            Reply::Fenced { epoch: b }
-        );
+        assert_eq!(w.renew(a, A, clock.at(READY + 20)), Reply::Fenced(b));
         assert_eq!(w.snapshot(clock.at(READY + 20)).epoch, b);
         assert!(matches!(
             w.renew(b, B, clock.at(READY + 2250)),

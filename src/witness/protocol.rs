@@ -103,11 +103,9 @@ pub enum Request {
         /// The dialer's fresh nonce (hex).
         nonce: String,
     },
-    /// `PROOF|<proof>`: the dialer's proof; answered by `WELCOME` or `ERR`.
-    Proof {
-        /// HMAC-SHA256 in hex.
-        proof: String,
-    },
+    /// `PROOF|<proof>`: the dialer's proof, HMAC-SHA256 in hex; answered by `WELCOME` or
+    /// `ERR`.
+    Proof(String),
 }
 
 impl Request {
@@ -155,9 +153,7 @@ impl Request {
                 kind: f.field("kind")?.parse()?,
                 nonce: f.hex("nonce")?,
             },
-            "PROOF" => Request::Proof {
-                proof: f.hex("proof")?,
-            },
+            "PROOF" => Request::Proof(f.hex("proof")?),
             "" => return Err(ParseError::new("empty verb")),
             verb => {
                 return Err(ParseError::new(format!(
@@ -184,7 +180,7 @@ impl fmt::Display for Request {
             Request::Status(pair) => write!(f, "STATUS|{pair}"),
             Request::Ping => f.write_str("PING"),
             Request::Hello { kind, nonce } => write!(f, "HELLO|{}|{nonce}", kind.as_str()),
-            Request::Proof { proof } => write!(f, "PROOF|{proof}"),
+            Request::Proof(proof) => write!(f, "PROOF|{proof}"),
         }
     }
 }
@@ -224,16 +220,11 @@ pub enum Reply {
     /// `left`.
     Held(Held),
     /// `RESTARTING|<ms left>`: the witness started recently and knows nothing; it grants and
-    /// leases nothing until a lease it might have granted before its start has lapsed.
-    Restarting {
-        /// How long until it answers again.
-        left: Duration,
-    },
-    /// `FENCED|<epoch>`: the sender's epoch is stale; the newest the witness knows is `epoch`.
-    Fenced {
-        /// The newer epoch.
-        epoch: Epoch,
-    },
+    /// leases nothing until a lease it might have granted before its start has lapsed, which
+    /// is how long until it answers again.
+    Restarting(Duration),
+    /// `FENCED|<epoch>`: the sender's epoch is stale; this is the newest the witness knows.
+    Fenced(Epoch),
     /// `STATUS|key=value|…`: the witness's view (PROTOCOL.md lists the fields).
     Status(Vec<(String, String)>),
     /// `PONG`: the answer to `PING`.
@@ -284,10 +275,8 @@ impl Reply {
                 holder: f.number("holder")?,
                 left: millis(&mut f, "time left")?,
             }),
-            "RESTARTING" => Reply::Restarting {
-                left: millis(&mut f, "time left")?,
-            },
-            "FENCED" => Reply::Fenced { epoch: f.epoch()? },
+            "RESTARTING" => Reply::Restarting(millis(&mut f, "time left")?),
+            "FENCED" => Reply::Fenced(f.epoch()?),
             "STATUS" => Reply::Status(f.status_pairs()?),
             "PONG" => return Ok(Reply::Pong),
             "CHALLENGE" => Reply::Challenge {
@@ -328,8 +317,8 @@ impl fmt::Display for Reply {
             Reply::Leased { epoch, lease } => write!(f, "LEASED|{epoch}|{}", lease.as_millis()),
             Reply::Granted { epoch, lease } => write!(f, "GRANTED|{epoch}|{}", lease.as_millis()),
             Reply::Held(h) => write!(f, "HELD|{}|{}|{}", h.epoch, h.holder, ms_up(h.left)),
-            Reply::Restarting { left } => write!(f, "RESTARTING|{}", ms_up(*left)),
-            Reply::Fenced { epoch } => write!(f, "FENCED|{epoch}"),
+            Reply::Restarting(left) => write!(f, "RESTARTING|{}", ms_up(*left)),
+            Reply::Fenced(epoch) => write!(f, "FENCED|{epoch}"),
             Reply::Status(pairs) => write!(f, "STATUS{}", StatusPairs(pairs)),
             Reply::Pong => f.write_str("PONG"),
             Reply::Challenge { nonce, proof } => write!(f, "CHALLENGE|{nonce}|{proof}"),
@@ -382,9 +371,7 @@ mod tests {
                 kind: AuthKind::Peer,
                 nonce: "00ff".into(),
             },
-            Request::Proof {
-                proof: "abcdef".into(),
-            },
+            Request::Proof("abcdef".into()),
         ];
         for request in requests {
             let bytes = request.to_bytes();
@@ -409,10 +396,8 @@ mod tests {
                 holder: 7,
                 left: Duration::from_millis(1250),
             }),
-            Reply::Restarting {
-                left: Duration::from_millis(2250),
-            },
-            Reply::Fenced { epoch: epoch(5, 1) },
+            Reply::Restarting(Duration::from_millis(2250)),
+            Reply::Fenced(epoch(5, 1)),
             Reply::Status(vec![("role".into(), "witness".into())]),
             Reply::Pong,
             Reply::Challenge {
@@ -524,9 +509,7 @@ mod tests {
         // The largest number a field holds is still a Duration, not a wrap.
         assert_eq!(
             Reply::parse(b"RESTARTING|18446744073709551615").unwrap(),
-            Reply::Restarting {
-                left: Duration::from_millis(u64::MAX)
-            }
+            Reply::Restarting(Duration::from_millis(u64::MAX))
         );
     }
 }

@@ -187,7 +187,7 @@ impl Session<'_> {
                     proof,
                 })
             }
-            Request::Proof { proof } => return self.check_proof(&proof),
+            Request::Proof(proof) => return self.check_proof(&proof),
         })
     }
 
