@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread::{self, JoinHandle, Scope};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -74,26 +74,21 @@ impl Witness {
                  a local run"
             );
         }
-        let pairs = Pairs::new(
-            config.lease,
-            config.margin,
-            Instant::now(),
-            config.max_connections,
-        );
+        let now = Instant::now();
+        let pairs = Pairs::new(config.lease, config.margin, now, config.max_connections);
         let shared = Arc::new(Shared {
             pairs: Mutex::new(pairs),
             slots: Mutex::new(Slots::new(config.max_connections, BROKER_SLOTS)),
             config,
             stopping: AtomicBool::new(false),
             sockets: Registry::default(),
-            conns: Mutex::new(Vec::new()),
             auth_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
         });
         let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
             .name("witness-accept".into())
-            .spawn(move || accept_loop(&s, listener))?;
+            .spawn(move || thread::scope(|scope| accept_loop(scope, &s, listener)))?;
         Ok(Witness {
             shared,
             addr,
@@ -137,19 +132,18 @@ impl Witness {
 impl Drop for Witness {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
-        // Wake the accept loop, blocked in accept().
+        self.shared.sockets.close_all();
+        // Wake the accept loop, blocked in accept(); it joins the connection threads, which
+        // the closed sockets have ended.
         crate::connection::wake_listener(self.addr);
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
-        self.shared.sockets.close_all();
-        for t in self.shared.conns.lock().drain(..) {
-            let _ = t.join();
-        }
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+/// Accepts connections, each served by a thread of `scope`, until the witness stops.
+fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpListener) {
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::Acquire) {
             return;
@@ -188,22 +182,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         }
-        let s = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name(format!("witness-conn-{key}"))
             .stack_size(CONN_STACK)
-            .spawn(move || session::serve(&s, stream, key));
-        match spawned {
-            Ok(handle) => {
-                let mut conns = shared.conns.lock();
-                conns.retain(|h| !h.is_finished());
-                conns.push(handle);
-            }
-            Err(e) => {
-                warn!("cannot start a connection thread: {e}");
-                shared.sockets.forget(key);
-                shared.slots.lock().leave(key);
-            }
+            .spawn_scoped(scope, move || session::serve(shared, stream, key));
+        if let Err(e) = spawned {
+            warn!("cannot start a connection thread: {e}");
+            shared.sockets.forget(key);
+            shared.slots.lock().leave(key);
         }
     }
 }

@@ -6,7 +6,6 @@
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use log::{debug, warn};
@@ -34,8 +33,6 @@ pub(super) struct Shared {
     pub(super) stopping: AtomicBool,
     /// The open connections, so that stopping can close them.
     pub(super) sockets: Registry,
-    /// The connection threads, for stopping to join.
-    pub(super) conns: Mutex<Vec<JoinHandle<()>>>,
     pub(super) auth_failures: AtomicU64,
     pub(super) refused_connections: AtomicU64,
 }
