@@ -204,16 +204,11 @@ impl Client {
             Reply::parse(conn.read_line()?)
                 .map_err(|e| Error::Protocol(format!("the witness answered oddly: {e}")))
         });
-        match reply {
-            Ok(reply) => {
-                self.conn = Some(conn);
-                Ok((sent, reply))
-            }
-            Err(e) => {
-                conn.close();
-                Err(e)
-            }
+        match &reply {
+            Ok(_) => self.conn = Some(conn),
+            Err(_) => conn.close(),
         }
+        Ok((sent, reply?))
     }
 }
 

@@ -148,12 +148,9 @@ impl Leases {
 
     /// The holder whose lease is live at `t`. A lapsed one is forgotten (and logged).
     fn live_holder(&mut self, t: Duration) -> Option<Holder> {
-        let h = self.holder?;
-        if h.lapses_at <= t {
-            info!(
-                "the lease of epoch {} (node {}) lapsed",
-                h.epoch, h.epoch.node
-            );
+        let Holder { epoch, lapses_at } = self.holder?;
+        if lapses_at <= t {
+            info!("the lease of epoch {epoch} (node {}) lapsed", epoch.node);
             self.holder = None;
         }
         self.holder
