@@ -164,25 +164,22 @@ impl Session<'_> {
         Ok(match request {
             // The time is read once the rules are locked, so it only goes up.
             Request::Lease { pair, epoch, node } => {
-                shared
-                    .pairs
-                    .lock()
-                    .renew(&pair, epoch, node, Instant::now())
+                let mut rules = shared.pairs.lock();
+                rules.renew(&pair, epoch, node, Instant::now())
             }
             Request::Claim { pair, seen, node } => {
-                shared.pairs.lock().claim(&pair, seen, node, Instant::now())
+                let mut rules = shared.pairs.lock();
+                rules.claim(&pair, seen, node, Instant::now())
             }
             Request::Status(pair) => Reply::Status(shared.status_fields(&pair)),
             Request::Ping => Reply::Pong,
             // HELLO: answer with our nonce and our proof.
             Request::Hello { kind, nonce } => {
-                let hello = self
-                    .handshake
-                    .hello(kind, nonce, shared.config.secret_for(kind));
-                hello.map_or_else(Reply::Err, |(nonce, proof)| Reply::Challenge {
-                    nonce,
-                    proof,
-                })
+                let secret = shared.config.secret_for(kind);
+                match self.handshake.hello(kind, nonce, secret) {
+                    Ok((nonce, proof)) => Reply::Challenge { nonce, proof },
+                    Err(why) => Reply::Err(why),
+                }
             }
             Request::Proof(proof) => return self.check_proof(&proof),
         })
@@ -199,11 +196,8 @@ impl Session<'_> {
     /// PROOF: grant access, or hang up.
     fn check_proof(&mut self, proof: &str) -> Result<Reply, String> {
         let config = &self.shared.config;
-        if self
-            .handshake
-            .proof(proof, |kind| config.secret_for(kind))
-            .is_none()
-        {
+        let proven = self.handshake.proof(proof, |kind| config.secret_for(kind));
+        if proven.is_none() {
             self.shared.auth_failures.fetch_add(1, Ordering::Relaxed);
             warn!("authentication failed (from {}); hanging up", self.peer);
             return Err("authentication failed".into());
