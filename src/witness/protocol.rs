@@ -109,12 +109,6 @@ pub enum Request {
 }
 
 impl Request {
-    /// Whether a connection must have authenticated before it may send this (when the witness
-    /// has a secret). Only the alive check, the status and the handshake itself are free.
-    pub fn needs_auth(&self) -> bool {
-        matches!(self, Request::Lease { .. } | Request::Claim { .. })
-    }
-
     /// Parses one line (without its `\n`).
     ///
     /// ```
