@@ -93,11 +93,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The listener's side of the handshake on one connection: the nonces of the `HELLO` it
-/// answered, until the dialer's `PROOF` is checked against them.
+/// The listener's side of the handshake on one connection: the secret and the nonces of the
+/// `HELLO` it answered, until the dialer's `PROOF` is checked against them.
 #[derive(Debug, Default)]
 pub struct Listener {
-    hello: Option<(AuthKind, String, String)>,
+    hello: Option<(AuthKind, Secret, String, String)>,
 }
 
 impl Listener {
@@ -112,20 +112,15 @@ impl Listener {
         let secret = secret.ok_or_else(|| format!("no {} secret is set here", kind.as_str()))?;
         let ours = nonce();
         let proof = proof(secret, Side::Listener, kind, &theirs, &ours);
-        self.hello = Some((kind, theirs, ours.clone()));
+        self.hello = Some((kind, secret.clone(), theirs, ours.clone()));
         Ok((ours, proof))
     }
 
     /// `PROOF|<proof>`: the kind the dialer proved, or `None` (no `HELLO` before it, or a
-    /// wrong proof). `secret_for` gives the secret of a kind, as [`Listener::hello`] got it.
-    pub fn proof<'s>(
-        &mut self,
-        proof: &str,
-        secret_for: impl FnOnce(AuthKind) -> Option<&'s Secret>,
-    ) -> Option<AuthKind> {
-        let (kind, theirs, ours) = self.hello.take()?;
-        let secret = secret_for(kind)?;
-        verify(secret, Side::Dialer, kind, (&theirs, &ours), proof).then_some(kind)
+    /// wrong proof).
+    pub fn proof(&mut self, proof: &str) -> Option<AuthKind> {
+        let (kind, secret, theirs, ours) = self.hello.take()?;
+        verify(&secret, Side::Dialer, kind, (&theirs, &ours), proof).then_some(kind)
     }
 }
 
@@ -156,7 +151,7 @@ mod tests {
         let kind = AuthKind::Client;
         let mut listener = Listener::default();
         let no_hello = proof(&s, Side::Dialer, kind, "ab", "cd");
-        assert_eq!(listener.proof(&no_hello, |_| Some(&s)), None);
+        assert_eq!(listener.proof(&no_hello), None);
         assert_eq!(
             listener.hello(kind, "ab".into(), None),
             Err("no client secret is set here".into())
@@ -165,19 +160,18 @@ mod tests {
         let (ours, our_proof) = listener.hello(kind, "ab".into(), Some(&s)).unwrap();
         assert!(verify(&s, Side::Listener, kind, ("ab", &ours), &our_proof));
         let right = proof(&s, Side::Dialer, kind, "ab", &ours);
-        assert_eq!(listener.proof("00", |_| Some(&s)), None);
+        assert_eq!(listener.proof("00"), None);
         // A failed PROOF used the HELLO up: the right proof comes too late.
-        assert_eq!(listener.proof(&right, |_| Some(&s)), None);
+        assert_eq!(listener.proof(&right), None);
 
+        // A proof by another secret than the HELLO's is wrong.
+        let other = Secret::new("other").unwrap();
+        let (ours, _) = listener.hello(kind, "ab".into(), Some(&s)).unwrap();
+        let wrong = proof(&other, Side::Dialer, kind, "ab", &ours);
+        assert_eq!(listener.proof(&wrong), None);
         let (ours, _) = listener.hello(kind, "ab".into(), Some(&s)).unwrap();
         let right = proof(&s, Side::Dialer, kind, "ab", &ours);
-        assert_eq!(listener.proof(&right, |_| None), None);
-        let (ours, _) = listener.hello(kind, "ab".into(), Some(&s)).unwrap();
-        let right = proof(&s, Side::Dialer, kind, "ab", &ours);
-        assert_eq!(
-            listener.proof(&right, |k| (k == kind).then_some(&s)),
-            Some(kind)
-        );
+        assert_eq!(listener.proof(&right), Some(kind));
     }
 
     #[test]

@@ -121,12 +121,6 @@ impl Slots {
         self.held.contains_key(&key)
     }
 
-    /// How many slots are held.
-    #[cfg(test)]
-    pub fn held(&self) -> usize {
-        self.held.len()
-    }
-
     /// Which unproven holder a newcomer from `newcomer` pushes out (rule 2), as an index into
     /// `unproven`: the oldest of the source that holds the most, counting the newcomer.
     fn victim(&self, newcomer: Source) -> Option<usize> {
@@ -166,7 +160,7 @@ mod tests {
         );
         slots.prove(3);
         assert_eq!(slots.admit(4, from(1), false), Admission::Refused);
-        assert_eq!(slots.held(), 3);
+        assert_eq!(slots.held.len(), 3);
         // A slot that is left is free again, of its own kind.
         slots.leave(1);
         assert_eq!(slots.admit(5, from(1), false), granted(Slot::Open, None));
@@ -198,7 +192,7 @@ mod tests {
         }
         slots.prove(5000);
         assert!(slots.holds(5000) && !slots.holds(1));
-        assert_eq!(slots.held(), 4);
+        assert_eq!(slots.held.len(), 4);
         assert_eq!(slots.unproven.len(), 3);
     }
 
@@ -241,7 +235,7 @@ mod tests {
         slots.prove(4);
         // The one hung up on leaves later: that frees nothing the newcomer holds.
         slots.leave(1);
-        assert_eq!(slots.held(), 3);
+        assert_eq!(slots.held.len(), 3);
         assert_eq!(slots.admit(5, from(9), true), granted(Slot::Open, Some(2)));
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::debug;
 
-use super::protocol::{Pair, Reply, Request};
+use super::protocol::{Held, Pair, Reply, Request};
 use crate::auth::Secret;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -40,17 +40,6 @@ impl Lease {
     pub fn left(&self, now: Instant) -> Duration {
         self.until.saturating_duration_since(now)
     }
-}
-
-/// Another broker's lease is live on the witness's side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Held {
-    /// The holder's epoch.
-    pub epoch: Epoch,
-    /// The holder's node id.
-    pub holder: u32,
-    /// How long until the witness counts it lapsed; ask again then.
-    pub left: Duration,
 }
 
 /// The witness's answer to a renewal ([`Client::renew`]).
@@ -111,19 +100,8 @@ pub struct Client {
     conn: Option<Connection>,
 }
 
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("addr", &self.addr)
-            .field("timeout", &self.timeout)
-            .field("pair", &self.pair)
-            .field("connected", &self.conn.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
 impl Client {
-    /// A client of the witness at `addr` (`host:port`) for the pair named [`Pair::DEFAULT`].
+    /// A client of the witness at `addr` (`host:port`) for the pair named `default`.
     /// Dialling, each write and each answer may take `timeout` (the brokers' ping timeout);
     /// with `secret`, every connection authenticates as a peer first.
     pub fn new(addr: impl Into<String>, timeout: Duration, secret: Option<Secret>) -> Client {
@@ -156,17 +134,9 @@ impl Client {
             Reply::Leased { epoch: e, lease } if e == epoch => {
                 Ok(Renewal::Leased(lease_from(e, sent, lease)?))
             }
-            Reply::Fenced { epoch: newer } if newer > epoch => Ok(Renewal::Fenced(newer)),
-            Reply::Held {
-                epoch,
-                holder,
-                left,
-            } => Ok(Renewal::Held(Held {
-                epoch,
-                holder,
-                left,
-            })),
-            Reply::Restarting { left } => Ok(Renewal::Restarting(left)),
+            Reply::Fenced(newer) if newer > epoch => Ok(Renewal::Fenced(newer)),
+            Reply::Held(held) => Ok(Renewal::Held(held)),
+            Reply::Restarting(left) => Ok(Renewal::Restarting(left)),
             Reply::Err(reason) => Err(Error::Refused(reason)),
             other => Err(odd("LEASE", &other)),
         }
@@ -182,16 +152,8 @@ impl Client {
             Reply::Granted { epoch, lease } if epoch.node == node && epoch >= seen => {
                 Ok(Claim::Granted(lease_from(epoch, sent, lease)?))
             }
-            Reply::Held {
-                epoch,
-                holder,
-                left,
-            } => Ok(Claim::Held(Held {
-                epoch,
-                holder,
-                left,
-            })),
-            Reply::Restarting { left } => Ok(Claim::Restarting(left)),
+            Reply::Held(held) => Ok(Claim::Held(held)),
+            Reply::Restarting(left) => Ok(Claim::Restarting(left)),
             Reply::Err(reason) => Err(Error::Refused(reason)),
             other => Err(odd("CLAIM", &other)),
         }
@@ -225,36 +187,28 @@ impl Client {
         }
     }
 
-    /// One attempt; any failure closes the connection, so that a late answer can never be
-    /// read as the answer to the next request.
+    /// One attempt, on the open connection or a new one. Any failure closes the connection,
+    /// so that a late answer can never be read as the answer to the next request.
     fn exchange(&mut self, request: &Request) -> Result<(Instant, Reply)> {
-        let result = self.try_exchange(request);
-        if result.is_err()
-            && let Some(conn) = self.conn.take()
-        {
-            conn.close();
-        }
-        result
-    }
-
-    fn try_exchange(&mut self, request: &Request) -> Result<(Instant, Reply)> {
-        let conn = match self.conn.take() {
+        let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => self.dial()?,
+            None => {
+                let auth = self.secret.as_ref().map(|s| (AuthKind::Peer, s));
+                let conn = Connection::dial(&self.addr, self.timeout, MAX_REPLY, auth)?;
+                debug!("connected to the witness at {}", self.addr);
+                conn
+            }
         };
-        let conn = self.conn.insert(conn);
         let sent = Instant::now();
-        conn.send_line(&request.to_bytes())?;
-        let reply = Reply::parse(conn.read_line()?)
-            .map_err(|e| Error::Protocol(format!("the witness answered oddly: {e}")))?;
-        Ok((sent, reply))
-    }
-
-    fn dial(&self) -> Result<Connection> {
-        let auth = self.secret.as_ref().map(|s| (AuthKind::Peer, s));
-        let conn = Connection::dial(&self.addr, self.timeout, MAX_REPLY, auth)?;
-        debug!("connected to the witness at {}", self.addr);
-        Ok(conn)
+        let reply = conn.send_line(&request.to_bytes()).and_then(|()| {
+            Reply::parse(conn.read_line()?)
+                .map_err(|e| Error::Protocol(format!("the witness answered oddly: {e}")))
+        });
+        match &reply {
+            Ok(_) => self.conn = Some(conn),
+            Err(_) => conn.close(),
+        }
+        Ok((sent, reply?))
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::protocol::{Reply, ms_up};
+use super::protocol::{Held, Reply, ms_up};
 use crate::protocol::{Epoch, Heard};
 
 /// How often a primary renews its lease: every ping interval, and at least twice per lease,
@@ -74,7 +74,7 @@ pub struct Counters {
 }
 
 /// The witness's whole memory. Every method takes the time of the request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Leases {
     /// How long a primary may act after it sent a renewal (it counts on its own clock).
     lease: Duration,
@@ -122,16 +122,8 @@ impl Leases {
         }
     }
 
-    /// Refuses `epoch`, shown by `node`, if the witness may not take it as seen
-    /// ([`Epoch::may_adopt`]; every line it reads is one anyone may have sent).
-    fn refuses(&self, epoch: Epoch, node: u32) -> Option<Reply> {
-        let why = epoch.may_adopt(self.seen, Heard::Told).err()?;
-        warn!("{why} (shown by node {node}); refused");
-        Some(Reply::Err(why))
-    }
-
     /// How long a lease lasts on the witness's side: what the primary got, plus the margin.
-    fn held_for(&self) -> Duration {
+    pub fn held_for(&self) -> Duration {
         self.lease.saturating_add(self.margin)
     }
 
@@ -140,34 +132,37 @@ impl Leases {
         now.saturating_duration_since(self.origin)
     }
 
-    /// How long the restart wait still lasts at `t`.
-    fn restart_wait(&self, t: Duration) -> Duration {
-        self.held_for().saturating_sub(t)
+    /// What every `LEASE` and `CLAIM` goes through first, at `t`: `epoch`, shown by `node`,
+    /// is refused if the witness may not take it as seen ([`Epoch::may_adopt`]; every line it
+    /// reads is one anyone may have sent), else taken as seen; then a restarted witness says
+    /// how long it still waits. `None`: go on.
+    fn refuses(&mut self, epoch: Epoch, node: u32, t: Duration) -> Option<Reply> {
+        if let Err(why) = epoch.may_adopt(self.seen, Heard::Told) {
+            warn!("{why} (shown by node {node}); refused");
+            return Some(Reply::Err(why));
+        }
+        self.seen = self.seen.max(epoch);
+        let wait = self.held_for().saturating_sub(t);
+        (!wait.is_zero()).then_some(Reply::Restarting(wait))
     }
 
     /// The holder whose lease is live at `t`. A lapsed one is forgotten (and logged).
     fn live_holder(&mut self, t: Duration) -> Option<Holder> {
-        match self.holder {
-            Some(h) if h.lapses_at > t => Some(h),
-            Some(h) => {
-                info!(
-                    "the lease of epoch {} (node {}) lapsed",
-                    h.epoch, h.epoch.node
-                );
-                self.holder = None;
-                None
-            }
-            None => None,
+        let Holder { epoch, lapses_at } = self.holder?;
+        if lapses_at <= t {
+            info!("the lease of epoch {epoch} (node {}) lapsed", epoch.node);
+            self.holder = None;
         }
+        self.holder
     }
 
     fn held(&mut self, h: Holder, t: Duration) -> Reply {
         self.counters.held += 1;
-        Reply::Held {
+        Reply::Held(Held {
             epoch: h.epoch,
             holder: h.epoch.node,
             left: h.lapses_at.saturating_sub(t),
-        }
+        })
     }
 
     /// Makes `epoch` the holder from `t` on.
@@ -188,14 +183,9 @@ impl Leases {
                 epoch.node
             ));
         }
-        if let Some(refused) = self.refuses(epoch, node) {
+        let newer = epoch > self.seen;
+        if let Some(refused) = self.refuses(epoch, node, t) {
             return refused;
-        }
-        if self.restart_wait(t) > Duration::ZERO {
-            self.seen = self.seen.max(epoch);
-            return Reply::Restarting {
-                left: self.restart_wait(t),
-            };
         }
         if epoch < self.seen {
             self.counters.fenced += 1;
@@ -203,33 +193,32 @@ impl Leases {
                 "node {node} renews epoch {epoch}, older than {}: fenced",
                 self.seen
             );
-            return Reply::Fenced { epoch: self.seen };
+            return Reply::Fenced(self.seen);
         }
         match self.live_holder(t) {
             Some(h) if h.epoch == epoch => {
                 self.counters.renewals += 1;
-                self.hold(epoch, t);
                 debug!("renewed the lease of epoch {epoch}");
             }
             Some(h) => {
-                // A newer epoch, taken over on certain death: it fences the holder's next
-                // renewal now, and gets the lease once the holder's has lapsed.
-                if epoch > self.seen {
+                // A newer epoch, taken over on certain death: it is the highest epoch now,
+                // which fences the holder's next renewal, and it gets the lease once the
+                // holder's has lapsed.
+                if newer {
                     info!(
                         "node {node} registers epoch {epoch} while epoch {} holds the lease; \
                          fencing it",
                         h.epoch
                     );
                 }
-                self.seen = epoch;
                 return self.held(h, t);
             }
             None => {
                 self.counters.registrations += 1;
-                self.hold(epoch, t);
                 info!("node {node} registered epoch {epoch}; it holds the lease");
             }
         }
+        self.hold(epoch, t);
         Reply::Leased {
             epoch,
             lease: self.lease,
@@ -240,16 +229,10 @@ impl Leases {
     /// A claim from the holder itself (its `GRANTED` was lost) gets its grant again.
     pub fn claim(&mut self, seen: Epoch, node: u32, now: Instant) -> Reply {
         let t = self.at(now);
-        if let Some(refused) = self.refuses(seen, node) {
+        if let Some(refused) = self.refuses(seen, node, t) {
             return refused;
         }
-        self.seen = self.seen.max(seen);
-        if self.restart_wait(t) > Duration::ZERO {
-            return Reply::Restarting {
-                left: self.restart_wait(t),
-            };
-        }
-        match self.live_holder(t) {
+        let epoch = match self.live_holder(t) {
             Some(h) if h.epoch.node != node => {
                 debug!(
                     "node {node} claims, but epoch {} holds the lease; not yet",
@@ -259,29 +242,27 @@ impl Leases {
             }
             Some(h) if h.epoch == self.seen => {
                 self.counters.renewals += 1;
-                self.hold(h.epoch, t);
                 debug!("node {node} claims again the epoch {} it holds", h.epoch);
-                return Reply::Granted {
-                    epoch: h.epoch,
-                    lease: self.lease,
-                };
+                h.epoch
             }
             // Nobody holds the lease, or only the claimant in an epoch since outdone.
-            _ => {}
-        }
-        // The grant must leave a takeover after it, as every epoch a broker adopts does.
-        let Some(next) = self.seen.next(node).filter(|e| e.next(node).is_some()) else {
-            return Reply::Err(format!(
-                "epoch term {} is at its limit; no epoch granted after {} could be followed",
-                Epoch::MAX_TERM,
-                self.seen
-            ));
+            _ => {
+                // The grant must leave a takeover after it, as every epoch a broker adopts does.
+                let Some(next) = self.seen.next(node).filter(|e| e.next(node).is_some()) else {
+                    return Reply::Err(format!(
+                        "epoch term {} is at its limit; no epoch granted after {} could be followed",
+                        Epoch::MAX_TERM,
+                        self.seen
+                    ));
+                };
+                self.counters.grants += 1;
+                info!("granted epoch {next} to node {node}");
+                next
+            }
         };
-        self.counters.grants += 1;
-        self.hold(next, t);
-        info!("granted epoch {next} to node {node}");
+        self.hold(epoch, t);
         Reply::Granted {
-            epoch: next,
+            epoch,
             lease: self.lease,
         }
     }
@@ -294,7 +275,7 @@ impl Leases {
             epoch: self.seen,
             holder: live.map(|h| h.epoch),
             lease_left: live.map_or(Duration::ZERO, |h| h.lapses_at.saturating_sub(t)),
-            restart_wait: self.restart_wait(t),
+            restart_wait: self.held_for().saturating_sub(t),
             lease: self.lease,
             margin: self.margin,
             counters: self.counters,
@@ -370,11 +351,11 @@ mod tests {
 
     fn held_left(reply: Reply) -> (Epoch, u64) {
         match reply {
-            Reply::Held {
+            Reply::Held(Held {
                 epoch,
                 holder,
                 left,
-            } => {
+            }) => {
                 assert_eq!(holder, epoch.node);
                 (epoch, left.as_millis() as u64)
             }
@@ -388,14 +369,12 @@ mod tests {
         for ms in [0, 1000, READY - 1] {
             assert_eq!(
                 w.claim(epoch(3, A), B, clock.at(ms)),
-                Reply::Restarting {
-                    left: Duration::from_millis(READY - ms)
-                },
+                Reply::Restarting(Duration::from_millis(READY - ms)),
                 "claim at {ms} ms"
             );
             assert!(matches!(
                 w.renew(epoch(3, A), A, clock.at(ms)),
-                Reply::Restarting { .. }
+                Reply::Restarting(_)
             ));
         }
         assert_eq!(w.snapshot(clock.at(READY - 1)).holder, None);
@@ -413,7 +392,7 @@ mod tests {
         let _ = w.renew(epoch(5, B), B, clock.at(100));
         assert_eq!(
             w.renew(epoch(4, A), A, clock.at(READY)),
-            Reply::Fenced { epoch: epoch(5, B) }
+            Reply::Fenced(epoch(5, B))
         );
         assert!(matches!(
             w.renew(epoch(5, B), B, clock.at(READY + 1)),
@@ -448,10 +427,7 @@ mod tests {
         let (_, left) = held_left(w.claim(a, B, clock.at(t0 + 1500)));
         assert_eq!(left, 1750, "lease + margin after the renewal");
         // Past A's own end (+3000, counted from an earlier send) but inside the margin.
-        assert!(matches!(
-            w.claim(a, B, clock.at(t0 + 3249)),
-            Reply::Held { .. }
-        ));
+        assert!(matches!(w.claim(a, B, clock.at(t0 + 3249)), Reply::Held(_)));
         let b = granted(w.claim(a, B, clock.at(t0 + 3250)));
         assert_eq!(b, epoch(2, B));
         assert_eq!(w.snapshot(clock.at(t0 + 3250)).counters.grants, 2);
@@ -483,11 +459,8 @@ mod tests {
         let t = READY + 2250;
         let b = granted(w.claim(a, B, clock.at(t)));
         // A comes back from a freeze and renews its old epoch: fenced, even with no live lease.
-        assert_eq!(w.renew(a, A, clock.at(t + 1)), Reply::Fenced { epoch: b });
-        assert_eq!(
-            w.renew(a, A, clock.at(t + 99_999)),
-            Reply::Fenced { epoch: b }
-        );
+        assert_eq!(w.renew(a, A, clock.at(t + 1)), Reply::Fenced(b));
+        assert_eq!(w.renew(a, A, clock.at(t + 99_999)), Reply::Fenced(b));
         assert_eq!(w.snapshot(clock.at(t + 1)).counters.fenced, 2);
     }
 
@@ -525,10 +498,7 @@ mod tests {
         let (holder, left) = held_left(w.renew(b, B, clock.at(READY + 10)));
         assert_eq!((holder, left), (a, 2240), "A's lease is still live here");
         // B's registration fenced A: were A alive after all, its next renewal stops it.
-        assert_eq!(
-            w.renew(a, A, clock.at(READY + 20)),
-            Reply::Fenced { epoch: b }
-        );
+        assert_eq!(w.renew(a, A, clock.at(READY + 20)), Reply::Fenced(b));
         assert_eq!(w.snapshot(clock.at(READY + 20)).epoch, b);
         assert!(matches!(
             w.renew(b, B, clock.at(READY + 2250)),

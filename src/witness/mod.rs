@@ -6,7 +6,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`lease`] | the rules, a pure state machine on an injected clock: lease, claim, fence |
-//! | [`pairs`] | one set of rules per pair name, so one witness serves many pairs |
+//! | `pairs` | one set of rules per pair name, so one witness serves many pairs |
 //! | [`protocol`] | the witness's lines as Rust values: parse and encode bytes, no sockets |
 //! | [`server`] | the `witness` program's engine: a listener, a thread per connection |
 //! | `session` | one connection: its lines, its handshake, what it has proved |
@@ -21,12 +21,12 @@
 
 pub mod client;
 pub mod lease;
-pub mod pairs;
+mod pairs;
 pub mod protocol;
 pub mod server;
 mod session;
 
-pub use client::{Claim, Client, Held, Lease, Renewal};
+pub use client::{Claim, Client, Lease, Renewal};
 pub use lease::{Leases, Snapshot};
-pub use protocol::Pair;
+pub use protocol::{Held, Pair};
 pub use server::Witness;

@@ -27,10 +27,8 @@ struct Entry {
 /// Every pair's rules, by name.
 #[derive(Debug)]
 pub struct Pairs {
-    lease: Duration,
-    margin: Duration,
-    /// When the witness started; every pair's rules count from it.
-    origin: Instant,
+    /// The rules of a pair not heard of yet: they count from the witness's start.
+    fresh: Leases,
     /// The most pairs remembered at once.
     max: usize,
     pairs: HashMap<Pair, Entry>,
@@ -40,9 +38,7 @@ impl Pairs {
     /// A witness that starts at `now`, remembering at most `max` pairs.
     pub fn new(lease: Duration, margin: Duration, now: Instant, max: usize) -> Pairs {
         Pairs {
-            lease,
-            margin,
-            origin: now,
+            fresh: Leases::new(lease, margin, now),
             max: max.max(1),
             pairs: HashMap::new(),
         }
@@ -50,40 +46,27 @@ impl Pairs {
 
     /// `LEASE` for `pair` ([`Leases::renew`]).
     pub fn renew(&mut self, pair: &Pair, epoch: Epoch, node: u32, now: Instant) -> Reply {
-        match self.entry(pair, now) {
-            Ok(leases) => leases.renew(epoch, node, now),
-            Err(full) => full,
-        }
+        self.entry(pair, now)
+            .map_or_else(|full| full, |rules| rules.renew(epoch, node, now))
     }
 
     /// `CLAIM` for `pair` ([`Leases::claim`]).
     pub fn claim(&mut self, pair: &Pair, seen: Epoch, node: u32, now: Instant) -> Reply {
-        match self.entry(pair, now) {
-            Ok(leases) => leases.claim(seen, node, now),
-            Err(full) => full,
-        }
+        self.entry(pair, now)
+            .map_or_else(|full| full, |rules| rules.claim(seen, node, now))
     }
 
     /// `pair`'s view at `now`; a pair never heard of shows what a fresh one would.
     pub fn snapshot(&self, pair: &Pair, now: Instant) -> Snapshot {
-        match self.pairs.get(pair) {
-            Some(entry) => entry.leases.snapshot(now),
-            None => self.fresh().snapshot(now),
-        }
+        self.pairs
+            .get(pair)
+            .map_or(&self.fresh, |e| &e.leases)
+            .snapshot(now)
     }
 
     /// How many pairs the witness remembers.
     pub fn len(&self) -> usize {
         self.pairs.len()
-    }
-
-    /// Whether it remembers none.
-    pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
-    }
-
-    fn fresh(&self) -> Leases {
-        Leases::new(self.lease, self.margin, self.origin)
     }
 
     /// `pair`'s rules, marked heard at `now`; made (room first, if need be) for a new pair.
@@ -93,13 +76,12 @@ impl Pairs {
                 self.make_room(now)?;
             }
             info!("serving pair '{pair}'");
-            let entry = Entry {
-                leases: self.fresh(),
-                heard: now,
-            };
-            self.pairs.insert(pair.clone(), entry);
         }
-        let entry = self.pairs.get_mut(pair).expect("inserted above");
+        let fresh = &self.fresh;
+        let entry = self.pairs.entry(pair.clone()).or_insert_with(|| Entry {
+            leases: fresh.clone(),
+            heard: now,
+        });
         entry.heard = entry.heard.max(now);
         Ok(&mut entry.leases)
     }
@@ -107,7 +89,7 @@ impl Pairs {
     /// Forgets the pair silent longest, if it has been silent for longer than a lease and
     /// its margin (so no lease of its is live).
     fn make_room(&mut self, now: Instant) -> Result<(), Reply> {
-        let held_for = self.lease.saturating_add(self.margin);
+        let held_for = self.fresh.held_for();
         let quiet = self
             .pairs
             .iter()
@@ -198,7 +180,7 @@ mod tests {
         let mut fresh = Pairs::new(LEASE, MARGIN, start, 8);
         assert!(matches!(
             fresh.claim(&late, Epoch::default(), A, start),
-            Reply::Restarting { .. }
+            Reply::Restarting(_)
         ));
     }
 

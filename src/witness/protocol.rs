@@ -23,8 +23,6 @@ pub struct Pair(String);
 impl Pair {
     /// The longest name.
     pub const MAX_LEN: usize = 64;
-    /// The name of a pair that was given none; `STATUS` without a name asks for it.
-    pub const DEFAULT: &'static str = "default";
 
     /// The name as written.
     pub fn as_str(&self) -> &str {
@@ -32,9 +30,10 @@ impl Pair {
     }
 }
 
+/// The pair `default`: a pair that was given no name; `STATUS` without a name asks for it.
 impl Default for Pair {
     fn default() -> Pair {
-        Pair(Pair::DEFAULT.into())
+        Pair("default".into())
     }
 }
 
@@ -93,7 +92,7 @@ pub enum Request {
         node: u32,
     },
     /// `STATUS[|<pair>]`: answered by one `STATUS|key=value|…` line: the witness's own
-    /// fields, then the pair's (the pair named [`Pair::DEFAULT`] when none is named).
+    /// fields, then the pair's (the pair `default` when none is named).
     Status(Pair),
     /// `PING` (whatever follows it): answered by `PONG`.
     Ping,
@@ -104,20 +103,12 @@ pub enum Request {
         /// The dialer's fresh nonce (hex).
         nonce: String,
     },
-    /// `PROOF|<proof>`: the dialer's proof; answered by `WELCOME` or `ERR`.
-    Proof {
-        /// HMAC-SHA256 in hex.
-        proof: String,
-    },
+    /// `PROOF|<proof>`: the dialer's proof, HMAC-SHA256 in hex; answered by `WELCOME` or
+    /// `ERR`.
+    Proof(String),
 }
 
 impl Request {
-    /// Whether a connection must have authenticated before it may send this (when the witness
-    /// has a secret). Only the alive check, the status and the handshake itself are free.
-    pub fn needs_auth(&self) -> bool {
-        matches!(self, Request::Lease { .. } | Request::Claim { .. })
-    }
-
     /// Parses one line (without its `\n`).
     ///
     /// ```
@@ -156,9 +147,7 @@ impl Request {
                 kind: f.field("kind")?.parse()?,
                 nonce: f.hex("nonce")?,
             },
-            "PROOF" => Request::Proof {
-                proof: f.hex("proof")?,
-            },
+            "PROOF" => Request::Proof(f.hex("proof")?),
             "" => return Err(ParseError::new("empty verb")),
             verb => {
                 return Err(ParseError::new(format!(
@@ -168,13 +157,6 @@ impl Request {
         };
         f.end()?;
         Ok(request)
-    }
-
-    /// Appends the line, `\n` included, to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        // Writing into a Vec cannot fail.
-        let _ = writeln!(out, "{self}");
     }
 
     /// The encoded line as bytes, `\n` included.
@@ -192,9 +174,21 @@ impl fmt::Display for Request {
             Request::Status(pair) => write!(f, "STATUS|{pair}"),
             Request::Ping => f.write_str("PING"),
             Request::Hello { kind, nonce } => write!(f, "HELLO|{}|{nonce}", kind.as_str()),
-            Request::Proof { proof } => write!(f, "PROOF|{proof}"),
+            Request::Proof(proof) => write!(f, "PROOF|{proof}"),
         }
     }
+}
+
+/// `HELD`: the primary of `epoch` (node `holder`) holds a lease that lapses, on the witness's
+/// clock, in `left`; ask again then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The holder's epoch.
+    pub epoch: Epoch,
+    /// The holder's node id.
+    pub holder: u32,
+    /// How long until the lease lapses on the witness's side, margin included.
+    pub left: Duration,
 }
 
 /// Every line a witness sends.
@@ -216,27 +210,15 @@ pub enum Reply {
         /// How long the new primary may act, from its sending.
         lease: Duration,
     },
-    /// `HELD|<epoch>|<node>|<ms left>`: the primary of `epoch` (node `holder`) holds a lease
-    /// that lapses, on the witness's clock, in `left`; ask again then.
-    Held {
-        /// The holder's epoch.
-        epoch: Epoch,
-        /// The holder's node id.
-        holder: u32,
-        /// How long until the lease lapses on the witness's side, margin included.
-        left: Duration,
-    },
+    /// `HELD|<epoch>|<node>|<ms left>`: another broker's lease is live; ask again after its
+    /// `left`.
+    Held(Held),
     /// `RESTARTING|<ms left>`: the witness started recently and knows nothing; it grants and
-    /// leases nothing until a lease it might have granted before its start has lapsed.
-    Restarting {
-        /// How long until it answers again.
-        left: Duration,
-    },
-    /// `FENCED|<epoch>`: the sender's epoch is stale; the newest the witness knows is `epoch`.
-    Fenced {
-        /// The newer epoch.
-        epoch: Epoch,
-    },
+    /// leases nothing until a lease it might have granted before its start has lapsed, which
+    /// is how long until it answers again.
+    Restarting(Duration),
+    /// `FENCED|<epoch>`: the sender's epoch is stale; this is the newest the witness knows.
+    Fenced(Epoch),
     /// `STATUS|key=value|…`: the witness's view (PROTOCOL.md lists the fields).
     Status(Vec<(String, String)>),
     /// `PONG`: the answer to `PING`.
@@ -260,15 +242,15 @@ impl Reply {
     /// ```
     /// use std::time::Duration;
     /// use edgebroker::protocol::Epoch;
-    /// use edgebroker::witness::protocol::Reply;
+    /// use edgebroker::witness::protocol::{Held, Reply};
     ///
     /// assert_eq!(
     ///     Reply::parse(b"HELD|3.41277|41277|1250").unwrap(),
-    ///     Reply::Held {
+    ///     Reply::Held(Held {
     ///         epoch: Epoch { term: 3, node: 41277 },
     ///         holder: 41277,
     ///         left: Duration::from_millis(1250),
-    ///     }
+    ///     })
     /// );
     /// ```
     pub fn parse(line: &[u8]) -> Result<Reply, ParseError> {
@@ -282,15 +264,13 @@ impl Reply {
                 epoch: f.epoch()?,
                 lease: millis(&mut f, "lease")?,
             },
-            "HELD" => Reply::Held {
+            "HELD" => Reply::Held(Held {
                 epoch: f.epoch()?,
                 holder: f.number("holder")?,
                 left: millis(&mut f, "time left")?,
-            },
-            "RESTARTING" => Reply::Restarting {
-                left: millis(&mut f, "time left")?,
-            },
-            "FENCED" => Reply::Fenced { epoch: f.epoch()? },
+            }),
+            "RESTARTING" => Reply::Restarting(millis(&mut f, "time left")?),
+            "FENCED" => Reply::Fenced(f.epoch()?),
             "STATUS" => Reply::Status(f.status_pairs()?),
             "PONG" => return Ok(Reply::Pong),
             "CHALLENGE" => Reply::Challenge {
@@ -303,12 +283,6 @@ impl Reply {
         };
         f.end()?;
         Ok(reply)
-    }
-
-    /// Appends the line, `\n` included, to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        let _ = writeln!(out, "{self}");
     }
 
     /// The encoded line as bytes, `\n` included.
@@ -336,13 +310,9 @@ impl fmt::Display for Reply {
             // A lease is rounded down: a holder never believes in more than it got.
             Reply::Leased { epoch, lease } => write!(f, "LEASED|{epoch}|{}", lease.as_millis()),
             Reply::Granted { epoch, lease } => write!(f, "GRANTED|{epoch}|{}", lease.as_millis()),
-            Reply::Held {
-                epoch,
-                holder,
-                left,
-            } => write!(f, "HELD|{epoch}|{holder}|{}", ms_up(*left)),
-            Reply::Restarting { left } => write!(f, "RESTARTING|{}", ms_up(*left)),
-            Reply::Fenced { epoch } => write!(f, "FENCED|{epoch}"),
+            Reply::Held(h) => write!(f, "HELD|{}|{}|{}", h.epoch, h.holder, ms_up(h.left)),
+            Reply::Restarting(left) => write!(f, "RESTARTING|{}", ms_up(*left)),
+            Reply::Fenced(epoch) => write!(f, "FENCED|{epoch}"),
             Reply::Status(pairs) => write!(f, "STATUS{}", StatusPairs(pairs)),
             Reply::Pong => f.write_str("PONG"),
             Reply::Challenge { nonce, proof } => write!(f, "CHALLENGE|{nonce}|{proof}"),
@@ -395,9 +365,7 @@ mod tests {
                 kind: AuthKind::Peer,
                 nonce: "00ff".into(),
             },
-            Request::Proof {
-                proof: "abcdef".into(),
-            },
+            Request::Proof("abcdef".into()),
         ];
         for request in requests {
             let bytes = request.to_bytes();
@@ -417,15 +385,13 @@ mod tests {
                 epoch: epoch(4, 9),
                 lease: Duration::from_millis(2000),
             },
-            Reply::Held {
+            Reply::Held(Held {
                 epoch: epoch(3, 7),
                 holder: 7,
                 left: Duration::from_millis(1250),
-            },
-            Reply::Restarting {
-                left: Duration::from_millis(2250),
-            },
-            Reply::Fenced { epoch: epoch(5, 1) },
+            }),
+            Reply::Restarting(Duration::from_millis(2250)),
+            Reply::Fenced(epoch(5, 1)),
             Reply::Status(vec![("role".into(), "witness".into())]),
             Reply::Pong,
             Reply::Challenge {
@@ -460,11 +426,11 @@ mod tests {
             Request::parse(b"STATUS").unwrap(),
             Request::Status(Pair::default())
         );
-        let held = Reply::Held {
+        let held = Reply::Held(Held {
             epoch: epoch(2, 41277),
             holder: 41277,
             left: Duration::from_micros(1_249_001),
-        };
+        });
         assert_eq!(held.to_bytes(), b"HELD|2.41277|41277|1250\n", "rounded up");
         let leased = Reply::Leased {
             epoch: epoch(2, 41277),
@@ -537,9 +503,7 @@ mod tests {
         // The largest number a field holds is still a Duration, not a wrap.
         assert_eq!(
             Reply::parse(b"RESTARTING|18446744073709551615").unwrap(),
-            Reply::Restarting {
-                left: Duration::from_millis(u64::MAX)
-            }
+            Reply::Restarting(Duration::from_millis(u64::MAX))
         );
     }
 }

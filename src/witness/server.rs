@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread::{self, JoinHandle, Scope};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -59,11 +59,6 @@ impl Witness {
     pub fn start(config: WitnessConfig) -> Result<Witness> {
         let listener =
             TcpListener::bind(config.listen).map_err(|e| Error::Listen(config.listen, e))?;
-        Witness::start_on(listener, config)
-    }
-
-    /// Like [`Witness::start`] on a listener bound already (`config.listen` is ignored).
-    pub fn start_on(listener: TcpListener, config: WitnessConfig) -> Result<Witness> {
         let addr = listener.local_addr()?;
         info!(
             "witness listening on {addr}: leases of {} ms, margin {} ms; granting nothing for \
@@ -80,25 +75,20 @@ impl Witness {
             );
         }
         let now = Instant::now();
+        let pairs = Pairs::new(config.lease, config.margin, now, config.max_connections);
         let shared = Arc::new(Shared {
-            pairs: Mutex::new(Pairs::new(
-                config.lease,
-                config.margin,
-                now,
-                config.max_connections,
-            )),
+            pairs: Mutex::new(pairs),
             slots: Mutex::new(Slots::new(config.max_connections, BROKER_SLOTS)),
             config,
             stopping: AtomicBool::new(false),
             sockets: Registry::default(),
-            conns: Mutex::new(Vec::new()),
             auth_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
         });
         let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
             .name("witness-accept".into())
-            .spawn(move || accept_loop(&s, listener))?;
+            .spawn(move || thread::scope(|scope| accept_loop(scope, &s, listener)))?;
         Ok(Witness {
             shared,
             addr,
@@ -111,7 +101,7 @@ impl Witness {
         self.addr
     }
 
-    /// The view of the pair named [`Pair::DEFAULT`] right now: the highest epoch, the
+    /// The view of the pair named `default` right now: the highest epoch, the
     /// holder, the time its lease has left.
     pub fn status(&self) -> Snapshot {
         self.pair_status(&Pair::default())
@@ -137,31 +127,25 @@ impl Witness {
         info!("witness shutting down");
         // Drop does the work.
     }
-
-    fn stop(&mut self) {
-        let Some(accept) = self.accept.take() else {
-            return;
-        };
-        self.shared.stopping.store(true, Ordering::Release);
-        // Wake the accept loop, blocked in accept().
-        crate::connection::wake_listener(self.addr);
-        let _ = accept.join();
-        self.shared.sockets.close_all();
-        for t in self.shared.conns.lock().drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
 impl Drop for Witness {
     fn drop(&mut self) {
-        self.stop();
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.sockets.close_all();
+        // Wake the accept loop, blocked in accept(); it joins the connection threads, which
+        // the closed sockets have ended.
+        crate::connection::wake_listener(self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+/// Accepts connections, each served by a thread of `scope`, until the witness stops.
+fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpListener) {
     for stream in listener.incoming() {
-        if shared.stopping() {
+        if shared.stopping.load(Ordering::Acquire) {
             return;
         }
         let stream = match stream {
@@ -179,10 +163,9 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             return;
         };
         // Every connection has to prove itself here, in an open slot too.
-        let admission = match source {
-            Ok(source) => shared.slots.lock().admit(key, source, true),
-            Err(_) => Admission::Refused,
-        };
+        let admission = source.map_or(Admission::Refused, |source| {
+            shared.slots.lock().admit(key, source, true)
+        });
         match admission {
             Admission::Granted { evicted, .. } => {
                 if let Some(evicted) = evicted {
@@ -199,22 +182,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         }
-        let s = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name(format!("witness-conn-{key}"))
             .stack_size(CONN_STACK)
-            .spawn(move || session::serve(&s, stream, key));
-        match spawned {
-            Ok(handle) => {
-                let mut conns = shared.conns.lock();
-                conns.retain(|h| !h.is_finished());
-                conns.push(handle);
-            }
-            Err(e) => {
-                warn!("cannot start a connection thread: {e}");
-                shared.sockets.forget(key);
-                shared.slots.lock().leave(key);
-            }
+            .spawn_scoped(scope, move || session::serve(shared, stream, key));
+        if let Err(e) = spawned {
+            warn!("cannot start a connection thread: {e}");
+            shared.sockets.forget(key);
+            shared.slots.lock().leave(key);
         }
     }
 }

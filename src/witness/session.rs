@@ -6,11 +6,10 @@
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use log::{debug, warn};
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
 use super::pairs::Pairs;
 use super::protocol::{Pair, Reply, Request};
@@ -18,13 +17,15 @@ use crate::auth;
 use crate::config::WitnessConfig;
 use crate::connection::{LineReader, Stream};
 use crate::error::Error;
-use crate::protocol::AuthKind;
 use crate::registry::Registry;
 use crate::slots::Slots;
 
 /// The longest line a witness reads: its longest request, a `HELLO` with a 128-digit nonce,
 /// fits many times over.
 const MAX_LINE: usize = 1024;
+
+/// What a connection that must authenticate is told.
+const AUTH_FIRST: &str = "authenticate first (HELLO|peer|<nonce>)";
 
 /// What every connection thread shares.
 pub(super) struct Shared {
@@ -35,17 +36,11 @@ pub(super) struct Shared {
     pub(super) stopping: AtomicBool,
     /// The open connections, so that stopping can close them.
     pub(super) sockets: Registry,
-    /// The connection threads, for stopping to join.
-    pub(super) conns: Mutex<Vec<JoinHandle<()>>>,
     pub(super) auth_failures: AtomicU64,
     pub(super) refused_connections: AtomicU64,
 }
 
 impl Shared {
-    pub(super) fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
     /// The `STATUS` fields: `pair`'s view, then the server's own.
     pub(super) fn status_fields(&self, pair: &Pair) -> Vec<(String, String)> {
         let (mut fields, pairs) = {
@@ -75,7 +70,6 @@ pub(super) fn serve(shared: &Shared, stream: Stream, key: u64) {
     let mut session = Session {
         shared,
         key,
-        authenticated: shared.config.secret.is_none(),
         proven: false,
         handshake: auth::Listener::default(),
         peer,
@@ -92,10 +86,9 @@ pub(super) fn serve(shared: &Shared, stream: Stream, key: u64) {
 struct Session<'a> {
     shared: &'a Shared,
     key: u64,
-    /// It may send `LEASE` and `CLAIM`: it passed the handshake, or the witness has no secret.
-    authenticated: bool,
     /// It keeps its slot and its idle timeout: it authenticated (with a secret) or spoke a
-    /// broker's verb (without one).
+    /// broker's verb (without one). With a secret, only a proven connection may send `LEASE`
+    /// and `CLAIM`.
     proven: bool,
     /// A handshake in progress.
     handshake: auth::Listener,
@@ -108,7 +101,8 @@ impl Session<'_> {
         let (idle, proof_deadline) = (config.idle_timeout, Instant::now() + config.auth_timeout);
         stream.set_write_timeout(Some(idle))?;
         let mut reader = LineReader::new(stream.clone(), MAX_LINE);
-        loop {
+        // The reason of the `ERR` sent before hanging up, if one is.
+        let last_word = loop {
             let wait = if self.proven {
                 idle
             } else {
@@ -116,23 +110,22 @@ impl Session<'_> {
             };
             if wait.is_zero() {
                 let why = match config.secret {
-                    Some(_) => "authenticate first (HELLO|peer|<nonce>)",
+                    Some(_) => AUTH_FIRST,
                     None => "a connection that sends no LEASE or CLAIM is closed",
                 };
-                let reason = format!("{why} within {} ms", config.auth_timeout.as_millis());
-                stream.write_all(&Reply::Err(reason).to_bytes())?;
-                return Ok(());
+                break Some(format!(
+                    "{why} within {} ms",
+                    config.auth_timeout.as_millis()
+                ));
             }
             stream.set_read_timeout(Some(wait))?;
             let line = match reader.read_line() {
                 Ok(Some(line)) => line,
-                Ok(None) => {
-                    // A newcomer took our slot: say so, so the dialler knows we are busy.
-                    if !self.shared.slots.lock().holds(self.key) {
-                        stream.write_all(&Reply::Err("too many connections".into()).to_bytes())?;
-                    }
-                    return Ok(());
+                // A newcomer took our slot: say so, so the dialler knows we are busy.
+                Ok(None) if !self.shared.slots.lock().holds(self.key) => {
+                    break Some("too many connections".into());
                 }
+                Ok(None) => break None,
                 Err(Error::Timeout) if !self.proven => continue,
                 Err(Error::Timeout) => {
                     debug!(
@@ -140,54 +133,60 @@ impl Session<'_> {
                         self.peer,
                         idle.as_secs()
                     );
-                    return Ok(());
+                    break None;
                 }
-                Err(Error::LineTooLong) => {
-                    stream.write_all(&Reply::Err("line too long".into()).to_bytes())?;
-                    return Ok(());
-                }
+                Err(Error::LineTooLong) => break Some("line too long".into()),
                 Err(e) => return Err(e.into()),
             };
-            let (reply, hang_up) = self.answer(line);
-            stream.write_all(&reply.to_bytes())?;
-            if hang_up {
-                return Ok(());
+            match self.answer(line) {
+                Ok(reply) => stream.write_all(&reply.to_bytes())?,
+                Err(reason) => break Some(reason),
             }
+        };
+        if let Some(reason) = last_word {
+            stream.write_all(&Reply::Err(reason).to_bytes())?;
         }
+        Ok(())
     }
 
-    /// The answer to one line, and whether to hang up after sending it.
-    fn answer(&mut self, line: &[u8]) -> (Reply, bool) {
+    /// The answer to one line, or the reason to send before hanging up.
+    fn answer(&mut self, line: &[u8]) -> Result<Reply, String> {
         let request = match Request::parse(line) {
             Ok(request) => request,
-            Err(e) => return (Reply::Err(e.reason().to_string()), false),
+            Err(e) => return Ok(Reply::Err(e.reason().to_string())),
         };
-        if request.needs_auth() && !self.authenticated {
-            let why = "authenticate first (HELLO|peer|<nonce>)";
-            return (Reply::Err(why.into()), false);
-        }
-        if request.needs_auth() {
+        // A broker's verbs need the proof (when the witness has a secret); the alive check,
+        // the status and the handshake itself are free.
+        if matches!(request, Request::Lease { .. } | Request::Claim { .. }) {
+            if !self.proven && self.shared.config.secret.is_some() {
+                return Ok(Reply::Err(AUTH_FIRST.into()));
+            }
             // Without a secret a broker's verb is all the proof there is.
             self.prove();
         }
-        let reply = match request {
+        let shared = self.shared;
+        Ok(match request {
             // The time is read once the rules are locked, so it only goes up.
             Request::Lease { pair, epoch, node } => {
-                self.pairs().renew(&pair, epoch, node, Instant::now())
+                let mut rules = shared.pairs.lock();
+                rules.renew(&pair, epoch, node, Instant::now())
             }
             Request::Claim { pair, seen, node } => {
-                self.pairs().claim(&pair, seen, node, Instant::now())
+                let mut rules = shared.pairs.lock();
+                rules.claim(&pair, seen, node, Instant::now())
             }
-            Request::Status(pair) => Reply::Status(self.shared.status_fields(&pair)),
+            Request::Status(pair) => Reply::Status(shared.status_fields(&pair)),
             Request::Ping => Reply::Pong,
-            Request::Hello { kind, nonce } => self.challenge(kind, nonce),
-            Request::Proof { proof } => return self.check_proof(&proof),
-        };
-        (reply, false)
-    }
-
-    fn pairs(&self) -> MutexGuard<'_, Pairs> {
-        self.shared.pairs.lock()
+            // HELLO: answer with our nonce and our proof.
+            Request::Hello { kind, nonce } => {
+                let secret = shared.config.secret_for(kind);
+                match self.handshake.hello(kind, nonce, secret) {
+                    Ok((nonce, proof)) => Reply::Challenge { nonce, proof },
+                    Err(why) => Reply::Err(why),
+                }
+            }
+            Request::Proof(proof) => return self.check_proof(&proof),
+        })
     }
 
     /// From now on the connection keeps its slot and its idle timeout.
@@ -198,32 +197,15 @@ impl Session<'_> {
         }
     }
 
-    /// HELLO: answer with our nonce and our proof.
-    fn challenge(&mut self, kind: AuthKind, theirs: String) -> Reply {
-        match self
-            .handshake
-            .hello(kind, theirs, self.shared.config.secret_for(kind))
-        {
-            Ok((nonce, proof)) => Reply::Challenge { nonce, proof },
-            Err(why) => Reply::Err(why),
-        }
-    }
-
     /// PROOF: grant access, or hang up.
-    fn check_proof(&mut self, proof: &str) -> (Reply, bool) {
-        let config = &self.shared.config;
-        let verified = self
-            .handshake
-            .proof(proof, |kind| config.secret_for(kind))
-            .is_some();
-        if verified {
-            debug!("{} authenticated", self.peer);
-            self.authenticated = true;
-            self.prove();
-            return (Reply::Welcome, false);
+    fn check_proof(&mut self, proof: &str) -> Result<Reply, String> {
+        if self.handshake.proof(proof).is_none() {
+            self.shared.auth_failures.fetch_add(1, Ordering::Relaxed);
+            warn!("authentication failed (from {}); hanging up", self.peer);
+            return Err("authentication failed".into());
         }
-        self.shared.auth_failures.fetch_add(1, Ordering::Relaxed);
-        warn!("authentication failed (from {}); hanging up", self.peer);
-        (Reply::Err("authentication failed".into()), true)
+        debug!("{} authenticated", self.peer);
+        self.prove();
+        Ok(Reply::Welcome)
     }
 }
