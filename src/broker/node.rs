@@ -144,8 +144,9 @@ impl Node {
         self.state.lock().is_primary_in(epoch)
     }
 
-    /// Gives a seed-form publish an id of our own: our node id and a counter.
-    pub fn anonymous_id(&self) -> MsgId {
+    /// Gives a seed-form publish an id of our own: our node id and a counter. Drawn only
+    /// under the role lock (`Node::admit_anonymous`), so the ids rise in the log's order.
+    pub(super) fn anonymous_id(&self) -> MsgId {
         MsgId {
             publisher: u64::from(self.id),
             seq: self.anon_seq.fetch_add(1, Ordering::Relaxed) + 1,

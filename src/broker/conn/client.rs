@@ -8,19 +8,15 @@ use log::{debug, info};
 
 use crate::protocol::{Message, MsgId, Reply, Role, publisher_id};
 
+use super::super::node::Node;
 use super::super::topics::{Format, SUBSCRIPTION_OVERHEAD};
-use super::super::verdict::Refusal;
+use super::super::verdict::{Admitted, Refusal};
 use super::Conn;
 
 impl Conn {
     /// PUBLISH: a message under an id of the broker's, answered by ACK.
     pub(super) fn publish_anonymous(&mut self, topic: String, payload: String) -> Option<Reply> {
-        let message = Message {
-            id: self.node.anonymous_id(),
-            topic,
-            payload,
-        };
-        self.publish(message, Reply::Ack)
+        self.publish(|node| node.admit_anonymous(&topic, &payload), Reply::Ack)
     }
 
     /// PUB: the ACK echoes the key; the message travels under the id derived from it.
@@ -30,27 +26,31 @@ impl Conn {
             publisher: publisher_id(sent.publisher),
             seq: sent.seq,
         };
-        self.publish(message, Reply::AckId(sent))
+        self.publish(|node| node.admit(message.clone()), Reply::AckId(sent))
     }
 
     /// ADOPT: a stepped-down primary's message, published under its own id.
     pub(super) fn adopt(&mut self, message: Message) -> Option<Reply> {
         let id = message.id;
-        self.publish(message, Reply::AckId(id))
+        self.publish(|node| node.admit(message.clone()), Reply::AckId(id))
     }
 
-    /// Admits a publish and answers `ack` once it is safe (or `ERR`). A backup first makes
-    /// sure the primary is really alive; if it is not, the backup takes over and serves the
-    /// publish. An ACK not yet decided keeps its place in the writer and is filed (`None`):
-    /// the thread that learns its verdict fills it in (`super::super::acks`).
-    fn publish(&mut self, message: Message, ack: Reply) -> Option<Reply> {
+    /// Admits a publish (`admit`) and answers `ack` once it is safe (or `ERR`). A backup
+    /// first makes sure the primary is really alive; if it is not, the backup takes over and
+    /// admits the publish again. An ACK not yet decided keeps its place in the writer and is
+    /// filed (`None`): the thread that learns its verdict fills it in (`super::super::acks`).
+    fn publish(
+        &mut self,
+        admit: impl Fn(&Node) -> Result<Admitted, Refusal>,
+        ack: Reply,
+    ) -> Option<Reply> {
         let node = Arc::clone(&self.node);
-        let mut result = node.admit(message.clone());
+        let mut result = admit(&node);
         if result.as_ref().err() == Some(&Refusal::NotPrimary) {
             node.await_orphans_handed_over();
             debug!("publish on the backup; probing the primary now");
             if node.settle_role() == Role::Primary {
-                result = node.admit(message);
+                result = admit(&node);
             }
         }
         let admitted = match result {
