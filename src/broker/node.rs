@@ -127,6 +127,16 @@ impl Node {
         }
     }
 
+    /// For unit tests: a core with the fast preset, fed `workers`, whose wake-up channels
+    /// nobody reads.
+    #[cfg(test)]
+    pub fn idle(workers: Vec<Sender<Task>>) -> Self {
+        let (probe, _) = crossbeam_channel::bounded(1);
+        let (redial, _) = crossbeam_channel::bounded(1);
+        let (handoff, _) = crossbeam_channel::bounded(1);
+        Node::new(BrokerConfig::fast(), workers, probe, redial, handoff)
+    }
+
     /// Our role and epoch right now.
     pub fn role(&self) -> (Role, Epoch) {
         let s = self.state.lock();

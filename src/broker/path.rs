@@ -34,13 +34,10 @@ impl Node {
     /// is appended: the ids then rise in the log's order. (Drawn before the lock, a thread
     /// that waited for it while more than the dedup window of others went ahead would find
     /// its id behind the window, taken for a resend: ACKed and never delivered.)
-    pub fn admit_anonymous(&self, topic: &str, payload: &str) -> Result<Admitted, Refusal> {
+    /// The message is built by the caller, outside the lock; only its id is set here.
+    pub fn admit_anonymous(&self, mut message: Message) -> Result<Admitted, Refusal> {
         let mut s = self.state.lock();
-        let message = Message {
-            id: self.anonymous_id(),
-            topic: topic.to_string(),
-            payload: payload.to_string(),
-        };
+        message.id = self.anonymous_id();
         self.admit_locked(&mut s, message)
     }
 
@@ -346,15 +343,12 @@ mod tests {
     use std::thread;
 
     use super::super::node::Node;
-    use crate::config::BrokerConfig;
+    use crate::protocol::{Message, MsgId};
 
     /// A lone primary whose one worker's channel nobody reads.
     fn primary() -> (Arc<Node>, crossbeam_channel::Receiver<super::Task>) {
         let (worker, jobs) = crossbeam_channel::unbounded();
-        let (probe, _) = crossbeam_channel::bounded(1);
-        let (redial, _) = crossbeam_channel::bounded(1);
-        let (handoff, _) = crossbeam_channel::bounded(1);
-        let node = Node::new(BrokerConfig::fast(), vec![worker], probe, redial, handoff);
+        let node = Node::idle(vec![worker]);
         assert!(node.state.lock().take_over(None).is_ok());
         (Arc::new(node), jobs)
     }
@@ -368,7 +362,15 @@ mod tests {
                 let node = Arc::clone(&node);
                 thread::spawn(move || {
                     for i in 0..each {
-                        node.admit_anonymous("t", &format!("{t}-{i}")).unwrap();
+                        let message = Message {
+                            id: MsgId {
+                                publisher: 0,
+                                seq: 0,
+                            },
+                            topic: "t".into(),
+                            payload: format!("{t}-{i}"),
+                        };
+                        node.admit_anonymous(message).unwrap();
                     }
                 })
             })

@@ -298,17 +298,7 @@ mod tests {
     }
 
     fn idle_node() -> Arc<super::super::node::Node> {
-        let (probe, _) = crossbeam_channel::bounded(1);
-        let (redial, _) = crossbeam_channel::bounded(1);
-        let (handoff, _) = crossbeam_channel::bounded(1);
-        let config = crate::config::BrokerConfig::fast();
-        Arc::new(super::super::node::Node::new(
-            config,
-            Vec::new(),
-            probe,
-            redial,
-            handoff,
-        ))
+        Arc::new(super::super::node::Node::idle(Vec::new()))
     }
 
     #[test]

@@ -16,7 +16,15 @@ use super::Conn;
 impl Conn {
     /// PUBLISH: a message under an id of the broker's, answered by ACK.
     pub(super) fn publish_anonymous(&mut self, topic: String, payload: String) -> Option<Reply> {
-        self.publish(|node| node.admit_anonymous(&topic, &payload), Reply::Ack)
+        let message = Message {
+            id: MsgId {
+                publisher: 0,
+                seq: 0,
+            },
+            topic,
+            payload,
+        };
+        self.publish(|node| node.admit_anonymous(message.clone()), Reply::Ack)
     }
 
     /// PUB: the ACK echoes the key; the message travels under the id derived from it.
