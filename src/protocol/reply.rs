@@ -86,7 +86,7 @@ impl Reply {
             },
             "WELCOME" => Reply::Welcome,
             "STATUS" => Reply::Status(f.status_pairs()?),
-            verb => return Err(ParseError::new(format!("unknown reply '{verb}'"))),
+            verb => return Err(format!("unknown reply '{verb}'").into()),
         };
         f.end()?;
         Ok(reply)
