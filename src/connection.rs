@@ -160,10 +160,8 @@ impl Connection {
         auth: Option<(AuthKind, &Secret)>,
     ) -> Result<Connection> {
         // The first of the addresses `addr` resolves to that answers.
-        let mut tried = Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            format!("{addr}: no address"),
-        ));
+        let no_address = format!("{addr}: no address");
+        let mut tried = Err(io::Error::new(ErrorKind::InvalidInput, no_address));
         for sock in addr.to_socket_addrs()? {
             tried = TcpStream::connect_timeout(&sock, timeout);
             if tried.is_ok() {
