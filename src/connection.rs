@@ -11,11 +11,11 @@
 //! socket's read or write timeout passed; a partly read line stays buffered),
 //! [`Error::Closed`], or [`Error::Io`] for the rest.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::auth::{self, Secret, Side};
 use crate::error::{Error, Result};
@@ -88,13 +88,10 @@ impl<R: Read> LineReader<R> {
         loop {
             let unread = &self.buf[self.start + scanned..self.end];
             if let Some(pos) = unread.iter().position(|&b| b == b'\n') {
-                let line_end = self.start + scanned + pos;
-                let line_start = self.start;
-                self.start = line_end + 1;
-                let mut line = &self.buf[line_start..line_end];
-                if let [rest @ .., b'\r'] = line {
-                    line = rest;
-                }
+                let line = self.start..self.start + scanned + pos;
+                self.start = line.end + 1;
+                let line = &self.buf[line];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.len() > self.max_line {
                     return Err(Error::LineTooLong);
                 }
@@ -106,20 +103,15 @@ impl<R: Read> LineReader<R> {
                 return Err(Error::LineTooLong);
             }
             self.make_room();
-            let n = match self.inner.read(&mut self.buf[self.end..]) {
-                Ok(n) => n,
+            match self.inner.read(&mut self.buf[self.end..]) {
+                // The stream may end cleanly only between lines.
+                Ok(0) if self.start == self.end => return Ok(None),
+                Ok(0) => return Err(Error::Closed),
+                Ok(n) => self.end += n,
                 // A signal (SIGSTOP/SIGCONT, a debugger) interrupted the read: try again.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::from_io(e)),
-            };
-            if n == 0 {
-                return if self.start == self.end {
-                    Ok(None)
-                } else {
-                    Err(Error::Closed)
-                };
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
             }
-            self.end += n;
         }
     }
 
@@ -147,37 +139,15 @@ impl<R: Read> LineReader<R> {
     }
 }
 
-/// Writes `bytes` into a socket whose write timeout is short, retrying a write that timed out
-/// until `give_up` (a `give_up` already passed: one try). Returns how much went out and what
-/// stopped it.
-pub fn write_by(stream: &TcpStream, bytes: &[u8], give_up: Instant) -> (usize, io::Result<()>) {
-    let mut stream = stream;
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) && Instant::now() < give_up => {}
-            Err(e) => return (written, Err(e)),
-        }
-    }
-    (written, Ok(()))
-}
-
 /// Whether an I/O error is a read or write timeout rather than a broken connection.
 pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
 /// One connection to a broker, in both directions: requests out, replies in.
 pub struct Connection {
     stream: Stream,
     reader: LineReader<Stream>,
-    out: Vec<u8>,
 }
 
 impl Connection {
@@ -189,7 +159,18 @@ impl Connection {
         max_line: usize,
         auth: Option<(AuthKind, &Secret)>,
     ) -> Result<Connection> {
-        let stream = dial(addr, timeout).map_err(Error::from_io)?;
+        // The first of the addresses `addr` resolves to that answers.
+        let no_address = format!("{addr}: no address");
+        let mut tried = Err(io::Error::new(ErrorKind::InvalidInput, no_address));
+        for sock in addr.to_socket_addrs()? {
+            tried = TcpStream::connect_timeout(&sock, timeout);
+            if tried.is_ok() {
+                break;
+            }
+        }
+        let stream = tried?;
+        // Every line we send is worth sending at once: no Nagle.
+        stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         let mut conn = Connection::new(Stream::new(stream), max_line);
@@ -227,11 +208,8 @@ impl Connection {
 
     /// Wraps a connected stream.
     pub fn new(stream: Stream, max_line: usize) -> Connection {
-        Connection {
-            reader: LineReader::new(stream.clone(), max_line),
-            stream,
-            out: Vec::new(),
-        }
+        let reader = LineReader::new(stream.clone(), max_line);
+        Connection { stream, reader }
     }
 
     /// Sends one request.
@@ -241,11 +219,11 @@ impl Connection {
 
     /// Sends requests in one write.
     pub fn send_all(&mut self, requests: &[Request]) -> Result<()> {
-        self.out.clear();
+        let mut out = Vec::new();
         for request in requests {
-            request.encode(&mut self.out);
+            request.encode(&mut out);
         }
-        (&*self.stream).write_all(&self.out).map_err(Error::from_io)
+        self.send_line(&out)
     }
 
     /// The next reply. The other side closing the connection is [`Error::Closed`]; a line
@@ -254,9 +232,9 @@ impl Connection {
         Reply::parse(self.read_line()?).map_err(|e| Error::Protocol(e.to_string()))
     }
 
-    /// Writes a line encoded already (another program's protocol, such as the witness's).
+    /// Writes lines encoded already (another program's protocol, such as the witness's).
     pub fn send_line(&mut self, line: &[u8]) -> Result<()> {
-        (&*self.stream).write_all(line).map_err(Error::from_io)
+        Ok((&*self.stream).write_all(line)?)
     }
 
     /// The next line, unparsed; the other side closing the connection is [`Error::Closed`].
@@ -295,11 +273,11 @@ impl Connection {
 /// Connects to our own listener on `addr` and hangs up at once, so a thread blocked in its
 /// `accept()` wakes and sees that the server is stopping (an unspecified address, `0.0.0.0`,
 /// is reached on loopback).
-pub fn wake_listener(mut addr: std::net::SocketAddr) {
+pub fn wake_listener(mut addr: SocketAddr) {
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
         });
     }
     let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
@@ -313,22 +291,6 @@ fn refusal_or_verdict(reply: Result<Reply>) -> Result<Reply> {
         Err(Error::Protocol(why)) => Err(Error::Auth(why)),
         other => other,
     }
-}
-
-/// Dials `addr` (`host:port`), trying each address it resolves to for at most `timeout`, and
-/// turns off Nagle's algorithm: every line we send is worth sending at once.
-pub fn dial(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address"));
-    for sock in addr.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&sock, timeout) {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                return Ok(stream);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 #[cfg(test)]

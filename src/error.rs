@@ -58,16 +58,10 @@ impl std::error::Error for Error {
     }
 }
 
+/// An I/O error, with a read or write timeout as [`Error::Timeout`] and a connection closed by
+/// the other side as [`Error::Closed`].
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
-        Error::from_io(e)
-    }
-}
-
-impl Error {
-    /// An I/O error, with a read or write timeout as [`Error::Timeout`] and a connection
-    /// closed by the other side as [`Error::Closed`].
-    pub fn from_io(e: io::Error) -> Error {
         use io::ErrorKind::*;
         match e.kind() {
             WouldBlock | TimedOut => Error::Timeout,

@@ -104,12 +104,10 @@ impl FromStr for Epoch {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let (term, node) = s
             .split_once('.')
-            .ok_or_else(|| ParseError::new(format!("bad epoch '{s}' (want term.node)")))?;
+            .ok_or_else(|| format!("bad epoch '{s}' (want term.node)"))?;
         let term = number(term, "epoch term")?;
         if term > Epoch::MAX_TERM {
-            return Err(ParseError::new(format!(
-                "epoch term {term} is beyond any a broker can reach"
-            )));
+            return Err(format!("epoch term {term} is beyond any a broker can reach").into());
         }
         Ok(Epoch {
             term,

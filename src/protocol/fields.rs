@@ -29,6 +29,12 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+impl From<String> for ParseError {
+    fn from(reason: String) -> Self {
+        ParseError(reason)
+    }
+}
+
 /// Splits a line into its verb and fields; the last of `n` fields takes the rest of the line.
 /// The witness's verbs (`crate::witness::protocol`) are parsed with it too.
 pub(crate) struct Fields<'a> {
@@ -65,9 +71,7 @@ impl<'a> Fields<'a> {
             return Err(ParseError::new("empty topic"));
         }
         if topic.trim() != topic {
-            return Err(ParseError::new(format!(
-                "topic '{topic}' has leading or trailing whitespace"
-            )));
+            return Err(format!("topic '{topic}' has leading or trailing whitespace").into());
         }
         Ok(topic.to_string())
     }
@@ -95,7 +99,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn hex(&mut self, what: &str) -> Result<String, ParseError> {
         let text = self.field(what)?;
         if text.is_empty() || text.len() > 128 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ParseError::new(format!("bad {what} (want hex)")));
+            return Err(format!("bad {what} (want hex)").into());
         }
         Ok(text.to_string())
     }
@@ -130,7 +134,7 @@ impl<'a> Fields<'a> {
         let preferred = match self.field("preferred")? {
             "0" => false,
             "1" => true,
-            text => return Err(ParseError::new(format!("bad flag '{text}' (want 0 or 1)"))),
+            text => return Err(format!("bad flag '{text}' (want 0 or 1)").into()),
         };
         Ok(PeerState {
             epoch,
@@ -147,7 +151,7 @@ impl<'a> Fields<'a> {
             let pair = self.field("key=value")?;
             let (k, v) = pair
                 .split_once('=')
-                .ok_or_else(|| ParseError::new(format!("bad status field '{pair}'")))?;
+                .ok_or_else(|| format!("bad status field '{pair}'"))?;
             pairs.push((k.to_string(), v.to_string()));
         }
         Ok(pairs)
@@ -157,10 +161,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn end(self) -> Result<(), ParseError> {
         match self.rest {
             None => Ok(()),
-            Some(_) => Err(ParseError::new(format!(
-                "too many fields for {}",
-                self.verb
-            ))),
+            Some(_) => Err(format!("too many fields for {}", self.verb).into()),
         }
     }
 }
@@ -183,13 +184,13 @@ fn split_bar(text: &str) -> (&str, Option<&str>) {
 }
 
 fn missing(verb: &str, what: &str) -> ParseError {
-    ParseError::new(format!("{verb} is missing its {what}"))
+    format!("{verb} is missing its {what}").into()
 }
 
 pub(super) fn number<T: FromStr>(text: &str, what: &str) -> Result<T, ParseError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ParseError::new(format!("bad {what} '{text}'")));
+        return Err(format!("bad {what} '{text}'").into());
     }
     text.parse()
-        .map_err(|_| ParseError::new(format!("{what} '{text}' is out of range")))
+        .map_err(|_| format!("{what} '{text}' is out of range").into())
 }

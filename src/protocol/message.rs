@@ -2,6 +2,7 @@
 //! publisher id a key files its messages under.
 
 use std::fmt;
+use std::io::Write;
 
 use super::Epoch;
 
@@ -75,14 +76,12 @@ impl Message {
     /// `REPLICATE|<epoch>|<index>|<publisher>|<seq>|<topic>|<payload>`, `\n` included, from a
     /// borrowed message (the primary keeps the message in its log).
     pub(crate) fn encode_replicate(&self, epoch: Epoch, index: u64, out: &mut Vec<u8>) {
-        use std::io::Write;
         let _ = writeln!(out, "REPLICATE|{epoch}|{index}|{self}");
     }
 
     /// `MSG|<epoch>|<publisher>|<seq>|<topic>|<payload>`, `\n` included: a delivery to an id
     /// subscriber.
     pub(crate) fn encode_msg(&self, epoch: Epoch, out: &mut Vec<u8>) {
-        use std::io::Write;
         let _ = writeln!(out, "MSG|{epoch}|{self}");
     }
 

@@ -15,19 +15,13 @@ pub enum Role {
     Backup,
 }
 
-impl Role {
-    /// The lower-case name used on the wire and in logs.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Backup => "backup",
-        }
-    }
-}
-
+/// The lower-case name used on the wire and in logs.
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(match self {
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+        })
     }
 }
 
@@ -38,7 +32,7 @@ impl FromStr for Role {
         match s {
             "primary" => Ok(Role::Primary),
             "backup" => Ok(Role::Backup),
-            _ => Err(ParseError::new(format!("bad role '{s}'"))),
+            _ => Err(format!("bad role '{s}'").into()),
         }
     }
 }
@@ -69,9 +63,7 @@ impl FromStr for AuthKind {
         match s {
             "peer" => Ok(AuthKind::Peer),
             "client" => Ok(AuthKind::Client),
-            _ => Err(ParseError::new(format!(
-                "bad kind '{s}' (want peer or client)"
-            ))),
+            _ => Err(format!("bad kind '{s}' (want peer or client)").into()),
         }
     }
 }

@@ -19,8 +19,6 @@ pub enum Reply {
     PeerPong(PeerState),
     /// `ERR|<reason>`: the request was refused; the reason is for humans.
     Err(String),
-    /// `<payload>`: a delivery to a seed-form subscriber (written raw, never parsed back).
-    Payload(String),
     /// `MSG|<epoch>|<publisher>|<seq>|<topic>|<payload>`: a delivery to an id subscriber.
     Msg {
         /// The epoch of the broker that processed it.
@@ -60,8 +58,8 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// Parses one line a broker sent (without its `\n`). A raw payload line cannot be told
-    /// apart from other replies, so [`Reply::Payload`] is never returned.
+    /// Parses one line a broker sent (without its `\n`); not the raw payload lines of a seed-form
+    /// subscription (`Message::encode_payload`), which cannot be told apart from replies.
     pub fn parse(line: &[u8]) -> Result<Reply, ParseError> {
         let mut f = Fields::new(line)?;
         let reply = match f.verb {
@@ -86,7 +84,7 @@ impl Reply {
             },
             "WELCOME" => Reply::Welcome,
             "STATUS" => Reply::Status(f.status_pairs()?),
-            verb => return Err(ParseError::new(format!("unknown reply '{verb}'"))),
+            verb => return Err(format!("unknown reply '{verb}'").into()),
         };
         f.end()?;
         Ok(reply)
@@ -125,7 +123,6 @@ impl fmt::Display for Reply {
                 write!(f, "PONG|{}|{}|{}|{preferred}", s.epoch, s.role, s.node)
             }
             Reply::Err(reason) => write!(f, "ERR|{reason}"),
-            Reply::Payload(payload) => f.write_str(payload),
             Reply::Msg { epoch, message } => write!(f, "MSG|{epoch}|{message}"),
             Reply::Replicated { index } => write!(f, "REPLICATED|{index}"),
             Reply::Synced { epoch } => write!(f, "SYNCED|{epoch}"),
@@ -186,6 +183,9 @@ mod tests {
     fn seed_replies_are_byte_exact() {
         assert_eq!(Reply::Ack.to_bytes(), b"ACK\n");
         assert_eq!(Reply::Pong.to_bytes(), b"PONG\n");
-        assert_eq!(Reply::Payload("a|b".into()).to_bytes(), b"a|b\n");
+        // A seed-form subscriber's delivery is the payload alone.
+        let mut delivery = Vec::new();
+        msg(1, 1, "t", "a|b").encode_payload(&mut delivery);
+        assert_eq!(delivery, b"a|b\n");
     }
 }

@@ -92,23 +92,22 @@ pub enum Request {
     },
 }
 
-/// The error for `PUBLISH topicA hello`: fields separated by spaces, not `|`.
-fn spaces_for_bars(line: &str) -> ParseError {
-    let verb = line.split(' ').next().unwrap_or_default();
-    let separators = match verb {
-        "PUBLISH" => 2,
-        "PUB" => 4,
-        "SUBSCRIBE" | "SUB" => 1,
-        _ => {
-            return ParseError::new(format!(
-                "unknown verb '{line}' (fields are separated by '|')"
-            ));
+/// Why `verb` is none a broker accepts: empty, lower-case, unknown, or the start of a line whose
+/// fields are separated by spaces (`PUBLISH topicA hello`).
+fn not_a_verb(verb: &str) -> ParseError {
+    let separators = match verb.split_once(' ') {
+        None if verb.is_empty() => return ParseError::new("empty verb"),
+        None if verb.chars().any(|c| c.is_ascii_lowercase()) => {
+            return format!("unknown verb '{verb}' (verbs are upper-case)").into();
         }
+        None => return format!("unknown verb '{verb}'").into(),
+        Some(("PUBLISH", _)) => 2,
+        Some(("PUB", _)) => 4,
+        Some(("SUBSCRIBE" | "SUB", _)) => 1,
+        Some(_) => return format!("unknown verb '{verb}' (fields are separated by '|')").into(),
     };
-    ParseError::new(format!(
-        "fields are separated by '|', not spaces: try '{}'",
-        line.replacen(' ', "|", separators)
-    ))
+    let fixed = verb.replacen(' ', "|", separators);
+    format!("fields are separated by '|', not spaces: try '{fixed}'").into()
 }
 
 impl Request {
@@ -176,14 +175,7 @@ impl Request {
             "PROOF" => Request::Proof {
                 proof: f.hex("proof")?,
             },
-            "" => return Err(ParseError::new("empty verb")),
-            verb if verb.contains(' ') => return Err(spaces_for_bars(verb)),
-            verb if verb.chars().any(|c| c.is_ascii_lowercase()) => {
-                return Err(ParseError::new(format!(
-                    "unknown verb '{verb}' (verbs are upper-case)"
-                )));
-            }
-            verb => return Err(ParseError::new(format!("unknown verb '{verb}'"))),
+            verb => return Err(not_a_verb(verb)),
         };
         f.end()?;
         Ok(request)
