@@ -167,8 +167,12 @@ pub struct PublisherConfig {
     pub brokers: [String; 2],
     /// How long to wait for an ACK before trying the other broker.
     pub ack_timeout: Duration,
-    /// How many of the latest messages to resend after a failover.
+    /// How many of the latest messages to resend after a failover (every message still
+    /// waiting for its ACK is resent too, however many).
     pub resend: usize,
+    /// How many published messages may wait for their ACKs at once: 1 waits for each ACK
+    /// before the next send; more pipelines them, the ACKs matched in order.
+    pub window: usize,
     /// How long one publish may keep trying both brokers before it gives up.
     pub give_up_after: Duration,
     /// The brokers' client secret, if they require one.
@@ -176,12 +180,14 @@ pub struct PublisherConfig {
 }
 
 impl PublisherConfig {
-    /// The seed's numbers: 500 ms ACK timeout, resend the last 5, give up after 30 s.
+    /// The seed's numbers: 500 ms ACK timeout, resend the last 5, give up after 30 s; a window
+    /// of 1 (no pipelining).
     pub fn new(primary: impl Into<String>, backup: impl Into<String>) -> Self {
         PublisherConfig {
             brokers: [primary.into(), backup.into()],
             ack_timeout: Duration::from_millis(500),
             resend: 5,
+            window: 1,
             give_up_after: Duration::from_secs(30),
             secret: None,
         }
