@@ -49,8 +49,9 @@ struct Sent {
 ///
 /// A broker answers the lines of one connection in the order they came, so the publisher keeps
 /// the messages waiting for their ACKs in a queue, oldest first: the next ACK must be the
-/// oldest message's. Failing over, it resends the latest settled messages (`resend` of them,
-/// as the seed did) and every waiting one, one at a time, in order.
+/// oldest message's. Failing over, it resends the last `resend` messages up to the oldest
+/// waiting one (the seed's "last five": a broker that ACKed them alone may have died with
+/// them) and every waiting one after it, one at a time, in order.
 pub struct Publisher {
     config: PublisherConfig,
     key: u64,
@@ -58,8 +59,7 @@ pub struct Publisher {
     /// Sent on `conn` and waiting for their ACKs, oldest first.
     in_flight: VecDeque<Sent>,
     /// The latest settled messages (ACKed or given up), oldest first, resent after a failover
-    /// before the waiting ones: with them, at most `resend` messages (more only while more
-    /// wait).
+    /// before the waiting ones: the last `resend` messages up to the oldest waiting one.
     recent: VecDeque<Message>,
     /// What became of each message, in publish order, until the caller takes it.
     outcomes: VecDeque<Outcome>,
@@ -282,11 +282,13 @@ impl Publisher {
         self.outcomes.push_back(Outcome { seq, result });
     }
 
-    /// Forgets the oldest settled messages beyond `resend` (counting the waiting ones).
+    /// Forgets the oldest settled messages beyond the last `resend` up to the oldest waiting
+    /// one (with a window of 1, the seed's "last five", the one waiting among them).
     fn trim_recent(&mut self) {
-        while self.recent.len() + self.in_flight.len() > self.config.resend.max(1)
-            && self.recent.pop_front().is_some()
-        {}
+        let keep = self.config.resend.max(1) - usize::from(!self.in_flight.is_empty());
+        while self.recent.len() > keep {
+            self.recent.pop_front();
+        }
     }
 
     /// Switches brokers until one ACKs every recent and waiting message, resent one at a time
