@@ -167,11 +167,11 @@ pub struct PublisherConfig {
     pub brokers: [String; 2],
     /// How long to wait for an ACK before trying the other broker.
     pub ack_timeout: Duration,
-    /// How many of the latest messages to resend after a failover (every message still
-    /// waiting for its ACK is resent too, however many).
+    /// How many of the latest messages to resend after a failover.
     pub resend: usize,
     /// How many published messages may wait for their ACKs at once: 1 waits for each ACK
-    /// before the next send; more pipelines them, the ACKs matched in order.
+    /// before the next send; more pipelines them, the ACKs matched in order (at most
+    /// [`crate::client::MAX_WINDOW`]). [`PublisherConfig::new`] gives 1.
     pub window: usize,
     /// How long one publish may keep trying both brokers before it gives up.
     pub give_up_after: Duration,
@@ -180,8 +180,7 @@ pub struct PublisherConfig {
 }
 
 impl PublisherConfig {
-    /// The seed's numbers: 500 ms ACK timeout, resend the last 5, give up after 30 s; a window
-    /// of 1 (no pipelining).
+    /// The seed's numbers: 500 ms ACK timeout, resend the last 5, give up after 30 s.
     pub fn new(primary: impl Into<String>, backup: impl Into<String>) -> Self {
         PublisherConfig {
             brokers: [primary.into(), backup.into()],

@@ -18,6 +18,11 @@ use crate::protocol::{AuthKind, Message, MsgId, Reply, Request, publisher_id};
 /// The longest line a publisher reads: its ACKs are short.
 const MAX_LINE: usize = 1024;
 
+/// The widest window: the brokers' dedup table tells apart the 1,024 sequence numbers below a
+/// publisher's highest (`src/broker/log.rs`) and counts anything older as accepted, so a
+/// resend must never reach further back. A wider `window` is taken as this.
+pub const MAX_WINDOW: usize = 1024;
+
 /// What became of a published message.
 #[derive(Debug)]
 pub struct Outcome {
@@ -203,7 +208,7 @@ impl Publisher {
     /// How many messages may wait on the current connection: the window once it has ACKed one.
     fn room(&self) -> usize {
         if self.proven {
-            self.config.window.max(1)
+            self.config.window.clamp(1, MAX_WINDOW)
         } else {
             1
         }
