@@ -108,20 +108,11 @@ fn assert_acked_and_delivered_once_in_order(sub: &mut Subscriber, outcomes: &[Ou
 }
 
 /// A synced pair with a subscriber on both brokers and a pipelining publisher at full speed
-/// that has had [`TRAFFIC`] ACKs. The compute step is off: a publisher at full speed would
-/// outrun any other and fill the brokers' `max_pending`.
-///
-/// The primary notices a silent backup only after 5 s. `Broker::pause` freezes each thread at
-/// its next step, so the primary's replication reader gets one more: with the fast timeout it
-/// could find the backup silent (it has taken over) and ACK alone what it admitted last, which
-/// a process frozen by SIGSTOP never could, and the kill would then lose it.
-fn pair_under_load() -> (Pair, Subscriber, Pipeline) {
-    let fast = config(ComputeStep::Off);
-    let primary = BrokerConfig {
-        ping_timeout: Duration::from_secs(5),
-        ..fast.clone()
-    };
-    let pair = Pair::start_with(primary, fast);
+/// that has had [`TRAFFIC`] ACKs; the primary runs with `primary`, the backup with the fast
+/// timings. The compute step is off: a publisher at full speed would outrun any other and fill
+/// the brokers' `max_pending`.
+fn pair_under_load(primary: BrokerConfig) -> (Pair, Subscriber, Pipeline) {
+    let pair = Pair::start_with(primary, fast());
     let sub = Subscriber::connect(pair.subscriber_config("t")).unwrap();
     wait_subscriptions(pair.primary(), 1);
     wait_subscriptions(pair.backup(), 1);
@@ -130,9 +121,25 @@ fn pair_under_load() -> (Pair, Subscriber, Pipeline) {
     (pair, sub, publisher)
 }
 
+fn fast() -> BrokerConfig {
+    config(ComputeStep::Off)
+}
+
+/// A primary to be frozen: it notices a silent backup only after 5 s (and so takes 5 s to
+/// start, probing a backup not yet up). `Broker::pause` freezes each thread at its next step,
+/// so the primary's replication reader gets one more: with the fast timeout it could find the
+/// backup silent (it has taken over) and ACK alone what it admitted last, which a process
+/// frozen by SIGSTOP never could, and a kill would then lose it.
+fn to_be_frozen() -> BrokerConfig {
+    BrokerConfig {
+        ping_timeout: Duration::from_secs(5),
+        ..fast()
+    }
+}
+
 #[test]
 fn a_pipelining_publisher_loses_nothing_when_the_primary_dies() {
-    let (mut pair, mut sub, publisher) = pair_under_load();
+    let (mut pair, mut sub, publisher) = pair_under_load(fast());
     pair.primary.take().unwrap().kill();
     wait_until("the backup to take over", || {
         pair.backup().status().role == Role::Primary
@@ -147,7 +154,7 @@ fn a_frozen_then_killed_primary_loses_nothing_of_a_full_window() {
     // The messages sent after the freeze wait unread in the frozen primary's socket, where the
     // kill destroys them: only the publisher's resend of its whole window brings them to the
     // backup.
-    let (mut pair, mut sub, publisher) = pair_under_load();
+    let (mut pair, mut sub, publisher) = pair_under_load(to_be_frozen());
     pair.primary().pause();
     wait_until("the backup to take over", || {
         pair.backup().status().role == Role::Primary
@@ -163,7 +170,7 @@ fn a_frozen_then_killed_primary_loses_nothing_of_a_full_window() {
 fn a_frozen_primary_that_wakes_up_steps_down_and_duplicates_nothing() {
     // As SIGSTOP then SIGCONT: the woken primary finds a full window of lines in its socket
     // and must neither deliver them out of order nor twice.
-    let (pair, mut sub, publisher) = pair_under_load();
+    let (pair, mut sub, publisher) = pair_under_load(to_be_frozen());
     pair.primary().pause();
     wait_until("the backup to take over", || {
         pair.backup().status().role == Role::Primary
