@@ -169,6 +169,10 @@ pub struct PublisherConfig {
     pub ack_timeout: Duration,
     /// How many of the latest messages to resend after a failover.
     pub resend: usize,
+    /// How many published messages may wait for their ACKs at once: 1 waits for each ACK
+    /// before the next send; more pipelines them, the ACKs matched in order (at most
+    /// [`crate::client::MAX_WINDOW`]). [`PublisherConfig::new`] gives 1.
+    pub window: usize,
     /// How long one publish may keep trying both brokers before it gives up.
     pub give_up_after: Duration,
     /// The brokers' client secret, if they require one.
@@ -182,6 +186,7 @@ impl PublisherConfig {
             brokers: [primary.into(), backup.into()],
             ack_timeout: Duration::from_millis(500),
             resend: 5,
+            window: 1,
             give_up_after: Duration::from_secs(30),
             secret: None,
         }

@@ -1,10 +1,11 @@
 //! The clients' command lines: the `publisher`, `test_publisher` and `subscriber` tables, the
-//! flags clients share, and [`publisher_config`].
+//! flags clients share, [`publisher_config`] and [`window`].
 
 use super::parse::positive_millis;
 use super::{Args, CLIENT_SECRET_ENV, Command, Flag, check_host_port, secret};
+use crate::client::MAX_WINDOW;
 use crate::config::PublisherConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 const ACK_TIMEOUT: Flag = Flag::value(
     "--ack-timeout-ms",
@@ -15,6 +16,13 @@ const RESEND: Flag = Flag::value(
     "--resend",
     "N",
     "how many of the latest messages to resend after a failover [5]",
+);
+/// `--window` of the publishers: `publisher`, `test_publisher`, and the tools' `bench` and
+/// `soak` (for the `test_publisher` it runs).
+pub(super) const WINDOW: Flag = Flag::value(
+    "--window",
+    "N",
+    "how many messages may wait for their ACKs at once, 1 to 1024: 1 waits for each ACK before the next send; more sends ahead (pipelining), matches the ACKs in order and, on a failover, resends every unACKed message in order [1]",
 );
 /// `--secret` of every client, the tools' included.
 pub(super) const CLIENT_SECRET: Flag = Flag::value(
@@ -29,7 +37,7 @@ pub const PUBLISHER: Command = Command {
     synopsis: "<topic> <message> <primary-host:port> <backup-host:port> [flags]",
     about: "\
 Publishes one message and exits once a broker ACKed it (exit 1 if none did).",
-    flags: &[ACK_TIMEOUT, RESEND, CLIENT_SECRET],
+    flags: &[ACK_TIMEOUT, RESEND, WINDOW, CLIENT_SECRET],
     notes: "",
     required: 4,
     max_positionals: 4,
@@ -56,9 +64,12 @@ for each ACKed message. Ctrl-C stops it and logs `summary: sent=N acked=M`.",
         ),
         ACK_TIMEOUT,
         RESEND,
+        WINDOW,
         CLIENT_SECRET,
     ],
-    notes: "",
+    notes: "\
+With --window N above 1, messages go out at the rate without waiting for the ACKs of the
+ones before (at most N wait at once); the `ACK <seq>` lines still come in publish order.",
     required: 3,
     max_positionals: 3,
 };
@@ -94,6 +105,19 @@ pub fn publisher_config(args: &Args, first: usize) -> Result<PublisherConfig> {
     if let Some(n) = args.value("--resend")? {
         config.resend = n;
     }
+    if let Some(n) = window(args)? {
+        config.window = n;
+    }
     config.secret = secret(args, "--secret", CLIENT_SECRET_ENV);
     Ok(config)
+}
+
+/// `--window N`, checked: 1 to [`MAX_WINDOW`].
+pub fn window(args: &Args) -> Result<Option<usize>> {
+    match args.value::<usize>("--window")? {
+        Some(n) if !(1..=MAX_WINDOW).contains(&n) => Err(Error::Usage(format!(
+            "--window must be 1 to {MAX_WINDOW}, not {n}"
+        ))),
+        n => Ok(n),
+    }
 }

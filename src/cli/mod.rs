@@ -17,7 +17,7 @@ mod tools;
 mod witness;
 
 pub use broker::{BACKUP, PRIMARY, broker_config, parse_compute};
-pub use clients::{PUBLISHER, SUBSCRIBER, TEST_PUBLISHER, publisher_config};
+pub use clients::{PUBLISHER, SUBSCRIBER, TEST_PUBLISHER, publisher_config, window};
 pub use parse::{
     Args, CLIENT_SECRET_ENV, Parsed, check_host_port, parse, parse_positional, secret,
 };

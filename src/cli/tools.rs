@@ -11,7 +11,8 @@ pub const BENCH: Command = Command {
     synopsis: "<primary-host:port> [<backup-host:port>] [flags]",
     about: "\
 Measures the broker: publishers send their share of the messages, each waiting for its ACK
-before the next publish; subscribers on the primary count what they receive. Reports
+before the next publish (with --window N, up to N messages wait for their ACKs at once, the
+ACKs matched in order); subscribers on the primary count what they receive. Reports
 publish->ACK and publish->delivery latency, throughput, and delivered/lost/duplicate counts.
 The backup address is only shown; the primary's STATUS says whether replication is on.",
     flags: &[
@@ -32,6 +33,11 @@ The backup address is only shown; the primary's STATUS says whether replication 
             "payload size; it starts with a timing header of ~20-40 bytes [100]",
         ),
         Flag::value("--topic", "T", "topic to publish and subscribe to [bench]"),
+        Flag::value(
+            "--window",
+            "N",
+            "messages each publisher may have waiting for their ACKs at once, 1 to 1024 (1: no pipelining) [1]",
+        ),
         Flag::switch(
             "--json",
             "also print the results as one JSON object, the last stdout line",
@@ -84,8 +90,8 @@ pub const SOAK: Command = Command {
     name: "soak",
     synopsis: "[flags]",
     about: "\
-Runs a primary and a backup broker, a 10 Hz test_publisher and three subscribers (the third
-restarted every 15 s), and injects N faults at random moments, each undone after a while:
+Runs a primary and a backup broker, a test_publisher (10 Hz, --rate-hz; with --window N a
+pipelining one) and three subscribers (the third restarted every 15 s), and injects N faults at random moments, each undone after a while:
   kill -9 the primary, restart it 1-3 s later     kill -9 the backup, restart it 1-3 s later
   SIGSTOP the primary for 1-4 s, then SIGCONT     cut the link between the brokers for 2-5 s
   cut the primary's host off for 2-5 s
@@ -138,6 +144,12 @@ deleted unless --keep-logs is given. Under `cargo run`, the other programs are b
             "where primary, backup, subscriber, test_publisher and witness are [the folder of this program]",
         ),
         Flag::value("--log-level", "LEVEL", "RUST_LOG of the programs [debug]"),
+        Flag::value("--rate-hz", "N", "test_publisher's rate, messages per second [10]"),
+        Flag::value(
+            "--window",
+            "N",
+            "test_publisher's --window: how many messages may wait for their ACKs at once, 1 to 1024; above 1 the publisher pipelines and a failover resends every unACKed message [1]",
+        ),
         Flag::switch(
             "--witness",
             "run the pair's witness too (a fifth host), with its faults: kill -9 and restart, cut off from one broker or both",
@@ -151,7 +163,8 @@ deleted unless --keep-logs is given. Under `cargo run`, the other programs are b
     notes: "\
 Exit status: 0 no violation, 1 a violation (or the soak could not run), 2 bad arguments,
 130 interrupted by Ctrl-C (after undoing the fault in hand and judging what ran).
-Example: cargo run --release --bin soak -- --faults 10",
+Examples: cargo run --release --bin soak -- --faults 10
+          cargo run --release --bin soak -- --faults 20 --window 16  (a pipelining publisher)",
     required: 0,
     max_positionals: 0,
 };

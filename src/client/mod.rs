@@ -7,7 +7,7 @@ mod publisher;
 pub mod status;
 mod subscriber;
 
-pub use publisher::Publisher;
+pub use publisher::{MAX_WINDOW, Outcome, Publisher};
 pub use subscriber::{Closer, Delivery, Subscriber};
 
 /// The broker a message was delivered by, as labelled in the subscriber's output.

@@ -1,7 +1,8 @@
-//! The publisher and subscriber threads of a run: each publisher's plan and its
-//! publish-then-wait-for-ACK loop, each subscriber's count of what it received.
+//! The publisher and subscriber threads of a run: each publisher's plan and its loop (up to
+//! `--window` messages waiting for their ACKs, matched in order), each subscriber's count of
+//! what it received.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -85,15 +86,17 @@ pub(super) fn plans(o: &Options) -> Vec<Plan> {
         .collect()
 }
 
-/// Publishes one publisher's share, one message at a time, each after the previous ACK.
+/// Publishes one publisher's share with up to `window` messages waiting for their ACKs at
+/// once (1: each after the previous ACK), the ACKs matched in order.
 pub(super) fn publish(
     mut conn: Conn,
     plan: &Plan,
     topic: &str,
     payload_bytes: usize,
+    window: usize,
     shared: &Shared,
 ) -> Result<PubStats> {
-    let result = publish_all(&mut conn, plan, topic, payload_bytes, shared);
+    let result = publish_all(&mut conn, plan, topic, payload_bytes, window, shared);
     if result.is_err() {
         shared.failed.store(true, Ordering::SeqCst);
     }
@@ -105,27 +108,39 @@ fn publish_all(
     plan: &Plan,
     topic: &str,
     payload_bytes: usize,
+    window: usize,
     shared: &Shared,
 ) -> Result<PubStats> {
     let mut ack_ns = Vec::with_capacity(usize::try_from(plan.count).unwrap_or(0));
     let mut line = Vec::with_capacity(payload_bytes + topic.len() + 64);
-    for seq in 1..=plan.count {
-        if shared.failed.load(Ordering::Relaxed) {
+    // The messages sent and waiting for their ACKs, oldest first, with when each was sent.
+    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(window);
+    let mut next_seq = 1;
+    loop {
+        let more = next_seq <= plan.count && !shared.failed.load(Ordering::Relaxed);
+        if more && in_flight.len() < window {
+            let seq = next_seq;
+            next_seq += 1;
+            let sent = Instant::now();
+            let sent_ns = u64::try_from((sent - shared.base).as_nanos()).unwrap_or(u64::MAX);
+            line.clear();
+            // Writing into a Vec cannot fail.
+            let _ = write!(line, "PUB|{}|{seq}|{topic}|", plan.id);
+            let payload_start = line.len();
+            let _ = write!(line, "{}:{seq}:{sent_ns}:", plan.idx);
+            let padded = payload_start + payload_bytes;
+            if line.len() < padded {
+                line.resize(padded, b'x');
+            }
+            line.push(b'\n');
+            conn.send(&line)?;
+            in_flight.push_back((seq, sent));
+            continue;
+        }
+        // The window is full, or everything is sent: the next answer is the oldest's ACK.
+        let Some((seq, sent)) = in_flight.pop_front() else {
             break;
-        }
-        let sent = Instant::now();
-        let sent_ns = u64::try_from((sent - shared.base).as_nanos()).unwrap_or(u64::MAX);
-        line.clear();
-        // Writing into a Vec cannot fail.
-        let _ = write!(line, "PUB|{}|{seq}|{topic}|", plan.id);
-        let payload_start = line.len();
-        let _ = write!(line, "{}:{seq}:{sent_ns}:", plan.idx);
-        let padded = payload_start + payload_bytes;
-        if line.len() < padded {
-            line.resize(padded, b'x');
-        }
-        line.push(b'\n');
-        conn.send(&line)?;
+        };
         let id = MsgId {
             publisher: plan.id,
             seq,

@@ -2,8 +2,11 @@
 //! `bench` program.
 //!
 //! Publishers each send their share of the messages on their own connection with the
-//! idempotent `PUB` verb and wait for each ACK before the next publish (no pipelining), so the
-//! ACK latency includes the synchronous replication to the backup. Subscribers (`SUB`, on the
+//! idempotent `PUB` verb. With `--window 1` (the default) each waits for its ACK before the next
+//! publish, so the ACK latency includes the synchronous replication to the backup; with
+//! `--window N` up to N messages wait for their ACKs at once (pipelining), the ACKs matched in
+//! order as the library's [`edgebroker::Publisher`] matches them (the bench has no failover:
+//! it measures the primary). Subscribers (`SUB`, on the
 //! primary only: the measured path is the primary's fan-out) count what they receive per
 //! message id, which finds duplicates and, at the end, losses.
 //!
@@ -69,6 +72,8 @@ pub struct Options {
     pub payload_bytes: usize,
     /// The topic published and subscribed to.
     pub topic: String,
+    /// How many messages each publisher may have waiting for their ACKs at once.
+    pub window: usize,
     /// Whether [`Report::print`] also prints the JSON line.
     pub json: bool,
     /// The brokers' client secret, if they require one.
@@ -85,6 +90,7 @@ impl Options {
         let messages: u64 = args.value("--messages")?.unwrap_or(10_000);
         let payload_bytes: usize = args.value("--payload-bytes")?.unwrap_or(100);
         let topic: String = args.value("--topic")?.unwrap_or_else(|| "bench".into());
+        let window = cli::window(args)?.unwrap_or(1);
         let usage = |msg: String| Err(Error::Usage(msg));
         if publishers == 0 {
             return usage("--publishers must be at least 1".into());
@@ -116,6 +122,7 @@ impl Options {
             messages,
             payload_bytes,
             topic,
+            window,
             json: args.switch("--json"),
             secret: cli::secret(args, "--secret", cli::CLIENT_SECRET_ENV),
         })
@@ -162,8 +169,9 @@ pub fn run(o: &Options) -> Result<Report> {
         }
     ))?;
     cli::print_line(format_args!(
-        "bench: {} messages of {} bytes to '{}', {} publisher(s), {} subscriber(s)",
-        o.messages, o.payload_bytes, o.topic, o.publishers, o.subscribers
+        "bench: {} messages of {} bytes to '{}', {} publisher(s) with a window of {}, {} \
+         subscriber(s)",
+        o.messages, o.payload_bytes, o.topic, o.publishers, o.window, o.subscribers
     ))?;
 
     let shared = Arc::new(Shared {
@@ -229,9 +237,10 @@ pub fn run(o: &Options) -> Result<Report> {
         .map(|(plan, conn)| {
             let shared = Arc::clone(&shared);
             let (topic, bytes, done) = (o.topic.clone(), o.payload_bytes, done_tx.clone());
+            let window = o.window;
             spawn(format!("pub-{}", plan.idx), move || {
                 let _done = done; // dropped when this publisher ends
-                publish(conn, &plan, &topic, bytes, &shared)
+                publish(conn, &plan, &topic, bytes, window, &shared)
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -393,6 +402,7 @@ mod tests {
             messages: 10,
             payload_bytes: 100,
             topic: "t".into(),
+            window: 1,
             json: false,
             secret: None,
         };

@@ -73,12 +73,17 @@ impl Report {
         };
         let (ack, del) = (&self.ack_ns, &self.deliver_ns);
         let mut out = String::new();
-        let _ = writeln!(out, "====== PUB (wait for each ACK; backup={}) ======", {
+        let waits = match o.window {
+            1 => "wait for each ACK".to_string(),
+            n => format!("up to {n} waiting for their ACKs"),
+        };
+        let _ = writeln!(out, "====== PUB ({waits}; backup={}) ======", {
             self.status.get("backup").map_or("?", String::as_str)
         });
         let rows = [
             ("messages", format!("{} ({} ACKed)", o.messages, self.acked)),
             ("publishers", o.publishers.to_string()),
+            ("window", o.window.to_string()),
             ("subscribers", o.subscribers.to_string()),
             ("payload", format!("{} bytes", o.payload_bytes)),
             (
@@ -137,7 +142,7 @@ impl Report {
         let (ack, del) = (&self.ack_ns, &self.deliver_ns);
         let num = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
         format!(
-            "{{\"messages\":{},\"acked\":{},\"publishers\":{},\"subscribers\":{},\
+            "{{\"messages\":{},\"acked\":{},\"publishers\":{},\"window\":{},\"subscribers\":{},\
              \"payload_bytes\":{},\"duration_s\":{:.6},\"throughput_msgs_per_s\":{:.1},\
              \"ack_p50_us\":{},\"ack_p90_us\":{},\"ack_p99_us\":{},\"ack_max_us\":{},\
              \"deliver_p50_us\":{},\"deliver_p99_us\":{},\"deliver_max_us\":{},\
@@ -146,6 +151,7 @@ impl Report {
             o.messages,
             self.acked,
             o.publishers,
+            o.window,
             o.subscribers,
             o.payload_bytes,
             self.publish_time.as_secs_f64(),

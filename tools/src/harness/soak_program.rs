@@ -90,6 +90,15 @@ pub fn run(args: &Args) -> Result<Outcome> {
         cli::parse_compute(&spec)?; // refuse a bad spec here, not in every broker
         config.cluster.compute = spec;
     }
+    if let Some(n) = cli::window(args)? {
+        config.cluster.window = n;
+    }
+    if let Some(rate) = args.value::<u32>("--rate-hz")? {
+        if rate == 0 {
+            return Err(Error::Usage("--rate-hz must be at least 1".into()));
+        }
+        config.cluster.rate_hz = rate;
+    }
     if let Some(level) = args.value("--log-level")? {
         config.cluster.log_level = level;
     }

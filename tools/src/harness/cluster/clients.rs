@@ -79,6 +79,8 @@ impl Cluster {
             .args([
                 "--rate-hz",
                 &self.config.rate_hz.to_string(),
+                "--window",
+                &self.config.window.to_string(),
                 "--timestamps",
             ])
             .env("RUST_LOG", &self.config.log_level);

@@ -148,6 +148,8 @@ pub struct ClusterConfig {
     pub require_backup: bool,
     /// `test_publisher`'s `--rate-hz`.
     pub rate_hz: u32,
+    /// `test_publisher`'s `--window`: how many messages may wait for their ACKs at once.
+    pub window: usize,
     /// `RUST_LOG` for every program.
     pub log_level: String,
     /// More flags for the broker started as `primary`, after the common ones (a flag given
@@ -162,7 +164,7 @@ pub struct ClusterConfig {
 }
 
 impl Default for ClusterConfig {
-    /// The seed's compute step and rate, with fast failure detection (probes every 200 ms,
+    /// The seed's compute step and rate (no pipelining), with fast failure detection (probes every 200 ms,
     /// 300 ms timeout); no witness, and a 1000 ms lease when there is one (it must outlast a
     /// lost renewal and its retry, 200 + 300 + 50 ms, PROTOCOL.md "Default timings").
     fn default() -> Self {
@@ -173,6 +175,7 @@ impl Default for ClusterConfig {
             ping_timeout_ms: 300,
             require_backup: false,
             rate_hz: 10,
+            window: 1,
             log_level: "info".into(),
             primary_flags: Vec::new(),
             backup_flags: Vec::new(),

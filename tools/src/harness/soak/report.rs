@@ -28,6 +28,8 @@ pub struct SoakReport {
     pub started_ms: u64,
     /// How long it took.
     pub elapsed: Duration,
+    /// How `test_publisher` ran: `10 Hz, window 1`.
+    pub publisher: String,
     /// Messages `test_publisher` sent (from its summary line, else the highest ACK).
     pub sent: u64,
     /// Messages it got an ACK for.
@@ -161,6 +163,7 @@ impl fmt::Display for SoakReport {
         if let Some(why) = &self.skipped_kinds {
             writeln!(f, "not injected: {why}")?;
         }
+        writeln!(f, "publisher: test_publisher at {}", self.publisher)?;
         writeln!(f)?;
         writeln!(
             f,
@@ -318,6 +321,7 @@ mod tests {
             }],
             started_ms: 0,
             elapsed: Duration::from_secs(9),
+            publisher: "10 Hz, window 1".into(),
             sent: 3,
             acked: 3,
             subscribers: Vec::new(),

@@ -43,10 +43,12 @@ pub fn run(config: &SoakConfig, interrupts: &Receiver<()>) -> Result<SoakReport>
     cluster.wait_subscribed(SUBSCRIBERS as u64, Duration::from_secs(10))?;
     cluster.start_publisher()?;
     info!(
-        "pair up (primary {}, backup {}), {SUBSCRIBERS} subscribers, publishing at {} Hz",
+        "pair up (primary {}, backup {}), {SUBSCRIBERS} subscribers, publishing at {} Hz with a \
+         window of {}",
         cluster.addr(BrokerId::Primary),
         cluster.addr(BrokerId::Backup),
-        config.cluster.rate_hz
+        config.cluster.rate_hz,
+        config.cluster.window
     );
 
     let mut soak = Soak {

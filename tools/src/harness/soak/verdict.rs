@@ -130,6 +130,10 @@ impl Soak<'_> {
             faults: self.faults,
             started_ms,
             elapsed: started.elapsed(),
+            publisher: format!(
+                "{} Hz, window {}",
+                self.config.cluster.rate_hz, self.config.cluster.window
+            ),
             sent,
             acked: acked.len(),
             subscribers,
