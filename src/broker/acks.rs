@@ -85,8 +85,6 @@ pub struct Acks {
 #[derive(Default)]
 struct Book {
     filed: BTreeMap<Key, Filed>,
-    /// The `acks` thread sleeps until rung: the next filing rings it, so it sets its timer.
-    asleep: bool,
 }
 
 impl Default for Acks {
@@ -136,11 +134,9 @@ impl Acks {
             ack,
             deadline: Instant::now() + broker.ack_timeout(),
         };
+        // No need to wake the `acks` thread: it looks again within one ACK timeout of its
+        // last look (`sweep`), before this filing's deadline.
         book.filed.insert((filed.admitted.index(), conn), filed);
-        if book.asleep {
-            book.asleep = false;
-            let _ = self.alarm.try_send(());
-        }
         None
     }
 
@@ -161,12 +157,16 @@ impl Acks {
                 None => std::mem::take(&mut book.filed),
             }
         };
-        self.answer_all(broker, ready);
+        if self.answer_all(broker, ready) {
+            // Filed again while the `acks` thread may have set its timer without them.
+            self.ring();
+        }
     }
 
-    /// Answers every entry of `entries` that is decided, and files the others again. Each
-    /// connection's ACKs are filled in first and then leave in one write.
-    fn answer_all(&self, broker: &impl Verdicts, entries: BTreeMap<Key, Filed>) {
+    /// Answers every entry of `entries` that is decided, and files the others again (then
+    /// returns `true`). Each connection's ACKs are filled in first and then leave in one
+    /// write.
+    fn answer_all(&self, broker: &impl Verdicts, entries: BTreeMap<Key, Filed>) -> bool {
         let mut answered: Vec<Arc<Writer>> = Vec::new();
         let mut undecided = Vec::new();
         for (key, filed) in entries {
@@ -181,31 +181,27 @@ impl Acks {
         for writer in answered {
             writer.flush();
         }
-        if !undecided.is_empty() {
-            let mut book = self.book.lock();
-            book.filed.extend(undecided);
-            book.asleep = false;
-            let _ = self.alarm.try_send(());
-        }
+        let filed_again = !undecided.is_empty();
+        self.book.lock().filed.extend(undecided);
+        filed_again
     }
 
     /// One round of the `acks` thread: answers every filed ACK that is decided (or past its
-    /// deadline). Returns when to come back (`None`: not before the alarm rings).
-    fn sweep(&self, broker: &impl Verdicts) -> Option<Instant> {
+    /// deadline). Returns when to come back: the earliest deadline filed, and at the latest
+    /// one ACK timeout from now, since what is filed from now on has a deadline at least that
+    /// far away. So a filing never has to wake the thread, which costs a stop-and-wait
+    /// publisher nothing per message.
+    fn sweep(&self, broker: &impl Verdicts) -> Instant {
         let now = Instant::now();
         let filed = std::mem::take(&mut self.book.lock().filed);
         self.answer_all(broker, filed);
-        let next = {
-            let mut book = self.book.lock();
-            // What is filed from now on has a deadline at least one timeout away.
-            let next = book
-                .filed
-                .values()
-                .map(|f| f.deadline)
-                .fold(now + broker.ack_timeout(), Instant::min);
-            book.asleep = book.filed.is_empty();
-            (!book.asleep).then_some(next)
-        };
+        let next = self
+            .book
+            .lock()
+            .filed
+            .values()
+            .map(|f| f.deadline)
+            .fold(now + broker.ack_timeout(), Instant::min);
         // A confirmation recorded while the entries were out of the book did not find them.
         self.answer_confirmed(broker, broker.confirmed());
         next
@@ -224,13 +220,6 @@ pub fn run_acks(broker: Arc<impl Verdicts>) {
         }
         // The alarm's sender lives in the node, so a receive ends only by the alarm or the
         // timer.
-        match next {
-            Some(at) => {
-                let _ = alarm.recv_deadline(at);
-            }
-            None => {
-                let _ = alarm.recv();
-            }
-        }
+        let _ = alarm.recv_deadline(next);
     }
 }
