@@ -15,7 +15,7 @@
 //! ```
 //!
 //! The verdict is the one the broker gives when asked without waiting ([`Verdicts`], which
-//! the node answers with `Node::await_safe_until`; a refusal that [`Refusal::is_undecided`]
+//! the node answers with `Node::await_safe_until`; a refusal that `Refusal::is_undecided`
 //! may still turn into an ACK), so each answer (ACK, degraded ACK, `--require-backup`,
 //! timeout, role change, shutting down) reads as it would had the connection's thread waited
 //! itself. The book asks the broker only through that trait, so it does not depend on the
@@ -30,17 +30,16 @@ use parking_lot::Mutex;
 
 use crate::protocol::Reply;
 
-use super::verdict::{Admitted, Refusal};
+use super::verdict::Admitted;
 use super::writer::{Ticket, Writer};
 
 /// What the book asks of the broker that holds it.
 pub trait Verdicts {
     /// The book.
     fn acks(&self) -> &Acks;
-    /// `admitted`'s verdict now, without waiting.
-    fn verdict_now(&self, admitted: &Admitted) -> Result<(), Refusal>;
-    /// The answer for a verdict: `ack`, or the refusal in words.
-    fn verdict_reply(&self, verdict: Result<(), Refusal>, ack: Reply) -> Reply;
+    /// The answer to `admitted` now, without waiting: `ack`, or the refusal in words; `None`
+    /// while it is not decided yet (`Refusal::is_undecided`), unless `give_up`.
+    fn answer_now(&self, admitted: &Admitted, ack: &Reply, give_up: bool) -> Option<Reply>;
     /// How long a publish may wait for its verdict.
     fn ack_timeout(&self) -> Duration;
     /// The highest log index the backup has confirmed.
@@ -62,11 +61,10 @@ impl Filed {
     /// Fills in the ACK's place if it is decided (or past its deadline); `false` if it is not
     /// decided yet.
     fn answer(&self, broker: &impl Verdicts) -> bool {
-        let verdict = broker.verdict_now(&self.admitted);
-        if verdict.as_ref().is_err_and(Refusal::is_undecided) && Instant::now() < self.deadline {
+        let give_up = Instant::now() >= self.deadline;
+        let Some(reply) = broker.answer_now(&self.admitted, &self.ack, give_up) else {
             return false;
-        }
-        let reply = broker.verdict_reply(verdict, self.ack.clone());
+        };
         self.writer.fill(self.ticket, &reply);
         true
     }
@@ -77,14 +75,9 @@ type Key = (u64, u64);
 
 /// Every filed ACK, by log index.
 pub struct Acks {
-    book: Mutex<Book>,
+    book: Mutex<BTreeMap<Key, Filed>>,
     alarm: Sender<()>,
     alarm_rx: Receiver<()>,
-}
-
-#[derive(Default)]
-struct Book {
-    filed: BTreeMap<Key, Filed>,
 }
 
 impl Default for Acks {
@@ -123,9 +116,8 @@ impl Acks {
     ) -> Option<Reply> {
         // Asked under the book's lock: a confirmation recorded after this finds the filing.
         let mut book = self.book.lock();
-        let verdict = broker.verdict_now(&admitted);
-        if !verdict.as_ref().is_err_and(Refusal::is_undecided) {
-            return Some(broker.verdict_reply(verdict, ack));
+        if let Some(reply) = broker.answer_now(&admitted, &ack, false) {
+            return Some(reply);
         }
         let filed = Filed {
             writer: Arc::clone(writer),
@@ -136,7 +128,7 @@ impl Acks {
         };
         // No need to wake the `acks` thread: it looks again within one ACK timeout of its
         // last look (`sweep`), before this filing's deadline.
-        book.filed.insert((filed.admitted.index(), conn), filed);
+        book.insert((filed.admitted.index, conn), filed);
         None
     }
 
@@ -145,16 +137,19 @@ impl Acks {
     pub fn answer_confirmed(&self, broker: &impl Verdicts, confirmed: u64) {
         let ready = {
             let mut book = self.book.lock();
-            match book.filed.first_key_value() {
-                Some(((first, _), _)) if *first <= confirmed => {}
-                _ => return,
+            if book
+                .keys()
+                .next()
+                .is_none_or(|&(first, _)| first > confirmed)
+            {
+                return;
             }
             match confirmed.checked_add(1) {
                 Some(next) => {
-                    let later = book.filed.split_off(&(next, 0));
-                    std::mem::replace(&mut book.filed, later)
+                    let later = book.split_off(&(next, 0));
+                    std::mem::replace(&mut *book, later)
                 }
-                None => std::mem::take(&mut book.filed),
+                None => std::mem::take(&mut *book),
             }
         };
         if self.answer_all(broker, ready) {
@@ -182,7 +177,7 @@ impl Acks {
             writer.flush();
         }
         let filed_again = !undecided.is_empty();
-        self.book.lock().filed.extend(undecided);
+        self.book.lock().extend(undecided);
         filed_again
     }
 
@@ -193,12 +188,11 @@ impl Acks {
     /// publisher nothing per message.
     fn sweep(&self, broker: &impl Verdicts) -> Instant {
         let now = Instant::now();
-        let filed = std::mem::take(&mut self.book.lock().filed);
+        let filed = std::mem::take(&mut *self.book.lock());
         self.answer_all(broker, filed);
         let next = self
             .book
             .lock()
-            .filed
             .values()
             .map(|f| f.deadline)
             .fold(now + broker.ack_timeout(), Instant::min);

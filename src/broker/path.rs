@@ -78,7 +78,7 @@ impl Node {
         }
         let id = message.id;
         let generation = self.safety.generation();
-        match s.log.admit(message) {
+        let index = match s.log.admit(message) {
             Admit::New(index, message) => {
                 debug!("{id} accepted at index {index} in epoch {}", s.epoch);
                 bump(&self.counters.published);
@@ -93,22 +93,19 @@ impl Node {
                     epoch: s.epoch,
                     message,
                 });
-                Ok(Admitted {
-                    id,
-                    index,
-                    generation,
-                })
+                index
             }
             Admit::Duplicate(index) => {
                 debug!("{id} is a resend of a message we hold; ACKing it again");
                 bump(&self.counters.duplicates);
-                Ok(Admitted {
-                    id,
-                    index,
-                    generation,
-                })
+                index
             }
-        }
+        };
+        Ok(Admitted {
+            id,
+            index,
+            generation,
+        })
     }
 
     /// How long a publish may wait for the backup's confirmation before it is refused.
@@ -170,14 +167,6 @@ impl Node {
             let _ = self
                 .state_changed
                 .wait_until(&mut s, deadline.min(now + tick));
-        }
-    }
-
-    /// The answer to a publish once its verdict is in: `ack`, or the refusal in words.
-    pub fn verdict_reply(&self, verdict: Result<(), Refusal>, ack: Reply) -> Reply {
-        match verdict {
-            Ok(()) => ack,
-            Err(refusal) => Reply::Err(self.explain(&refusal)),
         }
     }
 
@@ -316,12 +305,12 @@ impl Verdicts for Node {
         &self.acks
     }
 
-    fn verdict_now(&self, admitted: &Admitted) -> Result<(), Refusal> {
-        self.await_safe_until(admitted, Instant::now())
-    }
-
-    fn verdict_reply(&self, verdict: Result<(), Refusal>, ack: Reply) -> Reply {
-        Node::verdict_reply(self, verdict, ack)
+    fn answer_now(&self, admitted: &Admitted, ack: &Reply, give_up: bool) -> Option<Reply> {
+        match self.await_safe_until(admitted, Instant::now()) {
+            Ok(()) => Some(ack.clone()),
+            Err(refusal) if refusal.is_undecided() && !give_up => None,
+            Err(refusal) => Some(Reply::Err(self.explain(&refusal))),
+        }
     }
 
     fn ack_timeout(&self) -> Duration {
