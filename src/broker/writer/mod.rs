@@ -43,7 +43,7 @@ use crate::protocol::Reply;
 
 mod queue;
 
-use queue::{Entry, Queue, put_back, take_ready, throw_away};
+use queue::{Entry, Queue};
 pub use queue::{Frame, HeldUntilWritten, QueueLimits, Refused, Ticket};
 
 /// How long one `write` to a served socket may block: a direct write into a full send buffer
@@ -68,12 +68,6 @@ pub struct Writer {
     bell: (Sender<()>, Receiver<()>),
     /// Rung for [`Writer::close`], which waits for the queue to empty.
     drained: Condvar,
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("conn", &self.conn).finish()
-    }
 }
 
 impl Writer {
@@ -102,9 +96,9 @@ impl Writer {
     pub fn push(&self, reply: &Reply) {
         let mut q = self.queue.lock();
         if !q.done() {
-            let entry = Entry::reply(reply);
-            q.answer_bytes += entry.len();
-            q.push(entry);
+            let frame = Frame::reply(reply);
+            q.answer_bytes += frame.bytes.len();
+            q.push(Entry::Ready(frame));
         }
     }
 
@@ -123,8 +117,9 @@ impl Writer {
         if let Some(entry) = q.get_mut(ticket.0)
             && matches!(entry, Entry::Kept(t) if *t == ticket.0)
         {
-            *entry = Entry::reply(reply);
-            let len = entry.len();
+            let frame = Frame::reply(reply);
+            let len = frame.bytes.len();
+            *entry = Entry::Ready(frame);
             q.answer_bytes += len;
         }
     }
@@ -145,10 +140,7 @@ impl Writer {
             }
             q.deliveries += 1;
             q.delivery_bytes += len;
-            q.push(Entry::Ready {
-                frame,
-                delivery: true,
-            });
+            q.push(Entry::Ready(frame));
             if !direct {
                 self.ring();
                 return Ok(());
@@ -165,7 +157,7 @@ impl Writer {
         if q.writing || q.done() {
             return;
         }
-        let (bytes, batch) = take_ready(&mut q);
+        let (bytes, batch) = q.take_ready();
         if batch.is_empty() {
             return;
         }
@@ -175,9 +167,9 @@ impl Writer {
         let mut q = self.queue.lock();
         q.writing = false;
         match result {
-            Ok(n) => put_back(&mut q, batch, n),
+            Ok(n) => q.put_back(batch, n),
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
-                put_back(&mut q, batch, 0);
+                q.put_back(batch, 0);
             }
             Err(e) => self.fail(&mut q, &e),
         }
@@ -202,7 +194,11 @@ impl Writer {
         // An ACK still undecided is never written, as when the connection dies.
         for entry in q.entries.iter_mut() {
             if matches!(entry, Entry::Kept(_)) {
-                *entry = Entry::nothing();
+                *entry = Entry::Ready(Frame {
+                    bytes: Arc::from(&[][..]),
+                    made: Instant::now(),
+                    clear: None,
+                });
             }
         }
         q.closing = true;
@@ -262,7 +258,7 @@ impl Writer {
             let (bytes, batch) = if q.writing {
                 (Vec::new(), Vec::new())
             } else {
-                take_ready(&mut q)
+                q.take_ready()
             };
             if batch.is_empty() {
                 if q.closing && q.entries.is_empty() {
@@ -274,14 +270,14 @@ impl Writer {
                 continue;
             }
             // The first line of a batch is the oldest: the client must take it in time.
-            let give_up = batch[0].0.made + self.limits.age;
+            let give_up = batch[0].made + self.limits.age;
             q.writing = true;
             drop(q);
             let (written, result) = self.write_until(&bytes, give_up);
             q = self.queue.lock();
             q.writing = false;
             match result {
-                Ok(()) => put_back(&mut q, batch, written),
+                Ok(()) => q.put_back(batch, written),
                 Err(e) if is_timeout(&e) => {
                     drop(batch);
                     if self.mark_slow(&mut q) {
@@ -303,7 +299,7 @@ impl Writer {
             }
         }
         let (slow, done) = (q.slow, q.done());
-        q.clear();
+        q.throw_away();
         drop(q);
         if slow {
             // One try, with the send timeout: a slow consumer cannot hold this thread.
@@ -327,7 +323,7 @@ impl Writer {
     fn mark_slow(&self, q: &mut MutexGuard<'_, Queue>) -> bool {
         let first = !q.slow;
         q.slow = true;
-        throw_away(q);
+        q.throw_away();
         if first {
             self.slow_consumers.fetch_add(1, Ordering::Relaxed);
         }
@@ -341,7 +337,7 @@ impl Writer {
     fn fail(&self, q: &mut MutexGuard<'_, Queue>, e: &io::Error) {
         debug!("conn-{}: write failed: {e}", self.conn);
         q.failed = true;
-        throw_away(q);
+        q.throw_away();
         self.ring();
         self.drained.notify_all();
     }
@@ -399,12 +395,13 @@ mod tests {
         Reply::Err(text.into())
     }
 
+    /// A delivery of `len` bytes, holding nothing that needs clearing.
     fn big(len: usize) -> Frame {
-        Frame {
-            bytes: vec![b'x'; len].into(),
-            made: Instant::now(),
-            clear: None,
-        }
+        Frame::delivery(
+            vec![b'x'; len],
+            Instant::now(),
+            &(Arc::new(()) as HeldUntilWritten),
+        )
     }
 
     fn read(reader: &mut BufReader<TcpStream>) -> String {
@@ -460,8 +457,8 @@ mod tests {
         {
             // A partial write puts part of a line back at the head.
             let mut q = writer.queue.lock();
-            q.push(Entry::reply(&line("x")));
-            let (_, batch) = take_ready(&mut q);
+            q.push(Entry::Ready(Frame::reply(&line("x"))));
+            let (_, batch) = q.take_ready();
             assert!(batch.is_empty(), "the head is a kept place");
         }
         writer.fill(second, &line("c"));
@@ -567,14 +564,14 @@ mod tests {
     fn a_partial_write_leaves_the_rest_first_in_line() {
         let (writer, mut reader) = writer(limits(10, usize::MAX));
         let mut q = writer.queue.lock();
-        q.push(Entry::reply(&line("one")));
-        q.push(Entry::reply(&line("two")));
-        let (bytes, batch) = take_ready(&mut q);
+        q.push(Entry::Ready(Frame::reply(&line("one"))));
+        q.push(Entry::Ready(Frame::reply(&line("two"))));
+        let (bytes, batch) = q.take_ready();
         assert_eq!(bytes, b"ERR|one\nERR|two\n");
         // Five bytes went out; the rest of the first line and the second stay, in order.
-        put_back(&mut q, batch, 5);
+        q.put_back(batch, 5);
         assert_eq!(q.head_seq, 0, "the lines put back keep their numbers");
-        let (rest, _) = take_ready(&mut q);
+        let (rest, _) = q.take_ready();
         assert_eq!(rest, b"ne\nERR|two\n");
         drop(q);
         (&*writer.stream as &TcpStream).write_all(b"ERR|o").unwrap();
