@@ -61,8 +61,12 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
         );
         return;
     }
-    let clear: HeldUntilWritten =
-        ClearWhenWritten::new(node, index, epoch, node.topics.hold(message));
+    let clear: HeldUntilWritten = Arc::new(ClearWhenWritten {
+        node: Arc::clone(node),
+        index,
+        epoch,
+        _held: node.topics.hold(message),
+    });
     let delivered = node.topics.deliver(message, epoch, &clear, direct);
     bump(&node.counters.processed);
     node.counters
@@ -87,18 +91,6 @@ pub struct ClearWhenWritten {
     epoch: Epoch,
     /// The message's share of `--max-queued-bytes`.
     _held: Held,
-}
-
-impl ClearWhenWritten {
-    /// The clear of the message at `index` in `epoch`, holding its share `held`.
-    pub fn new(node: &Arc<Node>, index: u64, epoch: Epoch, held: Held) -> Arc<Self> {
-        Arc::new(ClearWhenWritten {
-            node: Arc::clone(node),
-            index,
-            epoch,
-            _held: held,
-        })
-    }
 }
 
 impl Drop for ClearWhenWritten {
