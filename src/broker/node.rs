@@ -23,7 +23,7 @@ use super::mandate::Mandate;
 use super::message_log::Log;
 use super::role::{RoleState, Rules, State};
 use super::safety::{BackupHealth, Safety};
-use super::status::{CounterSnapshot, Counters, Status};
+use super::status::{Counters, Status};
 use super::topics::{QueueLimits, Topics};
 use super::warnings::Warnings;
 
@@ -127,16 +127,6 @@ impl Node {
         }
     }
 
-    /// For unit tests: a core with the fast preset, fed `workers`, whose wake-up channels
-    /// nobody reads.
-    #[cfg(test)]
-    pub fn idle(workers: Vec<Sender<Task>>) -> Self {
-        let (probe, _) = crossbeam_channel::bounded(1);
-        let (redial, _) = crossbeam_channel::bounded(1);
-        let (handoff, _) = crossbeam_channel::bounded(1);
-        Node::new(BrokerConfig::fast(), workers, probe, redial, handoff)
-    }
-
     /// Our role and epoch right now.
     pub fn role(&self) -> (Role, Epoch) {
         let s = self.state.lock();
@@ -145,8 +135,7 @@ impl Node {
 
     /// What we tell the peer about ourselves.
     pub fn me(&self) -> PeerState {
-        let s = self.state.lock();
-        s.me()
+        self.state.lock().me()
     }
 
     /// Whether `epoch` is still our reign as primary.
@@ -301,15 +290,24 @@ impl Node {
             confirmed: self.safety.confirmed(),
             subscriptions: self.topics.count(),
             link_error: self.link_error.lock().clone(),
-            counters: CounterSnapshot {
-                slow_consumers: self.topics.slow_consumers(),
-                ..self.counters.snapshot()
-            },
+            counters: self.counters.snapshot(self.topics.slow_consumers()),
         }
     }
 
     /// Records why a replication session failed (`None`: a session works again).
     pub fn set_link_error(&self, error: Option<String>) {
         *self.link_error.lock() = error;
+    }
+}
+
+#[cfg(test)]
+impl Node {
+    /// For unit tests: a core with the fast preset, fed `workers`, whose wake-up channels
+    /// nobody reads.
+    pub fn idle(workers: Vec<Sender<Task>>) -> Self {
+        let (probe, _) = crossbeam_channel::bounded(1);
+        let (redial, _) = crossbeam_channel::bounded(1);
+        let (handoff, _) = crossbeam_channel::bounded(1);
+        Node::new(BrokerConfig::fast(), workers, probe, redial, handoff)
     }
 }

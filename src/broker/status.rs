@@ -19,8 +19,6 @@ pub struct Counters {
     pub processed: AtomicU64,
     /// Deliveries queued to subscribers.
     pub delivered: AtomicU64,
-    /// Subscribers cut off for lagging.
-    pub slow_consumers: AtomicU64,
     /// Times this broker took over as primary.
     pub takeovers: AtomicU64,
     /// Times this broker stepped down on meeting a newer epoch.
@@ -69,15 +67,16 @@ pub struct CounterSnapshot {
 }
 
 impl Counters {
-    /// Reads every counter.
-    pub fn snapshot(&self) -> CounterSnapshot {
+    /// Reads every counter; the subscribers cut off as slow consumers are counted by the
+    /// topics' writers.
+    pub fn snapshot(&self, slow_consumers: u64) -> CounterSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CounterSnapshot {
             published: get(&self.published),
             duplicates: get(&self.duplicates),
             processed: get(&self.processed),
             delivered: get(&self.delivered),
-            slow_consumers: get(&self.slow_consumers),
+            slow_consumers,
             takeovers: get(&self.takeovers),
             step_downs: get(&self.step_downs),
             connections: get(&self.connections),
