@@ -76,17 +76,15 @@ type Key = (u64, u64);
 /// Every filed ACK, by log index.
 pub struct Acks {
     book: Mutex<BTreeMap<Key, Filed>>,
-    alarm: Sender<()>,
-    alarm_rx: Receiver<()>,
+    /// Rings the `acks` thread.
+    alarm: (Sender<()>, Receiver<()>),
 }
 
 impl Default for Acks {
     fn default() -> Self {
-        let (alarm, alarm_rx) = crossbeam_channel::bounded(1);
         Acks {
             book: Mutex::default(),
-            alarm,
-            alarm_rx,
+            alarm: crossbeam_channel::bounded(1),
         }
     }
 }
@@ -95,13 +93,13 @@ impl Acks {
     /// The alarm that wakes the `acks` thread; `Safety` rings it at every change of the
     /// backup's health and of the role.
     pub fn alarm(&self) -> Sender<()> {
-        self.alarm.clone()
+        self.alarm.0.clone()
     }
 
     /// Wakes the `acks` thread to look at what is filed (a message a witnessed primary holds
     /// alone was delivered).
     pub fn ring(&self) {
-        let _ = self.alarm.try_send(());
+        let _ = self.alarm.0.try_send(());
     }
 
     /// Files the ACK of `admitted` for connection `conn`, keeping its place in `writer`,
@@ -206,7 +204,6 @@ impl Acks {
 /// alarm rings), or when their deadline passes; ends when the broker stops.
 pub fn run_acks(broker: Arc<impl Verdicts>) {
     let acks = broker.acks();
-    let alarm = acks.alarm_rx.clone();
     loop {
         let next = acks.sweep(&*broker);
         if broker.stopping() {
@@ -214,6 +211,6 @@ pub fn run_acks(broker: Arc<impl Verdicts>) {
         }
         // The alarm's sender lives in the node, so a receive ends only by the alarm or the
         // timer.
-        let _ = alarm.recv_deadline(next);
+        let _ = acks.alarm.1.recv_deadline(next);
     }
 }

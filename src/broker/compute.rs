@@ -17,7 +17,6 @@ use super::jobs::Task;
 use super::node::Node;
 use super::role::Job;
 use super::status::bump;
-use super::topics::Held;
 use super::writer::HeldUntilWritten;
 
 /// The worker loop.
@@ -61,11 +60,12 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
         );
         return;
     }
+    node.topics.hold(message.size());
     let clear: HeldUntilWritten = Arc::new(ClearWhenWritten {
         node: Arc::clone(node),
         index,
         epoch,
-        _held: node.topics.hold(message),
+        bytes: message.size(),
     });
     let delivered = node.topics.deliver(message, epoch, &clear, direct);
     bump(&node.counters.processed);
@@ -89,8 +89,8 @@ pub struct ClearWhenWritten {
     node: Arc<Node>,
     index: u64,
     epoch: Epoch,
-    /// The message's share of `--max-queued-bytes`.
-    _held: Held,
+    /// The message's share of `--max-queued-bytes` ([`super::topics::Topics::hold`]).
+    bytes: usize,
 }
 
 impl Drop for ClearWhenWritten {
@@ -98,6 +98,7 @@ impl Drop for ClearWhenWritten {
         if !self.node.stopping() {
             self.node.clear_delivered(self.index, self.epoch);
         }
+        self.node.topics.release(self.bytes);
     }
 }
 

@@ -5,6 +5,7 @@
 //! together (its [`State`] and every change of role are in [`super::role`]), so "am I primary
 //! in this epoch?" and "append to the log" can never be split by a role change.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::BrokerConfig;
 use crate::connection::Stream;
-use crate::protocol::{Epoch, MsgId, PeerState, Role};
+use crate::protocol::{Epoch, PeerState, Role};
 use crate::registry::Registry;
 use crate::slots::Slots;
 
@@ -50,7 +51,7 @@ pub struct Node {
     /// The subscriber map.
     pub topics: Topics,
     /// Counters for STATUS.
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     /// What waits for the compute step.
     pub computing: Computing,
     /// Warnings that come in floods, summed up.
@@ -67,7 +68,8 @@ pub struct Node {
     sockets: Registry,
     /// Who holds the listener's connection slots, by socket key (`crate::slots`).
     pub slots: Mutex<Slots>,
-    anon_seq: AtomicU64,
+    /// The last sequence drawn for a seed-form publish (`Node::admit_anonymous`).
+    pub(super) anon_seq: AtomicU64,
     stopping: AtomicBool,
     gate: Gate,
 }
@@ -83,6 +85,7 @@ impl Node {
         handoff_now: Sender<()>,
     ) -> Self {
         let id = rand::random_range(1..=999_999);
+        let counters = Arc::new(Counters::default());
         let topics = Topics::new(
             QueueLimits {
                 lines: config.slow_consumer_limit,
@@ -91,6 +94,7 @@ impl Node {
                 answers: config.max_line_bytes,
             },
             config.max_queued_bytes,
+            Arc::clone(&counters),
         );
         Node {
             safety: Safety::new(config.require_backup),
@@ -109,7 +113,7 @@ impl Node {
             id,
             state_changed: Condvar::new(),
             topics,
-            counters: Counters::default(),
+            counters,
             computing: Computing::default(),
             warnings: Warnings::default(),
             acks: Acks::default(),
@@ -143,15 +147,6 @@ impl Node {
         self.state.lock().is_primary_in(epoch)
     }
 
-    /// Gives a seed-form publish an id of our own: our node id and a counter. Drawn only
-    /// under the role lock (`Node::admit_anonymous`), so the ids rise in the log's order.
-    pub(super) fn anonymous_id(&self) -> MsgId {
-        MsgId {
-            publisher: u64::from(self.id),
-            seq: self.anon_seq.fetch_add(1, Ordering::Relaxed) + 1,
-        }
-    }
-
     /// The pinger starts a probe; the returned ticket covers every request made so far.
     pub fn probe_started(&self) -> u64 {
         self.state.lock().probes.0
@@ -182,11 +177,11 @@ impl Node {
         s.probes.0 += 1;
         let ticket = s.probes.0;
         let _ = self.probe_now.try_send(());
-        while s.role() == Role::Backup && s.probes.1 < ticket && !self.stopping() {
-            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
-                break;
-            }
-        }
+        while s.role() == Role::Backup
+            && s.probes.1 < ticket
+            && !self.stopping()
+            && !self.state_changed.wait_until(&mut s, deadline).timed_out()
+        {}
         s.role()
     }
 
@@ -290,7 +285,7 @@ impl Node {
             confirmed: self.safety.confirmed(),
             subscriptions: self.topics.count(),
             link_error: self.link_error.lock().clone(),
-            counters: self.counters.snapshot(self.topics.slow_consumers()),
+            counters: self.counters.snapshot(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -26,18 +27,20 @@ impl Node {
     /// Appends a publish to the log, hands it to replication and to its compute worker, all in
     /// one step so the log, the link and the worker see one order.
     pub fn admit(&self, message: Message) -> Result<Admitted, Refusal> {
-        let mut s = self.state.lock();
-        self.admit_locked(&mut s, message)
+        self.admit_locked(&mut self.state.lock(), message)
     }
 
-    /// Admits a seed-form publish under an id of ours, drawn under the role lock as the message
-    /// is appended: the ids then rise in the log's order. (Drawn before the lock, a thread
+    /// Admits a seed-form publish under an id of ours (our node id and a counter), drawn under
+    /// the role lock as the message is appended: the ids then rise in the log's order. (Drawn before the lock, a thread
     /// that waited for it while more than the dedup window of others went ahead would find
     /// its id behind the window, taken for a resend: ACKed and never delivered.)
     /// The message is built by the caller, outside the lock; only its id is set here.
     pub fn admit_anonymous(&self, mut message: Message) -> Result<Admitted, Refusal> {
         let mut s = self.state.lock();
-        message.id = self.anonymous_id();
+        message.id = MsgId {
+            publisher: u64::from(self.id),
+            seq: self.anon_seq.fetch_add(1, Ordering::Relaxed) + 1,
+        };
         self.admit_locked(&mut s, message)
     }
 

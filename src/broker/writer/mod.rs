@@ -31,7 +31,6 @@
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -40,6 +39,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::connection::{Stream, is_timeout};
 use crate::protocol::Reply;
+
+use super::status::{Counters, bump};
 
 mod queue;
 
@@ -57,8 +58,8 @@ pub struct Writer {
     pub conn: u64,
     stream: Stream,
     limits: QueueLimits,
-    /// The broker's count of subscribers cut off as slow consumers.
-    slow_consumers: Arc<AtomicU64>,
+    /// The broker's counters, to count the subscribers cut off as slow consumers.
+    counters: Arc<Counters>,
     queue: Mutex<Queue>,
     /// Rings the writer thread: the head is ready and nobody writes it, or the connection
     /// ends. A channel of one rather than a condition variable: its receiver spins a moment
@@ -77,14 +78,14 @@ impl Writer {
         conn: u64,
         stream: Stream,
         limits: QueueLimits,
-        slow_consumers: Arc<AtomicU64>,
+        counters: Arc<Counters>,
     ) -> Arc<Writer> {
         let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
         Arc::new(Writer {
             conn,
             stream,
             limits,
-            slow_consumers,
+            counters,
             queue: Mutex::default(),
             bell: crossbeam_channel::bounded(1),
             drained: Condvar::new(),
@@ -154,7 +155,7 @@ impl Writer {
     /// the attempt, and the writer thread takes the rest.
     pub fn flush(&self) {
         let mut q = self.queue.lock();
-        if q.writing || q.done() {
+        if q.done() {
             return;
         }
         let (bytes, batch) = q.take_ready();
@@ -217,11 +218,10 @@ impl Writer {
         let mut q = self.queue.lock();
         let deadline = Instant::now() + self.limits.age;
         q.draining = true;
-        while q.answer_bytes > self.limits.answers && !q.done() {
-            if self.drained.wait_until(&mut q, deadline).timed_out() {
-                break;
-            }
-        }
+        while q.answer_bytes > self.limits.answers
+            && !q.done()
+            && !self.drained.wait_until(&mut q, deadline).timed_out()
+        {}
         q.draining = false;
         q.answer_bytes <= self.limits.answers && !q.done()
     }
@@ -255,11 +255,7 @@ impl Writer {
             if q.done() {
                 break;
             }
-            let (bytes, batch) = if q.writing {
-                (Vec::new(), Vec::new())
-            } else {
-                q.take_ready()
-            };
+            let (bytes, batch) = q.take_ready();
             if batch.is_empty() {
                 if q.closing && q.entries.is_empty() {
                     break;
@@ -325,7 +321,7 @@ impl Writer {
         q.slow = true;
         q.throw_away();
         if first {
-            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            bump(&self.counters.slow_consumers);
         }
         self.ring();
         self.drained.notify_all();
@@ -368,6 +364,7 @@ impl Writer {
 mod tests {
     use std::io::{BufRead, BufReader};
     use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
     use std::thread;
 
     use super::*;
@@ -639,7 +636,7 @@ mod tests {
         writing.join().unwrap();
         stop.store(true, Ordering::Release);
         assert!(writer.is_slow());
-        assert_eq!(writer.slow_consumers.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.counters.slow_consumers.load(Ordering::Relaxed), 1);
         assert_eq!(
             writer.queued_deliveries(),
             (0, 0),

@@ -146,11 +146,14 @@ impl Queue {
     }
 
     /// Takes the ready lines at the head, up to [`BATCH_BYTES`] (one at least), with their
-    /// bytes.
+    /// bytes; none while another thread is writing.
     pub(super) fn take_ready(&mut self) -> (Vec<u8>, Vec<Frame>) {
         let mut bytes = Vec::new();
         let mut batch = Vec::new();
-        while bytes.len() < BATCH_BYTES && matches!(self.entries.front(), Some(Entry::Ready(_))) {
+        while !self.writing
+            && bytes.len() < BATCH_BYTES
+            && matches!(self.entries.front(), Some(Entry::Ready(_)))
+        {
             if let Some(Entry::Ready(frame)) = self.entries.pop_front() {
                 self.head_seq += 1;
                 bytes.extend_from_slice(&frame.bytes);
