@@ -265,15 +265,16 @@ impl Node {
         self.is_current(epoch)
     }
 
-    /// REPLICATE from the primary we follow.
-    pub fn accept_replicate(&self, epoch: Epoch, index: u64, message: Message) -> Reply {
+    /// REPLICATE from the primary we follow; answered here only when the sender is stale
+    /// (the connection confirms what it held once per read batch).
+    pub fn accept_replicate(&self, epoch: Epoch, index: u64, message: Message) -> Option<Reply> {
         let mut s = self.state.lock();
         if let Some(fenced) = self.check_follower(&mut s, epoch) {
-            return fenced;
+            return Some(fenced);
         }
         debug!("{} held at index {index} (epoch {epoch})", message.id);
         s.log.insert(index, Arc::new(message));
-        Reply::Replicated { index }
+        None
     }
 
     /// CLEAR from the primary we follow; answered only when the sender is stale.

@@ -195,13 +195,13 @@ impl Conn {
                 epoch,
                 index,
                 message,
-            } => match self.node.accept_replicate(epoch, index, message) {
-                Reply::Replicated { index } => {
+            } => {
+                let fenced = self.node.accept_replicate(epoch, index, message);
+                if fenced.is_none() {
                     self.held = Some(index);
-                    None
                 }
-                fenced => Some(fenced),
-            },
+                fenced
+            }
             Request::Clear { epoch, index } => self.node.accept_clear(epoch, index),
             Request::Handover { epoch } => Some(self.node.accept_handover(epoch)),
         };
