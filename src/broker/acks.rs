@@ -102,13 +102,12 @@ impl Acks {
         let _ = self.alarm.0.try_send(());
     }
 
-    /// Files the ACK of `admitted` for connection `conn`, keeping its place in `writer`,
+    /// Files the ACK of `admitted`, keeping its place in its connection's `writer`,
     /// unless it is decided already: then it returns the answer, for the caller to send.
     pub fn file(
         &self,
         broker: &impl Verdicts,
         writer: &Arc<Writer>,
-        conn: u64,
         admitted: Admitted,
         ack: Reply,
     ) -> Option<Reply> {
@@ -126,7 +125,7 @@ impl Acks {
         };
         // No need to wake the `acks` thread: it looks again within one ACK timeout of its
         // last look (`sweep`), before this filing's deadline.
-        book.insert((filed.admitted.index, conn), filed);
+        book.insert((filed.admitted.index, writer.conn), filed);
         None
     }
 

@@ -59,7 +59,7 @@ impl Conn {
             Ok(admitted) => admitted,
             Err(refusal) => return Some(Reply::Err(node.explain(&refusal))),
         };
-        node.acks.file(&*node, &self.writer, self.id, admitted, ack)
+        node.acks.file(&*node, &self.writer, admitted, ack)
     }
 
     /// SUBSCRIBE and SUB: the topic charged against the connection's limits.

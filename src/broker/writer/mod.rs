@@ -127,27 +127,26 @@ impl Writer {
 
     /// Queues a delivery, and writes it at once with `direct` (else the writer thread does).
     pub fn deliver(&self, frame: Frame, direct: bool) -> Result<(), Refused> {
-        {
-            let mut q = self.queue.lock();
-            let len = frame.bytes.len();
-            let over = q.deliveries >= self.limits.lines
-                || q.delivery_bytes.saturating_add(len) > self.limits.bytes;
-            if q.failed || q.closing {
-                return Err(Refused::Gone);
-            }
-            // An empty queue takes a line however long: it is never a backlog.
-            if q.slow || (q.deliveries > 0 && over) {
-                return Err(Refused::SlowConsumer);
-            }
-            q.deliveries += 1;
-            q.delivery_bytes += len;
-            q.push(Entry::Ready(frame));
-            if !direct {
-                self.ring();
-                return Ok(());
-            }
+        let mut q = self.queue.lock();
+        let len = frame.bytes.len();
+        let over = q.deliveries >= self.limits.lines
+            || q.delivery_bytes.saturating_add(len) > self.limits.bytes;
+        if q.failed || q.closing {
+            return Err(Refused::Gone);
         }
-        self.flush();
+        // An empty queue takes a line however long: it is never a backlog.
+        if q.slow || (q.deliveries > 0 && over) {
+            return Err(Refused::SlowConsumer);
+        }
+        q.deliveries += 1;
+        q.delivery_bytes += len;
+        q.push(Entry::Ready(frame));
+        drop(q);
+        if direct {
+            self.flush();
+        } else {
+            self.ring();
+        }
         Ok(())
     }
 
