@@ -116,8 +116,8 @@ impl Node {
         self.config.ping_interval + self.config.ping_timeout * 2
     }
 
-    /// [`Node::await_safe`] until `deadline`; a deadline already passed asks without waiting
-    /// (a refusal that [`Refusal::is_undecided`]: not decided yet).
+    /// Waits until `admitted` may be ACKed, at most until `deadline`; a deadline already passed
+    /// asks without waiting (a refusal that [`Refusal::is_undecided`]: not decided yet).
     pub fn await_safe_until(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
         let verdict = self
             .safety

@@ -55,11 +55,10 @@ impl Conn {
                 result = admit(&node);
             }
         }
-        let admitted = match result {
-            Ok(admitted) => admitted,
-            Err(refusal) => return Some(Reply::Err(node.explain(&refusal))),
-        };
-        node.acks.file(&*node, &self.writer, admitted, ack)
+        match result {
+            Ok(admitted) => node.acks.file(&*node, &self.writer, admitted, ack),
+            Err(refusal) => Some(Reply::Err(node.explain(&refusal))),
+        }
     }
 
     /// SUBSCRIBE and SUB: the topic charged against the connection's limits.

@@ -84,7 +84,7 @@ pub enum Refused {
     Gone,
 }
 
-/// A place kept in the queue for an ACK, filled in by [`Writer::fill`].
+/// A place kept in the queue for an ACK, filled in by [`Writer::fill`](super::Writer::fill).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket(pub(super) u64);
 
@@ -115,7 +115,8 @@ pub(super) struct Queue {
     pub(super) failed: bool,
     /// The connection is ending: the writer thread leaves once the queue is empty.
     pub(super) closing: bool,
-    /// The connection's thread waits in [`Writer::close`] for the queue to empty.
+    /// The connection's thread waits in [`Writer::close`](super::Writer::close) for the queue
+    /// to empty.
     pub(super) draining: bool,
 }
 
