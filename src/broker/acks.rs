@@ -15,7 +15,7 @@
 //! ```
 //!
 //! The verdict is the one the broker gives when asked without waiting ([`Verdicts`], which
-//! the node answers with `Node::await_safe_until`; a refusal that [`Refusal::is_undecided`]
+//! the node answers with `Node::await_safe_until`; a refusal that `Refusal::is_undecided`
 //! may still turn into an ACK), so each answer (ACK, degraded ACK, `--require-backup`,
 //! timeout, role change, shutting down) reads as it would had the connection's thread waited
 //! itself. The book asks the broker only through that trait, so it does not depend on the
@@ -30,17 +30,16 @@ use parking_lot::Mutex;
 
 use crate::protocol::Reply;
 
-use super::verdict::{Admitted, Refusal};
+use super::verdict::Admitted;
 use super::writer::{Ticket, Writer};
 
 /// What the book asks of the broker that holds it.
 pub trait Verdicts {
     /// The book.
     fn acks(&self) -> &Acks;
-    /// `admitted`'s verdict now, without waiting.
-    fn verdict_now(&self, admitted: &Admitted) -> Result<(), Refusal>;
-    /// The answer for a verdict: `ack`, or the refusal in words.
-    fn verdict_reply(&self, verdict: Result<(), Refusal>, ack: Reply) -> Reply;
+    /// The answer to `admitted` now, without waiting: `ack`, or the refusal in words; `None`
+    /// while it is not decided yet (`Refusal::is_undecided`), unless `give_up`.
+    fn answer_now(&self, admitted: &Admitted, ack: &Reply, give_up: bool) -> Option<Reply>;
     /// How long a publish may wait for its verdict.
     fn ack_timeout(&self) -> Duration;
     /// The highest log index the backup has confirmed.
@@ -62,11 +61,10 @@ impl Filed {
     /// Fills in the ACK's place if it is decided (or past its deadline); `false` if it is not
     /// decided yet.
     fn answer(&self, broker: &impl Verdicts) -> bool {
-        let verdict = broker.verdict_now(&self.admitted);
-        if verdict.as_ref().is_err_and(Refusal::is_undecided) && Instant::now() < self.deadline {
+        let give_up = Instant::now() >= self.deadline;
+        let Some(reply) = broker.answer_now(&self.admitted, &self.ack, give_up) else {
             return false;
-        }
-        let reply = broker.verdict_reply(verdict, self.ack.clone());
+        };
         self.writer.fill(self.ticket, &reply);
         true
     }
@@ -77,23 +75,16 @@ type Key = (u64, u64);
 
 /// Every filed ACK, by log index.
 pub struct Acks {
-    book: Mutex<Book>,
-    alarm: Sender<()>,
-    alarm_rx: Receiver<()>,
-}
-
-#[derive(Default)]
-struct Book {
-    filed: BTreeMap<Key, Filed>,
+    book: Mutex<BTreeMap<Key, Filed>>,
+    /// Rings the `acks` thread.
+    alarm: (Sender<()>, Receiver<()>),
 }
 
 impl Default for Acks {
     fn default() -> Self {
-        let (alarm, alarm_rx) = crossbeam_channel::bounded(1);
         Acks {
             book: Mutex::default(),
-            alarm,
-            alarm_rx,
+            alarm: crossbeam_channel::bounded(1),
         }
     }
 }
@@ -102,30 +93,28 @@ impl Acks {
     /// The alarm that wakes the `acks` thread; `Safety` rings it at every change of the
     /// backup's health and of the role.
     pub fn alarm(&self) -> Sender<()> {
-        self.alarm.clone()
+        self.alarm.0.clone()
     }
 
     /// Wakes the `acks` thread to look at what is filed (a message a witnessed primary holds
     /// alone was delivered).
     pub fn ring(&self) {
-        let _ = self.alarm.try_send(());
+        let _ = self.alarm.0.try_send(());
     }
 
-    /// Files the ACK of `admitted` for connection `conn`, keeping its place in `writer`,
+    /// Files the ACK of `admitted`, keeping its place in its connection's `writer`,
     /// unless it is decided already: then it returns the answer, for the caller to send.
     pub fn file(
         &self,
         broker: &impl Verdicts,
         writer: &Arc<Writer>,
-        conn: u64,
         admitted: Admitted,
         ack: Reply,
     ) -> Option<Reply> {
         // Asked under the book's lock: a confirmation recorded after this finds the filing.
         let mut book = self.book.lock();
-        let verdict = broker.verdict_now(&admitted);
-        if !verdict.as_ref().is_err_and(Refusal::is_undecided) {
-            return Some(broker.verdict_reply(verdict, ack));
+        if let Some(reply) = broker.answer_now(&admitted, &ack, false) {
+            return Some(reply);
         }
         let filed = Filed {
             writer: Arc::clone(writer),
@@ -136,7 +125,7 @@ impl Acks {
         };
         // No need to wake the `acks` thread: it looks again within one ACK timeout of its
         // last look (`sweep`), before this filing's deadline.
-        book.filed.insert((filed.admitted.index(), conn), filed);
+        book.insert((filed.admitted.index, writer.conn), filed);
         None
     }
 
@@ -145,16 +134,19 @@ impl Acks {
     pub fn answer_confirmed(&self, broker: &impl Verdicts, confirmed: u64) {
         let ready = {
             let mut book = self.book.lock();
-            match book.filed.first_key_value() {
-                Some(((first, _), _)) if *first <= confirmed => {}
-                _ => return,
+            if book
+                .keys()
+                .next()
+                .is_none_or(|&(first, _)| first > confirmed)
+            {
+                return;
             }
             match confirmed.checked_add(1) {
                 Some(next) => {
-                    let later = book.filed.split_off(&(next, 0));
-                    std::mem::replace(&mut book.filed, later)
+                    let later = book.split_off(&(next, 0));
+                    std::mem::replace(&mut *book, later)
                 }
-                None => std::mem::take(&mut book.filed),
+                None => std::mem::take(&mut *book),
             }
         };
         if self.answer_all(broker, ready) {
@@ -182,7 +174,7 @@ impl Acks {
             writer.flush();
         }
         let filed_again = !undecided.is_empty();
-        self.book.lock().filed.extend(undecided);
+        self.book.lock().extend(undecided);
         filed_again
     }
 
@@ -193,12 +185,11 @@ impl Acks {
     /// publisher nothing per message.
     fn sweep(&self, broker: &impl Verdicts) -> Instant {
         let now = Instant::now();
-        let filed = std::mem::take(&mut self.book.lock().filed);
+        let filed = std::mem::take(&mut *self.book.lock());
         self.answer_all(broker, filed);
         let next = self
             .book
             .lock()
-            .filed
             .values()
             .map(|f| f.deadline)
             .fold(now + broker.ack_timeout(), Instant::min);
@@ -212,7 +203,6 @@ impl Acks {
 /// alarm rings), or when their deadline passes; ends when the broker stops.
 pub fn run_acks(broker: Arc<impl Verdicts>) {
     let acks = broker.acks();
-    let alarm = acks.alarm_rx.clone();
     loop {
         let next = acks.sweep(&*broker);
         if broker.stopping() {
@@ -220,6 +210,6 @@ pub fn run_acks(broker: Arc<impl Verdicts>) {
         }
         // The alarm's sender lives in the node, so a receive ends only by the alarm or the
         // timer.
-        let _ = alarm.recv_deadline(next);
+        let _ = acks.alarm.1.recv_deadline(next);
     }
 }

@@ -17,7 +17,6 @@ use super::jobs::Task;
 use super::node::Node;
 use super::role::Job;
 use super::status::bump;
-use super::topics::Held;
 use super::writer::HeldUntilWritten;
 
 /// The worker loop.
@@ -61,8 +60,13 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
         );
         return;
     }
-    let clear: HeldUntilWritten =
-        ClearWhenWritten::new(node, index, epoch, node.topics.hold(message));
+    node.topics.hold(message.size());
+    let clear: HeldUntilWritten = Arc::new(ClearWhenWritten {
+        node: Arc::clone(node),
+        index,
+        epoch,
+        bytes: message.size(),
+    });
     let delivered = node.topics.deliver(message, epoch, &clear, direct);
     bump(&node.counters.processed);
     node.counters
@@ -85,20 +89,8 @@ pub struct ClearWhenWritten {
     node: Arc<Node>,
     index: u64,
     epoch: Epoch,
-    /// The message's share of `--max-queued-bytes`.
-    _held: Held,
-}
-
-impl ClearWhenWritten {
-    /// The clear of the message at `index` in `epoch`, holding its share `held`.
-    pub fn new(node: &Arc<Node>, index: u64, epoch: Epoch, held: Held) -> Arc<Self> {
-        Arc::new(ClearWhenWritten {
-            node: Arc::clone(node),
-            index,
-            epoch,
-            _held: held,
-        })
-    }
+    /// The message's share of `--max-queued-bytes` ([`super::topics::Topics::hold`]).
+    bytes: usize,
 }
 
 impl Drop for ClearWhenWritten {
@@ -106,6 +98,7 @@ impl Drop for ClearWhenWritten {
         if !self.node.stopping() {
             self.node.clear_delivered(self.index, self.epoch);
         }
+        self.node.topics.release(self.bytes);
     }
 }
 

@@ -21,8 +21,9 @@ pub enum Admit {
 pub const WINDOW: u64 = 1024;
 
 /// What the dedup table knows of one publisher: its highest accepted sequence, where that went
-/// in the log, and which of the [`WINDOW`] sequences below it were accepted (bit `i` of
-/// `below` stands for `seq - i`). Anything older than the window counts as accepted.
+/// in the log, and which of the [`WINDOW`] sequences up to it were accepted: a ring of bits in
+/// `below`, sequence `s` at bit `s % WINDOW`. Anything older than the window counts as
+/// accepted.
 #[derive(Clone, Copy, Debug)]
 struct Seen {
     seq: u64,
@@ -32,28 +33,39 @@ struct Seen {
 
 impl Seen {
     fn new(seq: u64, index: u64) -> Self {
-        let mut below = [0; (WINDOW / 64) as usize];
-        below[0] = 1;
-        Seen { seq, index, below }
+        let mut seen = Seen {
+            seq,
+            index,
+            below: [0; (WINDOW / 64) as usize],
+        };
+        seen.insert(seq, index);
+        seen
+    }
+
+    /// The word of `below` and the bit in it that stand for `seq`.
+    fn bit(seq: u64) -> (usize, u64) {
+        ((seq % WINDOW / 64) as usize, 1 << (seq % 64))
     }
 
     fn contains(&self, seq: u64) -> bool {
-        if seq > self.seq {
-            return false;
-        }
-        let back = self.seq - seq;
-        back >= WINDOW || self.below[(back / 64) as usize] & (1 << (back % 64)) != 0
+        let (word, bit) = Seen::bit(seq);
+        seq <= self.seq && (self.seq - seq >= WINDOW || self.below[word] & bit != 0)
     }
 
     fn insert(&mut self, seq: u64, index: u64) {
         if seq > self.seq {
-            self.shift(seq - self.seq);
+            // The window moves up: the bits of the sequences it now covers stood for ones
+            // that fell out of it.
+            for newer in self.seq + 1..=seq.min(self.seq.saturating_add(WINDOW)) {
+                let (word, bit) = Seen::bit(newer);
+                self.below[word] &= !bit;
+            }
             self.seq = seq;
             self.index = index;
         }
-        let back = self.seq - seq;
-        if back < WINDOW {
-            self.below[(back / 64) as usize] |= 1 << (back % 64);
+        if self.seq - seq < WINDOW {
+            let (word, bit) = Seen::bit(seq);
+            self.below[word] |= bit;
         }
     }
 
@@ -64,24 +76,6 @@ impl Seen {
                 seq,
                 index,
                 below: [u64::MAX; (WINDOW / 64) as usize],
-            };
-        }
-    }
-
-    /// Moves the window up by `by` sequence numbers.
-    fn shift(&mut self, by: u64) {
-        let words = self.below.len();
-        let (word_shift, bit_shift) = ((by / 64) as usize, (by % 64) as u32);
-        for i in (0..words).rev() {
-            let from = i.checked_sub(word_shift);
-            let hi = from.map_or(0, |j| self.below[j]);
-            let lo = from
-                .and_then(|j| j.checked_sub(1))
-                .map_or(0, |j| self.below[j]);
-            self.below[i] = if bit_shift == 0 {
-                hi
-            } else {
-                (hi << bit_shift) | (lo >> (64 - bit_shift))
             };
         }
     }
@@ -184,14 +178,12 @@ impl Log {
 
     /// The highest sequence accepted from each publisher, with its index, for a sync.
     pub fn seen(&self) -> impl Iterator<Item = (MsgId, u64)> + '_ {
-        self.seen.iter().map(|(p, s)| {
-            (
-                MsgId {
-                    publisher: *p,
-                    seq: s.seq,
-                },
-                s.index,
-            )
+        self.seen.iter().map(|(&publisher, s)| {
+            let id = MsgId {
+                publisher,
+                seq: s.seq,
+            };
+            (id, s.index)
         })
     }
 

@@ -5,6 +5,7 @@
 //! together (its [`State`] and every change of role are in [`super::role`]), so "am I primary
 //! in this epoch?" and "append to the log" can never be split by a role change.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::BrokerConfig;
 use crate::connection::Stream;
-use crate::protocol::{Epoch, MsgId, PeerState, Role};
+use crate::protocol::{Epoch, PeerState, Role};
 use crate::registry::Registry;
 use crate::slots::Slots;
 
@@ -23,7 +24,7 @@ use super::mandate::Mandate;
 use super::message_log::Log;
 use super::role::{RoleState, Rules, State};
 use super::safety::{BackupHealth, Safety};
-use super::status::{CounterSnapshot, Counters, Status};
+use super::status::{Counters, Status};
 use super::topics::{QueueLimits, Topics};
 use super::warnings::Warnings;
 
@@ -50,7 +51,7 @@ pub struct Node {
     /// The subscriber map.
     pub topics: Topics,
     /// Counters for STATUS.
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     /// What waits for the compute step.
     pub computing: Computing,
     /// Warnings that come in floods, summed up.
@@ -67,7 +68,8 @@ pub struct Node {
     sockets: Registry,
     /// Who holds the listener's connection slots, by socket key (`crate::slots`).
     pub slots: Mutex<Slots>,
-    anon_seq: AtomicU64,
+    /// The last sequence drawn for a seed-form publish (`Node::admit_anonymous`).
+    pub(super) anon_seq: AtomicU64,
     stopping: AtomicBool,
     gate: Gate,
 }
@@ -83,6 +85,7 @@ impl Node {
         handoff_now: Sender<()>,
     ) -> Self {
         let id = rand::random_range(1..=999_999);
+        let counters = Arc::new(Counters::default());
         let topics = Topics::new(
             QueueLimits {
                 lines: config.slow_consumer_limit,
@@ -91,6 +94,7 @@ impl Node {
                 answers: config.max_line_bytes,
             },
             config.max_queued_bytes,
+            Arc::clone(&counters),
         );
         Node {
             safety: Safety::new(config.require_backup),
@@ -109,7 +113,7 @@ impl Node {
             id,
             state_changed: Condvar::new(),
             topics,
-            counters: Counters::default(),
+            counters,
             computing: Computing::default(),
             warnings: Warnings::default(),
             acks: Acks::default(),
@@ -127,16 +131,6 @@ impl Node {
         }
     }
 
-    /// For unit tests: a core with the fast preset, fed `workers`, whose wake-up channels
-    /// nobody reads.
-    #[cfg(test)]
-    pub fn idle(workers: Vec<Sender<Task>>) -> Self {
-        let (probe, _) = crossbeam_channel::bounded(1);
-        let (redial, _) = crossbeam_channel::bounded(1);
-        let (handoff, _) = crossbeam_channel::bounded(1);
-        Node::new(BrokerConfig::fast(), workers, probe, redial, handoff)
-    }
-
     /// Our role and epoch right now.
     pub fn role(&self) -> (Role, Epoch) {
         let s = self.state.lock();
@@ -145,22 +139,12 @@ impl Node {
 
     /// What we tell the peer about ourselves.
     pub fn me(&self) -> PeerState {
-        let s = self.state.lock();
-        s.me()
+        self.state.lock().me()
     }
 
     /// Whether `epoch` is still our reign as primary.
     pub fn is_current(&self, epoch: Epoch) -> bool {
         self.state.lock().is_primary_in(epoch)
-    }
-
-    /// Gives a seed-form publish an id of our own: our node id and a counter. Drawn only
-    /// under the role lock (`Node::admit_anonymous`), so the ids rise in the log's order.
-    pub(super) fn anonymous_id(&self) -> MsgId {
-        MsgId {
-            publisher: u64::from(self.id),
-            seq: self.anon_seq.fetch_add(1, Ordering::Relaxed) + 1,
-        }
     }
 
     /// The pinger starts a probe; the returned ticket covers every request made so far.
@@ -193,11 +177,11 @@ impl Node {
         s.probes.0 += 1;
         let ticket = s.probes.0;
         let _ = self.probe_now.try_send(());
-        while s.role() == Role::Backup && s.probes.1 < ticket && !self.stopping() {
-            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
-                break;
-            }
-        }
+        while s.role() == Role::Backup
+            && s.probes.1 < ticket
+            && !self.stopping()
+            && !self.state_changed.wait_until(&mut s, deadline).timed_out()
+        {}
         s.role()
     }
 
@@ -301,15 +285,24 @@ impl Node {
             confirmed: self.safety.confirmed(),
             subscriptions: self.topics.count(),
             link_error: self.link_error.lock().clone(),
-            counters: CounterSnapshot {
-                slow_consumers: self.topics.slow_consumers(),
-                ..self.counters.snapshot()
-            },
+            counters: self.counters.snapshot(),
         }
     }
 
     /// Records why a replication session failed (`None`: a session works again).
     pub fn set_link_error(&self, error: Option<String>) {
         *self.link_error.lock() = error;
+    }
+}
+
+#[cfg(test)]
+impl Node {
+    /// For unit tests: a core with the fast preset, fed `workers`, whose wake-up channels
+    /// nobody reads.
+    pub fn idle(workers: Vec<Sender<Task>>) -> Self {
+        let (probe, _) = crossbeam_channel::bounded(1);
+        let (redial, _) = crossbeam_channel::bounded(1);
+        let (handoff, _) = crossbeam_channel::bounded(1);
+        Node::new(BrokerConfig::fast(), workers, probe, redial, handoff)
     }
 }

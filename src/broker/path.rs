@@ -5,6 +5,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -26,18 +27,20 @@ impl Node {
     /// Appends a publish to the log, hands it to replication and to its compute worker, all in
     /// one step so the log, the link and the worker see one order.
     pub fn admit(&self, message: Message) -> Result<Admitted, Refusal> {
-        let mut s = self.state.lock();
-        self.admit_locked(&mut s, message)
+        self.admit_locked(&mut self.state.lock(), message)
     }
 
-    /// Admits a seed-form publish under an id of ours, drawn under the role lock as the message
-    /// is appended: the ids then rise in the log's order. (Drawn before the lock, a thread
+    /// Admits a seed-form publish under an id of ours (our node id and a counter), drawn under
+    /// the role lock as the message is appended: the ids then rise in the log's order. (Drawn before the lock, a thread
     /// that waited for it while more than the dedup window of others went ahead would find
     /// its id behind the window, taken for a resend: ACKed and never delivered.)
     /// The message is built by the caller, outside the lock; only its id is set here.
     pub fn admit_anonymous(&self, mut message: Message) -> Result<Admitted, Refusal> {
         let mut s = self.state.lock();
-        message.id = self.anonymous_id();
+        message.id = MsgId {
+            publisher: u64::from(self.id),
+            seq: self.anon_seq.fetch_add(1, Ordering::Relaxed) + 1,
+        };
         self.admit_locked(&mut s, message)
     }
 
@@ -78,7 +81,7 @@ impl Node {
         }
         let id = message.id;
         let generation = self.safety.generation();
-        match s.log.admit(message) {
+        let index = match s.log.admit(message) {
             Admit::New(index, message) => {
                 debug!("{id} accepted at index {index} in epoch {}", s.epoch);
                 bump(&self.counters.published);
@@ -93,22 +96,19 @@ impl Node {
                     epoch: s.epoch,
                     message,
                 });
-                Ok(Admitted {
-                    id,
-                    index,
-                    generation,
-                })
+                index
             }
             Admit::Duplicate(index) => {
                 debug!("{id} is a resend of a message we hold; ACKing it again");
                 bump(&self.counters.duplicates);
-                Ok(Admitted {
-                    id,
-                    index,
-                    generation,
-                })
+                index
             }
-        }
+        };
+        Ok(Admitted {
+            id,
+            index,
+            generation,
+        })
     }
 
     /// How long a publish may wait for the backup's confirmation before it is refused.
@@ -116,8 +116,8 @@ impl Node {
         self.config.ping_interval + self.config.ping_timeout * 2
     }
 
-    /// [`Node::await_safe`] until `deadline`; a deadline already passed asks without waiting
-    /// (a refusal that [`Refusal::is_undecided`]: not decided yet).
+    /// Waits until `admitted` may be ACKed, at most until `deadline`; a deadline already passed
+    /// asks without waiting (a refusal that [`Refusal::is_undecided`]: not decided yet).
     pub fn await_safe_until(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
         let verdict = self
             .safety
@@ -170,14 +170,6 @@ impl Node {
             let _ = self
                 .state_changed
                 .wait_until(&mut s, deadline.min(now + tick));
-        }
-    }
-
-    /// The answer to a publish once its verdict is in: `ack`, or the refusal in words.
-    pub fn verdict_reply(&self, verdict: Result<(), Refusal>, ack: Reply) -> Reply {
-        match verdict {
-            Ok(()) => ack,
-            Err(refusal) => Reply::Err(self.explain(&refusal)),
         }
     }
 
@@ -273,15 +265,16 @@ impl Node {
         self.is_current(epoch)
     }
 
-    /// REPLICATE from the primary we follow.
-    pub fn accept_replicate(&self, epoch: Epoch, index: u64, message: Message) -> Reply {
+    /// REPLICATE from the primary we follow; answered here only when the sender is stale
+    /// (the connection confirms what it held once per read batch).
+    pub fn accept_replicate(&self, epoch: Epoch, index: u64, message: Message) -> Option<Reply> {
         let mut s = self.state.lock();
         if let Some(fenced) = self.check_follower(&mut s, epoch) {
-            return fenced;
+            return Some(fenced);
         }
         debug!("{} held at index {index} (epoch {epoch})", message.id);
         s.log.insert(index, Arc::new(message));
-        Reply::Replicated { index }
+        None
     }
 
     /// CLEAR from the primary we follow; answered only when the sender is stale.
@@ -316,12 +309,12 @@ impl Verdicts for Node {
         &self.acks
     }
 
-    fn verdict_now(&self, admitted: &Admitted) -> Result<(), Refusal> {
-        self.await_safe_until(admitted, Instant::now())
-    }
-
-    fn verdict_reply(&self, verdict: Result<(), Refusal>, ack: Reply) -> Reply {
-        Node::verdict_reply(self, verdict, ack)
+    fn answer_now(&self, admitted: &Admitted, ack: &Reply, give_up: bool) -> Option<Reply> {
+        match self.await_safe_until(admitted, Instant::now()) {
+            Ok(()) => Some(ack.clone()),
+            Err(refusal) if refusal.is_undecided() && !give_up => None,
+            Err(refusal) => Some(Reply::Err(self.explain(&refusal))),
+        }
     }
 
     fn ack_timeout(&self) -> Duration {

@@ -8,64 +8,41 @@ use crate::protocol::{Epoch, Role};
 use super::mandate::WitnessView;
 use super::safety::BackupHealth;
 
-/// Event counters, updated without locks.
-#[derive(Debug, Default)]
-pub struct Counters {
+/// The broker's event counters: live, updated without locks (`Counters`, every field an
+/// `AtomicU64`), or read at one moment ([`CounterSnapshot`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters<T = AtomicU64> {
     /// New messages accepted.
-    pub published: AtomicU64,
+    pub published: T,
     /// Publishes recognised as resends and not processed again.
-    pub duplicates: AtomicU64,
+    pub duplicates: T,
     /// Messages computed and forwarded.
-    pub processed: AtomicU64,
+    pub processed: T,
     /// Deliveries queued to subscribers.
-    pub delivered: AtomicU64,
-    /// Subscribers cut off for lagging.
-    pub slow_consumers: AtomicU64,
+    pub delivered: T,
+    /// Subscribers cut off for lagging (counted by their writers).
+    pub slow_consumers: T,
     /// Times this broker took over as primary.
-    pub takeovers: AtomicU64,
+    pub takeovers: T,
     /// Times this broker stepped down on meeting a newer epoch.
-    pub step_downs: AtomicU64,
+    pub step_downs: T,
     /// Client connections currently open.
-    pub connections: AtomicU64,
+    pub connections: T,
     /// Authentication handshakes that failed, either way.
-    pub auth_failures: AtomicU64,
+    pub auth_failures: T,
     /// Connections refused: past `--max-connections`, or a peer slot that did not
     /// authenticate in time.
-    pub refused_connections: AtomicU64,
+    pub refused_connections: T,
     /// Replication sessions this broker opened as primary.
-    pub link_sessions: AtomicU64,
+    pub link_sessions: T,
 }
+
+/// A copy of the counters at one moment.
+pub type CounterSnapshot = Counters<u64>;
 
 /// Counts one event on `counter`.
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A copy of the counters at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CounterSnapshot {
-    /// New messages accepted.
-    pub published: u64,
-    /// Resends recognised.
-    pub duplicates: u64,
-    /// Messages computed and forwarded.
-    pub processed: u64,
-    /// Deliveries queued to subscribers.
-    pub delivered: u64,
-    /// Subscribers cut off for lagging.
-    pub slow_consumers: u64,
-    /// Takeovers.
-    pub takeovers: u64,
-    /// Step-downs.
-    pub step_downs: u64,
-    /// Open connections.
-    pub connections: u64,
-    /// Failed authentication handshakes.
-    pub auth_failures: u64,
-    /// Refused connections.
-    pub refused_connections: u64,
-    /// Replication sessions opened.
-    pub link_sessions: u64,
 }
 
 impl Counters {

@@ -3,15 +3,16 @@
 //!
 //! A subscriber whose queue is full, or whose oldest line waited too long, is cut off as a slow
 //! consumer. The messages whose lines wait in any queue take at most `--max-queued-bytes`
-//! together, each counted once however many subscribers it waits for (a [`Held`] inside what
-//! its lines hold until written, [`HeldUntilWritten`]); past it, the subscriber with the longest queue is cut off.
+//! together, each counted once however many subscribers it waits for ([`Topics::hold`], given
+//! back by what its lines hold until written, [`HeldUntilWritten`]); past it, the subscriber
+//! with the longest queue is cut off.
 //!
-//! What a connection's subscriptions take is charged to it ([`SubscriptionBudget`]): each
-//! costs its topic name plus [`SUBSCRIPTION_OVERHEAD`], the most the map spends on one.
+//! What a connection's subscriptions take is charged to it (`Conn::subscribe`): each costs its
+//! topic name plus [`SUBSCRIPTION_OVERHEAD`], the most the map spends on one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use log::warn;
@@ -20,23 +21,9 @@ use parking_lot::Mutex;
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message};
 
+use super::status::Counters;
 pub use super::writer::QueueLimits;
 use super::writer::{Frame, HeldUntilWritten, Refused, Writer};
-
-/// One message's share of `--max-queued-bytes`, from the moment it is handed to its
-/// subscribers until its last line is written: it lives in what its lines hold
-/// ([`HeldUntilWritten`], the message's clear).
-#[derive(Debug)]
-pub struct Held {
-    bytes: usize,
-    held: Arc<AtomicUsize>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.held.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
 
 /// How a connection asked for a topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,32 +50,6 @@ struct Subscription {
 /// list grows (the list's room at most doubles).
 pub const SUBSCRIPTION_OVERHEAD: usize = 200;
 
-/// What one connection's subscriptions are charged, against `--max-subscriptions` and
-/// `--max-subscription-bytes`.
-#[derive(Debug, Default)]
-pub struct SubscriptionBudget {
-    topics: usize,
-    bytes: usize,
-}
-
-impl SubscriptionBudget {
-    /// What a subscription to `topic` is charged.
-    pub fn cost(topic: &str) -> usize {
-        SUBSCRIPTION_OVERHEAD.saturating_add(topic.len())
-    }
-
-    /// Whether one more subscription, to `topic`, stays within `max_topics` and `max_bytes`.
-    pub fn fits(&self, topic: &str, max_topics: usize, max_bytes: usize) -> bool {
-        self.topics < max_topics && self.bytes.saturating_add(Self::cost(topic)) <= max_bytes
-    }
-
-    /// Charges a subscription to `topic`.
-    pub fn charge(&mut self, topic: &str) {
-        self.topics += 1;
-        self.bytes = self.bytes.saturating_add(Self::cost(topic));
-    }
-}
-
 /// Topic name → the connections subscribed to it. A delivery takes the topic's list (an `Arc`)
 /// and writes without the lock; a change copies a list that a delivery still holds. A name
 /// takes no more than its bytes, a new list room for one, a list that lost subscribers no more
@@ -97,42 +58,40 @@ pub struct Topics {
     map: Mutex<HashMap<Box<str>, Arc<Vec<Subscription>>>>,
     limits: QueueLimits,
     /// Bytes of the messages waiting for subscribers, and their limit.
-    held: Arc<AtomicUsize>,
+    held: AtomicUsize,
     max_held: usize,
-    slow_consumers: Arc<AtomicU64>,
+    /// The broker's counters, which the writers count slow consumers on.
+    counters: Arc<Counters>,
 }
 
 impl Topics {
     /// An empty map whose subscribers' queues obey `limits`, the messages waiting in them
-    /// taking at most `max_queued_bytes`.
-    pub fn new(limits: QueueLimits, max_queued_bytes: usize) -> Self {
+    /// taking at most `max_queued_bytes`; slow consumers are counted on `counters`.
+    pub fn new(limits: QueueLimits, max_queued_bytes: usize, counters: Arc<Counters>) -> Self {
         Topics {
             map: Mutex::new(HashMap::new()),
             limits,
-            held: Arc::default(),
+            held: AtomicUsize::new(0),
             max_held: max_queued_bytes,
-            slow_consumers: Arc::default(),
+            counters,
         }
     }
 
     /// A queue for a connection that subscribes, and the end its writer thread drains.
     pub fn writer(&self, conn: u64, stream: Stream) -> Arc<Writer> {
-        Writer::new(conn, stream, self.limits, Arc::clone(&self.slow_consumers))
+        Writer::new(conn, stream, self.limits, Arc::clone(&self.counters))
     }
 
-    /// Subscribers cut off as slow consumers so far.
-    pub fn slow_consumers(&self) -> u64 {
-        self.slow_consumers.load(Ordering::Relaxed)
-    }
-
-    /// Counts `message` against `--max-queued-bytes` until the returned share is dropped.
-    pub fn hold(&self, message: &Message) -> Held {
-        let bytes = message.size();
+    /// Counts a message of `bytes` against `--max-queued-bytes` from the moment it is handed
+    /// to its subscribers until [`Topics::release`] gives them back, once its last line is
+    /// written (what its lines hold, [`HeldUntilWritten`], the message's clear).
+    pub fn hold(&self, bytes: usize) {
         self.held.fetch_add(bytes, Ordering::AcqRel);
-        Held {
-            bytes,
-            held: Arc::clone(&self.held),
-        }
+    }
+
+    /// Gives back what [`Topics::hold`] counted.
+    pub fn release(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// Bytes of the messages whose lines wait for subscribers.
@@ -148,7 +107,8 @@ impl Topics {
         })
     }
 
-    /// Adds a subscription; subscribing twice to one topic in one format is a no-op.
+    /// Adds a subscription the connection does not have yet ([`Topics::is_subscribed`]; only
+    /// its own thread subscribes it).
     pub fn subscribe(&self, topic: &str, format: Format, writer: &Arc<Writer>) {
         let sub = Subscription {
             format,
@@ -159,10 +119,6 @@ impl Topics {
             None => {
                 map.insert(topic.into(), Arc::new(vec![sub]));
             }
-            Some(subs)
-                if subs
-                    .iter()
-                    .any(|s| s.writer.conn == writer.conn && s.format == format) => {}
             Some(subs) => Arc::make_mut(subs).push(sub),
         }
     }
@@ -349,7 +305,7 @@ mod tests {
         assert_eq!(accepted + refused, names.len());
         // Refused at the budget: what was accepted fits, one more would not.
         let (cost, budget) = (
-            SubscriptionBudget::cost(&names[0]),
+            SUBSCRIPTION_OVERHEAD + names[0].len(),
             node.config.max_subscription_bytes,
         );
         let charged = accepted * cost;
@@ -376,7 +332,7 @@ mod tests {
             age: Duration::from_secs(60),
             answers: 1 << 20,
         };
-        let topics = Topics::new(limits, 30_000);
+        let topics = Topics::new(limits, 30_000, Arc::default());
         let (short, _r1) = subscriber(&topics, 1);
         let (long, _r2) = subscriber(&topics, 2);
         topics.subscribe("t", Format::Raw, &short);
@@ -394,14 +350,16 @@ mod tests {
         let epoch = Epoch::default();
         let (u, t) = (message("u"), message("t"));
         // What the lines hold: the messages' shares of the budget.
-        let clear_u: HeldUntilWritten = Arc::new(topics.hold(&u));
+        topics.hold(u.size());
+        let clear_u: HeldUntilWritten = Arc::new(());
         assert_eq!(topics.deliver(&u, epoch, &clear_u, false), 1);
-        assert_eq!(topics.slow_consumers(), 0);
+        assert_eq!(topics.counters.slow_consumers.load(Ordering::Relaxed), 0);
         // Two messages of 20,000 bytes wait, past 30,000: the queue holding both goes.
-        let clear_t: HeldUntilWritten = Arc::new(topics.hold(&t));
+        topics.hold(t.size());
+        let clear_t: HeldUntilWritten = Arc::new(());
         assert_eq!(topics.deliver(&t, epoch, &clear_t, false), 2);
         assert_eq!(topics.held_bytes(), 40_002);
-        assert_eq!(topics.slow_consumers(), 1);
+        assert_eq!(topics.counters.slow_consumers.load(Ordering::Relaxed), 1);
         assert!(long.is_slow());
         assert!(!short.is_slow());
         assert_eq!(

@@ -48,10 +48,3 @@ pub struct Admitted {
     pub(super) index: u64,
     pub(super) generation: u64,
 }
-
-impl Admitted {
-    /// Its place in the log.
-    pub fn index(&self) -> u64 {
-        self.index
-    }
-}

@@ -40,12 +40,6 @@ impl Repeated {
         }
         true
     }
-
-    /// How many were counted and not logged since the last one logged.
-    #[cfg(test)]
-    pub fn left_out(&self) -> u64 {
-        self.last.lock().map_or(0, |(_, count)| count)
-    }
 }
 
 /// The broker's floods.
@@ -65,6 +59,11 @@ pub struct Warnings {
 mod tests {
     use super::*;
 
+    /// How many were counted and not logged since the last one logged.
+    fn left_out(flood: &Repeated) -> u64 {
+        flood.last.lock().map_or(0, |(_, count)| count)
+    }
+
     #[test]
     fn repeats_within_the_quiet_period_are_counted_not_logged() {
         let flood = Repeated::default();
@@ -72,6 +71,6 @@ mod tests {
             .filter(|_| flood.warn(|| "refused".into()))
             .count();
         assert_eq!(logged, 1);
-        assert_eq!(flood.left_out(), 2999);
+        assert_eq!(left_out(&flood), 2999);
     }
 }

@@ -8,7 +8,7 @@ use super::Epoch;
 
 /// Identifies one published message: the publisher that made it and that publisher's sequence
 /// number. Brokers use it to drop resends and subscribers to drop replays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MsgId {
     /// A number the publisher drew at random when it started (a broker's node id for messages
     /// that arrived as seed-form `PUBLISH`, which carry no id).

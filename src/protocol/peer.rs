@@ -29,11 +29,11 @@ impl FromStr for Role {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        match s {
-            "primary" => Ok(Role::Primary),
-            "backup" => Ok(Role::Backup),
-            _ => Err(format!("bad role '{s}'").into()),
-        }
+        // By the names `Display` writes, so the two cannot drift apart.
+        [Role::Primary, Role::Backup]
+            .into_iter()
+            .find(|role| role.to_string() == s)
+            .ok_or_else(|| format!("bad role '{s}'").into())
     }
 }
 
@@ -60,11 +60,11 @@ impl FromStr for AuthKind {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        match s {
-            "peer" => Ok(AuthKind::Peer),
-            "client" => Ok(AuthKind::Client),
-            _ => Err(format!("bad kind '{s}' (want peer or client)").into()),
-        }
+        // By the names `as_str` writes, so the two cannot drift apart.
+        [AuthKind::Peer, AuthKind::Client]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| format!("bad kind '{s}' (want peer or client)").into())
     }
 }
 

@@ -17,10 +17,7 @@ impl Conn {
     /// PUBLISH: a message under an id of the broker's, answered by ACK.
     pub(super) fn publish_anonymous(&mut self, topic: String, payload: String) -> Option<Reply> {
         let message = Message {
-            id: MsgId {
-                publisher: 0,
-                seq: 0,
-            },
+            id: MsgId::default(),
             topic,
             payload,
         };
@@ -30,10 +27,7 @@ impl Conn {
     /// PUB: the ACK echoes the key; the message travels under the id derived from it.
     pub(super) fn publish_keyed(&mut self, mut message: Message) -> Option<Reply> {
         let sent = message.id;
-        message.id = MsgId {
-            publisher: publisher_id(sent.publisher),
-            seq: sent.seq,
-        };
+        message.id.publisher = publisher_id(sent.publisher);
         self.publish(|node| node.admit(message.clone()), Reply::AckId(sent))
     }
 
@@ -61,11 +55,10 @@ impl Conn {
                 result = admit(&node);
             }
         }
-        let admitted = match result {
-            Ok(admitted) => admitted,
-            Err(refusal) => return Some(Reply::Err(node.explain(&refusal))),
-        };
-        node.acks.file(&*node, &self.writer, self.id, admitted, ack)
+        match result {
+            Ok(admitted) => node.acks.file(&*node, &self.writer, admitted, ack),
+            Err(refusal) => Some(Reply::Err(node.explain(&refusal))),
+        }
     }
 
     /// SUBSCRIBE and SUB: the topic charged against the connection's limits.
@@ -74,11 +67,9 @@ impl Conn {
         if self.node.topics.is_subscribed(topic, format, self.id) {
             return None;
         }
-        if !self.subscribed.fits(
-            topic,
-            config.max_subscriptions,
-            config.max_subscription_bytes,
-        ) {
+        let cost = SUBSCRIPTION_OVERHEAD.saturating_add(topic.len());
+        let bytes = self.subscribed_bytes.saturating_add(cost);
+        if self.subscribed >= config.max_subscriptions || bytes > config.max_subscription_bytes {
             return Some(Reply::Err(format!(
                 "too many subscriptions: one connection may subscribe to {} topics of {} bytes \
                  in all, each its name + {SUBSCRIPTION_OVERHEAD} \
@@ -87,7 +78,8 @@ impl Conn {
             )));
         }
         self.node.topics.subscribe(topic, format, &self.writer);
-        self.subscribed.charge(topic);
+        self.subscribed += 1;
+        self.subscribed_bytes = bytes;
         info!("subscribed to '{topic}' ({format:?})");
         None
     }

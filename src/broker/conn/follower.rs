@@ -50,12 +50,12 @@ impl Conn {
 
     /// At the connection's end: if it was the link of the primary we still follow, probe it.
     pub(super) fn link_closed(&self) {
-        if let Some(epoch) = self.link_epoch {
-            let (role, current) = self.node.role();
-            if role == Role::Backup && current == epoch && !self.node.stopping() {
-                info!("replication link from the primary closed; probing it now");
-                self.node.request_probe();
-            }
+        if let Some(epoch) = self.link_epoch
+            && self.node.role() == (Role::Backup, epoch)
+            && !self.node.stopping()
+        {
+            info!("replication link from the primary closed; probing it now");
+            self.node.request_probe();
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::error::Error;
 use crate::protocol::{Epoch, Reply, Request};
 
 use super::node::Node;
-use super::topics::{Format, SubscriptionBudget};
+use super::topics::Format;
 use super::writer::Writer;
 use gate::{Access, Probation};
 
@@ -61,8 +61,10 @@ struct Conn {
     hang_up: bool,
     /// What the connection must prove, and by when, before it is served like any other.
     probation: Probation,
-    /// What its subscriptions are charged against its limits.
-    subscribed: SubscriptionBudget,
+    /// How many topics it subscribed to, and what they are charged (each its name plus
+    /// `SUBSCRIPTION_OVERHEAD`), against `--max-subscriptions` and `--max-subscription-bytes`.
+    subscribed: usize,
+    subscribed_bytes: usize,
     /// The highest REPLICATE held in this read batch, confirmed once when the batch is
     /// answered: the primary counts confirmations up to the highest index.
     held: Option<u64>,
@@ -78,14 +80,9 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
     let writer_thread = std::thread::Builder::new()
         .name(format!("writer-{id}"))
         .stack_size(WRITER_STACK)
-        .spawn(move || w.run());
-    let writer_thread = match writer_thread {
-        Ok(thread) => Some(thread),
-        Err(e) => {
-            log::warn!("cannot start a writer thread: {e}; closing the connection");
-            None
-        }
-    };
+        .spawn(move || w.run())
+        .inspect_err(|e| log::warn!("cannot start a writer thread: {e}; closing the connection"))
+        .ok();
     let mut conn = Conn {
         node,
         id,
@@ -98,7 +95,8 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         handshake: auth::Listener::default(),
         hang_up: false,
         probation,
-        subscribed: SubscriptionBudget::default(),
+        subscribed: 0,
+        subscribed_bytes: 0,
         held: None,
     };
     while conn.writer_thread.is_some() {
@@ -197,13 +195,13 @@ impl Conn {
                 epoch,
                 index,
                 message,
-            } => match self.node.accept_replicate(epoch, index, message) {
-                Reply::Replicated { index } => {
+            } => {
+                let fenced = self.node.accept_replicate(epoch, index, message);
+                if fenced.is_none() {
                     self.held = Some(index);
-                    None
                 }
-                fenced => Some(fenced),
-            },
+                fenced
+            }
             Request::Clear { epoch, index } => self.node.accept_clear(epoch, index),
             Request::Handover { epoch } => Some(self.node.accept_handover(epoch)),
         };

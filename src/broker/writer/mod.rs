@@ -31,7 +31,6 @@
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -41,9 +40,11 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::connection::{Stream, is_timeout};
 use crate::protocol::Reply;
 
+use super::status::{Counters, bump};
+
 mod queue;
 
-use queue::{Entry, Queue, put_back, take_ready, throw_away};
+use queue::{Entry, Queue};
 pub use queue::{Frame, HeldUntilWritten, QueueLimits, Refused, Ticket};
 
 /// How long one `write` to a served socket may block: a direct write into a full send buffer
@@ -57,8 +58,8 @@ pub struct Writer {
     pub conn: u64,
     stream: Stream,
     limits: QueueLimits,
-    /// The broker's count of subscribers cut off as slow consumers.
-    slow_consumers: Arc<AtomicU64>,
+    /// The broker's counters, to count the subscribers cut off as slow consumers.
+    counters: Arc<Counters>,
     queue: Mutex<Queue>,
     /// Rings the writer thread: the head is ready and nobody writes it, or the connection
     /// ends. A channel of one rather than a condition variable: its receiver spins a moment
@@ -70,12 +71,6 @@ pub struct Writer {
     drained: Condvar,
 }
 
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("conn", &self.conn).finish()
-    }
-}
-
 impl Writer {
     /// The writer of connection `conn` on `stream`; run [`Writer::run`] on its own thread.
     /// From now on every write to `stream` goes through it.
@@ -83,14 +78,14 @@ impl Writer {
         conn: u64,
         stream: Stream,
         limits: QueueLimits,
-        slow_consumers: Arc<AtomicU64>,
+        counters: Arc<Counters>,
     ) -> Arc<Writer> {
         let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
         Arc::new(Writer {
             conn,
             stream,
             limits,
-            slow_consumers,
+            counters,
             queue: Mutex::default(),
             bell: crossbeam_channel::bounded(1),
             drained: Condvar::new(),
@@ -102,9 +97,9 @@ impl Writer {
     pub fn push(&self, reply: &Reply) {
         let mut q = self.queue.lock();
         if !q.done() {
-            let entry = Entry::reply(reply);
-            q.answer_bytes += entry.len();
-            q.push(entry);
+            let frame = Frame::reply(reply);
+            q.answer_bytes += frame.bytes.len();
+            q.push(Entry::Ready(frame));
         }
     }
 
@@ -123,38 +118,35 @@ impl Writer {
         if let Some(entry) = q.get_mut(ticket.0)
             && matches!(entry, Entry::Kept(t) if *t == ticket.0)
         {
-            *entry = Entry::reply(reply);
-            let len = entry.len();
+            let frame = Frame::reply(reply);
+            let len = frame.bytes.len();
+            *entry = Entry::Ready(frame);
             q.answer_bytes += len;
         }
     }
 
     /// Queues a delivery, and writes it at once with `direct` (else the writer thread does).
     pub fn deliver(&self, frame: Frame, direct: bool) -> Result<(), Refused> {
-        {
-            let mut q = self.queue.lock();
-            let len = frame.bytes.len();
-            let over = q.deliveries >= self.limits.lines
-                || q.delivery_bytes.saturating_add(len) > self.limits.bytes;
-            if q.failed || q.closing {
-                return Err(Refused::Gone);
-            }
-            // An empty queue takes a line however long: it is never a backlog.
-            if q.slow || (q.deliveries > 0 && over) {
-                return Err(Refused::SlowConsumer);
-            }
-            q.deliveries += 1;
-            q.delivery_bytes += len;
-            q.push(Entry::Ready {
-                frame,
-                delivery: true,
-            });
-            if !direct {
-                self.ring();
-                return Ok(());
-            }
+        let mut q = self.queue.lock();
+        let len = frame.bytes.len();
+        let over = q.deliveries >= self.limits.lines
+            || q.delivery_bytes.saturating_add(len) > self.limits.bytes;
+        if q.failed || q.closing {
+            return Err(Refused::Gone);
         }
-        self.flush();
+        // An empty queue takes a line however long: it is never a backlog.
+        if q.slow || (q.deliveries > 0 && over) {
+            return Err(Refused::SlowConsumer);
+        }
+        q.deliveries += 1;
+        q.delivery_bytes += len;
+        q.push(Entry::Ready(frame));
+        drop(q);
+        if direct {
+            self.flush();
+        } else {
+            self.ring();
+        }
         Ok(())
     }
 
@@ -162,10 +154,10 @@ impl Writer {
     /// the attempt, and the writer thread takes the rest.
     pub fn flush(&self) {
         let mut q = self.queue.lock();
-        if q.writing || q.done() {
+        if q.done() {
             return;
         }
-        let (bytes, batch) = take_ready(&mut q);
+        let (bytes, batch) = q.take_ready();
         if batch.is_empty() {
             return;
         }
@@ -175,9 +167,9 @@ impl Writer {
         let mut q = self.queue.lock();
         q.writing = false;
         match result {
-            Ok(n) => put_back(&mut q, batch, n),
+            Ok(n) => q.put_back(batch, n),
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
-                put_back(&mut q, batch, 0);
+                q.put_back(batch, 0);
             }
             Err(e) => self.fail(&mut q, &e),
         }
@@ -202,7 +194,11 @@ impl Writer {
         // An ACK still undecided is never written, as when the connection dies.
         for entry in q.entries.iter_mut() {
             if matches!(entry, Entry::Kept(_)) {
-                *entry = Entry::nothing();
+                *entry = Entry::Ready(Frame {
+                    bytes: Arc::from(&[][..]),
+                    made: Instant::now(),
+                    clear: None,
+                });
             }
         }
         q.closing = true;
@@ -221,11 +217,10 @@ impl Writer {
         let mut q = self.queue.lock();
         let deadline = Instant::now() + self.limits.age;
         q.draining = true;
-        while q.answer_bytes > self.limits.answers && !q.done() {
-            if self.drained.wait_until(&mut q, deadline).timed_out() {
-                break;
-            }
-        }
+        while q.answer_bytes > self.limits.answers
+            && !q.done()
+            && !self.drained.wait_until(&mut q, deadline).timed_out()
+        {}
         q.draining = false;
         q.answer_bytes <= self.limits.answers && !q.done()
     }
@@ -259,11 +254,7 @@ impl Writer {
             if q.done() {
                 break;
             }
-            let (bytes, batch) = if q.writing {
-                (Vec::new(), Vec::new())
-            } else {
-                take_ready(&mut q)
-            };
+            let (bytes, batch) = q.take_ready();
             if batch.is_empty() {
                 if q.closing && q.entries.is_empty() {
                     break;
@@ -274,14 +265,14 @@ impl Writer {
                 continue;
             }
             // The first line of a batch is the oldest: the client must take it in time.
-            let give_up = batch[0].0.made + self.limits.age;
+            let give_up = batch[0].made + self.limits.age;
             q.writing = true;
             drop(q);
             let (written, result) = self.write_until(&bytes, give_up);
             q = self.queue.lock();
             q.writing = false;
             match result {
-                Ok(()) => put_back(&mut q, batch, written),
+                Ok(()) => q.put_back(batch, written),
                 Err(e) if is_timeout(&e) => {
                     drop(batch);
                     if self.mark_slow(&mut q) {
@@ -303,7 +294,7 @@ impl Writer {
             }
         }
         let (slow, done) = (q.slow, q.done());
-        q.clear();
+        q.throw_away();
         drop(q);
         if slow {
             // One try, with the send timeout: a slow consumer cannot hold this thread.
@@ -327,9 +318,9 @@ impl Writer {
     fn mark_slow(&self, q: &mut MutexGuard<'_, Queue>) -> bool {
         let first = !q.slow;
         q.slow = true;
-        throw_away(q);
+        q.throw_away();
         if first {
-            self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            bump(&self.counters.slow_consumers);
         }
         self.ring();
         self.drained.notify_all();
@@ -341,7 +332,7 @@ impl Writer {
     fn fail(&self, q: &mut MutexGuard<'_, Queue>, e: &io::Error) {
         debug!("conn-{}: write failed: {e}", self.conn);
         q.failed = true;
-        throw_away(q);
+        q.throw_away();
         self.ring();
         self.drained.notify_all();
     }
@@ -372,6 +363,7 @@ impl Writer {
 mod tests {
     use std::io::{BufRead, BufReader};
     use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
     use std::thread;
 
     use super::*;
@@ -399,12 +391,13 @@ mod tests {
         Reply::Err(text.into())
     }
 
+    /// A delivery of `len` bytes, holding nothing that needs clearing.
     fn big(len: usize) -> Frame {
-        Frame {
-            bytes: vec![b'x'; len].into(),
-            made: Instant::now(),
-            clear: None,
-        }
+        Frame::delivery(
+            vec![b'x'; len],
+            Instant::now(),
+            &(Arc::new(()) as HeldUntilWritten),
+        )
     }
 
     fn read(reader: &mut BufReader<TcpStream>) -> String {
@@ -460,8 +453,8 @@ mod tests {
         {
             // A partial write puts part of a line back at the head.
             let mut q = writer.queue.lock();
-            q.push(Entry::reply(&line("x")));
-            let (_, batch) = take_ready(&mut q);
+            q.push(Entry::Ready(Frame::reply(&line("x"))));
+            let (_, batch) = q.take_ready();
             assert!(batch.is_empty(), "the head is a kept place");
         }
         writer.fill(second, &line("c"));
@@ -567,14 +560,14 @@ mod tests {
     fn a_partial_write_leaves_the_rest_first_in_line() {
         let (writer, mut reader) = writer(limits(10, usize::MAX));
         let mut q = writer.queue.lock();
-        q.push(Entry::reply(&line("one")));
-        q.push(Entry::reply(&line("two")));
-        let (bytes, batch) = take_ready(&mut q);
+        q.push(Entry::Ready(Frame::reply(&line("one"))));
+        q.push(Entry::Ready(Frame::reply(&line("two"))));
+        let (bytes, batch) = q.take_ready();
         assert_eq!(bytes, b"ERR|one\nERR|two\n");
         // Five bytes went out; the rest of the first line and the second stay, in order.
-        put_back(&mut q, batch, 5);
+        q.put_back(batch, 5);
         assert_eq!(q.head_seq, 0, "the lines put back keep their numbers");
-        let (rest, _) = take_ready(&mut q);
+        let (rest, _) = q.take_ready();
         assert_eq!(rest, b"ne\nERR|two\n");
         drop(q);
         (&*writer.stream as &TcpStream).write_all(b"ERR|o").unwrap();
@@ -642,7 +635,7 @@ mod tests {
         writing.join().unwrap();
         stop.store(true, Ordering::Release);
         assert!(writer.is_slow());
-        assert_eq!(writer.slow_consumers.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.counters.slow_consumers.load(Ordering::Relaxed), 1);
         assert_eq!(
             writer.queued_deliveries(),
             (0, 0),

@@ -6,8 +6,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::MutexGuard;
-
 use crate::protocol::Reply;
 
 /// What a delivery's line holds until it is written or thrown away: its message's clear
@@ -19,7 +17,8 @@ pub type HeldUntilWritten = Arc<dyn Send + Sync>;
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// One encoded line, shared by every subscriber it goes to, with what the message it delivers
-/// holds until the line is written (none for a reply).
+/// holds until the line is written (none for a reply): a line that holds a message is a
+/// delivery, and counts against the subscriber's limits.
 #[derive(Clone)]
 pub struct Frame {
     pub(super) bytes: Arc<[u8]>,
@@ -45,6 +44,11 @@ impl Frame {
             made,
             clear: Some(Arc::clone(clear)),
         }
+    }
+
+    /// Whether the line delivers a message (a reply holds none).
+    pub(super) fn is_delivery(&self) -> bool {
+        self.clear.is_some()
     }
 
     /// What is left to write after the first `written` bytes, for the same message.
@@ -80,45 +84,15 @@ pub enum Refused {
     Gone,
 }
 
-/// A place kept in the queue for an ACK, filled in by [`Writer::fill`].
+/// A place kept in the queue for an ACK, filled in by [`Writer::fill`](super::Writer::fill).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket(pub(super) u64);
 
 pub(super) enum Entry {
-    /// A line to write; `delivery` says whether it counts against the limits.
-    Ready { frame: Frame, delivery: bool },
+    /// A line to write.
+    Ready(Frame),
     /// A place kept for an ACK; `.0` is its number in the queue (its ticket).
     Kept(u64),
-}
-
-impl Entry {
-    pub(super) fn reply(reply: &Reply) -> Entry {
-        Entry::Ready {
-            frame: Frame::reply(reply),
-            delivery: false,
-        }
-    }
-
-    /// The bytes it will write (none for a kept place).
-    pub(super) fn len(&self) -> usize {
-        match self {
-            Entry::Ready { frame, .. } => frame.bytes.len(),
-            Entry::Kept(_) => 0,
-        }
-    }
-
-    /// A line of no bytes: what a kept place becomes when its ACK will never be written.
-    pub(super) fn nothing() -> Entry {
-        let frame = Frame {
-            bytes: Arc::from(&[][..]),
-            made: Instant::now(),
-            clear: None,
-        };
-        Entry::Ready {
-            frame,
-            delivery: false,
-        }
-    }
 }
 
 /// The queue and who is writing, under the writer's one lock.
@@ -141,7 +115,8 @@ pub(super) struct Queue {
     pub(super) failed: bool,
     /// The connection is ending: the writer thread leaves once the queue is empty.
     pub(super) closing: bool,
-    /// The connection's thread waits in [`Writer::close`] for the queue to empty.
+    /// The connection's thread waits in [`Writer::close`](super::Writer::close) for the queue
+    /// to empty.
     pub(super) draining: bool,
 }
 
@@ -158,25 +133,6 @@ impl Queue {
         self.entries.get_mut(offset)
     }
 
-    /// Takes the head off.
-    fn pop_front(&mut self) -> Option<Entry> {
-        let entry = self.entries.pop_front()?;
-        self.head_seq += 1;
-        Some(entry)
-    }
-
-    /// Puts `entry` back at the head, as the number before it.
-    fn push_front(&mut self, entry: Entry) {
-        self.entries.push_front(entry);
-        self.head_seq -= 1;
-    }
-
-    /// Drops every entry; numbering goes on after them.
-    pub(super) fn clear(&mut self) {
-        self.head_seq += self.entries.len() as u64;
-        self.entries.clear();
-    }
-
     /// Whether nothing more will be written.
     pub(super) fn done(&self) -> bool {
         self.slow || self.failed
@@ -186,63 +142,67 @@ impl Queue {
     /// an end. Waking it for nothing would cost a context switch
     /// a message.
     pub(super) fn worth_waking(&self) -> bool {
-        let ready = matches!(self.entries.front(), Some(Entry::Ready { .. }));
+        let ready = matches!(self.entries.front(), Some(Entry::Ready(_)));
         (ready && !self.writing) || self.done() || self.closing
     }
-}
 
-/// A line taken from the queue to be written, and whether it is a delivery.
-pub(super) type Taken = (Frame, bool);
-
-/// Takes the ready lines at the head, up to [`BATCH_BYTES`] (one at least), with their
-/// bytes.
-pub(super) fn take_ready(q: &mut MutexGuard<'_, Queue>) -> (Vec<u8>, Vec<Taken>) {
-    let mut bytes = Vec::new();
-    let mut batch = Vec::new();
-    while bytes.len() < BATCH_BYTES && matches!(q.entries.front(), Some(Entry::Ready { .. })) {
-        if let Some(Entry::Ready { frame, delivery }) = q.pop_front() {
-            bytes.extend_from_slice(&frame.bytes);
-            batch.push((frame, delivery));
-        }
-    }
-    (bytes, batch)
-}
-
-/// Puts back at the head what of `batch` the first `written` bytes did not cover, and lets go
-/// of the rest (their clears run now).
-pub(super) fn put_back(q: &mut MutexGuard<'_, Queue>, batch: Vec<Taken>, written: usize) {
-    if q.done() {
-        return; // thrown away already: the batch goes with it
-    }
-    let mut offset = 0;
-    let mut unwritten = Vec::new();
-    for (frame, delivery) in batch {
-        let len = frame.bytes.len();
-        let done = written.saturating_sub(offset).min(len);
-        offset += len;
-        if delivery {
-            q.delivery_bytes = q.delivery_bytes.saturating_sub(done);
-        } else {
-            q.answer_bytes = q.answer_bytes.saturating_sub(done);
-        }
-        if done == len {
-            if delivery {
-                q.deliveries = q.deliveries.saturating_sub(1);
+    /// Takes the ready lines at the head, up to [`BATCH_BYTES`] (one at least), with their
+    /// bytes; none while another thread is writing.
+    pub(super) fn take_ready(&mut self) -> (Vec<u8>, Vec<Frame>) {
+        let mut bytes = Vec::new();
+        let mut batch = Vec::new();
+        while !self.writing
+            && bytes.len() < BATCH_BYTES
+            && matches!(self.entries.front(), Some(Entry::Ready(_)))
+        {
+            if let Some(Entry::Ready(frame)) = self.entries.pop_front() {
+                self.head_seq += 1;
+                bytes.extend_from_slice(&frame.bytes);
+                batch.push(frame);
             }
-            continue;
         }
-        let frame = if done == 0 { frame } else { frame.rest(done) };
-        unwritten.push(Entry::Ready { frame, delivery });
+        (bytes, batch)
     }
-    for entry in unwritten.into_iter().rev() {
-        q.push_front(entry);
-    }
-}
 
-/// Empties the queue: its lines are dropped (their clears run), and so are the places kept.
-pub(super) fn throw_away(q: &mut MutexGuard<'_, Queue>) {
-    q.clear();
-    q.deliveries = 0;
-    q.delivery_bytes = 0;
-    q.answer_bytes = 0;
+    /// Puts back at the head what of `batch` the first `written` bytes did not cover, and
+    /// lets go of the rest (their clears run now).
+    pub(super) fn put_back(&mut self, batch: Vec<Frame>, written: usize) {
+        if self.done() {
+            return; // thrown away already: the batch goes with it
+        }
+        let mut offset = 0;
+        let mut unwritten = Vec::new();
+        for frame in batch {
+            let len = frame.bytes.len();
+            let done = written.saturating_sub(offset).min(len);
+            offset += len;
+            if frame.is_delivery() {
+                self.delivery_bytes = self.delivery_bytes.saturating_sub(done);
+            } else {
+                self.answer_bytes = self.answer_bytes.saturating_sub(done);
+            }
+            if done == len {
+                if frame.is_delivery() {
+                    self.deliveries = self.deliveries.saturating_sub(1);
+                }
+                continue;
+            }
+            unwritten.push(if done == 0 { frame } else { frame.rest(done) });
+        }
+        // Back at the head, each as the number before it.
+        for frame in unwritten.into_iter().rev() {
+            self.entries.push_front(Entry::Ready(frame));
+            self.head_seq -= 1;
+        }
+    }
+
+    /// Empties the queue: its lines are dropped (their clears run), and so are the places
+    /// kept; numbering goes on after them.
+    pub(super) fn throw_away(&mut self) {
+        self.head_seq += self.entries.len() as u64;
+        self.entries.clear();
+        self.deliveries = 0;
+        self.delivery_bytes = 0;
+        self.answer_bytes = 0;
+    }
 }
