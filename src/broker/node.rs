@@ -270,16 +270,22 @@ impl Node {
 
     /// A snapshot for STATUS and the library API.
     pub fn status(&self) -> Status {
-        let s = self.state.lock();
+        // The role lock only for what it guards: the topic map is never taken under it, for
+        // a writer's queue is taken under the map and the role lock under a queue (the lock
+        // table in ARCHITECTURE.md).
+        let (role, epoch, pending) = {
+            let s = self.state.lock();
+            (s.role(), s.epoch, s.log.len())
+        };
         let (witness, lease_left) = self.mandate.witness();
         Status {
-            role: s.role(),
-            epoch: s.epoch,
+            role,
+            epoch,
             node: self.id,
             backup: self.safety.health(),
             witness,
             lease_left,
-            pending: s.log.len(),
+            pending,
             computing: self.computing.get().0,
             queued_bytes: self.topics.held_bytes(),
             confirmed: self.safety.confirmed(),
