@@ -48,16 +48,6 @@ impl Read for Stream {
     }
 }
 
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self.0).flush()
-    }
-}
-
 /// Reads `\n`-terminated lines, never buffering more than the line limit.
 pub struct LineReader<R> {
     inner: R,
@@ -173,7 +163,9 @@ impl Connection {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        let mut conn = Connection::new(Stream::new(stream), max_line);
+        let stream = Stream::new(stream);
+        let reader = LineReader::new(stream.clone(), max_line);
+        let mut conn = Connection { stream, reader };
         if let Some((kind, secret)) = auth {
             conn.authenticate(kind, secret)?;
         }
@@ -204,12 +196,6 @@ impl Connection {
             Reply::Welcome => Ok(()),
             other => Err(Error::Auth(format!("answered PROOF with {other:?}"))),
         }
-    }
-
-    /// Wraps a connected stream.
-    pub fn new(stream: Stream, max_line: usize) -> Connection {
-        let reader = LineReader::new(stream.clone(), max_line);
-        Connection { stream, reader }
     }
 
     /// Sends one request.

@@ -35,7 +35,8 @@ mod warnings;
 mod witness_link;
 mod writer;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
@@ -118,13 +119,9 @@ impl Broker {
         let (probe_tx, probe_rx) = crossbeam_channel::bounded(1);
         let (redial_tx, redial_rx) = crossbeam_channel::bounded(1);
         let (handoff_tx, handoff_rx) = crossbeam_channel::bounded(1);
-        let mut worker_rxs = Vec::new();
-        let mut worker_txs = Vec::new();
-        for _ in 0..config.workers.max(1) {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            worker_txs.push(tx);
-            worker_rxs.push(rx);
-        }
+        let (worker_txs, worker_rxs): (Vec<_>, Vec<_>) = (0..config.workers.max(1))
+            .map(|_| crossbeam_channel::unbounded())
+            .unzip();
         let node = Arc::new(Node::new(
             config, worker_txs, probe_tx, redial_tx, handoff_tx,
         ));
@@ -139,27 +136,19 @@ impl Broker {
 
         let mut threads = Vec::new();
         for (i, rx) in worker_rxs.into_iter().enumerate() {
-            let n = Arc::clone(&node);
-            threads.push(spawn(&format!("worker-{i}"), move || {
-                compute::run_worker(n, rx)
-            })?);
+            let worker = |n| compute::run_worker(n, rx);
+            threads.push(spawn(&node, &format!("worker-{i}"), worker)?);
         }
-        let n = Arc::clone(&node);
-        threads.push(spawn("replicator", move || {
-            replication::run_replicator(n, redial_rx)
-        })?);
+        let replicator = |n| replication::run_replicator(n, redial_rx);
+        threads.push(spawn(&node, "replicator", replicator)?);
         node.safety.watch(node.acks.alarm());
-        let n = Arc::clone(&node);
-        threads.push(spawn("acks", move || acks::run_acks(n))?);
-        let n = Arc::clone(&node);
-        threads.push(spawn("pinger", move || pinger::run_pinger(n, probe_rx))?);
-        let n = Arc::clone(&node);
-        threads.push(spawn("handoff", move || {
-            handoff::run_handoff(n, handoff_rx)
-        })?);
+        threads.push(spawn(&node, "acks", acks::run_acks)?);
+        threads.push(spawn(&node, "pinger", |n| pinger::run_pinger(n, probe_rx))?);
+        let handoff = |n| handoff::run_handoff(n, handoff_rx);
+        threads.push(spawn(&node, "handoff", handoff)?);
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (n, c) = (Arc::clone(&node), Arc::clone(&conns));
-        threads.push(spawn("accept", move || accept_loop(n, listener, c))?);
+        let c = Arc::clone(&conns);
+        threads.push(spawn(&node, "accept", |n| accept_loop(n, listener, c))?);
         Ok(Broker {
             node,
             addr,
@@ -240,17 +229,25 @@ impl Drop for Broker {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
-    Ok(thread::Builder::new().name(name.to_string()).spawn(f)?)
+/// Starts the thread `name`, which runs `f` on a handle of its own on the node.
+fn spawn<F>(node: &Arc<Node>, name: &str, f: F) -> Result<JoinHandle<()>>
+where
+    F: FnOnce(Arc<Node>) + Send + 'static,
+{
+    let node = Arc::clone(node);
+    Ok(thread::Builder::new()
+        .name(name.into())
+        .spawn(move || f(node))?)
 }
 
 fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<JoinHandle<()>>>>) {
-    for stream in listener.incoming() {
+    loop {
+        let accepted = listener.accept();
         if node.stopping() {
             return;
         }
-        let stream = match stream {
-            Ok(s) => s,
+        let (stream, addr) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 warn!("accept failed: {e}");
                 thread::sleep(Duration::from_millis(10));
@@ -260,16 +257,15 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
         // Paused, as a stopped process, we accept no more: dials wait in the listen queue.
         node.gate();
         let _ = stream.set_nodelay(true);
-        let source = stream.peer_addr().map(|a| a.ip());
         let stream = Stream::new(stream);
         let Some(key) = node.register(&stream) else {
             return;
         };
         let prove_open = node.config.client_secret.is_some();
-        let admission = match source {
-            Ok(ip) => node.slots.lock().admit(key, Source::of(ip), prove_open),
-            Err(_) => Admission::Refused,
-        };
+        let admission = node
+            .slots
+            .lock()
+            .admit(key, Source::of(addr.ip()), prove_open);
         let peer_slot = match admission {
             Admission::Granted { slot, evicted } => {
                 if let Some(evicted) = evicted {
@@ -288,15 +284,12 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
                 node.warnings.refused.warn(|| {
                     format!("refusing a connection: {open} already open (--max-connections {max})")
                 });
-                let _ = (&*stream).write_all_reply(&Reply::Err("too many connections".into()));
+                let _ = (&*stream).write_all(&Reply::Err("too many connections".into()).to_bytes());
                 continue;
             }
         };
         bump(&node.counters.connections);
-        debug!(
-            "conn-{key} from {}",
-            source.map_or_else(|_| "?".into(), |a| a.to_string())
-        );
+        debug!("conn-{key} from {}", addr.ip());
         let n = Arc::clone(&node);
         let spawned = thread::Builder::new()
             .name(format!("conn-{key}"))
@@ -314,17 +307,5 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
                 node.counters.connections.fetch_sub(1, Ordering::Relaxed);
             }
         }
-    }
-}
-
-/// Writing one reply straight to a stream, for the few places that answer without a connection thread.
-trait WriteReply {
-    fn write_all_reply(self, reply: &Reply) -> std::io::Result<()>;
-}
-
-impl WriteReply for &TcpStream {
-    fn write_all_reply(mut self, reply: &Reply) -> std::io::Result<()> {
-        use std::io::Write;
-        self.write_all(&reply.to_bytes())
     }
 }

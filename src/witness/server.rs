@@ -144,12 +144,13 @@ impl Drop for Witness {
 
 /// Accepts connections, each served by a thread of `scope`, until the witness stops.
 fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpListener) {
-    for stream in listener.incoming() {
+    loop {
+        let accepted = listener.accept();
         if shared.stopping.load(Ordering::Acquire) {
             return;
         }
-        let stream = match stream {
-            Ok(s) => s,
+        let (stream, addr) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 warn!("accept failed: {e}");
                 thread::sleep(Duration::from_millis(10));
@@ -157,15 +158,12 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpLi
             }
         };
         let _ = stream.set_nodelay(true);
-        let source = stream.peer_addr().map(|a| Source::of(a.ip()));
         let stream = Stream::new(stream);
         let Some(key) = shared.sockets.register(&stream) else {
             return;
         };
         // Every connection has to prove itself here, in an open slot too.
-        let admission = source.map_or(Admission::Refused, |source| {
-            shared.slots.lock().admit(key, source, true)
-        });
+        let admission = shared.slots.lock().admit(key, Source::of(addr.ip()), true);
         match admission {
             Admission::Granted { evicted, .. } => {
                 if let Some(evicted) = evicted {

@@ -3,7 +3,7 @@
 //! idle, fails to authenticate, or gives up its unproven slot ([`super::server`] says when).
 //! A session's only state is what its peer has proved.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -96,7 +96,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn run(&mut self, mut stream: Stream) -> io::Result<()> {
+    fn run(&mut self, stream: Stream) -> Result<(), Error> {
         let config = &self.shared.config;
         let (idle, proof_deadline) = (config.idle_timeout, Instant::now() + config.auth_timeout);
         stream.set_write_timeout(Some(idle))?;
@@ -136,15 +136,15 @@ impl Session<'_> {
                     break None;
                 }
                 Err(Error::LineTooLong) => break Some("line too long".into()),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             match self.answer(line) {
-                Ok(reply) => stream.write_all(&reply.to_bytes())?,
+                Ok(reply) => (&*stream).write_all(&reply.to_bytes())?,
                 Err(reason) => break Some(reason),
             }
         };
         if let Some(reason) = last_word {
-            stream.write_all(&Reply::Err(reason).to_bytes())?;
+            (&*stream).write_all(&Reply::Err(reason).to_bytes())?;
         }
         Ok(())
     }
