@@ -39,11 +39,10 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread::{self, JoinHandle};
+use std::thread::{self, JoinHandle, Scope};
 use std::time::Duration;
 
 use log::{debug, info, warn};
-use parking_lot::Mutex;
 
 use crate::config::BrokerConfig;
 use crate::connection::Stream;
@@ -72,8 +71,8 @@ const CONN_STACK: usize = 128 * 1024;
 pub struct Broker {
     node: Arc<Node>,
     addr: SocketAddr,
+    /// Every thread but the connections', which the accept thread joins before it ends.
     threads: Vec<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Broker {
@@ -146,14 +145,12 @@ impl Broker {
         threads.push(spawn(&node, "pinger", |n| pinger::run_pinger(n, probe_rx))?);
         let handoff = |n| handoff::run_handoff(n, handoff_rx);
         threads.push(spawn(&node, "handoff", handoff)?);
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let c = Arc::clone(&conns);
-        threads.push(spawn(&node, "accept", |n| accept_loop(n, listener, c))?);
+        let accept = |n| thread::scope(|scope| accept_loop(scope, n, listener));
+        threads.push(spawn(&node, "accept", accept)?);
         Ok(Broker {
             node,
             addr,
             threads,
-            conns,
         })
     }
 
@@ -217,9 +214,6 @@ impl Broker {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        for t in self.conns.lock().drain(..) {
-            let _ = t.join();
-        }
     }
 }
 
@@ -240,13 +234,10 @@ where
         .spawn(move || f(node))?)
 }
 
-fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<JoinHandle<()>>>>) {
+/// Accepts connections until the broker stops, each served by a thread of `scope`.
+fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListener) {
     loop {
-        let accepted = listener.accept();
-        if node.stopping() {
-            return;
-        }
-        let (stream, addr) = match accepted {
+        let (stream, addr) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!("accept failed: {e}");
@@ -258,14 +249,13 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
         node.gate();
         let _ = stream.set_nodelay(true);
         let stream = Stream::new(stream);
+        // Once the broker stops, every socket is closed and none is registered: not the
+        // connection that wakes this loop either.
         let Some(key) = node.register(&stream) else {
             return;
         };
-        let prove_open = node.config.client_secret.is_some();
-        let admission = node
-            .slots
-            .lock()
-            .admit(key, Source::of(addr.ip()), prove_open);
+        let (source, prove_open) = (Source::of(addr.ip()), node.config.client_secret.is_some());
+        let admission = node.slots.lock().admit(key, source, prove_open);
         let peer_slot = match admission {
             Admission::Granted { slot, evicted } => {
                 if let Some(evicted) = evicted {
@@ -294,18 +284,11 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
         let spawned = thread::Builder::new()
             .name(format!("conn-{key}"))
             .stack_size(CONN_STACK)
-            .spawn(move || conn::serve(n, stream, key, peer_slot));
-        match spawned {
-            Ok(handle) => {
-                let mut conns = conns.lock();
-                conns.retain(|h| !h.is_finished());
-                conns.push(handle);
-            }
-            Err(e) => {
-                warn!("cannot start a connection thread: {e}");
-                node.unregister(key);
-                node.counters.connections.fetch_sub(1, Ordering::Relaxed);
-            }
+            .spawn_scoped(scope, move || conn::serve(n, stream, key, peer_slot));
+        if let Err(e) = spawned {
+            warn!("cannot start a connection thread: {e}");
+            node.unregister(key);
+            node.counters.connections.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

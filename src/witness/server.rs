@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle, Scope};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,6 @@ impl Witness {
             pairs: Mutex::new(pairs),
             slots: Mutex::new(Slots::new(config.max_connections, BROKER_SLOTS)),
             config,
-            stopping: AtomicBool::new(false),
             sockets: Registry::default(),
             auth_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
@@ -131,7 +130,6 @@ impl Witness {
 
 impl Drop for Witness {
     fn drop(&mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
         self.shared.sockets.close_all();
         // Wake the accept loop, blocked in accept(); it joins the connection threads, which
         // the closed sockets have ended.
@@ -145,11 +143,7 @@ impl Drop for Witness {
 /// Accepts connections, each served by a thread of `scope`, until the witness stops.
 fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpListener) {
     loop {
-        let accepted = listener.accept();
-        if shared.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let (stream, addr) = match accepted {
+        let (stream, addr) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!("accept failed: {e}");
@@ -159,6 +153,8 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpLi
         };
         let _ = stream.set_nodelay(true);
         let stream = Stream::new(stream);
+        // Once the witness stops, every socket is closed and none is registered: not the
+        // connection that wakes this loop either.
         let Some(key) = shared.sockets.register(&stream) else {
             return;
         };
@@ -183,7 +179,7 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpLi
         let spawned = thread::Builder::new()
             .name(format!("witness-conn-{key}"))
             .stack_size(CONN_STACK)
-            .spawn_scoped(scope, move || session::serve(shared, stream, key));
+            .spawn_scoped(scope, move || session::serve(shared, stream, key, addr));
         if let Err(e) = spawned {
             warn!("cannot start a connection thread: {e}");
             shared.sockets.forget(key);
