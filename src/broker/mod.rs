@@ -40,12 +40,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle, Scope};
-use std::time::Duration;
 
 use log::{debug, info, warn};
 
 use crate::config::BrokerConfig;
-use crate::connection::Stream;
+use crate::connection;
 use crate::error::{Error, Result};
 use crate::protocol::Reply;
 use crate::slots::{Admission, Slot, Source};
@@ -182,7 +181,7 @@ impl Broker {
     pub fn kill(&self) {
         info!("killed");
         self.node.stop();
-        crate::connection::wake_listener(self.addr);
+        connection::wake_listener(self.addr);
     }
 
     /// Runs a broker as the `primary` and `backup` programs do: starts it, prints
@@ -210,7 +209,7 @@ impl Broker {
             return;
         }
         self.node.stop();
-        crate::connection::wake_listener(self.addr);
+        connection::wake_listener(self.addr);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -237,18 +236,9 @@ where
 /// Accepts connections until the broker stops, each served by a thread of `scope`.
 fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListener) {
     loop {
-        let (stream, addr) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
+        let (stream, addr) = connection::accept(&listener);
         // Paused, as a stopped process, we accept no more: dials wait in the listen queue.
         node.gate();
-        let _ = stream.set_nodelay(true);
-        let stream = Stream::new(stream);
         // Once the broker stops, every socket is closed and none is registered: not the
         // connection that wakes this loop either.
         let Some(key) = node.register(&stream) else {

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle, Scope};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info, warn};
 use parking_lot::Mutex;
@@ -23,7 +23,7 @@ use super::pairs::Pairs;
 use super::protocol::{Pair, Reply};
 use super::session::{self, Shared};
 use crate::config::WitnessConfig;
-use crate::connection::Stream;
+use crate::connection;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::slots::{Admission, Slots, Source};
@@ -133,7 +133,7 @@ impl Drop for Witness {
         self.shared.sockets.close_all();
         // Wake the accept loop, blocked in accept(); it joins the connection threads, which
         // the closed sockets have ended.
-        crate::connection::wake_listener(self.addr);
+        connection::wake_listener(self.addr);
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
@@ -143,16 +143,7 @@ impl Drop for Witness {
 /// Accepts connections, each served by a thread of `scope`, until the witness stops.
 fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpListener) {
     loop {
-        let (stream, addr) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let stream = Stream::new(stream);
+        let (stream, addr) = connection::accept(&listener);
         // Once the witness stops, every socket is closed and none is registered: not the
         // connection that wakes this loop either.
         let Some(key) = shared.sockets.register(&stream) else {
