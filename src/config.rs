@@ -252,11 +252,6 @@ pub struct WitnessConfig {
 }
 
 impl WitnessConfig {
-    /// The secret a dialer of `kind` proves it knows: a witness knows only the peer secret.
-    pub fn secret_for(&self, kind: AuthKind) -> Option<&Secret> {
-        self.secret.as_ref().filter(|_| kind == AuthKind::Peer)
-    }
-
     /// The margin for a lease: an eighth of it. The same span measured on two clocks differs
     /// by about twice their drift rate; an eighth covers clocks that each run up to 1/17
     /// (5.8%) fast or slow, over a hundred times the most NTP slews a monotonic clock (0.05%).

@@ -6,13 +6,16 @@
 //!   replicator, the pinger, the hand-off, the publisher, the subscriber, the STATUS query)
 //!   dials, authenticates, sends requests and reads replies through it, and
 //!   [`Connection::ask`] is the request/answer call they share.
+//! - [`accept`] and [`wake_listener`] are a server's two ends of its listener (the broker's
+//!   and the witness's): the next connection in, and the dial that wakes the accepting
+//!   thread when the server stops.
 //!
 //! Errors come as the crate's [`Error`]: [`Error::LineTooLong`], [`Error::Timeout`] (the
 //! socket's read or write timeout passed; a partly read line stays buffered),
 //! [`Error::Closed`], or [`Error::Io`] for the rest.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,16 +48,6 @@ impl Deref for Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         (&*self.0).read(buf)
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self.0).flush()
     }
 }
 
@@ -173,7 +166,9 @@ impl Connection {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        let mut conn = Connection::new(Stream::new(stream), max_line);
+        let stream = Stream::new(stream);
+        let reader = LineReader::new(stream.clone(), max_line);
+        let mut conn = Connection { stream, reader };
         if let Some((kind, secret)) = auth {
             conn.authenticate(kind, secret)?;
         }
@@ -204,12 +199,6 @@ impl Connection {
             Reply::Welcome => Ok(()),
             other => Err(Error::Auth(format!("answered PROOF with {other:?}"))),
         }
-    }
-
-    /// Wraps a connected stream.
-    pub fn new(stream: Stream, max_line: usize) -> Connection {
-        let reader = LineReader::new(stream.clone(), max_line);
-        Connection { stream, reader }
     }
 
     /// Sends one request.
@@ -267,6 +256,24 @@ impl Connection {
     /// Shuts the socket both ways.
     pub fn close(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// The next connection on a server's `listener`, shared, with its peer's address; a failed
+/// accept (out of file descriptors, say) is logged and, after a breath, tried again.
+pub fn accept(listener: &TcpListener) -> (Stream, SocketAddr) {
+    loop {
+        match listener.accept() {
+            Ok((stream, addr)) => {
+                // Every line a server sends is worth sending at once: no Nagle.
+                let _ = stream.set_nodelay(true);
+                return (Stream::new(stream), addr);
+            }
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 }
 

@@ -70,14 +70,3 @@ impl From<io::Error> for Error {
         }
     }
 }
-
-/// For code that speaks `io::Result`: an I/O error comes back as it was, anything else as an
-/// `io::Error` that carries it.
-impl From<Error> for io::Error {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Io(e) => e,
-            other => io::Error::other(other),
-        }
-    }
-}

@@ -35,17 +35,16 @@ mod warnings;
 mod witness_link;
 mod writer;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::thread::{self, JoinHandle, Scope};
 
 use log::{debug, info, warn};
-use parking_lot::Mutex;
 
 use crate::config::BrokerConfig;
-use crate::connection::Stream;
+use crate::connection;
 use crate::error::{Error, Result};
 use crate::protocol::Reply;
 use crate::slots::{Admission, Slot, Source};
@@ -71,8 +70,8 @@ const CONN_STACK: usize = 128 * 1024;
 pub struct Broker {
     node: Arc<Node>,
     addr: SocketAddr,
+    /// Every thread but the connections', which the accept thread joins before it ends.
     threads: Vec<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Broker {
@@ -118,13 +117,9 @@ impl Broker {
         let (probe_tx, probe_rx) = crossbeam_channel::bounded(1);
         let (redial_tx, redial_rx) = crossbeam_channel::bounded(1);
         let (handoff_tx, handoff_rx) = crossbeam_channel::bounded(1);
-        let mut worker_rxs = Vec::new();
-        let mut worker_txs = Vec::new();
-        for _ in 0..config.workers.max(1) {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            worker_txs.push(tx);
-            worker_rxs.push(rx);
-        }
+        let (worker_txs, worker_rxs): (Vec<_>, Vec<_>) = (0..config.workers.max(1))
+            .map(|_| crossbeam_channel::unbounded())
+            .unzip();
         let node = Arc::new(Node::new(
             config, worker_txs, probe_tx, redial_tx, handoff_tx,
         ));
@@ -139,32 +134,22 @@ impl Broker {
 
         let mut threads = Vec::new();
         for (i, rx) in worker_rxs.into_iter().enumerate() {
-            let n = Arc::clone(&node);
-            threads.push(spawn(&format!("worker-{i}"), move || {
-                compute::run_worker(n, rx)
-            })?);
+            let worker = |n| compute::run_worker(n, rx);
+            threads.push(spawn(&node, &format!("worker-{i}"), worker)?);
         }
-        let n = Arc::clone(&node);
-        threads.push(spawn("replicator", move || {
-            replication::run_replicator(n, redial_rx)
-        })?);
+        let replicator = |n| replication::run_replicator(n, redial_rx);
+        threads.push(spawn(&node, "replicator", replicator)?);
         node.safety.watch(node.acks.alarm());
-        let n = Arc::clone(&node);
-        threads.push(spawn("acks", move || acks::run_acks(n))?);
-        let n = Arc::clone(&node);
-        threads.push(spawn("pinger", move || pinger::run_pinger(n, probe_rx))?);
-        let n = Arc::clone(&node);
-        threads.push(spawn("handoff", move || {
-            handoff::run_handoff(n, handoff_rx)
-        })?);
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let (n, c) = (Arc::clone(&node), Arc::clone(&conns));
-        threads.push(spawn("accept", move || accept_loop(n, listener, c))?);
+        threads.push(spawn(&node, "acks", acks::run_acks)?);
+        threads.push(spawn(&node, "pinger", |n| pinger::run_pinger(n, probe_rx))?);
+        let handoff = |n| handoff::run_handoff(n, handoff_rx);
+        threads.push(spawn(&node, "handoff", handoff)?);
+        let accept = |n| thread::scope(|scope| accept_loop(scope, n, listener));
+        threads.push(spawn(&node, "accept", accept)?);
         Ok(Broker {
             node,
             addr,
             threads,
-            conns,
         })
     }
 
@@ -196,7 +181,7 @@ impl Broker {
     pub fn kill(&self) {
         info!("killed");
         self.node.stop();
-        crate::connection::wake_listener(self.addr);
+        connection::wake_listener(self.addr);
     }
 
     /// Runs a broker as the `primary` and `backup` programs do: starts it, prints
@@ -224,11 +209,8 @@ impl Broker {
             return;
         }
         self.node.stop();
-        crate::connection::wake_listener(self.addr);
+        connection::wake_listener(self.addr);
         for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        for t in self.conns.lock().drain(..) {
             let _ = t.join();
         }
     }
@@ -240,36 +222,30 @@ impl Drop for Broker {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
-    Ok(thread::Builder::new().name(name.to_string()).spawn(f)?)
+/// Starts the thread `name`, which runs `f` on a handle of its own on the node.
+fn spawn<F>(node: &Arc<Node>, name: &str, f: F) -> Result<JoinHandle<()>>
+where
+    F: FnOnce(Arc<Node>) + Send + 'static,
+{
+    let node = Arc::clone(node);
+    Ok(thread::Builder::new()
+        .name(name.into())
+        .spawn(move || f(node))?)
 }
 
-fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<JoinHandle<()>>>>) {
-    for stream in listener.incoming() {
-        if node.stopping() {
-            return;
-        }
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
+/// Accepts connections until the broker stops, each served by a thread of `scope`.
+fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListener) {
+    loop {
+        let (stream, addr) = connection::accept(&listener);
         // Paused, as a stopped process, we accept no more: dials wait in the listen queue.
         node.gate();
-        let _ = stream.set_nodelay(true);
-        let source = stream.peer_addr().map(|a| a.ip());
-        let stream = Stream::new(stream);
+        // Once the broker stops, every socket is closed and none is registered: not the
+        // connection that wakes this loop either.
         let Some(key) = node.register(&stream) else {
             return;
         };
-        let prove_open = node.config.client_secret.is_some();
-        let admission = match source {
-            Ok(ip) => node.slots.lock().admit(key, Source::of(ip), prove_open),
-            Err(_) => Admission::Refused,
-        };
+        let (source, prove_open) = (Source::of(addr.ip()), node.config.client_secret.is_some());
+        let admission = node.slots.lock().admit(key, source, prove_open);
         let peer_slot = match admission {
             Admission::Granted { slot, evicted } => {
                 if let Some(evicted) = evicted {
@@ -288,43 +264,21 @@ fn accept_loop(node: Arc<Node>, listener: TcpListener, conns: Arc<Mutex<Vec<Join
                 node.warnings.refused.warn(|| {
                     format!("refusing a connection: {open} already open (--max-connections {max})")
                 });
-                let _ = (&*stream).write_all_reply(&Reply::Err("too many connections".into()));
+                let _ = (&*stream).write_all(&Reply::Err("too many connections".into()).to_bytes());
                 continue;
             }
         };
         bump(&node.counters.connections);
-        debug!(
-            "conn-{key} from {}",
-            source.map_or_else(|_| "?".into(), |a| a.to_string())
-        );
+        debug!("conn-{key} from {}", addr.ip());
         let n = Arc::clone(&node);
         let spawned = thread::Builder::new()
             .name(format!("conn-{key}"))
             .stack_size(CONN_STACK)
-            .spawn(move || conn::serve(n, stream, key, peer_slot));
-        match spawned {
-            Ok(handle) => {
-                let mut conns = conns.lock();
-                conns.retain(|h| !h.is_finished());
-                conns.push(handle);
-            }
-            Err(e) => {
-                warn!("cannot start a connection thread: {e}");
-                node.unregister(key);
-                node.counters.connections.fetch_sub(1, Ordering::Relaxed);
-            }
+            .spawn_scoped(scope, move || conn::serve(n, stream, key, peer_slot));
+        if let Err(e) = spawned {
+            warn!("cannot start a connection thread: {e}");
+            node.unregister(key);
+            node.counters.connections.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-}
-
-/// Writing one reply straight to a stream, for the few places that answer without a connection thread.
-trait WriteReply {
-    fn write_all_reply(self, reply: &Reply) -> std::io::Result<()>;
-}
-
-impl WriteReply for &TcpStream {
-    fn write_all_reply(mut self, reply: &Reply) -> std::io::Result<()> {
-        use std::io::Write;
-        self.write_all(&reply.to_bytes())
     }
 }

@@ -11,9 +11,9 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle, Scope};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, info, warn};
 use parking_lot::Mutex;
@@ -23,7 +23,7 @@ use super::pairs::Pairs;
 use super::protocol::{Pair, Reply};
 use super::session::{self, Shared};
 use crate::config::WitnessConfig;
-use crate::connection::Stream;
+use crate::connection;
 use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::slots::{Admission, Slots, Source};
@@ -80,7 +80,6 @@ impl Witness {
             pairs: Mutex::new(pairs),
             slots: Mutex::new(Slots::new(config.max_connections, BROKER_SLOTS)),
             config,
-            stopping: AtomicBool::new(false),
             sockets: Registry::default(),
             auth_failures: AtomicU64::new(0),
             refused_connections: AtomicU64::new(0),
@@ -131,11 +130,10 @@ impl Witness {
 
 impl Drop for Witness {
     fn drop(&mut self) {
-        self.shared.stopping.store(true, Ordering::Release);
         self.shared.sockets.close_all();
         // Wake the accept loop, blocked in accept(); it joins the connection threads, which
         // the closed sockets have ended.
-        crate::connection::wake_listener(self.addr);
+        connection::wake_listener(self.addr);
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
@@ -144,28 +142,15 @@ impl Drop for Witness {
 
 /// Accepts connections, each served by a thread of `scope`, until the witness stops.
 fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpListener) {
-    for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let source = stream.peer_addr().map(|a| Source::of(a.ip()));
-        let stream = Stream::new(stream);
+    loop {
+        let (stream, addr) = connection::accept(&listener);
+        // Once the witness stops, every socket is closed and none is registered: not the
+        // connection that wakes this loop either.
         let Some(key) = shared.sockets.register(&stream) else {
             return;
         };
         // Every connection has to prove itself here, in an open slot too.
-        let admission = source.map_or(Admission::Refused, |source| {
-            shared.slots.lock().admit(key, source, true)
-        });
+        let admission = shared.slots.lock().admit(key, Source::of(addr.ip()), true);
         match admission {
             Admission::Granted { evicted, .. } => {
                 if let Some(evicted) = evicted {
@@ -185,7 +170,7 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpLi
         let spawned = thread::Builder::new()
             .name(format!("witness-conn-{key}"))
             .stack_size(CONN_STACK)
-            .spawn_scoped(scope, move || session::serve(shared, stream, key));
+            .spawn_scoped(scope, move || session::serve(shared, stream, key, addr));
         if let Err(e) = spawned {
             warn!("cannot start a connection thread: {e}");
             shared.sockets.forget(key);

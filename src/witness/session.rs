@@ -3,9 +3,9 @@
 //! idle, fails to authenticate, or gives up its unproven slot ([`super::server`] says when).
 //! A session's only state is what its peer has proved.
 
-use std::io::{self, Write};
-use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use log::{debug, warn};
@@ -17,6 +17,7 @@ use crate::auth;
 use crate::config::WitnessConfig;
 use crate::connection::{LineReader, Stream};
 use crate::error::Error;
+use crate::protocol::AuthKind;
 use crate::registry::Registry;
 use crate::slots::Slots;
 
@@ -33,7 +34,6 @@ pub(super) struct Shared {
     pub(super) pairs: Mutex<Pairs>,
     /// Who holds which connection slot.
     pub(super) slots: Mutex<Slots>,
-    pub(super) stopping: AtomicBool,
     /// The open connections, so that stopping can close them.
     pub(super) sockets: Registry,
     pub(super) auth_failures: AtomicU64,
@@ -62,10 +62,7 @@ impl Shared {
 
 /// One connection's thread: answers line after line until the peer leaves, falls idle,
 /// fails to authenticate, or gives up its slot unproven.
-pub(super) fn serve(shared: &Shared, stream: Stream, key: u64) {
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "?".into(), |a| a.to_string());
+pub(super) fn serve(shared: &Shared, stream: Stream, key: u64, peer: SocketAddr) {
     debug!("connection from {peer}");
     let mut session = Session {
         shared,
@@ -92,11 +89,11 @@ struct Session<'a> {
     proven: bool,
     /// A handshake in progress.
     handshake: auth::Listener,
-    peer: String,
+    peer: SocketAddr,
 }
 
 impl Session<'_> {
-    fn run(&mut self, mut stream: Stream) -> io::Result<()> {
+    fn run(&mut self, stream: Stream) -> Result<(), Error> {
         let config = &self.shared.config;
         let (idle, proof_deadline) = (config.idle_timeout, Instant::now() + config.auth_timeout);
         stream.set_write_timeout(Some(idle))?;
@@ -136,15 +133,15 @@ impl Session<'_> {
                     break None;
                 }
                 Err(Error::LineTooLong) => break Some("line too long".into()),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             match self.answer(line) {
-                Ok(reply) => stream.write_all(&reply.to_bytes())?,
+                Ok(reply) => (&*stream).write_all(&reply.to_bytes())?,
                 Err(reason) => break Some(reason),
             }
         };
         if let Some(reason) = last_word {
-            stream.write_all(&Reply::Err(reason).to_bytes())?;
+            (&*stream).write_all(&Reply::Err(reason).to_bytes())?;
         }
         Ok(())
     }
@@ -177,9 +174,10 @@ impl Session<'_> {
             }
             Request::Status(pair) => Reply::Status(shared.status_fields(&pair)),
             Request::Ping => Reply::Pong,
-            // HELLO: answer with our nonce and our proof.
+            // HELLO: answer with our nonce and our proof. A witness knows only the peer secret.
             Request::Hello { kind, nonce } => {
-                let secret = shared.config.secret_for(kind);
+                let peer = kind == AuthKind::Peer;
+                let secret = shared.config.secret.as_ref().filter(|_| peer);
                 match self.handshake.hello(kind, nonce, secret) {
                     Ok((nonce, proof)) => Reply::Challenge { nonce, proof },
                     Err(why) => Reply::Err(why),
