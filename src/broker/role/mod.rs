@@ -45,16 +45,16 @@ pub struct Job {
 pub enum Effect {
     /// Queue the message on its compute worker.
     Dispatch(Job),
-    /// A reign began: interrupt the old reign's waiters, start the backup's state as
-    /// `health`, and begin the primary's mandate (`alone`: the reason was certain; `until`:
-    /// the witness's lease).
+    /// A reign began (we took over): interrupt the old reign's waiters, start the backup's
+    /// state as `health`, and begin the primary's mandate (`alone`: the reason was certain;
+    /// `until`: the witness's lease).
     Reign {
         epoch: Epoch,
         health: BackupHealth,
         alone: bool,
         until: Option<Instant>,
     },
-    /// The reign ended: interrupt its waiters, no backup, no mandate.
+    /// The reign ended (we stepped down): interrupt its waiters, no backup, no mandate.
     Abdicate,
     /// A backup synced: ACKs count on its confirmations from now on.
     BackupUp,
@@ -64,9 +64,7 @@ pub enum Effect {
     Redial,
     /// Hand our orphans to the new primary now.
     HandOff,
-    /// For STATUS.
-    TookOver,
-    SteppedDown,
+    /// For STATUS: a message adopted from the old primary counts as published.
     Adopted,
 }
 
@@ -283,7 +281,7 @@ impl State {
                 message: Arc::clone(message),
             })
         }));
-        effects.extend([Effect::TookOver, Effect::Redial]);
+        effects.push(Effect::Redial);
         Ok(effects)
     }
 
@@ -332,7 +330,7 @@ impl State {
             orphans,
             ..BackupState::default()
         });
-        effects.extend([Effect::SteppedDown, Effect::Abdicate]);
+        effects.push(Effect::Abdicate);
         effects
     }
 }
@@ -541,7 +539,7 @@ mod tests {
         assert_eq!(replies.len(), 3);
         assert!(matches!(replies[0], Reply::Handoff(_)));
         assert_eq!(replies[2], Reply::Synced { epoch: newer });
-        assert!(has(&effects, |e| matches!(e, Effect::SteppedDown)));
+        assert!(has(&effects, |e| matches!(e, Effect::Abdicate)));
         assert!(s.log.is_empty());
         // A SYNC of the same or an older session of that epoch is stale.
         let (replies, _) = s.follow(newer, 1, now).unwrap();
