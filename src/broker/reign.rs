@@ -34,10 +34,9 @@ impl Node {
                 Effect::Reign {
                     epoch,
                     health,
-                    alone,
                     until,
                 } => {
-                    self.mandate.begin(epoch, alone, until);
+                    self.mandate.begin(epoch, until.is_none(), until);
                     self.safety.interrupt(health);
                     bump(&self.counters.takeovers);
                 }
@@ -158,7 +157,7 @@ impl Node {
     pub fn hand_over(&self) -> bool {
         let mut s = self.state.lock();
         let backup_up = self.safety.health() == BackupHealth::Up;
-        if s.start_handing_over(backup_up).is_none() {
+        if !s.start_handing_over(backup_up) {
             return false;
         }
         info!("handing over to the backup");

@@ -46,12 +46,11 @@ pub enum Effect {
     /// Queue the message on its compute worker.
     Dispatch(Job),
     /// A reign began (we took over): interrupt the old reign's waiters, start the backup's
-    /// state as `health`, and begin the primary's mandate (`alone`: the reason was certain;
-    /// `until`: the witness's lease).
+    /// state as `health`, and begin the primary's mandate: until the witness's lease ends,
+    /// or, without one, alone (the reason was certain).
     Reign {
         epoch: Epoch,
         health: BackupHealth,
-        alone: bool,
         until: Option<Instant>,
     },
     /// The reign ended (we stepped down): interrupt its waiters, no backup, no mandate.
@@ -271,7 +270,6 @@ impl State {
         let mut effects = vec![Effect::Reign {
             epoch,
             health,
-            alone: grant.is_none(),
             until: grant.map(|lease| lease.until),
         }];
         effects.extend(self.log.pending().map(|(index, message)| {
@@ -421,7 +419,7 @@ mod tests {
         assert_eq!((s.role(), s.epoch), (Role::Primary, epoch(5, NODE)));
         assert!(matches!(
             effects[0],
-            Effect::Reign { epoch: e, health: BackupHealth::Down, alone: true, until: None }
+            Effect::Reign { epoch: e, health: BackupHealth::Down, until: None }
                 if e == epoch(5, NODE)
         ));
         assert_eq!(
@@ -474,9 +472,7 @@ mod tests {
         };
         let effects = s.take_over(Some(granted)).unwrap();
         assert_eq!(s.epoch, epoch(9, NODE));
-        assert!(
-            matches!(effects[0], Effect::Reign { alone: false, until: Some(u), .. } if u == until)
-        );
+        assert!(matches!(effects[0], Effect::Reign { until: Some(u), .. } if u == until));
     }
 
     #[test]
@@ -635,12 +631,12 @@ mod tests {
     fn handing_over_needs_a_synced_backup_and_stops_publishes() {
         let now = Instant::now();
         let mut s = primary_with_two(now);
-        assert!(s.start_handing_over(true).is_none(), "no link");
+        assert!(!s.start_handing_over(true), "no link");
         let (link, _keep) = link();
         s.install_link(s.epoch, link).unwrap();
-        assert!(s.start_handing_over(false).is_none(), "backup not up");
+        assert!(!s.start_handing_over(false), "backup not up");
         assert!(s.takes_publishes());
-        assert!(s.start_handing_over(true).is_some());
+        assert!(s.start_handing_over(true));
         assert!(!s.takes_publishes());
     }
 
