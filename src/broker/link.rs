@@ -141,7 +141,8 @@ impl Link {
             heartbeats.last_sent = Some(now);
         }
         drop(heartbeats);
-        if self.is_broken() {
+        // Closed, or an earlier write failed.
+        if self.broken.load(Ordering::Acquire) {
             return false;
         }
         if let Err(e) = (&*self.stream).write_all(&bytes) {
@@ -165,11 +166,6 @@ impl Link {
     pub fn close(&self) {
         self.broken.store(true, Ordering::Release);
         let _ = self.stream.shutdown(Shutdown::Both);
-    }
-
-    /// Whether a write failed or the session was closed.
-    pub fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Acquire)
     }
 }
 
@@ -268,7 +264,7 @@ mod tests {
                 message: &message(seq),
             });
             if !link.write_next(IDLE, || Request::Ping, &safety) {
-                assert!(link.is_broken());
+                assert!(link.broken.load(Ordering::Acquire));
                 return;
             }
         }

@@ -62,7 +62,8 @@ struct Inner {
     lease: Option<Instant>,
     /// The backup's last answered heartbeat vouches until here.
     backup: Option<Instant>,
-    witness: WitnessView,
+    /// Whether the witness answered the last request.
+    witness_up: bool,
 }
 
 /// The vouchers of the present reign, and the workers waiting for one.
@@ -86,11 +87,7 @@ impl Mandate {
                 alone: false,
                 lease: None,
                 backup: None,
-                witness: if witnessed {
-                    WitnessView::Down
-                } else {
-                    WitnessView::None
-                },
+                witness_up: false,
             }),
             changed: Condvar::new(),
         }
@@ -114,19 +111,20 @@ impl Mandate {
 
     /// The witness leased `epoch` until `until`.
     pub fn leased(&self, epoch: Epoch, until: Instant) {
-        let mut inner = self.inner.lock();
-        if inner.epoch == epoch {
-            inner.lease = inner.lease.max(Some(until));
-            inner.alone = false;
-            self.changed.notify_all();
-        }
+        self.vouch(epoch, |inner| &mut inner.lease, until);
     }
 
     /// The backup of `epoch` answered a heartbeat we sent at `sent`.
     pub fn vouched(&self, epoch: Epoch, sent: Instant) {
+        self.vouch(epoch, |inner| &mut inner.backup, sent + self.heartbeat_term);
+    }
+
+    /// A voucher for `epoch` until `until`; it replaces the licence of certain death.
+    fn vouch(&self, epoch: Epoch, voucher: fn(&mut Inner) -> &mut Option<Instant>, until: Instant) {
         let mut inner = self.inner.lock();
         if inner.epoch == epoch {
-            inner.backup = inner.backup.max(Some(sent + self.heartbeat_term));
+            let voucher = voucher(&mut inner);
+            *voucher = (*voucher).max(Some(until));
             inner.alone = false;
             self.changed.notify_all();
         }
@@ -158,13 +156,7 @@ impl Mandate {
 
     /// Records whether the witness answered.
     pub fn set_witness(&self, up: bool) {
-        if self.witnessed {
-            self.inner.lock().witness = if up {
-                WitnessView::Up
-            } else {
-                WitnessView::Down
-            };
-        }
+        self.inner.lock().witness_up = up;
     }
 
     /// The witness as last heard, and how long the witness's lease has left.
@@ -173,7 +165,12 @@ impl Mandate {
         let left = inner.lease.map_or(Duration::ZERO, |t| {
             t.saturating_duration_since(Instant::now())
         });
-        (inner.witness, left)
+        let view = match (self.witnessed, inner.witness_up) {
+            (false, _) => WitnessView::None,
+            (true, true) => WitnessView::Up,
+            (true, false) => WitnessView::Down,
+        };
+        (view, left)
     }
 }
 

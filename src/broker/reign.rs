@@ -34,15 +34,16 @@ impl Node {
                 Effect::Reign {
                     epoch,
                     health,
-                    alone,
                     until,
                 } => {
-                    self.mandate.begin(epoch, alone, until);
+                    self.mandate.begin(epoch, until.is_none(), until);
                     self.safety.interrupt(health);
+                    bump(&self.counters.takeovers);
                 }
                 Effect::Abdicate => {
                     self.mandate.end();
                     self.safety.interrupt(BackupHealth::Down);
+                    bump(&self.counters.step_downs);
                 }
                 Effect::BackupUp => self.safety.set_health(BackupHealth::Up),
                 Effect::CloseLink(link) => link.close(),
@@ -52,8 +53,6 @@ impl Node {
                 Effect::HandOff => {
                     let _ = self.handoff_now.try_send(());
                 }
-                Effect::TookOver => bump(&self.counters.takeovers),
-                Effect::SteppedDown => bump(&self.counters.step_downs),
                 Effect::Adopted => bump(&self.counters.published),
             }
         }
@@ -62,12 +61,23 @@ impl Node {
     }
 
     /// Logs an epoch refused as `Epoch::may_adopt` says (once per quiet period: a stranger
-    /// may send thousands) and returns the reason, for an `ERR`.
-    fn refused(&self, why: String) -> String {
+    /// may send thousands).
+    fn refused(&self, why: &str) {
         self.warnings
             .epochs_refused
             .warn(|| format!("{why}; refused"));
-        why
+    }
+
+    /// Carries out a transition's effects and returns its answer; an epoch it refused is
+    /// logged and its reason returned, for an `ERR`.
+    fn settle<T>(
+        &self,
+        s: &mut State,
+        outcome: Result<(T, Vec<Effect>), String>,
+    ) -> Result<T, String> {
+        let (answer, effects) = outcome.inspect_err(|why| self.refused(why))?;
+        self.carry_out(s, effects);
+        Ok(answer)
     }
 
     /// Backup → primary, for `reason`; with `grant` in the epoch the witness granted.
@@ -93,9 +103,7 @@ impl Node {
                 "the grant of epoch {granted} came after epoch {}; ignoring it",
                 s.seen()
             ),
-            Err(NoTakeover::Refused(why)) => {
-                self.refused(why);
-            }
+            Err(NoTakeover::Refused(why)) => self.refused(&why),
             Err(NoTakeover::AtLimit(seen)) => {
                 warn!("cannot take over: epoch {seen} is at the highest term there is");
             }
@@ -109,9 +117,7 @@ impl Node {
         let before = s.epoch;
         match s.observe(epoch, Heard::Answered) {
             Ok(effects) => self.carry_out(&mut s, effects),
-            Err(why) => {
-                self.refused(why);
-            }
+            Err(why) => self.refused(&why),
         }
         s.epoch != before
     }
@@ -119,36 +125,21 @@ impl Node {
     /// SYNC from a primary: the replies to send, in order.
     pub fn follow(&self, epoch: Epoch, session: u64) -> Vec<Reply> {
         let mut s = self.state.lock();
-        match s.follow(epoch, session, Instant::now()) {
-            Ok((replies, effects)) => {
-                self.carry_out(&mut s, effects);
-                replies
-            }
-            Err(why) => vec![Reply::Err(self.refused(why))],
-        }
+        let outcome = s.follow(epoch, session, Instant::now());
+        (self.settle(&mut s, outcome)).unwrap_or_else(|why| vec![Reply::Err(why)])
     }
 
     /// A replication line's epoch checked under the role lock `s`: `Some` is the refusal.
     pub(super) fn check_follower(&self, s: &mut State, epoch: Epoch) -> Option<Reply> {
-        match s.check_follower(epoch, Instant::now()) {
-            Ok((refusal, effects)) => {
-                self.carry_out(s, effects);
-                refusal
-            }
-            Err(why) => Some(Reply::Err(self.refused(why))),
-        }
+        let outcome = s.check_follower(epoch, Instant::now());
+        (self.settle(s, outcome)).unwrap_or_else(|why| Some(Reply::Err(why)))
     }
 
     /// A PROBE from the peer, answered.
     pub fn answer_probe(&self, peer: PeerState) -> Reply {
         let mut s = self.state.lock();
-        match s.answer_probe(peer, Instant::now()) {
-            Ok((reply, effects)) => {
-                self.carry_out(&mut s, effects);
-                reply
-            }
-            Err(why) => Reply::Err(self.refused(why)),
-        }
+        let outcome = s.answer_probe(peer, Instant::now());
+        (self.settle(&mut s, outcome)).unwrap_or_else(Reply::Err)
     }
 
     /// Records our probe's answer from the peer.
@@ -156,9 +147,7 @@ impl Node {
         let mut s = self.state.lock();
         match s.peer_answered(peer, Instant::now()) {
             Ok(effects) => self.carry_out(&mut s, effects),
-            Err(why) => {
-                self.refused(why);
-            }
+            Err(why) => self.refused(&why),
         }
     }
 
@@ -168,7 +157,7 @@ impl Node {
     pub fn hand_over(&self) -> bool {
         let mut s = self.state.lock();
         let backup_up = self.safety.health() == BackupHealth::Up;
-        if s.start_handing_over(backup_up).is_none() {
+        if !s.start_handing_over(backup_up) {
             return false;
         }
         info!("handing over to the backup");

@@ -3,12 +3,11 @@
 //! and reads back its confirmations. While no backup answers, the primary runs degraded and
 //! keeps redialling.
 
-use std::net::Shutdown;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{info, warn};
 
 use crate::connection::{Connection, LineReader, Stream};
@@ -201,15 +200,16 @@ fn open_session(
 
 /// Runs one synced session until either side ends it: this thread writes what is pushed to
 /// the [`Link`] and a PROBE heartbeat every heartbeat interval, and a helper thread reads the
-/// confirmations and the heartbeats' answers.
-fn run_session(node: &Arc<Node>, conn: Connection, epoch: Epoch) -> Ended {
+/// confirmations and the heartbeats' answers. Whichever ends first closes the link, which
+/// ends the other.
+fn run_session(node: &Node, conn: Connection, epoch: Epoch) -> Ended {
     // A backup that stops reading must not hold a writer for long: past the ping timeout the
     // write fails and the session ends (the connection's write timeout).
     let stream = conn.stream().clone();
     let Some(key) = node.register(&stream) else {
         return Ended::Lost;
     };
-    let link = Link::new(stream.clone(), epoch);
+    let link = Link::new(stream, epoch);
     let Some(handed) = node.install_link(epoch, Arc::clone(&link)) else {
         node.unregister(key);
         return Ended::Lost;
@@ -218,60 +218,47 @@ fn run_session(node: &Arc<Node>, conn: Connection, epoch: Epoch) -> Ended {
         "backup {} synced in epoch {epoch}: handed it {handed} pending message(s); replicating",
         node.config.peer.as_deref().unwrap_or("?")
     );
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    let (read_half, reader_node, reader_link) =
-        (conn.into_reader(), Arc::clone(node), Arc::clone(&link));
-    let reader = thread::Builder::new()
-        .name("repl-reader".into())
-        .spawn(move || {
-            let ended = read_confirmations(&reader_node, read_half, &reader_link);
-            drop(done_tx);
-            ended
-        })
-        .ok();
-    if reader.is_some() {
-        keep_alive(node, &link, &done_rx);
-    }
-    node.drop_link(epoch);
-    let _ = stream.shutdown(Shutdown::Both);
-    let ended = reader
-        .and_then(|reader| reader.join().ok())
-        .unwrap_or(Ended::Lost);
+    let read_half = conn.into_reader();
+    let ended = thread::scope(|scope| {
+        let reader = thread::Builder::new()
+            .name("repl-reader".into())
+            .spawn_scoped(scope, || {
+                let ended = read_confirmations(node, read_half, &link);
+                link.close();
+                ended
+            });
+        if reader.is_ok() {
+            keep_alive(node, &link);
+        }
+        node.drop_link(epoch);
+        link.close();
+        reader.ok().and_then(|reader| reader.join().ok())
+    });
     node.unregister(key);
-    ended
+    ended.unwrap_or(Ended::Lost)
 }
 
 /// The session's link writer: writes what is pushed to the link, and a PROBE heartbeat every
-/// heartbeat interval, until the reader sees the session end or a write
-/// breaks the link. A session that lasted a ping interval works: the error of an earlier one
-/// is forgotten.
-fn keep_alive(node: &Node, link: &Link, done_rx: &Receiver<()>) {
-    let interval = heartbeat_interval(node);
-    let works_after = Instant::now() + node.config.ping_interval;
-    let mut working = false;
+/// heartbeat interval, until the link is closed or a write breaks it. A session that lasted a
+/// ping interval works: the error of an earlier one is forgotten.
+fn keep_alive(node: &Node, link: &Link) {
+    // How often the link carries a heartbeat: often enough that the backup notices a frozen
+    // primary within half a ping timeout (see the link's read timeout in `conn::follower`),
+    // and that the backup's answers keep vouching for the primary ([`super::mandate`]).
+    let config = &node.config;
+    let interval =
+        (config.ping_interval.min(config.ping_timeout / 4)).max(Duration::from_millis(1));
+    let mut works_at = Some(Instant::now() + config.ping_interval);
     loop {
-        if !working && Instant::now() >= works_after {
-            working = true;
+        if works_at.is_some_and(|t| Instant::now() >= t) {
+            works_at = None;
             node.set_link_error(None);
-        }
-        if !matches!(done_rx.try_recv(), Err(TryRecvError::Empty)) {
-            return;
         }
         node.gate();
         if !link.write_next(interval, || Request::Probe(node.me()), &node.safety) {
             return;
         }
     }
-}
-
-/// How often the link carries a heartbeat: often enough that the backup notices a frozen
-/// primary within half a ping timeout (see the link's read timeout in `conn::follower`), and that
-/// the backup's answers keep vouching for the primary ([`super::mandate`]).
-fn heartbeat_interval(node: &Node) -> Duration {
-    node.config
-        .ping_interval
-        .min(node.config.ping_timeout / 4)
-        .max(Duration::from_millis(1))
 }
 
 /// Reads the backup's answers. Ends on EOF, on a fence, or when the backup falls silent: no

@@ -43,41 +43,34 @@ impl Witness {
         let node = Arc::clone(&self.node);
         let interval = node.config.ping_interval;
         let (_, epoch) = node.role();
-        match self.client.renew(epoch, node.id) {
-            Ok(answer) => {
-                self.up();
-                match answer {
-                    Renewal::Leased(lease) => {
-                        node.mandate.leased(epoch, lease.until);
-                        witness::lease::renew_interval(interval, lease.left(Instant::now()))
-                            .max(Duration::from_millis(1))
-                    }
-                    Renewal::Fenced(newer) => {
-                        warn!("the witness knows epoch {newer}, newer than our {epoch}");
-                        node.observe(newer);
-                        Duration::ZERO
-                    }
-                    Renewal::Held(held) => {
-                        debug!(
-                            "the witness holds epoch {}'s lease for {} ms more; registering after it",
-                            held.epoch,
-                            held.left.as_millis()
-                        );
-                        held.left.min(interval)
-                    }
-                    Renewal::Restarting(left) => {
-                        debug!(
-                            "the witness restarted; registering in {} ms",
-                            left.as_millis()
-                        );
-                        left.min(interval)
-                    }
-                }
+        let answer = self.client.renew(epoch, node.id);
+        match self.heard(answer) {
+            Ok(Renewal::Leased(lease)) => {
+                node.mandate.leased(epoch, lease.until);
+                witness::lease::renew_interval(interval, lease.left(Instant::now()))
+                    .max(Duration::from_millis(1))
             }
-            Err(e) => {
-                self.down(&e);
-                interval / 4
+            Ok(Renewal::Fenced(newer)) => {
+                warn!("the witness knows epoch {newer}, newer than our {epoch}");
+                node.observe(newer);
+                Duration::ZERO
             }
+            Ok(Renewal::Held(held)) => {
+                debug!(
+                    "the witness holds epoch {}'s lease for {} ms more; registering after it",
+                    held.epoch,
+                    held.left.as_millis()
+                );
+                held.left.min(interval)
+            }
+            Ok(Renewal::Restarting(left)) => {
+                debug!(
+                    "the witness restarted; registering in {} ms",
+                    left.as_millis()
+                );
+                left.min(interval)
+            }
+            Err(_) => interval / 4,
         }
     }
 
@@ -87,74 +80,63 @@ impl Witness {
     pub(super) fn claim(&mut self, reason: &str, certain: bool) -> Duration {
         let node = Arc::clone(&self.node);
         let interval = node.config.ping_interval;
-        match self.client.claim(node.seen_epoch(), node.id) {
-            Ok(answer) => {
-                self.up();
-                match answer {
-                    Claim::Granted(lease) => {
-                        node.take_over(
-                            &format!("{reason}; the witness granted epoch {}", lease.epoch),
-                            Some(lease),
-                        );
-                        Duration::ZERO
-                    }
-                    Claim::Held(held) if self.held_logged => held.left.min(interval),
-                    Claim::Held(held) => {
-                        self.held_logged = true;
-                        info!(
-                            "{reason}, but the witness says the primary of epoch {} holds its \
-                             lease for {} ms more; not taking over while it does",
-                            held.epoch,
-                            held.left.as_millis()
-                        );
-                        held.left.min(interval)
-                    }
-                    Claim::Restarting(left) => {
-                        info!(
-                            "{reason}, but the witness restarted and grants nothing for {} ms",
-                            left.as_millis()
-                        );
-                        left.min(interval)
-                    }
-                }
+        let answer = self.client.claim(node.seen_epoch(), node.id);
+        match self.heard(answer) {
+            Ok(Claim::Granted(lease)) => {
+                node.take_over(
+                    &format!("{reason}; the witness granted epoch {}", lease.epoch),
+                    Some(lease),
+                );
+                Duration::ZERO
             }
-            Err(e) if certain => {
-                self.down(&e);
+            Ok(Claim::Held(held)) if self.held_logged => held.left.min(interval),
+            Ok(Claim::Held(held)) => {
+                self.held_logged = true;
+                info!(
+                    "{reason}, but the witness says the primary of epoch {} holds its \
+                     lease for {} ms more; not taking over while it does",
+                    held.epoch,
+                    held.left.as_millis()
+                );
+                held.left.min(interval)
+            }
+            Ok(Claim::Restarting(left)) => {
+                info!(
+                    "{reason}, but the witness restarted and grants nothing for {} ms",
+                    left.as_millis()
+                );
+                left.min(interval)
+            }
+            Err(_) if certain => {
                 node.take_over(&format!("{reason} (the witness is out of reach)"), None);
                 interval
             }
-            Err(e) => {
-                self.down(&e);
-                if !self.outage_logged {
-                    warn!("{reason}, but without the witness's grant nobody takes over on silence");
-                }
-                interval
-            }
+            Err(_) => interval,
         }
     }
 
     /// As backup, the primary alive: only to know, for STATUS, whether the witness answers.
     pub(super) fn check(&mut self) {
         self.held_logged = false;
-        match self.client.status() {
-            Ok(_) => self.up(),
-            Err(e) => self.down(&e),
-        }
+        let answer = self.client.status();
+        let _ = self.heard(answer);
     }
 
-    fn up(&mut self) {
-        if self.outage_logged {
-            info!("the witness at {} answers again", self.client.addr());
-            self.outage_logged = false;
+    /// Tells the mandate whether the witness answered, and logs where an outage begins and
+    /// ends; returns the answer.
+    fn heard<T>(&mut self, answer: Result<T, Error>) -> Result<T, Error> {
+        match &answer {
+            Ok(_) if self.outage_logged => {
+                info!("the witness at {} answers again", self.client.addr());
+                self.outage_logged = false;
+            }
+            Err(e) if !self.outage_logged => {
+                warn!("the witness at {} is out of reach: {e}", self.client.addr());
+                self.outage_logged = true;
+            }
+            _ => {}
         }
-        self.node.mandate.set_witness(true);
-    }
-
-    fn down(&mut self, e: &Error) {
-        if !self.outage_logged {
-            warn!("the witness at {} is out of reach: {e}", self.client.addr());
-            self.outage_logged = true;
-        }
-        self.node.mandate.set_witness(false);
+        self.node.mandate.set_witness(answer.is_ok());
+        answer
     }
 }

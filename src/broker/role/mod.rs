@@ -45,16 +45,15 @@ pub struct Job {
 pub enum Effect {
     /// Queue the message on its compute worker.
     Dispatch(Job),
-    /// A reign began: interrupt the old reign's waiters, start the backup's state as
-    /// `health`, and begin the primary's mandate (`alone`: the reason was certain; `until`:
-    /// the witness's lease).
+    /// A reign began (we took over): interrupt the old reign's waiters, start the backup's
+    /// state as `health`, and begin the primary's mandate: until the witness's lease ends,
+    /// or, without one, alone (the reason was certain).
     Reign {
         epoch: Epoch,
         health: BackupHealth,
-        alone: bool,
         until: Option<Instant>,
     },
-    /// The reign ended: interrupt its waiters, no backup, no mandate.
+    /// The reign ended (we stepped down): interrupt its waiters, no backup, no mandate.
     Abdicate,
     /// A backup synced: ACKs count on its confirmations from now on.
     BackupUp,
@@ -64,9 +63,7 @@ pub enum Effect {
     Redial,
     /// Hand our orphans to the new primary now.
     HandOff,
-    /// For STATUS.
-    TookOver,
-    SteppedDown,
+    /// For STATUS: a message adopted from the old primary counts as published.
     Adopted,
 }
 
@@ -273,7 +270,6 @@ impl State {
         let mut effects = vec![Effect::Reign {
             epoch,
             health,
-            alone: grant.is_none(),
             until: grant.map(|lease| lease.until),
         }];
         effects.extend(self.log.pending().map(|(index, message)| {
@@ -283,7 +279,7 @@ impl State {
                 message: Arc::clone(message),
             })
         }));
-        effects.extend([Effect::TookOver, Effect::Redial]);
+        effects.push(Effect::Redial);
         Ok(effects)
     }
 
@@ -332,7 +328,7 @@ impl State {
             orphans,
             ..BackupState::default()
         });
-        effects.extend([Effect::SteppedDown, Effect::Abdicate]);
+        effects.push(Effect::Abdicate);
         effects
     }
 }
@@ -423,7 +419,7 @@ mod tests {
         assert_eq!((s.role(), s.epoch), (Role::Primary, epoch(5, NODE)));
         assert!(matches!(
             effects[0],
-            Effect::Reign { epoch: e, health: BackupHealth::Down, alone: true, until: None }
+            Effect::Reign { epoch: e, health: BackupHealth::Down, until: None }
                 if e == epoch(5, NODE)
         ));
         assert_eq!(
@@ -476,9 +472,7 @@ mod tests {
         };
         let effects = s.take_over(Some(granted)).unwrap();
         assert_eq!(s.epoch, epoch(9, NODE));
-        assert!(
-            matches!(effects[0], Effect::Reign { alone: false, until: Some(u), .. } if u == until)
-        );
+        assert!(matches!(effects[0], Effect::Reign { until: Some(u), .. } if u == until));
     }
 
     #[test]
@@ -541,7 +535,7 @@ mod tests {
         assert_eq!(replies.len(), 3);
         assert!(matches!(replies[0], Reply::Handoff(_)));
         assert_eq!(replies[2], Reply::Synced { epoch: newer });
-        assert!(has(&effects, |e| matches!(e, Effect::SteppedDown)));
+        assert!(has(&effects, |e| matches!(e, Effect::Abdicate)));
         assert!(s.log.is_empty());
         // A SYNC of the same or an older session of that epoch is stale.
         let (replies, _) = s.follow(newer, 1, now).unwrap();
@@ -637,12 +631,12 @@ mod tests {
     fn handing_over_needs_a_synced_backup_and_stops_publishes() {
         let now = Instant::now();
         let mut s = primary_with_two(now);
-        assert!(s.start_handing_over(true).is_none(), "no link");
+        assert!(!s.start_handing_over(true), "no link");
         let (link, _keep) = link();
         s.install_link(s.epoch, link).unwrap();
-        assert!(s.start_handing_over(false).is_none(), "backup not up");
+        assert!(!s.start_handing_over(false), "backup not up");
         assert!(s.takes_publishes());
-        assert!(s.start_handing_over(true).is_some());
+        assert!(s.start_handing_over(true));
         assert!(!s.takes_publishes());
     }
 

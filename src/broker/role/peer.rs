@@ -104,34 +104,32 @@ impl State {
         Ok(effects)
     }
 
-    /// Planned failover, on the primary that shuts down: stop taking publishes and return the
-    /// link to send HANDOVER on; `None` without a synced backup (`backup_up` says whether the
+    /// Planned failover, on the primary that shuts down: stop taking publishes and send
+    /// HANDOVER on the link; `false` without a synced backup (`backup_up` says whether the
     /// session's backup is up).
-    pub fn start_handing_over(&mut self, backup_up: bool) -> Option<Arc<Link>> {
+    pub fn start_handing_over(&mut self, backup_up: bool) -> bool {
         let RoleState::Primary(primary) = &mut self.role else {
-            return None;
+            return false;
         };
-        let link = Arc::clone(primary.link.as_ref().filter(|_| backup_up)?);
-        primary.handing_over = true;
+        let Some(link) = primary.link.as_ref().filter(|_| backup_up) else {
+            return false;
+        };
         link.push(LinkCmd::Handover);
-        Some(link)
+        primary.handing_over = true;
+        true
     }
 
     /// The primary of `epoch` holds our orphans: it ACKed their ADOPT, or sent a line after
     /// our `SYNCED` (so it read the HANDOFF lines before it). Returns whether we forgot any.
     pub fn handoff_received(&mut self, epoch: Epoch) -> bool {
-        if self.epoch != epoch {
-            return false;
+        match &mut self.role {
+            RoleState::Backup(backup) if self.epoch == epoch && !backup.orphans.is_empty() => {
+                let had = std::mem::take(&mut backup.orphans).len();
+                debug!("the primary of epoch {epoch} holds our {had} orphan(s)");
+                true
+            }
+            _ => false,
         }
-        let RoleState::Backup(backup) = &mut self.role else {
-            return false;
-        };
-        let had = backup.orphans.len();
-        backup.orphans.clear();
-        if had > 0 {
-            debug!("the primary of epoch {epoch} holds our {had} orphan(s)");
-        }
-        had > 0
     }
 
     /// The messages a stepped-down primary handed us while we synced it: admit the ones we do
@@ -171,13 +169,11 @@ impl State {
         for (id, _) in self.log.seen() {
             link.push(LinkCmd::Seen(id));
         }
-        let mut handed = 0;
         for (index, message) in self.log.pending() {
             link.push(LinkCmd::Replicate { index, message });
-            handed += 1;
         }
         primary.link = Some(link);
-        Some((handed, vec![Effect::BackupUp]))
+        Some((self.log.len(), vec![Effect::BackupUp]))
     }
 
     /// The replication session of `epoch` ended: forget it.
