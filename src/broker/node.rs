@@ -306,9 +306,14 @@ impl Node {
     /// For unit tests: a core with the fast preset, fed `workers`, whose wake-up channels
     /// nobody reads.
     pub fn idle(workers: Vec<Sender<Task>>) -> Self {
+        Node::idle_with(BrokerConfig::fast(), workers)
+    }
+
+    /// The same with `config`.
+    pub fn idle_with(config: BrokerConfig, workers: Vec<Sender<Task>>) -> Self {
         let (probe, _) = crossbeam_channel::bounded(1);
         let (redial, _) = crossbeam_channel::bounded(1);
         let (handoff, _) = crossbeam_channel::bounded(1);
-        Node::new(BrokerConfig::fast(), workers, probe, redial, handoff)
+        Node::new(config, workers, probe, redial, handoff)
     }
 }

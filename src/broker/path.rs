@@ -134,6 +134,12 @@ impl Node {
                 debug!("{} ACKed without a backup (degraded)", admitted.id);
                 Ok(())
             }
+            // A message the witnessed primary delivered alone was safe from then on. A backup
+            // that synced after its clear was never sent it, so would never confirm it.
+            Verdict::TimedOut if self.mandate.witnessed() && self.delivered_in_reign(admitted) => {
+                debug!("{} delivered before the backup synced; ACKing", admitted.id);
+                Ok(())
+            }
             Verdict::BackupSilent => Err(Refusal::BackupSilent),
             Verdict::Interrupted if self.stopping() => Err(Refusal::Stopping),
             Verdict::Interrupted => Err(Refusal::NotPrimary),
@@ -171,6 +177,13 @@ impl Node {
                 .state_changed
                 .wait_until(&mut s, deadline.min(now + tick));
         }
+    }
+
+    /// Whether `admitted` left the log in the reign that admitted it: written to every
+    /// subscriber (a step-down or takeover would have ended the reign).
+    fn delivered_in_reign(&self, admitted: &Admitted) -> bool {
+        let s = self.state.lock();
+        self.safety.generation() == admitted.generation && !s.log.holds(admitted.index)
     }
 
     /// The `ERR` text for a refusal; "not primary" names the other broker, so the client
@@ -335,7 +348,12 @@ mod tests {
     use std::sync::Arc;
     use std::thread;
 
+    use std::time::Instant;
+
     use super::super::node::Node;
+    use super::super::safety::BackupHealth;
+    use super::super::verdict::Refusal;
+    use crate::config::BrokerConfig;
     use crate::protocol::{Message, MsgId};
 
     /// A lone primary whose one worker's channel nobody reads.
@@ -344,6 +362,39 @@ mod tests {
         let node = Node::idle(vec![worker]);
         assert!(node.state.lock().take_over(None).is_ok());
         (Arc::new(node), jobs)
+    }
+
+    #[test]
+    fn a_message_a_witnessed_primary_delivered_alone_is_acked_though_a_backup_synced_after() {
+        let (worker, _jobs) = crossbeam_channel::unbounded();
+        let config = BrokerConfig {
+            witness: Some("127.0.0.1:9".into()),
+            ..BrokerConfig::fast()
+        };
+        let node = Node::idle_with(config, vec![worker]);
+        assert!(node.state.lock().take_over(None).is_ok());
+        let epoch = node.state.lock().epoch;
+        node.mandate.begin(epoch, true, None);
+        let message = Message {
+            id: MsgId {
+                publisher: 7,
+                seq: 1,
+            },
+            topic: "t".into(),
+            payload: "p".into(),
+        };
+        let admitted = node.admit(message).unwrap();
+        let now = Instant::now;
+        // Alone with a witness, the ACK waits for the delivery.
+        assert_eq!(
+            node.await_safe_until(&admitted, now()),
+            Err(Refusal::Undelivered)
+        );
+        node.clear_delivered(admitted.index, epoch);
+        // A backup syncs after the clear: the log it is sent no longer holds the message, so
+        // it never confirms it; the delivery still settles the ACK.
+        node.safety.set_health(BackupHealth::Up);
+        assert_eq!(node.await_safe_until(&admitted, now()), Ok(()));
     }
 
     #[test]
