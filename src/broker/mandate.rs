@@ -52,7 +52,8 @@ impl WitnessView {
     }
 }
 
-#[derive(Debug)]
+/// A fresh broker's: no reign, no voucher, the witness not heard yet.
+#[derive(Debug, Default)]
 struct Inner {
     /// The reign the vouchers below are for.
     epoch: Epoch,
@@ -82,13 +83,7 @@ impl Mandate {
         Mandate {
             witnessed,
             heartbeat_term: ping_timeout - ping_timeout / 8,
-            inner: Mutex::new(Inner {
-                epoch: Epoch::default(),
-                alone: false,
-                lease: None,
-                backup: None,
-                witness_up: false,
-            }),
+            inner: Mutex::default(),
             changed: Condvar::new(),
         }
     }

@@ -12,10 +12,10 @@
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 /// The primary's view of its backup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackupHealth {
     /// A replication session is live: messages are safe once confirmed.
     Up,
@@ -25,7 +25,8 @@ pub enum BackupHealth {
     /// take over with what it holds). ACKs wait for it.
     Silent,
     /// No backup (none configured, refused, or declared dead): the primary runs degraded and
-    /// ACKs without replication.
+    /// ACKs without replication. A broker starts so.
+    #[default]
     Down,
 }
 
@@ -65,7 +66,7 @@ pub enum Verdict {
     TimedOut,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Inner {
     confirmed: u64,
     sent: u64,
@@ -75,14 +76,6 @@ struct Inner {
     /// Rung (never blocking) at every change of health or generation: the thread that answers
     /// filed ACKs on such changes (`super::acks`).
     alarm: Option<Sender<()>>,
-}
-
-impl Inner {
-    fn ring(&self) {
-        if let Some(alarm) = &self.alarm {
-            let _ = alarm.try_send(());
-        }
-    }
 }
 
 /// The confirmed watermark and backup health, and the threads waiting on them.
@@ -100,14 +93,7 @@ impl Safety {
     pub fn new(require_backup: bool) -> Self {
         Safety {
             require_backup,
-            inner: Mutex::new(Inner {
-                confirmed: 0,
-                sent: 0,
-                unconfirmed_since: None,
-                health: BackupHealth::Down,
-                generation: 0,
-                alarm: None,
-            }),
+            inner: Mutex::default(),
             changed: Condvar::new(),
         }
     }
@@ -122,10 +108,7 @@ impl Safety {
     pub fn interrupt(&self, health: BackupHealth) {
         let mut inner = self.inner.lock();
         inner.generation += 1;
-        inner.health = health;
-        inner.unconfirmed_since = None;
-        inner.ring();
-        self.changed.notify_all();
+        self.change_health(inner, health);
     }
 
     /// Rings `alarm` at every later change of health or generation.
@@ -184,12 +167,20 @@ impl Safety {
 
     /// Records a change of the backup's state and wakes waiters.
     pub fn set_health(&self, health: BackupHealth) {
-        let mut inner = self.inner.lock();
+        self.change_health(self.inner.lock(), health);
+    }
+
+    /// The backup's state is `health` from now on, under the lock `inner`: wakes the waiters
+    /// and rings the alarm.
+    fn change_health(&self, mut inner: MutexGuard<'_, Inner>, health: BackupHealth) {
         inner.health = health;
-        // A new state starts a new session: nothing it sent is outstanding yet.
+        // A new state starts a new session: nothing it sent is outstanding yet. (After a role
+        // change no session is live; the next one starts with `Up`, set here too.)
         inner.sent = inner.confirmed;
         inner.unconfirmed_since = None;
-        inner.ring();
+        if let Some(alarm) = &inner.alarm {
+            let _ = alarm.try_send(());
+        }
         self.changed.notify_all();
     }
 
