@@ -88,13 +88,11 @@ impl Node {
         }
         match s.take_over(grant) {
             Ok(effects) => {
-                let replay = effects
-                    .iter()
-                    .filter(|e| matches!(e, Effect::Dispatch(_)))
-                    .count();
+                // The replay: every message the log holds is queued on the workers.
                 info!(
-                    "taking over as primary in epoch {} ({reason}); replaying {replay} buffered message(s)",
-                    s.epoch
+                    "taking over as primary in epoch {} ({reason}); replaying {} buffered message(s)",
+                    s.epoch,
+                    s.log.len()
                 );
                 self.carry_out(&mut s, effects);
             }
@@ -206,11 +204,8 @@ impl Node {
     pub fn await_orphans_handed_over(&self) {
         let deadline = Instant::now() + self.config.ping_interval + self.config.ping_timeout;
         let mut s = self.state.lock();
-        while !s.orphans().is_empty() && !self.stopping() {
-            if self.state_changed.wait_until(&mut s, deadline).timed_out() {
-                return;
-            }
-        }
+        let held = |s: &mut State| !s.orphans().is_empty() && !self.stopping();
+        let _ = self.state_changed.wait_while_until(&mut s, held, deadline);
     }
 
     /// The messages a stepped-down primary handed us while we synced it; returns how many

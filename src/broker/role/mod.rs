@@ -224,11 +224,8 @@ impl State {
     /// older than that (it was still a backup when it answered, and has since taken over and
     /// synced us).
     pub fn wins_tie(&self, peer: &PeerState, now: Instant) -> bool {
-        if self.primary_recently_heard(now) {
-            return false;
-        }
-        let me = self.me();
-        (me.epoch, me.preferred, me.node) > (peer.epoch, peer.preferred, peer.node)
+        let me = (self.epoch, self.rules.preferred, self.rules.node);
+        !self.primary_recently_heard(now) && me > (peer.epoch, peer.preferred, peer.node)
     }
 
     // ---- the transitions ----
@@ -255,21 +252,18 @@ impl State {
                 .next(self.rules.node)
                 .ok_or(NoTakeover::AtLimit(seen))?,
         };
-        let old = std::mem::replace(&mut self.role, RoleState::Primary(PrimaryState::default()));
-        self.epoch = epoch;
         // Orphans no primary confirmed yet are ours to deliver again; those the log still
         // holds are recognised by the dedup table.
-        if let RoleState::Backup(backup) = old {
-            for orphan in backup.orphans {
-                self.log.admit(Message::clone(&orphan));
-            }
+        for orphan in self.orphans().to_vec() {
+            self.log.admit(Message::clone(&orphan));
         }
-        // Our backup (the old primary) is unknown until the replicator reaches it: a strict
-        // pair must not ACK alone before it knows the old primary is really gone.
-        let health = BackupHealth::unheard(self.rules.require_backup);
+        self.role = RoleState::Primary(PrimaryState::default());
+        self.epoch = epoch;
         let mut effects = vec![Effect::Reign {
             epoch,
-            health,
+            // Our backup (the old primary) is unknown until the replicator reaches it: a
+            // strict pair must not ACK alone before it knows the old primary is really gone.
+            health: BackupHealth::unheard(self.rules.require_backup),
             until: grant.map(|lease| lease.until),
         }];
         effects.extend(self.log.pending().map(|(index, message)| {
@@ -297,29 +291,27 @@ impl State {
         if epoch <= self.epoch || epoch.next(self.rules.node).is_none() {
             return Vec::new();
         }
-        let effects = match self.role {
-            RoleState::Primary(_) => self.step_down(epoch),
-            RoleState::Backup(_) => Vec::new(),
-        };
+        let effects = self.step_down(epoch);
         self.epoch = epoch;
         effects
     }
 
     /// Primary → backup, on meeting the newer `epoch`: what we accepted and had not delivered
-    /// becomes our orphans, handed to the new primary at once (ADOPT) and with every SYNC.
+    /// becomes our orphans, handed to the new primary at once (ADOPT) and with every SYNC. A
+    /// backup stays as it is.
     fn step_down(&mut self, epoch: Epoch) -> Vec<Effect> {
-        let mut effects = Vec::new();
-        if let RoleState::Primary(primary) = &mut self.role {
-            if primary.handing_over {
-                info!("the backup took over in epoch {epoch}");
-            } else {
-                warn!(
-                    "met epoch {epoch}, newer than our {}: stepping down to backup",
-                    self.epoch
-                );
-            }
-            effects.extend(primary.link.take().map(Effect::CloseLink));
+        let RoleState::Primary(primary) = &mut self.role else {
+            return Vec::new();
+        };
+        if primary.handing_over {
+            info!("the backup took over in epoch {epoch}");
+        } else {
+            warn!(
+                "met epoch {epoch}, newer than our {}: stepping down to backup",
+                self.epoch
+            );
         }
+        let mut effects = Vec::from_iter(primary.link.take().map(Effect::CloseLink));
         let orphans: Vec<Arc<Message>> = self.log.pending().map(|(_, m)| Arc::clone(m)).collect();
         if !orphans.is_empty() {
             effects.push(Effect::HandOff);

@@ -178,14 +178,10 @@ impl State {
 
     /// The replication session of `epoch` ended: forget it.
     pub fn drop_link(&mut self, epoch: Epoch) -> Vec<Effect> {
-        match &mut self.role {
-            RoleState::Primary(primary) if self.epoch == epoch => primary
-                .link
-                .take()
-                .map(Effect::CloseLink)
-                .into_iter()
-                .collect(),
-            _ => Vec::new(),
-        }
+        let link = match &mut self.role {
+            RoleState::Primary(primary) if self.epoch == epoch => primary.link.take(),
+            _ => None,
+        };
+        Vec::from_iter(link.map(Effect::CloseLink))
     }
 }
