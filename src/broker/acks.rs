@@ -141,13 +141,9 @@ impl Acks {
             {
                 return;
             }
-            match confirmed.checked_add(1) {
-                Some(next) => {
-                    let later = book.split_off(&(next, 0));
-                    std::mem::replace(&mut *book, later)
-                }
-                None => std::mem::take(&mut *book),
-            }
+            // Saturating: no log index reaches `u64::MAX`, whatever a backup confirms.
+            let later = book.split_off(&(confirmed.saturating_add(1), 0));
+            std::mem::replace(&mut *book, later)
         };
         if self.answer_all(broker, ready) {
             // Filed again while the `acks` thread may have set its timer without them.

@@ -101,6 +101,7 @@ impl Status {
     /// The `key=value` pairs of the STATUS reply, in a fixed order.
     pub fn pairs(&self) -> Vec<(String, String)> {
         let c = &self.counters;
+        let link_error = self.link_error.as_deref().unwrap_or("none");
         [
             ("role", self.role.to_string()),
             ("epoch", self.epoch.to_string()),
@@ -125,13 +126,7 @@ impl Status {
             ("refused_connections", c.refused_connections.to_string()),
             ("link_sessions", c.link_sessions.to_string()),
             // Free text, kept to what a STATUS field can carry.
-            (
-                "link_error",
-                self.link_error
-                    .as_deref()
-                    .unwrap_or("none")
-                    .replace(['|', '\n'], " "),
-            ),
+            ("link_error", link_error.replace(['|', '\n'], " ")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -40,19 +40,18 @@ impl Witness {
     /// death). Returns when to renew next: every ping interval and twice per lease, sooner
     /// after a failure so that one lost answer does not cost the lease.
     pub(super) fn renew(&mut self) -> Duration {
-        let node = Arc::clone(&self.node);
-        let interval = node.config.ping_interval;
-        let (_, epoch) = node.role();
-        let answer = self.client.renew(epoch, node.id);
+        let interval = self.node.config.ping_interval;
+        let (_, epoch) = self.node.role();
+        let answer = self.client.renew(epoch, self.node.id);
         match self.heard(answer) {
             Ok(Renewal::Leased(lease)) => {
-                node.mandate.leased(epoch, lease.until);
+                self.node.mandate.leased(epoch, lease.until);
                 witness::lease::renew_interval(interval, lease.left(Instant::now()))
                     .max(Duration::from_millis(1))
             }
             Ok(Renewal::Fenced(newer)) => {
                 warn!("the witness knows epoch {newer}, newer than our {epoch}");
-                node.observe(newer);
+                self.node.observe(newer);
                 Duration::ZERO
             }
             Ok(Renewal::Held(held)) => {
@@ -78,12 +77,11 @@ impl Witness {
     /// primary): asks the witness for a new epoch, and takes over in it if granted. A witness
     /// out of reach grants nothing: on silence alone, nobody takes over.
     pub(super) fn claim(&mut self, reason: &str, certain: bool) -> Duration {
-        let node = Arc::clone(&self.node);
-        let interval = node.config.ping_interval;
-        let answer = self.client.claim(node.seen_epoch(), node.id);
+        let interval = self.node.config.ping_interval;
+        let answer = self.client.claim(self.node.seen_epoch(), self.node.id);
         match self.heard(answer) {
             Ok(Claim::Granted(lease)) => {
-                node.take_over(
+                self.node.take_over(
                     &format!("{reason}; the witness granted epoch {}", lease.epoch),
                     Some(lease),
                 );
@@ -108,7 +106,7 @@ impl Witness {
                 left.min(interval)
             }
             Err(_) if certain => {
-                node.take_over(&format!("{reason} (the witness is out of reach)"), None);
+                (self.node).take_over(&format!("{reason} (the witness is out of reach)"), None);
                 interval
             }
             Err(_) => interval,
