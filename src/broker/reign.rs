@@ -113,10 +113,8 @@ impl Node {
     pub fn observe(&self, epoch: Epoch) -> bool {
         let mut s = self.state.lock();
         let before = s.epoch;
-        match s.observe(epoch, Heard::Answered) {
-            Ok(effects) => self.carry_out(&mut s, effects),
-            Err(why) => self.refused(&why),
-        }
+        let outcome = s.observe(epoch, Heard::Answered);
+        let _ = self.settle(&mut s, outcome.map(|effects| ((), effects)));
         s.epoch != before
     }
 
@@ -143,10 +141,8 @@ impl Node {
     /// Records our probe's answer from the peer.
     pub fn peer_answered(&self, peer: PeerState) {
         let mut s = self.state.lock();
-        match s.peer_answered(peer, Instant::now()) {
-            Ok(effects) => self.carry_out(&mut s, effects),
-            Err(why) => self.refused(&why),
-        }
+        let outcome = s.peer_answered(peer, Instant::now());
+        let _ = self.settle(&mut s, outcome.map(|effects| ((), effects)));
     }
 
     /// Planned failover, on the primary that shuts down: stop taking publishes, ask the synced

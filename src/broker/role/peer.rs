@@ -59,9 +59,7 @@ impl State {
                 effects,
             ));
         }
-        if let RoleState::Backup(backup) = &mut self.role {
-            backup.heard_from_primary = Some(now);
-        }
+        self.heard_primary(now);
         Ok((None, Vec::new()))
     }
 
@@ -77,11 +75,8 @@ impl State {
         self.peer = Some(peer);
         // The heartbeat of the primary we follow: it is alive, and our answer vouches for it
         // (its mandate counts on our not taking over for a ping timeout from now).
-        if peer.role == Role::Primary
-            && peer.epoch == self.epoch
-            && let RoleState::Backup(backup) = &mut self.role
-        {
-            backup.heard_from_primary = Some(now);
+        if peer.role == Role::Primary && peer.epoch == self.epoch {
+            self.heard_primary(now);
         }
         if self.role() == Role::Primary && self.link().is_none() {
             effects.push(Effect::Redial);
@@ -98,10 +93,15 @@ impl State {
             return Ok(Vec::new());
         }
         let effects = self.adopt(peer.epoch);
+        self.heard_primary(now);
+        Ok(effects)
+    }
+
+    /// The primary we follow spoke at `now` (nothing, if we are the primary).
+    fn heard_primary(&mut self, now: Instant) {
         if let RoleState::Backup(backup) = &mut self.role {
             backup.heard_from_primary = Some(now);
         }
-        Ok(effects)
     }
 
     /// Planned failover, on the primary that shuts down: stop taking publishes and send
@@ -160,11 +160,9 @@ impl State {
     /// REPLICATE for every pending message to it, then makes it the live link. `None` if the
     /// reign ended meanwhile; else how many messages it was handed.
     pub fn install_link(&mut self, epoch: Epoch, link: Arc<Link>) -> Option<(usize, Vec<Effect>)> {
-        if self.epoch != epoch {
-            return None;
-        }
-        let RoleState::Primary(primary) = &mut self.role else {
-            return None;
+        let primary = match &mut self.role {
+            RoleState::Primary(primary) if self.epoch == epoch => primary,
+            _ => return None,
         };
         for (id, _) in self.log.seen() {
             link.push(LinkCmd::Seen(id));
