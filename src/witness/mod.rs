@@ -27,6 +27,5 @@ pub mod server;
 mod session;
 
 pub use client::{Claim, Client, Lease, Renewal};
-pub use lease::{Leases, Snapshot};
-pub use protocol::{Held, Pair};
+pub use protocol::Pair;
 pub use server::Witness;

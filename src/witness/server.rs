@@ -151,21 +151,17 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpLi
         };
         // Every connection has to prove itself here, in an open slot too.
         let admission = shared.slots.lock().admit(key, Source::of(addr.ip()), true);
-        match admission {
-            Admission::Granted { evicted, .. } => {
-                if let Some(evicted) = evicted {
-                    debug!("witness-conn-{evicted} hung up on: its slot went to a newcomer");
-                    shared.refused_connections.fetch_add(1, Ordering::Relaxed);
-                    shared.sockets.hang_up(evicted);
-                }
-            }
-            Admission::Refused => {
-                shared.sockets.forget(key);
-                shared.refused_connections.fetch_add(1, Ordering::Relaxed);
-                warn!("refusing a connection: every slot is held by a proven connection");
-                let _ = (&*stream).write_all(&Reply::Err("too many connections".into()).to_bytes());
-                continue;
-            }
+        let Admission::Granted { evicted, .. } = admission else {
+            shared.sockets.forget(key);
+            shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+            warn!("refusing a connection: every slot is held by a proven connection");
+            let _ = (&*stream).write_all(&Reply::Err("too many connections".into()).to_bytes());
+            continue;
+        };
+        if let Some(evicted) = evicted {
+            debug!("witness-conn-{evicted} hung up on: its slot went to a newcomer");
+            shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+            shared.sockets.hang_up(evicted);
         }
         let spawned = thread::Builder::new()
             .name(format!("witness-conn-{key}"))
