@@ -205,6 +205,13 @@ proptest! {
     }
 }
 
+/// The line a broker sends for `request`, `\n` included.
+fn request_line(request: &Request) -> Vec<u8> {
+    let mut line = Vec::new();
+    request.encode(&mut line);
+    line
+}
+
 /// Reads the lines of `bytes` as a broker would.
 fn lines_of(bytes: &[u8], max: usize) -> Vec<Vec<u8>> {
     let mut reader = LineReader::new(bytes, max);
@@ -229,9 +236,9 @@ proptest! {
         let limit = message.topic.len() + message.payload.len() + Message::ENVELOPE_BYTES;
         prop_assert!(message.fits(limit));
         let mut lines = vec![
-            Request::Replicate { epoch, index, message: message.clone() }.to_bytes(),
-            Request::Adopt(message.clone()).to_bytes(),
-            Request::PublishId(message.clone()).to_bytes(),
+            request_line(&Request::Replicate { epoch, index, message: message.clone() }),
+            request_line(&Request::Adopt(message.clone())),
+            request_line(&Request::PublishId(message.clone())),
         ];
         lines.push(Reply::Handoff(message.clone()).to_bytes());
         lines.push(Reply::Msg { epoch, message: message.clone() }.to_bytes());
@@ -261,7 +268,7 @@ proptest! {
             topic,
             payload: accepted.clone(),
         };
-        let replica = Request::Replicate { epoch: Epoch::default(), index: 1, message }.to_bytes();
+        let replica = request_line(&Request::Replicate { epoch: Epoch::default(), index: 1, message });
         let held = lines_of(&replica, 1000);
         let Ok(Request::Replicate { message, .. }) = Request::parse(&held[0]) else {
             return Err(TestCaseError::fail("the replica does not parse"));

@@ -124,23 +124,18 @@ impl<'a> Fields<'a> {
     /// `<epoch>|[<role>|]<node>|<preferred>`: a peer's state, as PONG (`with_role`) or PROBE
     /// (without, from a broker that is asking, so a backup) carry it.
     pub(super) fn peer_state(&mut self, with_role: bool) -> Result<PeerState, ParseError> {
-        let epoch = self.epoch()?;
-        let role = if with_role {
-            self.field("role")?.parse()?
-        } else {
-            Role::Backup
-        };
-        let node = self.number("node")?;
-        let preferred = match self.field("preferred")? {
-            "0" => false,
-            "1" => true,
-            text => return Err(format!("bad flag '{text}' (want 0 or 1)").into()),
-        };
         Ok(PeerState {
-            epoch,
-            role,
-            node,
-            preferred,
+            epoch: self.epoch()?,
+            role: match with_role {
+                true => self.field("role")?.parse()?,
+                false => Role::Backup,
+            },
+            node: self.number("node")?,
+            preferred: match self.field("preferred")? {
+                "0" => false,
+                "1" => true,
+                text => return Err(format!("bad flag '{text}' (want 0 or 1)").into()),
+            },
         })
     }
 
@@ -166,21 +161,16 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// The `|key=value` fields of a `STATUS` line, as written after its verb.
-pub(crate) struct StatusPairs<'a>(pub(crate) &'a [(String, String)]);
-
-impl fmt::Display for StatusPairs<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|(k, v)| write!(f, "|{k}={v}"))
-    }
+/// Writes a `STATUS` line of `key=value` fields (without its `\n`).
+pub(crate) fn write_status(f: &mut fmt::Formatter<'_>, pairs: &[(String, String)]) -> fmt::Result {
+    f.write_str("STATUS")?;
+    pairs.iter().try_for_each(|(k, v)| write!(f, "|{k}={v}"))
 }
 
 /// `text` up to its first `|`, and what follows that `|` if there is one.
 fn split_bar(text: &str) -> (&str, Option<&str>) {
-    match text.split_once('|') {
-        Some((head, tail)) => (head, Some(tail)),
-        None => (text, None),
-    }
+    text.split_once('|')
+        .map_or((text, None), |(head, tail)| (head, Some(tail)))
 }
 
 fn missing(verb: &str, what: &str) -> ParseError {

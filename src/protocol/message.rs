@@ -39,9 +39,8 @@ pub fn publisher_id(key: u64) -> u64 {
         .chain_update(b"edgebroker publisher key ")
         .chain_update(key.to_be_bytes())
         .finalize();
-    let mut first = [0; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(first) | 1 << 63
+    let first = digest.first_chunk().expect("a digest of 32 bytes");
+    u64::from_be_bytes(*first) | 1 << 63
 }
 
 impl fmt::Display for MsgId {

@@ -25,7 +25,7 @@ mod request;
 
 pub use epoch::{Epoch, Heard};
 pub use fields::ParseError;
-pub(crate) use fields::{Fields, StatusPairs};
+pub(crate) use fields::{Fields, write_status};
 pub use message::{Message, MsgId, publisher_id};
 pub use peer::{AuthKind, PeerState, Role};
 pub use reply::Reply;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::fields::{Fields, StatusPairs};
+use super::fields::{Fields, write_status};
 use super::{Epoch, Message, MsgId, ParseError, PeerState};
 
 /// Every line a broker sends.
@@ -128,7 +128,7 @@ impl fmt::Display for Reply {
             Reply::Synced { epoch } => write!(f, "SYNCED|{epoch}"),
             Reply::Handoff(m) => write!(f, "HANDOFF|{m}"),
             Reply::Fenced { epoch } => write!(f, "FENCED|{epoch}"),
-            Reply::Status(pairs) => write!(f, "STATUS{}", StatusPairs(pairs)),
+            Reply::Status(pairs) => write_status(f, pairs),
             Reply::Challenge { nonce, proof } => write!(f, "CHALLENGE|{nonce}|{proof}"),
             Reply::Welcome => f.write_str("WELCOME"),
         }

@@ -187,11 +187,6 @@ impl Request {
         // Writing into a Vec cannot fail.
         let _ = writeln!(out, "{self}");
     }
-
-    /// The encoded line as bytes, `\n` included.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        format!("{self}\n").into_bytes()
-    }
 }
 
 /// The line as sent, without its `\n`.

@@ -19,8 +19,7 @@ use crate::protocol::{AuthKind, Epoch};
 /// The longest line a witness sends: a STATUS line of a dozen short fields fits many times.
 const MAX_REPLY: usize = 4096;
 
-/// A lease as the broker holds it: it may act as the primary of `epoch` while
-/// [`Lease::is_live`].
+/// A lease as the broker holds it: it may act as the primary of `epoch` until `until`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// The epoch leased (for a grant, the new one).
@@ -31,11 +30,6 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Whether the broker may still act as primary at `now`.
-    pub fn is_live(&self, now: Instant) -> bool {
-        now < self.until
-    }
-
     /// How long the lease has left at `now` (zero once it ended).
     pub fn left(&self, now: Instant) -> Duration {
         self.until.saturating_duration_since(now)
@@ -85,7 +79,7 @@ pub enum Claim {
 /// match client.claim(Epoch::default(), 7)? {
 ///     Claim::Granted(lease) => {
 ///         assert_eq!(lease.epoch, Epoch { term: 1, node: 7 });
-///         assert!(lease.is_live(Instant::now()));
+///         assert!(Instant::now() < lease.until);
 ///     }
 ///     other => panic!("{other:?}"),
 /// }

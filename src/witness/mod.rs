@@ -8,8 +8,7 @@
 //! | [`lease`] | the rules, a pure state machine on an injected clock: lease, claim, fence |
 //! | `pairs` | one set of rules per pair name, so one witness serves many pairs |
 //! | [`protocol`] | the witness's lines as Rust values: parse and encode bytes, no sockets |
-//! | [`server`] | the `witness` program's engine: a listener, a thread per connection |
-//! | `session` | one connection: its lines, its handshake, what it has proved |
+//! | [`server`] | the `witness` program's engine: a listener, and a thread per connection that answers its lines and remembers what its peer has proved |
 //! | [`client`] | what a broker calls: renew its lease, claim an epoch, over one connection |
 //!
 //! ```text
@@ -24,9 +23,7 @@ pub mod lease;
 mod pairs;
 pub mod protocol;
 pub mod server;
-mod session;
 
 pub use client::{Claim, Client, Lease, Renewal};
-pub use lease::{Leases, Snapshot};
-pub use protocol::{Held, Pair};
+pub use protocol::Pair;
 pub use server::Witness;

@@ -18,14 +18,12 @@ use super::protocol::{Pair, Reply};
 use crate::protocol::Epoch;
 
 /// One pair's rules, and when it was last heard from.
-#[derive(Debug)]
 struct Entry {
     leases: Leases,
     heard: Instant,
 }
 
 /// Every pair's rules, by name.
-#[derive(Debug)]
 pub struct Pairs {
     /// The rules of a pair not heard of yet: they count from the witness's start.
     fresh: Leases,
@@ -97,17 +95,15 @@ impl Pairs {
             .filter(|(_, e)| e.leases.snapshot(now).holder.is_none())
             .min_by_key(|(_, e)| e.heard)
             .map(|(pair, _)| pair.clone());
-        match quiet {
-            Some(pair) => {
-                info!("forgetting pair '{pair}', silent for longer than a lease, to make room");
-                self.pairs.remove(&pair);
-                Ok(())
-            }
-            None => Err(Reply::Err(format!(
+        let Some(pair) = quiet else {
+            return Err(Reply::Err(format!(
                 "this witness serves {} pairs already, each heard within a lease",
                 self.max
-            ))),
-        }
+            )));
+        };
+        info!("forgetting pair '{pair}', silent for longer than a lease, to make room");
+        self.pairs.remove(&pair);
+        Ok(())
     }
 }
 

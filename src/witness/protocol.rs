@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::protocol::{AuthKind, Epoch, Fields, ParseError, StatusPairs};
+use crate::protocol::{AuthKind, Epoch, Fields, ParseError, write_status};
 
 /// The name a pair goes by at its witness (`--pair`, the same on both brokers): 1 to
 /// [`Pair::MAX_LEN`] letters, digits and `.` `_` `-` `:`. Pairs that share a witness need
@@ -313,7 +313,7 @@ impl fmt::Display for Reply {
             Reply::Held(h) => write!(f, "HELD|{}|{}|{}", h.epoch, h.holder, ms_up(h.left)),
             Reply::Restarting(left) => write!(f, "RESTARTING|{}", ms_up(*left)),
             Reply::Fenced(epoch) => write!(f, "FENCED|{epoch}"),
-            Reply::Status(pairs) => write!(f, "STATUS{}", StatusPairs(pairs)),
+            Reply::Status(pairs) => write_status(f, pairs),
             Reply::Pong => f.write_str("PONG"),
             Reply::Challenge { nonce, proof } => write!(f, "CHALLENGE|{nonce}|{proof}"),
             Reply::Welcome => f.write_str("WELCOME"),
