@@ -13,8 +13,7 @@ use log::debug;
 use crate::config::ComputeStep;
 use crate::protocol::{Epoch, Message};
 
-use super::jobs::Task;
-use super::node::Node;
+use super::node::{Node, Task};
 use super::role::Job;
 use super::status::bump;
 use super::writer::HeldUntilWritten;

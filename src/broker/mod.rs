@@ -16,14 +16,12 @@ mod capacity;
 mod compute;
 mod conn;
 mod handoff;
-mod jobs;
 mod link;
 mod mandate;
 mod message_log;
 mod node;
 mod path;
 mod pinger;
-mod prober;
 mod reign;
 mod replication;
 mod role;
@@ -203,22 +201,15 @@ impl Broker {
         info!("shutting down");
         self.node.hand_over();
     }
+}
 
-    fn stop(&mut self) {
-        if self.threads.is_empty() {
-            return;
-        }
+impl Drop for Broker {
+    fn drop(&mut self) {
         self.node.stop();
         connection::wake_listener(self.addr);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -241,7 +232,7 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListe
         node.gate();
         // Once the broker stops, every socket is closed and none is registered: not the
         // connection that wakes this loop either.
-        let Some(key) = node.register(&stream) else {
+        let Some(key) = node.sockets.register(&stream) else {
             return;
         };
         let (source, prove_open) = (Source::of(addr.ip()), node.config.client_secret.is_some());
@@ -252,7 +243,7 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListe
                     // An unproven connection gives up its slot to the newcomer (`crate::slots`).
                     debug!("conn-{evicted} hung up on: its slot went to a newcomer");
                     bump(&node.counters.refused_connections);
-                    node.hang_up(evicted);
+                    node.sockets.hang_up(evicted);
                 }
                 slot == Slot::Reserved
             }

@@ -13,13 +13,11 @@ use log::{debug, warn};
 use crate::protocol::{Epoch, Message, MsgId, Reply};
 
 use super::acks::{Acks, Verdicts};
-use super::jobs::Task;
 use super::link::LinkCmd;
 use super::message_log::Admit;
+use super::node::{Node, Task};
 use super::role::{Job, State};
 use super::safety::{BackupHealth, Verdict};
-
-use super::node::Node;
 use super::status::bump;
 use super::verdict::{Admitted, Refusal};
 
@@ -109,11 +107,6 @@ impl Node {
             index,
             generation,
         })
-    }
-
-    /// How long a publish may wait for the backup's confirmation before it is refused.
-    pub fn ack_timeout(&self) -> Duration {
-        self.config.ping_interval + self.config.ping_timeout * 2
     }
 
     /// Waits until `admitted` may be ACKed, at most until `deadline`; a deadline already passed
@@ -330,8 +323,9 @@ impl Verdicts for Node {
         }
     }
 
+    /// How long a publish may wait for the backup's confirmation before it is refused.
     fn ack_timeout(&self) -> Duration {
-        Node::ack_timeout(self)
+        self.config.ping_interval + self.config.ping_timeout * 2
     }
 
     fn confirmed(&self) -> u64 {

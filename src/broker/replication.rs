@@ -109,7 +109,6 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                 node.safety.set_health(BackupHealth::Down);
                 if !warned {
                     warn!("backup {peer} {why}: running degraded, ACKing without replication");
-                    warned = true;
                 }
             }
             Err(Failure::Silent(why)) => {
@@ -117,7 +116,6 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                 node.safety.set_health(health);
                 if !warned {
                     warn!("backup {peer} {why}: counting it as {}", health.as_str());
-                    warned = true;
                 }
             }
             // Never degraded: a stranger holding the backup's slots must not decide that the
@@ -126,14 +124,14 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                 node.safety.set_health(BackupHealth::Silent);
                 if !warned {
                     warn!("backup {peer} {why}: holding ACKs until it syncs; redialling");
-                    warned = true;
                 }
                 backoff = MIN_BACKOFF;
             }
         }
-        match redial_now.recv_timeout(backoff) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+        // Each failure above is warned of once, until a session syncs.
+        warned = true;
+        if redial_now.recv_timeout(backoff) == Err(RecvTimeoutError::Disconnected) {
+            return;
         }
         backoff = (backoff * 2).min(node.config.ping_interval);
     }
@@ -160,7 +158,6 @@ fn open_session(
     epoch: Epoch,
     session: u64,
 ) -> Result<(Connection, Vec<Message>), Failure> {
-    let config = &node.config;
     let failure = |e: Error| match e {
         Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             Failure::Refused("refused the connection".into())
@@ -175,13 +172,7 @@ fn open_session(
         Error::Refused(why) => Failure::Busy(format!("is alive but refused us: {why}")),
         e => Failure::Refused(format!("is unreachable: {e}")),
     };
-    let mut conn = Connection::dial(
-        peer,
-        config.ping_timeout,
-        config.max_line_bytes,
-        config.peer_auth(),
-    )
-    .map_err(failure)?;
+    let mut conn = node.dial_peer(peer).map_err(failure)?;
     conn.send(&Request::Sync { epoch, session })
         .map_err(failure)?;
     let mut orphans = Vec::new();
@@ -206,7 +197,7 @@ fn run_session(node: &Node, conn: Connection, epoch: Epoch) -> Ended {
     // A backup that stops reading must not hold a writer for long: past the ping timeout the
     // write fails and the session ends (the connection's write timeout).
     let stream = conn.stream().clone();
-    let Some(key) = node.register(&stream) else {
+    let Some(key) = node.sockets.register(&stream) else {
         return Ended::Lost;
     };
     let link = Link::new(stream, epoch);

@@ -71,7 +71,7 @@ impl Conn {
             return false;
         }
         if let Some(refusal) = self.check_access(request) {
-            self.reply(&Reply::Err(refusal.into()));
+            self.writer.push(&Reply::Err(refusal.into()));
             return false;
         }
         true
@@ -125,7 +125,7 @@ impl Conn {
                 node.config.max_connections
             )
         });
-        self.reply(&Reply::Err("too many connections".into()));
+        self.writer.push(&Reply::Err("too many connections".into()));
         self.hang_up = true;
     }
 
@@ -139,7 +139,7 @@ impl Conn {
             _ => "authentication timed out",
         };
         debug!("{why}: closing the connection");
-        self.reply(&Reply::Err(why.into()));
+        self.writer.push(&Reply::Err(why.into()));
     }
 
     /// Refuses a verb this connection has not authenticated for.

@@ -27,6 +27,7 @@ use crate::connection::{LineReader, Stream};
 use crate::error::Error;
 use crate::protocol::{Epoch, Reply, Request};
 
+use super::acks::Verdicts;
 use super::node::Node;
 use super::topics::Format;
 use super::writer::Writer;
@@ -117,7 +118,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
                 // A newcomer took our slot (`crate::slots`): say so, so the dialler knows we
                 // are alive and busy rather than gone.
                 if !conn.node.slots.lock().holds(conn.id) {
-                    conn.reply(&Reply::Err("too many connections".into()));
+                    conn.writer.push(&Reply::Err("too many connections".into()));
                 }
                 break;
             }
@@ -128,7 +129,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
                         conn.node.config.max_line_bytes
                     )
                 });
-                conn.reply(&Reply::Err("line too long".into()));
+                conn.writer.push(&Reply::Err("line too long".into()));
                 break;
             }
             Err(Error::Timeout) if conn.probation.deadline().is_some() => {
@@ -164,7 +165,7 @@ impl Conn {
             Ok(r) => r,
             Err(e) => {
                 debug!("bad line: {e}");
-                return self.reply(&Reply::Err(e.reason().to_string()));
+                return self.writer.push(&Reply::Err(e.reason().to_string()));
             }
         };
         if !self.let_through(&request) {
@@ -206,21 +207,15 @@ impl Conn {
             Request::Handover { epoch } => Some(self.node.accept_handover(epoch)),
         };
         if let Some(reply) = reply {
-            self.reply(&reply);
+            self.writer.push(&reply);
         }
         self.end_probation_if_proven(peer_verb);
-    }
-
-    /// Queues `reply` in the writer, behind the ACKs still owed; the read loop flushes the
-    /// batch.
-    fn reply(&mut self, reply: &Reply) {
-        self.writer.push(reply);
     }
 
     /// Writes what this read batch answered, its one confirmation last.
     fn flush(&mut self) {
         if let Some(index) = self.held.take() {
-            self.reply(&Reply::Replicated { index });
+            self.writer.push(&Reply::Replicated { index });
         }
         self.writer.flush();
     }
