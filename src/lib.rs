@@ -94,7 +94,6 @@
 //! | `broker::handoff` | a stepped-down primary hands its undelivered messages to the new one |
 //! | `broker::status` | counters and the STATUS snapshot |
 //! | `broker::warnings` | warnings that come in floods, summed up |
-//! | `broker::capacity` | how many connections the machine's limits fit |
 //! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover; [`client::status`] asks a broker its STATUS |
 //! | [`cli`] | the command lines of every program: one table each for the parser and the usage |
 //! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |

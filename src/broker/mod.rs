@@ -10,9 +10,13 @@
 //!   cover (`replication`, `acks`);
 //! - `acks`: answers filed ACKs on a change of the backup's health or of the role, or at their
 //!   deadline (`acks`).
+//! - `handoff`: hands the messages a stepped-down primary still holds to the new primary
+//!   (`handoff`).
+//!
+//! Before it starts them, it lowers `--max-connections` to what the machine's limits fit
+//! (`connection_capacity`).
 
 mod acks;
-mod capacity;
 mod compute;
 mod conn;
 mod handoff;
@@ -33,6 +37,7 @@ mod warnings;
 mod witness_link;
 mod writer;
 
+use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -102,7 +107,7 @@ impl Broker {
     /// bind both brokers' listeners first, so each knows the other's address before it starts.
     pub fn start_on(listener: TcpListener, mut config: BrokerConfig) -> Result<Broker> {
         let addr = listener.local_addr()?;
-        if let Some(cap) = capacity::connection_capacity()
+        if let Some(cap) = connection_capacity()
             && config.max_connections > cap
         {
             debug!(
@@ -270,6 +275,48 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListe
             warn!("cannot start a connection thread: {e}");
             node.unregister(key);
             node.counters.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Mappings a connection may need: two threads, four each.
+const MAPS_PER_CONNECTION: usize = 8;
+/// Mappings and descriptors kept for everything else in the process.
+const RESERVE: usize = 1024;
+
+/// How many connections this machine lets one broker serve, if its limits can be read
+/// (Linux). A connection costs one file descriptor and two threads (its reader and its
+/// writer), and each thread costs about four memory mappings (stack, guard page, signal stack
+/// and its guard). Past either limit the operating system refuses a socket or a thread — and a
+/// thread that cannot set up its signal stack aborts the whole process — so the broker lowers
+/// `--max-connections` to what fits, and says so, instead of failing under load.
+fn connection_capacity() -> Option<usize> {
+    let by_maps = read_number("/proc/sys/vm/max_map_count")
+        .map(|maps| maps.saturating_sub(RESERVE) / MAPS_PER_CONNECTION);
+    let by_files = open_file_limit().map(|files| files.saturating_sub(RESERVE.min(files / 2)));
+    // The lower of the two that could be read.
+    by_maps.into_iter().chain(by_files).min()
+}
+
+fn read_number(path: &str) -> Option<usize> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The soft limit on open files, from `/proc/self/limits`.
+fn open_file_limit() -> Option<usize> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_is_positive_where_limits_are_readable() {
+        if let Some(cap) = connection_capacity() {
+            assert!(cap > 0);
         }
     }
 }

@@ -112,25 +112,23 @@ impl Node {
     /// Waits until `admitted` may be ACKed, at most until `deadline`; a deadline already passed
     /// asks without waiting (a refusal that [`Refusal::is_undecided`]: not decided yet).
     pub fn await_safe_until(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
-        let verdict = self
-            .safety
-            .wait_to_ack(admitted.index, admitted.generation, deadline);
-        match verdict {
+        let (id, index, generation) = (admitted.id, admitted.index, admitted.generation);
+        match self.safety.wait_to_ack(index, generation, deadline) {
             Verdict::Replicated => {
-                debug!("{} confirmed by the backup; ACKing", admitted.id);
+                debug!("{id} confirmed by the backup; ACKing");
                 Ok(())
             }
             Verdict::Degraded if self.mandate.witnessed() => {
                 self.await_delivered(admitted, deadline)
             }
             Verdict::Degraded => {
-                debug!("{} ACKed without a backup (degraded)", admitted.id);
+                debug!("{id} ACKed without a backup (degraded)");
                 Ok(())
             }
             // A message the witnessed primary delivered alone was safe from then on. A backup
             // that synced after its clear was never sent it, so would never confirm it.
             Verdict::TimedOut if self.mandate.witnessed() && self.delivered_in_reign(admitted) => {
-                debug!("{} delivered before the backup synced; ACKing", admitted.id);
+                debug!("{id} delivered before the backup synced; ACKing");
                 Ok(())
             }
             Verdict::BackupSilent => Err(Refusal::BackupSilent),
@@ -145,20 +143,18 @@ impl Node {
     /// the message), nothing it ACKed alone would wait on it for the cut to heal. Refused when
     /// nobody vouches for it any more, or the reign ends.
     fn await_delivered(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
+        let (id, index, generation) = (admitted.id, admitted.index, admitted.generation);
         let tick = self.config.ping_timeout / 4;
         let mut s = self.state.lock();
         loop {
-            if self.safety.generation() != admitted.generation {
+            if self.safety.generation() != generation {
                 return Err(Refusal::NotPrimary);
             }
             if !self.mandate.may_act() {
                 return Err(Refusal::CutOff);
             }
-            if !s.log.holds(admitted.index) {
-                debug!(
-                    "{} ACKed without a backup (degraded), once delivered",
-                    admitted.id
-                );
+            if !s.log.holds(index) {
+                debug!("{id} ACKed without a backup (degraded), once delivered");
                 return Ok(());
             }
             let now = Instant::now();

@@ -71,6 +71,7 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
     if result.is_ok() {
         prober.refusal_logged = false;
     }
+    let addr = &prober.addr;
     match result {
         Ok(peer) if peer.role == Role::Primary => {
             node.peer_answered(peer);
@@ -95,10 +96,7 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
         Err(e @ Error::Auth(_)) => {
             bump(&node.counters.auth_failures);
             if !prober.refusal_logged {
-                error!(
-                    "peer {} {e}: check that both brokers have the same --secret",
-                    prober.addr
-                );
+                error!("peer {addr} {e}: check that both brokers have the same --secret");
                 prober.refusal_logged = true;
             }
             if !node.config.preferred_primary {
@@ -111,20 +109,17 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
         Err(Error::Refused(why)) => {
             node.warnings
                 .refused
-                .warn(|| format!("peer {} is alive but refused the probe: {why}", prober.addr));
+                .warn(|| format!("peer {addr} is alive but refused the probe: {why}"));
             interval
         }
         Err(Error::Shutdown) => interval,
         Err(Error::Timeout | Error::Closed | Error::Io(_)) if node.in_startup_grace() => {
-            debug!(
-                "peer {} not up yet; waiting out the start-up grace",
-                prober.addr
-            );
+            debug!("peer {addr} not up yet; waiting out the start-up grace");
             interval
         }
         // Certain death: nothing listens where the primary was.
         Err(e) if is_certain_death(&e) => {
-            node.take_over(&format!("peer {} {}", prober.addr, describe(&e)), None);
+            node.take_over(&format!("peer {addr} {}", describe(&e)), None);
             interval
         }
         Err(Error::Timeout | Error::Io(_)) if node.primary_recently_heard() => {
@@ -132,12 +127,12 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
             interval
         }
         Err(e @ (Error::Timeout | Error::Io(_))) => {
-            let reason = format!("peer {} {}", prober.addr, describe(&e));
+            let reason = format!("peer {addr} {}", describe(&e));
             take_over_unless_denied(node, witness, &reason, false)
         }
         // It answered, though not as a broker should: alive, so not ours to replace.
         Err(e) => {
-            warn!("peer {} answered the probe oddly: {e}", prober.addr);
+            warn!("peer {addr} answered the probe oddly: {e}");
             interval
         }
     }

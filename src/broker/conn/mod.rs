@@ -31,7 +31,7 @@ use super::acks::Verdicts;
 use super::node::Node;
 use super::topics::Format;
 use super::writer::Writer;
-use gate::{Access, Probation};
+use gate::Probation;
 
 /// How long a connection that ends waits for what it still owes its client (ACKs not yet
 /// decided, lines not yet taken) beyond the ACK timeout.
@@ -54,8 +54,9 @@ struct Conn {
     /// Set after a SYNC that handed over orphans, until the primary's next line proves it
     /// read them.
     handoff_unconfirmed: bool,
-    /// What the connection proved it may do.
-    access: Access,
+    /// Whether the connection authenticated as the peer broker, and as a client (`gate`).
+    peer_proven: bool,
+    client_proven: bool,
     /// A handshake in progress.
     handshake: auth::Listener,
     /// Set when the connection must close after the current line (failed authentication).
@@ -92,7 +93,8 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         writer_thread,
         link_epoch: None,
         handoff_unconfirmed: false,
-        access: Access::default(),
+        peer_proven: false,
+        client_proven: false,
         handshake: auth::Listener::default(),
         hang_up: false,
         probation,
@@ -123,12 +125,9 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
                 break;
             }
             Err(Error::LineTooLong) => {
-                conn.node.warnings.too_long.warn(|| {
-                    format!(
-                        "line over {} bytes; closing the connection",
-                        conn.node.config.max_line_bytes
-                    )
-                });
+                let max = conn.node.config.max_line_bytes;
+                let warning = || format!("line over {max} bytes; closing the connection");
+                conn.node.warnings.too_long.warn(warning);
                 conn.writer.push(&Reply::Err("line too long".into()));
                 break;
             }
