@@ -55,7 +55,8 @@ struct Heartbeats {
 
 /// The sending half of one replication session in one epoch.
 pub struct Link {
-    epoch: Epoch,
+    /// The epoch the session replicates.
+    pub epoch: Epoch,
     stream: Stream,
     /// The encoded lines on their way to the writer, each with the log index of a REPLICATE
     /// line (0 for any other).
@@ -77,11 +78,6 @@ impl Link {
             broken: AtomicBool::new(false),
             heartbeats: Mutex::new(Heartbeats::default()),
         })
-    }
-
-    /// The epoch the session replicates.
-    pub fn epoch(&self) -> Epoch {
-        self.epoch
     }
 
     /// Encodes one line and hands it to the writer. Called under the role lock, so the lines

@@ -123,9 +123,8 @@ impl Broker {
         let (worker_txs, worker_rxs): (Vec<_>, Vec<_>) = (0..config.workers.max(1))
             .map(|_| crossbeam_channel::unbounded())
             .unzip();
-        let node = Arc::new(Node::new(
-            config, worker_txs, probe_tx, redial_tx, handoff_tx,
-        ));
+        let node = Node::new(config, worker_txs, probe_tx, redial_tx, handoff_tx);
+        let node = Arc::new(node);
         info!("listening on {addr} (node {})", node.id);
         if node.config.secret.is_none() && !addr.ip().is_loopback() {
             warn!(
@@ -145,8 +144,9 @@ impl Broker {
         node.safety.watch(node.acks.alarm());
         threads.push(spawn(&node, "acks", acks::run_acks)?);
         threads.push(spawn(&node, "pinger", |n| pinger::run_pinger(n, probe_rx))?);
-        let handoff = |n| handoff::run_handoff(n, handoff_rx);
-        threads.push(spawn(&node, "handoff", handoff)?);
+        threads.push(spawn(&node, "handoff", |n| {
+            handoff::run_handoff(n, handoff_rx)
+        })?);
         let accept = |n| thread::scope(|scope| accept_loop(scope, n, listener));
         threads.push(spawn(&node, "accept", accept)?);
         Ok(Broker {

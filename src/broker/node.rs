@@ -26,7 +26,7 @@ use super::message_log::Log;
 use super::role::{Job, RoleState, Rules, State};
 use super::safety::{BackupHealth, Safety};
 use super::status::{Counters, Status};
-use super::topics::{QueueLimits, Topics};
+use super::topics::Topics;
 use super::warnings::Warnings;
 
 /// How many messages, and how many bytes of topic and payload, wait for the compute step
@@ -128,16 +128,6 @@ impl Node {
     ) -> Self {
         let id = rand::random_range(1..=999_999);
         let counters = Arc::new(Counters::default());
-        let topics = Topics::new(
-            QueueLimits {
-                lines: config.slow_consumer_limit,
-                bytes: config.slow_consumer_bytes,
-                age: config.slow_consumer_age,
-                answers: config.max_line_bytes,
-            },
-            config.max_queued_bytes,
-            Arc::clone(&counters),
-        );
         Node {
             safety: Safety::new(config.require_backup),
             mandate: Mandate::new(config.witness.is_some(), config.ping_timeout),
@@ -154,7 +144,7 @@ impl Node {
             )),
             id,
             state_changed: Condvar::new(),
-            topics,
+            topics: Topics::new(&config, Arc::clone(&counters)),
             counters,
             computing: Computing::default(),
             warnings: Warnings::default(),

@@ -14,7 +14,7 @@ use crate::protocol::{Epoch, Message, MsgId, Reply};
 
 use super::acks::{Acks, Verdicts};
 use super::link::LinkCmd;
-use super::message_log::Admit;
+use super::message_log::{Admit, Log};
 use super::node::{Node, Task};
 use super::role::{Job, State};
 use super::safety::{BackupHealth, Verdict};
@@ -56,10 +56,9 @@ impl Node {
         if health != BackupHealth::Up && !self.mandate.may_act() {
             return Err(Refusal::CutOff);
         }
-        if !message.fits(self.config.max_line_bytes) {
-            return Err(Refusal::TooLarge(
-                self.config.max_line_bytes - Message::ENVELOPE_BYTES,
-            ));
+        let max_line = self.config.max_line_bytes;
+        if !message.fits(max_line) {
+            return Err(Refusal::TooLarge(max_line - Message::ENVELOPE_BYTES));
         }
         // Only what waits for the compute step counts: messages held for slow subscribers are
         // bounded by the subscribers' own limits, so one topic's readers cannot refuse
@@ -270,38 +269,36 @@ impl Node {
     /// REPLICATE from the primary we follow; answered here only when the sender is stale
     /// (the connection confirms what it held once per read batch).
     pub fn accept_replicate(&self, epoch: Epoch, index: u64, message: Message) -> Option<Reply> {
-        let mut s = self.state.lock();
-        if let Some(fenced) = self.check_follower(&mut s, epoch) {
-            return Some(fenced);
-        }
-        debug!("{} held at index {index} (epoch {epoch})", message.id);
-        s.log.insert(index, Arc::new(message));
-        None
+        self.as_follower(epoch, |log| {
+            debug!("{} held at index {index} (epoch {epoch})", message.id);
+            log.insert(index, Arc::new(message));
+        })
     }
 
     /// CLEAR from the primary we follow; answered only when the sender is stale.
     pub fn accept_clear(&self, epoch: Epoch, index: u64) -> Option<Reply> {
-        let mut s = self.state.lock();
-        if let Some(fenced) = self.check_follower(&mut s, epoch) {
-            return Some(fenced);
-        }
-        if let Some(m) = s.log.remove(index) {
-            debug!("{} cleared at index {index}", m.id);
-        }
-        None
+        self.as_follower(epoch, |log| {
+            if let Some(m) = log.remove(index) {
+                debug!("{} cleared at index {index}", m.id);
+            }
+        })
     }
 
     /// SEEN from the primary we follow, during a sync.
     pub fn accept_seen(&self, epoch: Epoch, id: MsgId) -> Option<Reply> {
-        let mut s = self.state.lock();
-        if let Some(fenced) = self.check_follower(&mut s, epoch) {
-            return Some(fenced);
-        }
-        s.log.note_seen(id, 0);
-        None
+        self.as_follower(epoch, |log| log.note_seen(id, 0))
     }
 
-    // ---- probes, on the backup ----
+    /// A line from the primary of `epoch`: applied to our log under the role lock if we
+    /// follow that primary, else refused (the refusal returned).
+    fn as_follower(&self, epoch: Epoch, apply: impl FnOnce(&mut Log)) -> Option<Reply> {
+        let mut s = self.state.lock();
+        let refused = self.check_follower(&mut s, epoch);
+        if refused.is_none() {
+            apply(&mut s.log);
+        }
+        refused
+    }
 }
 
 /// The ACK book asks the node through this: the verdict is `Node::await_safe_until`'s,

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
 
 use crate::connection::Connection;
@@ -32,11 +32,8 @@ pub fn run_pinger(node: Arc<Node>, probe_now: Receiver<()>) {
         refusal_logged: false,
         conn: None,
     };
-    let mut witness = node
-        .config
-        .witness
-        .clone()
-        .map(|addr| Witness::new(&node, addr));
+    let witness_addr = node.config.witness.clone();
+    let mut witness = witness_addr.map(|addr| Witness::new(&node, addr));
     loop {
         node.gate();
         let pause = match node.role().0 {
@@ -52,9 +49,8 @@ pub fn run_pinger(node: Arc<Node>, probe_now: Receiver<()>) {
                 None => return,
             },
         };
-        if probe_now.recv_timeout(pause) == Err(RecvTimeoutError::Disconnected) {
-            return;
-        }
+        // Until asked to probe sooner (the node holds the sender: the wait cannot fail).
+        let _ = probe_now.recv_timeout(pause);
         // Several requests may have piled up; one probe answers them all.
         while probe_now.try_recv().is_ok() {}
         if node.stopping() {

@@ -149,10 +149,8 @@ impl Conn {
 
     /// HELLO: answer with our nonce and our proof.
     pub(super) fn challenge(&mut self, kind: AuthKind, theirs: String) -> Reply {
-        match self
-            .handshake
-            .hello(kind, theirs, self.node.config.secret_for(kind))
-        {
+        let secret = self.node.config.secret_for(kind);
+        match self.handshake.hello(kind, theirs, secret) {
             Ok((nonce, proof)) => Reply::Challenge { nonce, proof },
             Err(why) => Reply::Err(why),
         }

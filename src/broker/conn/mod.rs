@@ -222,20 +222,18 @@ impl Conn {
     /// The connection's end: what is still owed written, its subscriptions and writer gone,
     /// its slot freed.
     fn finish(mut self) {
+        let node = Arc::clone(&self.node);
         // A client that closed its sending side may still wait for its last ACKs.
         self.flush();
         self.writer
-            .close(Instant::now() + self.node.ack_timeout() + LINGER);
-        self.node.topics.remove_conn(self.id);
+            .close(Instant::now() + node.ack_timeout() + LINGER);
+        node.topics.remove_conn(self.id);
         if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
         }
         self.link_closed();
-        self.node.unregister(self.id);
-        self.node
-            .counters
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
+        node.unregister(self.id);
+        node.counters.connections.fetch_sub(1, Ordering::Relaxed);
         debug!("closed");
     }
 }
