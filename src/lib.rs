@@ -75,7 +75,7 @@
 //! | `broker::conn::gate` | what a connection must prove: probation, the peer's slots, access, the handshake |
 //! | `broker::conn::client` | the client verbs: publish and its ACK, subscribe |
 //! | `broker::conn::follower` | the verbs a backup answers for its primary: SYNC, SEEN, the link's end |
-//! | `broker::node` | the shared core: what every thread holds, the lifecycle, STATUS |
+//! | `broker::node` | the shared core: what every thread holds, the lifecycle, STATUS; what waits for the compute workers (`Task`, `Computing`) |
 //! | `broker::path` | the message's path through it: admit, wait until safe, clear; hold replicas |
 //! | `broker::role` | the role state machine, pure: what each role owns, every change of role and the effects it asks for |
 //! | `broker::role::peer` | the role machine's side of the peer: SYNC and fencing, probes, the session's link, hand-over and orphans |
@@ -84,7 +84,6 @@
 //! | `broker::safety` | what the primary knows of the backup's copy; waiting until a message is safe |
 //! | `broker::acks` | ACKs filed by publishers' threads, filled in by the thread that learns their verdict; what it asks of the broker (`Verdicts`) |
 //! | `broker::verdict` | why a publish is refused, and the admitted publish its verdict is asked for |
-//! | `broker::jobs` | what waits for the compute workers: their tasks and what they have in hand (`Computing`) |
 //! | `broker::compute` | the compute workers fed by crossbeam channels; the busy loop; the clear after the last write |
 //! | `broker::topics` | the subscriber map and the fan-out of one message |
 //! | `broker::writer` | the one way out to a connection's socket: its ordered queue (ACKs kept in their place), direct writes, its writer thread |
@@ -95,7 +94,6 @@
 //! | `broker::handoff` | a stepped-down primary hands its undelivered messages to the new one |
 //! | `broker::status` | counters and the STATUS snapshot |
 //! | `broker::warnings` | warnings that come in floods, summed up |
-//! | `broker::capacity` | how many connections the machine's limits fit |
 //! | [`client`] | blocking [`Publisher`] and [`Subscriber`] with failover; [`client::status`] asks a broker its STATUS |
 //! | [`cli`] | the command lines of every program: one table each for the parser and the usage |
 //! | [`report`] | judging a demo run (missing, duplicates, silence) and drawing it as SVG |

@@ -13,8 +13,7 @@ use log::debug;
 use crate::config::ComputeStep;
 use crate::protocol::{Epoch, Message};
 
-use super::jobs::Task;
-use super::node::Node;
+use super::node::{Node, Task};
 use super::role::Job;
 use super::status::bump;
 use super::writer::HeldUntilWritten;
@@ -35,16 +34,9 @@ pub fn run_worker(node: Arc<Node>, tasks: Receiver<Task>) {
 /// Computes and forwards one job; `direct` lets the delivery write straight into idle
 /// subscribers' sockets.
 fn process(node: &Arc<Node>, job: &Job, direct: bool) {
-    let Job {
-        index,
-        epoch,
-        ref message,
-    } = *job;
+    let (id, index, epoch, message) = (job.message.id, job.index, job.epoch, &job.message);
     if !node.await_replicated(index, epoch) {
-        debug!(
-            "{} dropped: epoch {epoch} ended before it was processed",
-            message.id
-        );
+        debug!("{id} dropped: epoch {epoch} ended before it was processed");
         return;
     }
     node.gate();
@@ -54,10 +46,7 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
     // Fencing: a broker that stepped down while computing must not forward, nor one that
     // was cut off (or frozen) past its lease.
     if !node.await_mandate(epoch) {
-        debug!(
-            "{} computed but not forwarded: epoch {epoch} ended",
-            message.id
-        );
+        debug!("{id} computed but not forwarded: epoch {epoch} ended");
         return;
     }
     node.topics.hold(message.size());
@@ -72,11 +61,8 @@ fn process(node: &Arc<Node>, job: &Job, direct: bool) {
     node.counters
         .delivered
         .fetch_add(delivered as u64, Ordering::Relaxed);
-    debug!(
-        "{} computed in {} ms, forwarded to {delivered} subscriber(s) (epoch {epoch})",
-        message.id,
-        started.elapsed().as_millis()
-    );
+    let ms = started.elapsed().as_millis();
+    debug!("{id} computed in {ms} ms, forwarded to {delivered} subscriber(s) (epoch {epoch})");
 }
 
 /// The last step of a message's path. Every line that delivers the message holds one shared

@@ -12,6 +12,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::protocol::{AuthKind, Message, Reply, Request};
 
+use super::acks::Verdicts;
 use super::node::Node;
 
 /// The handoff thread's loop: woken on each step-down that left orphans.
@@ -25,10 +26,8 @@ pub fn run_handoff(node: Arc<Node>, wake: Receiver<()>) {
         };
         match push(&node, &peer, &orphans) {
             Ok(()) => {
-                info!(
-                    "handed {} undelivered message(s) to the new primary",
-                    orphans.len()
-                );
+                let n = orphans.len();
+                info!("handed {n} undelivered message(s) to the new primary");
                 node.handoff_received(epoch);
             }
             Err(e) => debug!("direct handoff failed ({e}); the next SYNC will carry it"),
@@ -44,16 +43,13 @@ fn push(node: &Node, peer: &str, orphans: &[Arc<Message>]) -> Result<()> {
         .peer_auth()
         .or_else(|| config.client_secret.as_ref().map(|s| (AuthKind::Client, s)));
     let mut conn = Connection::dial(peer, config.ping_timeout, config.max_line_bytes, auth)?;
-    conn.set_read_timeout(Some(config.ping_interval + config.ping_timeout * 2))?;
+    // The new primary answers each within its ACK timeout, which is ours.
+    conn.set_read_timeout(Some(node.ack_timeout()))?;
     for message in orphans {
+        let id = message.id;
         match conn.ask(&Request::Adopt(Message::clone(message)))? {
-            Reply::AckId(id) if id == message.id => {}
-            other => {
-                return Err(Error::Protocol(format!(
-                    "answered {} with {other:?}",
-                    message.id
-                )));
-            }
+            Reply::AckId(acked) if acked == id => {}
+            other => return Err(Error::Protocol(format!("answered {id} with {other:?}"))),
         }
     }
     Ok(())

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use log::debug;
 use parking_lot::Mutex;
 
@@ -45,13 +45,6 @@ pub enum LinkCmd<'a> {
     Handover,
 }
 
-/// One encoded line on its way to the writer.
-struct Line {
-    bytes: Vec<u8>,
-    /// The log index of a REPLICATE line, 0 for any other.
-    index: u64,
-}
-
 /// The heartbeats a session sent, for the mandate's count.
 #[derive(Default)]
 struct Heartbeats {
@@ -62,10 +55,13 @@ struct Heartbeats {
 
 /// The sending half of one replication session in one epoch.
 pub struct Link {
-    epoch: Epoch,
+    /// The epoch the session replicates.
+    pub epoch: Epoch,
     stream: Stream,
-    tx: Sender<Line>,
-    rx: Receiver<Line>,
+    /// The encoded lines on their way to the writer, each with the log index of a REPLICATE
+    /// line (0 for any other).
+    tx: Sender<(Vec<u8>, u64)>,
+    rx: Receiver<(Vec<u8>, u64)>,
     broken: AtomicBool,
     heartbeats: Mutex<Heartbeats>,
 }
@@ -84,11 +80,6 @@ impl Link {
         })
     }
 
-    /// The epoch the session replicates.
-    pub fn epoch(&self) -> Epoch {
-        self.epoch
-    }
-
     /// Encodes one line and hands it to the writer. Called under the role lock, so the lines
     /// reach the channel in log order.
     pub fn push(&self, cmd: LinkCmd) {
@@ -105,7 +96,7 @@ impl Link {
             LinkCmd::Handover => Request::Handover { epoch }.encode(&mut bytes),
         }
         // The receiver lives in `self`: the send cannot fail.
-        let _ = self.tx.send(Line { bytes, index });
+        let _ = self.tx.send((bytes, index));
     }
 
     /// The writer's step: waits up to `idle` for a line, then writes it and every line behind
@@ -122,15 +113,12 @@ impl Link {
     ) -> bool {
         let mut bytes = Vec::new();
         let mut highest = 0;
-        match self.rx.recv_timeout(idle) {
-            Ok(line) => {
-                for line in std::iter::once(line).chain(self.rx.try_iter()) {
-                    bytes.extend_from_slice(&line.bytes);
-                    highest = highest.max(line.index);
-                }
+        // The sender lives in `self`: the wait ends with a line or the timeout.
+        if let Ok(line) = self.rx.recv_timeout(idle) {
+            for (line, index) in std::iter::once(line).chain(self.rx.try_iter()) {
+                bytes.extend_from_slice(&line);
+                highest = highest.max(index);
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return false,
         }
         let now = Instant::now();
         let mut heartbeats = self.heartbeats.lock();

@@ -10,20 +10,22 @@
 //!   cover (`replication`, `acks`);
 //! - `acks`: answers filed ACKs on a change of the backup's health or of the role, or at their
 //!   deadline (`acks`).
+//! - `handoff`: hands the messages a stepped-down primary still holds to the new primary
+//!   (`handoff`).
+//!
+//! Before it starts them, it lowers `--max-connections` to what the machine's limits fit
+//! (`connection_capacity`).
 
 mod acks;
-mod capacity;
 mod compute;
 mod conn;
 mod handoff;
-mod jobs;
 mod link;
 mod mandate;
 mod message_log;
 mod node;
 mod path;
 mod pinger;
-mod prober;
 mod reign;
 mod replication;
 mod role;
@@ -35,6 +37,7 @@ mod warnings;
 mod witness_link;
 mod writer;
 
+use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -104,7 +107,7 @@ impl Broker {
     /// bind both brokers' listeners first, so each knows the other's address before it starts.
     pub fn start_on(listener: TcpListener, mut config: BrokerConfig) -> Result<Broker> {
         let addr = listener.local_addr()?;
-        if let Some(cap) = capacity::connection_capacity()
+        if let Some(cap) = connection_capacity()
             && config.max_connections > cap
         {
             debug!(
@@ -120,9 +123,8 @@ impl Broker {
         let (worker_txs, worker_rxs): (Vec<_>, Vec<_>) = (0..config.workers.max(1))
             .map(|_| crossbeam_channel::unbounded())
             .unzip();
-        let node = Arc::new(Node::new(
-            config, worker_txs, probe_tx, redial_tx, handoff_tx,
-        ));
+        let node = Node::new(config, worker_txs, probe_tx, redial_tx, handoff_tx);
+        let node = Arc::new(node);
         info!("listening on {addr} (node {})", node.id);
         if node.config.secret.is_none() && !addr.ip().is_loopback() {
             warn!(
@@ -142,8 +144,9 @@ impl Broker {
         node.safety.watch(node.acks.alarm());
         threads.push(spawn(&node, "acks", acks::run_acks)?);
         threads.push(spawn(&node, "pinger", |n| pinger::run_pinger(n, probe_rx))?);
-        let handoff = |n| handoff::run_handoff(n, handoff_rx);
-        threads.push(spawn(&node, "handoff", handoff)?);
+        threads.push(spawn(&node, "handoff", |n| {
+            handoff::run_handoff(n, handoff_rx)
+        })?);
         let accept = |n| thread::scope(|scope| accept_loop(scope, n, listener));
         threads.push(spawn(&node, "accept", accept)?);
         Ok(Broker {
@@ -203,22 +206,15 @@ impl Broker {
         info!("shutting down");
         self.node.hand_over();
     }
+}
 
-    fn stop(&mut self) {
-        if self.threads.is_empty() {
-            return;
-        }
+impl Drop for Broker {
+    fn drop(&mut self) {
         self.node.stop();
         connection::wake_listener(self.addr);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -241,7 +237,7 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListe
         node.gate();
         // Once the broker stops, every socket is closed and none is registered: not the
         // connection that wakes this loop either.
-        let Some(key) = node.register(&stream) else {
+        let Some(key) = node.sockets.register(&stream) else {
             return;
         };
         let (source, prove_open) = (Source::of(addr.ip()), node.config.client_secret.is_some());
@@ -252,7 +248,7 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListe
                     // An unproven connection gives up its slot to the newcomer (`crate::slots`).
                     debug!("conn-{evicted} hung up on: its slot went to a newcomer");
                     bump(&node.counters.refused_connections);
-                    node.hang_up(evicted);
+                    node.sockets.hang_up(evicted);
                 }
                 slot == Slot::Reserved
             }
@@ -279,6 +275,48 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListe
             warn!("cannot start a connection thread: {e}");
             node.unregister(key);
             node.counters.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Mappings a connection may need: two threads, four each.
+const MAPS_PER_CONNECTION: usize = 8;
+/// Mappings and descriptors kept for everything else in the process.
+const RESERVE: usize = 1024;
+
+/// How many connections this machine lets one broker serve, if its limits can be read
+/// (Linux). A connection costs one file descriptor and two threads (its reader and its
+/// writer), and each thread costs about four memory mappings (stack, guard page, signal stack
+/// and its guard). Past either limit the operating system refuses a socket or a thread — and a
+/// thread that cannot set up its signal stack aborts the whole process — so the broker lowers
+/// `--max-connections` to what fits, and says so, instead of failing under load.
+fn connection_capacity() -> Option<usize> {
+    let by_maps = read_number("/proc/sys/vm/max_map_count")
+        .map(|maps| maps.saturating_sub(RESERVE) / MAPS_PER_CONNECTION);
+    let by_files = open_file_limit().map(|files| files.saturating_sub(RESERVE.min(files / 2)));
+    // The lower of the two that could be read.
+    by_maps.into_iter().chain(by_files).min()
+}
+
+fn read_number(path: &str) -> Option<usize> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The soft limit on open files, from `/proc/self/limits`.
+fn open_file_limit() -> Option<usize> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_is_positive_where_limits_are_readable() {
+        if let Some(cap) = connection_capacity() {
+            assert!(cap > 0);
         }
     }
 }

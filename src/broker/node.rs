@@ -1,32 +1,73 @@
 //! The broker's shared core, [`Node`]: what every thread of a broker holds, how it is built,
 //! and what it answers about itself (its role, STATUS), with the lifecycle: the socket
-//! registry, the test gate, stopping. The message's path through it is in [`super::path`].
+//! registry, the test gate, stopping; and what waits for the compute workers ([`Task`],
+//! [`Computing`]). The message's path through it is in [`super::path`].
 //! One mutex, the role lock, guards role, epoch, log and the live replication session
 //! together (its [`State`] and every change of role are in [`super::role`]), so "am I primary
 //! in this epoch?" and "append to the log" can never be split by a role change.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::BrokerConfig;
-use crate::connection::Stream;
-use crate::protocol::{Epoch, PeerState, Role};
+use crate::connection::Connection;
+use crate::error::Result;
+use crate::protocol::{Epoch, Message, PeerState, Role};
 use crate::registry::Registry;
 use crate::slots::Slots;
 
 use super::acks::Acks;
-use super::jobs::{Computing, Task};
 use super::mandate::Mandate;
 use super::message_log::Log;
-use super::role::{RoleState, Rules, State};
+use super::role::{Job, RoleState, Rules, State};
 use super::safety::{BackupHealth, Safety};
 use super::status::{Counters, Status};
-use super::topics::{QueueLimits, Topics};
+use super::topics::Topics;
 use super::warnings::Warnings;
+
+/// How many messages, and how many bytes of topic and payload, wait for the compute step
+/// (queued on a worker's channel or being computed). Publishes are refused past
+/// `--max-pending` and `--max-pending-bytes`.
+#[derive(Debug, Default)]
+pub struct Computing {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl Computing {
+    /// A message was queued for a worker.
+    pub fn add(&self, message: &Message) {
+        self.messages.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(message.size(), Ordering::AcqRel);
+    }
+
+    /// A worker is done with a message (forwarded or dropped).
+    pub fn done(&self, message: &Message) {
+        self.messages.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(message.size(), Ordering::AcqRel);
+    }
+
+    /// Messages and bytes waiting.
+    pub fn get(&self) -> (usize, usize) {
+        (
+            self.messages.load(Ordering::Acquire),
+            self.bytes.load(Ordering::Acquire),
+        )
+    }
+}
+
+/// What a compute worker's channel carries.
+#[derive(Debug)]
+pub enum Task {
+    /// Process a message.
+    Process(Job),
+    /// The broker is stopping.
+    Stop,
+}
 
 /// A test hook that freezes a broker's threads at their next step, as SIGSTOP would.
 #[derive(Default)]
@@ -64,8 +105,9 @@ pub struct Node {
     probe_now: Sender<()>,
     pub(super) redial_now: Sender<()>,
     pub(super) handoff_now: Sender<()>,
-    /// Every open socket: served connections, and the links and probes we dialled.
-    sockets: Registry,
+    /// Every open socket: served connections, and the links and probes we dialled, so that
+    /// [`Node::stop`] can close them.
+    pub(super) sockets: Registry,
     /// Who holds the listener's connection slots, by socket key (`crate::slots`).
     pub slots: Mutex<Slots>,
     /// The last sequence drawn for a seed-form publish (`Node::admit_anonymous`).
@@ -86,16 +128,6 @@ impl Node {
     ) -> Self {
         let id = rand::random_range(1..=999_999);
         let counters = Arc::new(Counters::default());
-        let topics = Topics::new(
-            QueueLimits {
-                lines: config.slow_consumer_limit,
-                bytes: config.slow_consumer_bytes,
-                age: config.slow_consumer_age,
-                answers: config.max_line_bytes,
-            },
-            config.max_queued_bytes,
-            Arc::clone(&counters),
-        );
         Node {
             safety: Safety::new(config.require_backup),
             mandate: Mandate::new(config.witness.is_some(), config.ping_timeout),
@@ -112,7 +144,7 @@ impl Node {
             )),
             id,
             state_changed: Condvar::new(),
-            topics,
+            topics: Topics::new(&config, Arc::clone(&counters)),
             counters,
             computing: Computing::default(),
             warnings: Warnings::default(),
@@ -229,21 +261,10 @@ impl Node {
         let _ = self.handoff_now.try_send(());
     }
 
-    /// Remembers a socket so that [`Node::stop`] can close it; returns its key.
-    pub fn register(&self, stream: &Stream) -> Option<u64> {
-        self.sockets.register(stream)
-    }
-
     /// Forgets a socket that closed, and frees its connection slot.
     pub fn unregister(&self, key: u64) {
         self.sockets.forget(key);
         self.slots.lock().leave(key);
-    }
-
-    /// Ends the reading side of a registered socket: its thread's read returns as if the other
-    /// side had closed, and the thread says why and closes (`conn::serve`).
-    pub fn hang_up(&self, key: u64) {
-        self.sockets.hang_up(key);
     }
 
     /// Test hook: freeze every thread at its next step, as SIGSTOP does.
@@ -293,6 +314,12 @@ impl Node {
             link_error: self.link_error.lock().clone(),
             counters: self.counters.snapshot(),
         }
+    }
+
+    /// Dials the peer broker at `addr` and authenticates as the peer, within the ping timeout.
+    pub fn dial_peer(&self, addr: &str) -> Result<Connection> {
+        let c = &self.config;
+        Connection::dial(addr, c.ping_timeout, c.max_line_bytes, c.peer_auth())
     }
 
     /// Records why a replication session failed (`None`: a session works again).

@@ -13,13 +13,11 @@ use log::{debug, warn};
 use crate::protocol::{Epoch, Message, MsgId, Reply};
 
 use super::acks::{Acks, Verdicts};
-use super::jobs::Task;
 use super::link::LinkCmd;
-use super::message_log::Admit;
+use super::message_log::{Admit, Log};
+use super::node::{Node, Task};
 use super::role::{Job, State};
 use super::safety::{BackupHealth, Verdict};
-
-use super::node::Node;
 use super::status::bump;
 use super::verdict::{Admitted, Refusal};
 
@@ -58,10 +56,9 @@ impl Node {
         if health != BackupHealth::Up && !self.mandate.may_act() {
             return Err(Refusal::CutOff);
         }
-        if !message.fits(self.config.max_line_bytes) {
-            return Err(Refusal::TooLarge(
-                self.config.max_line_bytes - Message::ENVELOPE_BYTES,
-            ));
+        let max_line = self.config.max_line_bytes;
+        if !message.fits(max_line) {
+            return Err(Refusal::TooLarge(max_line - Message::ENVELOPE_BYTES));
         }
         // Only what waits for the compute step counts: messages held for slow subscribers are
         // bounded by the subscribers' own limits, so one topic's readers cannot refuse
@@ -111,33 +108,26 @@ impl Node {
         })
     }
 
-    /// How long a publish may wait for the backup's confirmation before it is refused.
-    pub fn ack_timeout(&self) -> Duration {
-        self.config.ping_interval + self.config.ping_timeout * 2
-    }
-
     /// Waits until `admitted` may be ACKed, at most until `deadline`; a deadline already passed
     /// asks without waiting (a refusal that [`Refusal::is_undecided`]: not decided yet).
     pub fn await_safe_until(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
-        let verdict = self
-            .safety
-            .wait_to_ack(admitted.index, admitted.generation, deadline);
-        match verdict {
+        let (id, index, generation) = (admitted.id, admitted.index, admitted.generation);
+        match self.safety.wait_to_ack(index, generation, deadline) {
             Verdict::Replicated => {
-                debug!("{} confirmed by the backup; ACKing", admitted.id);
+                debug!("{id} confirmed by the backup; ACKing");
                 Ok(())
             }
             Verdict::Degraded if self.mandate.witnessed() => {
                 self.await_delivered(admitted, deadline)
             }
             Verdict::Degraded => {
-                debug!("{} ACKed without a backup (degraded)", admitted.id);
+                debug!("{id} ACKed without a backup (degraded)");
                 Ok(())
             }
             // A message the witnessed primary delivered alone was safe from then on. A backup
             // that synced after its clear was never sent it, so would never confirm it.
             Verdict::TimedOut if self.mandate.witnessed() && self.delivered_in_reign(admitted) => {
-                debug!("{} delivered before the backup synced; ACKing", admitted.id);
+                debug!("{id} delivered before the backup synced; ACKing");
                 Ok(())
             }
             Verdict::BackupSilent => Err(Refusal::BackupSilent),
@@ -152,20 +142,18 @@ impl Node {
     /// the message), nothing it ACKed alone would wait on it for the cut to heal. Refused when
     /// nobody vouches for it any more, or the reign ends.
     fn await_delivered(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
+        let (id, index, generation) = (admitted.id, admitted.index, admitted.generation);
         let tick = self.config.ping_timeout / 4;
         let mut s = self.state.lock();
         loop {
-            if self.safety.generation() != admitted.generation {
+            if self.safety.generation() != generation {
                 return Err(Refusal::NotPrimary);
             }
             if !self.mandate.may_act() {
                 return Err(Refusal::CutOff);
             }
-            if !s.log.holds(admitted.index) {
-                debug!(
-                    "{} ACKed without a backup (degraded), once delivered",
-                    admitted.id
-                );
+            if !s.log.holds(index) {
+                debug!("{id} ACKed without a backup (degraded), once delivered");
                 return Ok(());
             }
             let now = Instant::now();
@@ -281,38 +269,36 @@ impl Node {
     /// REPLICATE from the primary we follow; answered here only when the sender is stale
     /// (the connection confirms what it held once per read batch).
     pub fn accept_replicate(&self, epoch: Epoch, index: u64, message: Message) -> Option<Reply> {
-        let mut s = self.state.lock();
-        if let Some(fenced) = self.check_follower(&mut s, epoch) {
-            return Some(fenced);
-        }
-        debug!("{} held at index {index} (epoch {epoch})", message.id);
-        s.log.insert(index, Arc::new(message));
-        None
+        self.as_follower(epoch, |log| {
+            debug!("{} held at index {index} (epoch {epoch})", message.id);
+            log.insert(index, Arc::new(message));
+        })
     }
 
     /// CLEAR from the primary we follow; answered only when the sender is stale.
     pub fn accept_clear(&self, epoch: Epoch, index: u64) -> Option<Reply> {
-        let mut s = self.state.lock();
-        if let Some(fenced) = self.check_follower(&mut s, epoch) {
-            return Some(fenced);
-        }
-        if let Some(m) = s.log.remove(index) {
-            debug!("{} cleared at index {index}", m.id);
-        }
-        None
+        self.as_follower(epoch, |log| {
+            if let Some(m) = log.remove(index) {
+                debug!("{} cleared at index {index}", m.id);
+            }
+        })
     }
 
     /// SEEN from the primary we follow, during a sync.
     pub fn accept_seen(&self, epoch: Epoch, id: MsgId) -> Option<Reply> {
-        let mut s = self.state.lock();
-        if let Some(fenced) = self.check_follower(&mut s, epoch) {
-            return Some(fenced);
-        }
-        s.log.note_seen(id, 0);
-        None
+        self.as_follower(epoch, |log| log.note_seen(id, 0))
     }
 
-    // ---- probes, on the backup ----
+    /// A line from the primary of `epoch`: applied to our log under the role lock if we
+    /// follow that primary, else refused (the refusal returned).
+    fn as_follower(&self, epoch: Epoch, apply: impl FnOnce(&mut Log)) -> Option<Reply> {
+        let mut s = self.state.lock();
+        let refused = self.check_follower(&mut s, epoch);
+        if refused.is_none() {
+            apply(&mut s.log);
+        }
+        refused
+    }
 }
 
 /// The ACK book asks the node through this: the verdict is `Node::await_safe_until`'s,
@@ -330,8 +316,9 @@ impl Verdicts for Node {
         }
     }
 
+    /// How long a publish may wait for the backup's confirmation before it is refused.
     fn ack_timeout(&self) -> Duration {
-        Node::ack_timeout(self)
+        self.config.ping_interval + self.config.ping_timeout * 2
     }
 
     fn confirmed(&self) -> u64 {

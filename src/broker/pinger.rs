@@ -4,19 +4,20 @@
 //! and is replaced at once; a silent one after the ping timeout, and, with a witness
 //! (`--witness`), only once the witness grants a new epoch. While this broker is the primary
 //! with a witness, the pinger renews its lease every ping interval ([`super::mandate`]).
-//! The probe connection is [`super::prober`]'s, the witness's [`super::witness_link`]'s.
+//! The probe connection is the pinger's own ([`Prober`]), the witness's
+//! [`super::witness_link`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::{debug, error, warn};
+use crossbeam_channel::Receiver;
+use log::{debug, error, info, warn};
 
-use crate::error::Error;
-use crate::protocol::Role;
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::protocol::{PeerState, Reply, Request, Role};
 
 use super::node::Node;
-use super::prober::{Prober, describe};
 use super::status::bump;
 use super::witness_link::Witness;
 
@@ -26,12 +27,13 @@ pub fn run_pinger(node: Arc<Node>, probe_now: Receiver<()>) {
         node.take_over("no peer configured", None);
         return;
     };
-    let mut prober = Prober::new(&node, peer_addr);
-    let mut witness = node
-        .config
-        .witness
-        .clone()
-        .map(|addr| Witness::new(&node, addr));
+    let mut prober = Prober {
+        addr: peer_addr,
+        refusal_logged: false,
+        conn: None,
+    };
+    let witness_addr = node.config.witness.clone();
+    let mut witness = witness_addr.map(|addr| Witness::new(&node, addr));
     loop {
         node.gate();
         let pause = match node.role().0 {
@@ -47,10 +49,8 @@ pub fn run_pinger(node: Arc<Node>, probe_now: Receiver<()>) {
                 None => return,
             },
         };
-        match probe_now.recv_timeout(pause) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
+        // Until asked to probe sooner (the node holds the sender: the wait cannot fail).
+        let _ = probe_now.recv_timeout(pause);
         // Several requests may have piled up; one probe answers them all.
         while probe_now.try_recv().is_ok() {}
         if node.stopping() {
@@ -63,10 +63,11 @@ pub fn run_pinger(node: Arc<Node>, probe_now: Receiver<()>) {
 /// before the next.
 fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>) -> Duration {
     let interval = node.config.ping_interval;
-    let result = prober.probe(node.me());
+    let result = prober.probe(node);
     if result.is_ok() {
         prober.refusal_logged = false;
     }
+    let addr = &prober.addr;
     match result {
         Ok(peer) if peer.role == Role::Primary => {
             node.peer_answered(peer);
@@ -91,10 +92,7 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
         Err(e @ Error::Auth(_)) => {
             bump(&node.counters.auth_failures);
             if !prober.refusal_logged {
-                error!(
-                    "peer {} {e}: check that both brokers have the same --secret",
-                    prober.addr
-                );
+                error!("peer {addr} {e}: check that both brokers have the same --secret");
                 prober.refusal_logged = true;
             }
             if !node.config.preferred_primary {
@@ -107,20 +105,17 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
         Err(Error::Refused(why)) => {
             node.warnings
                 .refused
-                .warn(|| format!("peer {} is alive but refused the probe: {why}", prober.addr));
+                .warn(|| format!("peer {addr} is alive but refused the probe: {why}"));
             interval
         }
         Err(Error::Shutdown) => interval,
         Err(Error::Timeout | Error::Closed | Error::Io(_)) if node.in_startup_grace() => {
-            debug!(
-                "peer {} not up yet; waiting out the start-up grace",
-                prober.addr
-            );
+            debug!("peer {addr} not up yet; waiting out the start-up grace");
             interval
         }
         // Certain death: nothing listens where the primary was.
         Err(e) if is_certain_death(&e) => {
-            node.take_over(&format!("peer {} {}", prober.addr, describe(&e)), None);
+            node.take_over(&format!("peer {addr} {}", describe(&e)), None);
             interval
         }
         Err(Error::Timeout | Error::Io(_)) if node.primary_recently_heard() => {
@@ -128,12 +123,12 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
             interval
         }
         Err(e @ (Error::Timeout | Error::Io(_))) => {
-            let reason = format!("peer {} {}", prober.addr, describe(&e));
+            let reason = format!("peer {addr} {}", describe(&e));
             take_over_unless_denied(node, witness, &reason, false)
         }
         // It answered, though not as a broker should: alive, so not ours to replace.
         Err(e) => {
-            warn!("peer {} answered the probe oddly: {e}", prober.addr);
+            warn!("peer {addr} answered the probe oddly: {e}");
             interval
         }
     }
@@ -163,4 +158,79 @@ fn is_certain_death(e: &Error) -> bool {
         Error::Io(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
         _ => false,
     }
+}
+
+/// The pinger's persistent probe connection to the peer.
+struct Prober {
+    addr: String,
+    /// Whether the peer's refusal to authenticate was logged since it last answered.
+    refusal_logged: bool,
+    /// The connection and its key in the node's socket registry.
+    conn: Option<(Connection, u64)>,
+}
+
+impl Prober {
+    /// Sends PROBE and reads the PONG. A connection that broke since the last probe is
+    /// redialled once before the peer counts as dead. [`Error::Auth`] means the peer is alive
+    /// but the secrets differ, [`Error::Refused`] that it is alive but turned us away.
+    fn probe(&mut self, node: &Node) -> Result<PeerState> {
+        let fresh = self.conn.is_none();
+        match self.exchange(node) {
+            Err(e @ (Error::Closed | Error::Io(_))) if !fresh => {
+                debug!("probe connection to {} broke ({e}); redialling", self.addr);
+                self.exchange(node)
+            }
+            result => result,
+        }
+    }
+
+    /// One PROBE, on a connection dialled first if there is none; a failure closes it.
+    fn exchange(&mut self, node: &Node) -> Result<PeerState> {
+        let result = self.try_exchange(node);
+        if result.is_err()
+            && let Some((conn, key)) = self.conn.take()
+        {
+            conn.close();
+            node.unregister(key);
+        }
+        result
+    }
+
+    fn try_exchange(&mut self, node: &Node) -> Result<PeerState> {
+        let (conn, _) = match self.conn.take() {
+            Some(open) => self.conn.insert(open),
+            None => {
+                let conn = node.dial_peer(&self.addr)?;
+                let Some(key) = node.sockets.register(conn.stream()) else {
+                    return Err(Error::Shutdown);
+                };
+                self.conn.insert((conn, key))
+            }
+        };
+        match conn.ask(&Request::Probe(node.me()))? {
+            Reply::PeerPong(peer) => Ok(peer),
+            Reply::Err(reason) if reason == "too many connections" => Err(Error::Refused(reason)),
+            // Our epoch is past what it may adopt yet (it restarted, and learns ours from its
+            // own probe): alive, and no question of secrets.
+            Reply::Err(reason) if reason.starts_with("epoch ") => Err(Error::Refused(reason)),
+            Reply::Err(reason) => Err(Error::Auth(format!("refused the probe: {reason}"))),
+            other => Err(Error::Protocol(format!(
+                "answered the probe with {other:?}"
+            ))),
+        }
+    }
+}
+
+/// What a failed probe says of the primary, in words for the log (and logged).
+fn describe(e: &Error) -> String {
+    let text = match e {
+        Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "refused the connection (process gone)".to_string()
+        }
+        Error::Closed => "closed the connection (process gone)".to_string(),
+        Error::Timeout => "did not answer within the ping timeout".to_string(),
+        e => format!("failed the probe: {e}"),
+    };
+    info!("probe failed: {text}");
+    text
 }

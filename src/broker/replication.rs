@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 use log::{info, warn};
 
 use crate::connection::{Connection, LineReader, Stream};
@@ -71,7 +71,7 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                     info!("the old primary handed over {offered} message(s); {adopted} were new");
                 }
                 let started = Instant::now();
-                match run_session(&node, conn, epoch) {
+                match run_session(&node, &peer, conn, epoch) {
                     // A session that lived a while ended by chance: redial at once (a dead
                     // backup refuses quickly). One that ended at once may end the same way
                     // again: back off.
@@ -109,7 +109,6 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                 node.safety.set_health(BackupHealth::Down);
                 if !warned {
                     warn!("backup {peer} {why}: running degraded, ACKing without replication");
-                    warned = true;
                 }
             }
             Err(Failure::Silent(why)) => {
@@ -117,7 +116,6 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                 node.safety.set_health(health);
                 if !warned {
                     warn!("backup {peer} {why}: counting it as {}", health.as_str());
-                    warned = true;
                 }
             }
             // Never degraded: a stranger holding the backup's slots must not decide that the
@@ -126,30 +124,28 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                 node.safety.set_health(BackupHealth::Silent);
                 if !warned {
                     warn!("backup {peer} {why}: holding ACKs until it syncs; redialling");
-                    warned = true;
                 }
                 backoff = MIN_BACKOFF;
             }
         }
-        match redial_now.recv_timeout(backoff) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
+        // Each failure above is warned of once, until a session syncs.
+        warned = true;
+        // Until asked to redial sooner (the node holds the sender: the wait cannot fail).
+        let _ = redial_now.recv_timeout(backoff);
         backoff = (backoff * 2).min(node.config.ping_interval);
     }
 }
 
-/// Waits `pause`, ignoring requests to redial sooner; `false` when the broker stops.
+/// Waits `pause`, ignoring requests to redial sooner; `false` when the broker stops. (The
+/// node holds the sender, so each wait ends with a request or at `pause`.)
 fn sit_out(node: &Node, redial_now: &Receiver<()>, pause: Duration) -> bool {
     let until = Instant::now() + pause;
-    loop {
-        match redial_now.recv_deadline(until) {
-            Ok(()) if node.stopping() => return false,
-            Ok(()) => {}
-            Err(RecvTimeoutError::Timeout) => return true,
-            Err(RecvTimeoutError::Disconnected) => return false,
+    while redial_now.recv_deadline(until).is_ok() {
+        if node.stopping() {
+            return false;
         }
     }
+    true
 }
 
 /// Dials the backup and SYNCs it to our epoch; returns the connection and what the peer
@@ -160,7 +156,6 @@ fn open_session(
     epoch: Epoch,
     session: u64,
 ) -> Result<(Connection, Vec<Message>), Failure> {
-    let config = &node.config;
     let failure = |e: Error| match e {
         Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             Failure::Refused("refused the connection".into())
@@ -175,13 +170,7 @@ fn open_session(
         Error::Refused(why) => Failure::Busy(format!("is alive but refused us: {why}")),
         e => Failure::Refused(format!("is unreachable: {e}")),
     };
-    let mut conn = Connection::dial(
-        peer,
-        config.ping_timeout,
-        config.max_line_bytes,
-        config.peer_auth(),
-    )
-    .map_err(failure)?;
+    let mut conn = node.dial_peer(peer).map_err(failure)?;
     conn.send(&Request::Sync { epoch, session })
         .map_err(failure)?;
     let mut orphans = Vec::new();
@@ -202,11 +191,11 @@ fn open_session(
 /// the [`Link`] and a PROBE heartbeat every heartbeat interval, and a helper thread reads the
 /// confirmations and the heartbeats' answers. Whichever ends first closes the link, which
 /// ends the other.
-fn run_session(node: &Node, conn: Connection, epoch: Epoch) -> Ended {
+fn run_session(node: &Node, peer: &str, conn: Connection, epoch: Epoch) -> Ended {
     // A backup that stops reading must not hold a writer for long: past the ping timeout the
     // write fails and the session ends (the connection's write timeout).
     let stream = conn.stream().clone();
-    let Some(key) = node.register(&stream) else {
+    let Some(key) = node.sockets.register(&stream) else {
         return Ended::Lost;
     };
     let link = Link::new(stream, epoch);
@@ -215,8 +204,7 @@ fn run_session(node: &Node, conn: Connection, epoch: Epoch) -> Ended {
         return Ended::Lost;
     };
     info!(
-        "backup {} synced in epoch {epoch}: handed it {handed} pending message(s); replicating",
-        node.config.peer.as_deref().unwrap_or("?")
+        "backup {peer} synced in epoch {epoch}: handed it {handed} pending message(s); replicating"
     );
     let read_half = conn.into_reader();
     let ended = thread::scope(|scope| {
@@ -264,10 +252,9 @@ fn keep_alive(node: &Node, link: &Link) {
 /// Reads the backup's answers. Ends on EOF, on a fence, or when the backup falls silent: no
 /// line for a ping interval plus timeout, or a REPLICATE unconfirmed for a ping timeout.
 fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, link: &Link) -> Ended {
-    let (config, epoch) = (&node.config, link.epoch());
-    let _ = reader
-        .get_ref()
-        .set_read_timeout(Some(config.ping_timeout.min(config.ping_interval)));
+    let (config, epoch) = (&node.config, link.epoch);
+    let timeout = config.ping_timeout.min(config.ping_interval);
+    let _ = reader.get_ref().set_read_timeout(Some(timeout));
     let mut last_heard = Instant::now();
     // Confirmations that arrived together wake the waiting publishers once.
     let mut confirmed = 0;
@@ -286,10 +273,8 @@ fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, link: &Link) 
             }
             Err(Error::Timeout) => {
                 let idle = last_heard.elapsed() > config.ping_interval + config.ping_timeout;
-                let stuck = node
-                    .safety
-                    .unconfirmed_since()
-                    .is_some_and(|t| t.elapsed() > config.ping_timeout);
+                let unconfirmed = node.safety.unconfirmed_since();
+                let stuck = unconfirmed.is_some_and(|t| t.elapsed() > config.ping_timeout);
                 if idle || stuck {
                     warn!("backup fell silent on the replication link");
                     let health = BackupHealth::unheard(config.require_backup);

@@ -18,12 +18,12 @@ use std::time::Instant;
 use log::warn;
 use parking_lot::Mutex;
 
+use crate::config::BrokerConfig;
 use crate::connection::Stream;
 use crate::protocol::{Epoch, Message};
 
 use super::status::Counters;
-pub use super::writer::QueueLimits;
-use super::writer::{Frame, HeldUntilWritten, Refused, Writer};
+use super::writer::{Frame, HeldUntilWritten, QueueLimits, Refused, Writer};
 
 /// How a connection asked for a topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,14 +65,20 @@ pub struct Topics {
 }
 
 impl Topics {
-    /// An empty map whose subscribers' queues obey `limits`, the messages waiting in them
-    /// taking at most `max_queued_bytes`; slow consumers are counted on `counters`.
-    pub fn new(limits: QueueLimits, max_queued_bytes: usize, counters: Arc<Counters>) -> Self {
+    /// An empty map whose subscribers' queues obey `config`'s limits (`--slow-consumer-*`,
+    /// and `--max-line-bytes` for a connection's own answers), the messages waiting in them
+    /// taking at most `--max-queued-bytes`; slow consumers are counted on `counters`.
+    pub fn new(config: &BrokerConfig, counters: Arc<Counters>) -> Self {
         Topics {
             map: Mutex::new(HashMap::new()),
-            limits,
+            limits: QueueLimits {
+                lines: config.slow_consumer_limit,
+                bytes: config.slow_consumer_bytes,
+                age: config.slow_consumer_age,
+                answers: config.max_line_bytes,
+            },
             held: AtomicUsize::new(0),
-            max_held: max_queued_bytes,
+            max_held: config.max_queued_bytes,
             counters,
         }
     }
@@ -326,13 +332,15 @@ mod tests {
 
     #[test]
     fn past_the_broker_budget_the_longest_queue_is_cut_off() {
-        let limits = QueueLimits {
-            lines: 1000,
-            bytes: usize::MAX,
-            age: Duration::from_secs(60),
-            answers: 1 << 20,
+        let config = BrokerConfig {
+            slow_consumer_limit: 1000,
+            slow_consumer_bytes: usize::MAX,
+            slow_consumer_age: Duration::from_secs(60),
+            max_line_bytes: 1 << 20,
+            max_queued_bytes: 30_000,
+            ..BrokerConfig::fast()
         };
-        let topics = Topics::new(limits, 30_000, Arc::default());
+        let topics = Topics::new(&config, Arc::default());
         let (short, _r1) = subscriber(&topics, 1);
         let (long, _r2) = subscriber(&topics, 2);
         topics.subscribe("t", Format::Raw, &short);

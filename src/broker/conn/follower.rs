@@ -35,7 +35,7 @@ impl Conn {
         }
         let last = replies.pop();
         for handoff in &replies {
-            self.reply(handoff);
+            self.writer.push(handoff);
         }
         last
     }

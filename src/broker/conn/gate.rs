@@ -46,13 +46,6 @@ impl Probation {
     }
 }
 
-/// What a connection has authenticated as.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Access {
-    peer: bool,
-    client: bool,
-}
-
 impl Conn {
     /// Before a read: a connection on probation may wait only what is left of its deadline
     /// (the read times out then); `false` once nothing is left.
@@ -71,7 +64,7 @@ impl Conn {
             return false;
         }
         if let Some(refusal) = self.check_access(request) {
-            self.reply(&Reply::Err(refusal.into()));
+            self.writer.push(&Reply::Err(refusal.into()));
             return false;
         }
         true
@@ -98,9 +91,9 @@ impl Conn {
         let proven = match self.probation {
             Probation::None => return,
             Probation::PeerSlot(_) => {
-                self.access.peer || (spoke_peer_verb && self.node.config.secret.is_none())
+                self.peer_proven || (spoke_peer_verb && self.node.config.secret.is_none())
             }
-            Probation::Authenticate(_) => self.access.peer || self.access.client,
+            Probation::Authenticate(_) => self.peer_proven || self.client_proven,
         };
         if proven {
             self.probation = Probation::None;
@@ -125,7 +118,7 @@ impl Conn {
                 node.config.max_connections
             )
         });
-        self.reply(&Reply::Err("too many connections".into()));
+        self.writer.push(&Reply::Err("too many connections".into()));
         self.hang_up = true;
     }
 
@@ -139,7 +132,7 @@ impl Conn {
             _ => "authentication timed out",
         };
         debug!("{why}: closing the connection");
-        self.reply(&Reply::Err(why.into()));
+        self.writer.push(&Reply::Err(why.into()));
     }
 
     /// Refuses a verb this connection has not authenticated for.
@@ -147,19 +140,17 @@ impl Conn {
         let config = &self.node.config;
         match request {
             Request::Ping | Request::Hello { .. } | Request::Proof { .. } => None,
-            r if r.is_peer_verb() => (config.secret.is_some() && !self.access.peer)
+            r if r.is_peer_verb() => (config.secret.is_some() && !self.peer_proven)
                 .then_some("authenticate first (HELLO|peer|<nonce>)"),
-            _ => (config.client_secret.is_some() && !self.access.client && !self.access.peer)
+            _ => (config.client_secret.is_some() && !self.client_proven && !self.peer_proven)
                 .then_some("authenticate first (HELLO|client|<nonce>)"),
         }
     }
 
     /// HELLO: answer with our nonce and our proof.
     pub(super) fn challenge(&mut self, kind: AuthKind, theirs: String) -> Reply {
-        match self
-            .handshake
-            .hello(kind, theirs, self.node.config.secret_for(kind))
-        {
+        let secret = self.node.config.secret_for(kind);
+        match self.handshake.hello(kind, theirs, secret) {
             Ok((nonce, proof)) => Reply::Challenge { nonce, proof },
             Err(why) => Reply::Err(why),
         }
@@ -169,8 +160,8 @@ impl Conn {
     pub(super) fn check_proof(&mut self, proof: &str) -> Reply {
         if let Some(kind) = self.handshake.proof(proof) {
             match kind {
-                AuthKind::Peer => self.access.peer = true,
-                AuthKind::Client => self.access.client = true,
+                AuthKind::Peer => self.peer_proven = true,
+                AuthKind::Client => self.client_proven = true,
             }
             debug!("authenticated");
             Reply::Welcome

@@ -27,10 +27,11 @@ use crate::connection::{LineReader, Stream};
 use crate::error::Error;
 use crate::protocol::{Epoch, Reply, Request};
 
+use super::acks::Verdicts;
 use super::node::Node;
 use super::topics::Format;
 use super::writer::Writer;
-use gate::{Access, Probation};
+use gate::Probation;
 
 /// How long a connection that ends waits for what it still owes its client (ACKs not yet
 /// decided, lines not yet taken) beyond the ACK timeout.
@@ -53,8 +54,9 @@ struct Conn {
     /// Set after a SYNC that handed over orphans, until the primary's next line proves it
     /// read them.
     handoff_unconfirmed: bool,
-    /// What the connection proved it may do.
-    access: Access,
+    /// Whether the connection authenticated as the peer broker, and as a client (`gate`).
+    peer_proven: bool,
+    client_proven: bool,
     /// A handshake in progress.
     handshake: auth::Listener,
     /// Set when the connection must close after the current line (failed authentication).
@@ -91,7 +93,8 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         writer_thread,
         link_epoch: None,
         handoff_unconfirmed: false,
-        access: Access::default(),
+        peer_proven: false,
+        client_proven: false,
         handshake: auth::Listener::default(),
         hang_up: false,
         probation,
@@ -117,18 +120,15 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
                 // A newcomer took our slot (`crate::slots`): say so, so the dialler knows we
                 // are alive and busy rather than gone.
                 if !conn.node.slots.lock().holds(conn.id) {
-                    conn.reply(&Reply::Err("too many connections".into()));
+                    conn.writer.push(&Reply::Err("too many connections".into()));
                 }
                 break;
             }
             Err(Error::LineTooLong) => {
-                conn.node.warnings.too_long.warn(|| {
-                    format!(
-                        "line over {} bytes; closing the connection",
-                        conn.node.config.max_line_bytes
-                    )
-                });
-                conn.reply(&Reply::Err("line too long".into()));
+                let max = conn.node.config.max_line_bytes;
+                let warning = || format!("line over {max} bytes; closing the connection");
+                conn.node.warnings.too_long.warn(warning);
+                conn.writer.push(&Reply::Err("line too long".into()));
                 break;
             }
             Err(Error::Timeout) if conn.probation.deadline().is_some() => {
@@ -164,7 +164,7 @@ impl Conn {
             Ok(r) => r,
             Err(e) => {
                 debug!("bad line: {e}");
-                return self.reply(&Reply::Err(e.reason().to_string()));
+                return self.writer.push(&Reply::Err(e.reason().to_string()));
             }
         };
         if !self.let_through(&request) {
@@ -206,21 +206,15 @@ impl Conn {
             Request::Handover { epoch } => Some(self.node.accept_handover(epoch)),
         };
         if let Some(reply) = reply {
-            self.reply(&reply);
+            self.writer.push(&reply);
         }
         self.end_probation_if_proven(peer_verb);
-    }
-
-    /// Queues `reply` in the writer, behind the ACKs still owed; the read loop flushes the
-    /// batch.
-    fn reply(&mut self, reply: &Reply) {
-        self.writer.push(reply);
     }
 
     /// Writes what this read batch answered, its one confirmation last.
     fn flush(&mut self) {
         if let Some(index) = self.held.take() {
-            self.reply(&Reply::Replicated { index });
+            self.writer.push(&Reply::Replicated { index });
         }
         self.writer.flush();
     }
@@ -228,20 +222,18 @@ impl Conn {
     /// The connection's end: what is still owed written, its subscriptions and writer gone,
     /// its slot freed.
     fn finish(mut self) {
+        let node = Arc::clone(&self.node);
         // A client that closed its sending side may still wait for its last ACKs.
         self.flush();
         self.writer
-            .close(Instant::now() + self.node.ack_timeout() + LINGER);
-        self.node.topics.remove_conn(self.id);
+            .close(Instant::now() + node.ack_timeout() + LINGER);
+        node.topics.remove_conn(self.id);
         if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
         }
         self.link_closed();
-        self.node.unregister(self.id);
-        self.node
-            .counters
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
+        node.unregister(self.id);
+        node.counters.connections.fetch_sub(1, Ordering::Relaxed);
         debug!("closed");
     }
 }

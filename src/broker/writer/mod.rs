@@ -191,16 +191,9 @@ impl Writer {
             && !q.entries.is_empty()
             && !self.drained.wait_until(&mut q, deadline).timed_out()
         {}
-        // An ACK still undecided is never written, as when the connection dies.
-        for entry in q.entries.iter_mut() {
-            if matches!(entry, Entry::Kept(_)) {
-                *entry = Entry::Ready(Frame {
-                    bytes: Arc::from(&[][..]),
-                    made: Instant::now(),
-                    clear: None,
-                });
-            }
-        }
+        // An ACK still undecided is never written, as when the connection dies. No place is
+        // kept from now on, so what is left need not keep its numbers.
+        q.entries.retain(|entry| matches!(entry, Entry::Ready(_)));
         q.closing = true;
         self.ring();
     }
