@@ -22,8 +22,7 @@ use crate::slots::Slots;
 
 use super::acks::Acks;
 use super::mandate::Mandate;
-use super::message_log::Log;
-use super::role::{Job, RoleState, Rules, State};
+use super::role::{Job, RoleState, State};
 use super::safety::{BackupHealth, Safety};
 use super::status::{Counters, Status};
 use super::topics::Topics;
@@ -131,17 +130,7 @@ impl Node {
         Node {
             safety: Safety::new(config.require_backup),
             mandate: Mandate::new(config.witness.is_some(), config.ping_timeout),
-            state: Mutex::new(State::new(
-                Log::new(config.dedup_publishers),
-                Rules {
-                    node: id,
-                    preferred: config.preferred_primary,
-                    require_backup: config.require_backup,
-                    ping_timeout: config.ping_timeout,
-                    startup_grace: config.startup_grace,
-                    started: Instant::now(),
-                },
-            )),
+            state: Mutex::new(State::new(id, &config, Instant::now())),
             id,
             state_changed: Condvar::new(),
             topics: Topics::new(&config, Arc::clone(&counters)),

@@ -31,13 +31,12 @@ impl Node {
         for effect in effects {
             match effect {
                 Effect::Dispatch(job) => self.dispatch(job),
-                Effect::Reign {
-                    epoch,
-                    health,
-                    until,
-                } => {
+                Effect::Reign { epoch, until } => {
                     self.mandate.begin(epoch, until.is_none(), until);
-                    self.safety.interrupt(health);
+                    // Our backup (the old primary) is unknown until the replicator reaches
+                    // it: a strict pair must not ACK alone before it knows the old primary is
+                    // really gone.
+                    self.safety.interrupt(self.safety.unheard());
                     bump(&self.counters.takeovers);
                 }
                 Effect::Abdicate => {
@@ -249,5 +248,28 @@ impl Node {
         let mut s = self.state.lock();
         let effects = s.drop_link(epoch);
         self.carry_out(&mut s, effects);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    #[test]
+    fn a_strict_pair_starts_its_reign_with_the_backup_silent() {
+        for (require_backup, health) in [(false, BackupHealth::Down), (true, BackupHealth::Silent)]
+        {
+            let (worker, _jobs) = crossbeam_channel::unbounded();
+            let config = BrokerConfig {
+                require_backup,
+                ..BrokerConfig::fast()
+            };
+            let node = Node::idle_with(config, vec![worker]);
+            node.safety.set_health(BackupHealth::Up);
+            node.take_over("the test says so", None);
+            assert_eq!(node.role().0, Role::Primary);
+            assert_eq!(node.safety.health(), health);
+        }
     }
 }

@@ -89,8 +89,7 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                             backoff.as_millis()
                         );
                         node.set_link_error(Some(format!("backup refused: {why}")));
-                        node.safety
-                            .set_health(BackupHealth::unheard(node.config.require_backup));
+                        node.safety.set_health(node.safety.unheard());
                     }
                 }
                 // A session that failed at once would fail again at once, and the backup's
@@ -112,7 +111,7 @@ pub fn run_replicator(node: Arc<Node>, redial_now: Receiver<()>) {
                 }
             }
             Err(Failure::Silent(why)) => {
-                let health = BackupHealth::unheard(node.config.require_backup);
+                let health = node.safety.unheard();
                 node.safety.set_health(health);
                 if !warned {
                     warn!("backup {peer} {why}: counting it as {}", health.as_str());
@@ -277,8 +276,7 @@ fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, link: &Link) 
                 let stuck = unconfirmed.is_some_and(|t| t.elapsed() > config.ping_timeout);
                 if idle || stuck {
                     warn!("backup fell silent on the replication link");
-                    let health = BackupHealth::unheard(config.require_backup);
-                    node.safety.set_health(health);
+                    node.safety.set_health(node.safety.unheard());
                     return Ended::Lost;
                 }
                 continue;

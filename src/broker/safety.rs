@@ -31,16 +31,6 @@ pub enum BackupHealth {
 }
 
 impl BackupHealth {
-    /// What a backup we cannot hear counts as: `Silent` (ACKs wait for it) under
-    /// `--require-backup`, `Down` (the primary ACKs alone) otherwise.
-    pub fn unheard(require_backup: bool) -> BackupHealth {
-        if require_backup {
-            BackupHealth::Silent
-        } else {
-            BackupHealth::Down
-        }
-    }
-
     /// The lower-case name used in STATUS.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -95,6 +85,16 @@ impl Safety {
             require_backup,
             inner: Mutex::default(),
             changed: Condvar::new(),
+        }
+    }
+
+    /// What a backup we cannot hear counts as: `Silent` (ACKs wait for it) under
+    /// `--require-backup`, `Down` (the primary ACKs alone) otherwise.
+    pub fn unheard(&self) -> BackupHealth {
+        if self.require_backup {
+            BackupHealth::Silent
+        } else {
+            BackupHealth::Down
         }
     }
 

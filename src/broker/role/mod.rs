@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use crate::config::BrokerConfig;
 use crate::protocol::{Epoch, Heard, Message, PeerState, Reply, Role};
 use crate::witness::Lease;
 
 use super::link::{Link, LinkCmd};
 use super::message_log::{Admit, Log};
-use super::safety::BackupHealth;
 
 /// A message for a compute worker: its place in the log and the reign that queued it (a job
 /// from an ended reign is dropped).
@@ -46,11 +46,10 @@ pub enum Effect {
     /// Queue the message on its compute worker.
     Dispatch(Job),
     /// A reign began (we took over): interrupt the old reign's waiters, start the backup's
-    /// state as `health`, and begin the primary's mandate: until the witness's lease ends,
-    /// or, without one, alone (the reason was certain).
+    /// state as unheard (`Safety::unheard`), and begin the primary's mandate: until the
+    /// witness's lease ends, or, without one, alone (the reason was certain).
     Reign {
         epoch: Epoch,
-        health: BackupHealth,
         until: Option<Instant>,
     },
     /// The reign ended (we stepped down): interrupt its waiters, no backup, no mandate.
@@ -83,7 +82,6 @@ pub enum NoTakeover {
 pub struct Rules {
     pub node: u32,
     pub preferred: bool,
-    pub require_backup: bool,
     pub ping_timeout: Duration,
     pub startup_grace: Duration,
     pub started: Instant,
@@ -137,15 +135,22 @@ pub struct BackupState {
 }
 
 impl State {
-    /// A fresh broker: a backup of nobody in epoch `0.0`.
-    pub fn new(log: Log, rules: Rules) -> Self {
+    /// A fresh broker, node `node` started at `started` with `config`: a backup of nobody in
+    /// epoch `0.0`.
+    pub fn new(node: u32, config: &BrokerConfig, started: Instant) -> Self {
         State {
             epoch: Epoch::default(),
-            log,
+            log: Log::new(config.dedup_publishers),
             peer: None,
             role: RoleState::Backup(BackupState::default()),
             probes: (0, 0),
-            rules,
+            rules: Rules {
+                node,
+                preferred: config.preferred_primary,
+                ping_timeout: config.ping_timeout,
+                startup_grace: config.startup_grace,
+                started,
+            },
         }
     }
 
@@ -261,9 +266,6 @@ impl State {
         self.epoch = epoch;
         let mut effects = vec![Effect::Reign {
             epoch,
-            // Our backup (the old primary) is unknown until the replicator reaches it: a
-            // strict pair must not ACK alone before it knows the old primary is really gone.
-            health: BackupHealth::unheard(self.rules.require_backup),
             until: grant.map(|lease| lease.until),
         }];
         effects.extend(self.log.pending().map(|(index, message)| {
@@ -333,18 +335,15 @@ mod tests {
     const NODE: u32 = 7;
     const TIMEOUT: Duration = Duration::from_millis(500);
 
-    fn state(preferred: bool, require_backup: bool, start: Instant) -> State {
-        State::new(
-            Log::new(100),
-            Rules {
-                node: NODE,
-                preferred,
-                require_backup,
-                ping_timeout: TIMEOUT,
-                startup_grace: Duration::from_secs(3),
-                started: start,
-            },
-        )
+    fn state(preferred: bool, start: Instant) -> State {
+        let config = BrokerConfig {
+            preferred_primary: preferred,
+            ping_timeout: TIMEOUT,
+            startup_grace: Duration::from_secs(3),
+            dedup_publishers: 100,
+            ..BrokerConfig::fast()
+        };
+        State::new(NODE, &config, start)
     }
 
     fn epoch(term: u64, node: u32) -> Epoch {
@@ -393,7 +392,7 @@ mod tests {
 
     /// A primary in epoch 1.7 holding two accepted messages.
     fn primary_with_two(now: Instant) -> State {
-        let mut s = state(true, false, now);
+        let mut s = state(true, now);
         s.take_over(None).unwrap();
         s.log.admit(message(1));
         s.log.admit(message(2));
@@ -403,7 +402,7 @@ mod tests {
     #[test]
     fn taking_over_starts_the_next_epoch_alone_and_replays_the_log_oldest_first() {
         let now = Instant::now();
-        let mut s = state(false, false, now);
+        let mut s = state(false, now);
         s.peer = Some(peer(Role::Primary, epoch(4, 3)));
         s.log.admit(message(1));
         s.log.admit(message(2));
@@ -411,7 +410,7 @@ mod tests {
         assert_eq!((s.role(), s.epoch), (Role::Primary, epoch(5, NODE)));
         assert!(matches!(
             effects[0],
-            Effect::Reign { epoch: e, health: BackupHealth::Down, until: None }
+            Effect::Reign { epoch: e, until: None }
                 if e == epoch(5, NODE)
         ));
         assert_eq!(
@@ -423,22 +422,9 @@ mod tests {
     }
 
     #[test]
-    fn a_strict_pair_starts_its_reign_with_the_backup_silent() {
-        let mut s = state(false, true, Instant::now());
-        let effects = s.take_over(None).unwrap();
-        assert!(matches!(
-            effects[0],
-            Effect::Reign {
-                health: BackupHealth::Silent,
-                ..
-            }
-        ));
-    }
-
-    #[test]
     fn the_witness_grant_gives_the_epoch_and_a_stale_or_unreachable_one_is_refused() {
         let now = Instant::now();
-        let mut s = state(false, false, now);
+        let mut s = state(false, now);
         s.peer = Some(peer(Role::Backup, epoch(6, 9)));
         let stale = Lease {
             epoch: epoch(6, NODE),
@@ -469,7 +455,7 @@ mod tests {
 
     #[test]
     fn no_takeover_past_the_last_term() {
-        let mut s = state(false, false, Instant::now());
+        let mut s = state(false, Instant::now());
         s.peer = Some(peer(Role::Backup, epoch(Epoch::MAX_TERM, 3)));
         assert!(matches!(s.take_over(None), Err(NoTakeover::AtLimit(_))));
         assert_eq!(s.role(), Role::Backup);
@@ -543,7 +529,7 @@ mod tests {
     #[test]
     fn replication_lines_are_fenced_or_sent_to_sync_first_unless_from_our_primary() {
         let now = Instant::now();
-        let mut s = state(false, false, now);
+        let mut s = state(false, now);
         let (replies, _) = s.follow(epoch(3, 3), 1, now).unwrap();
         assert_eq!(replies, vec![Reply::Synced { epoch: epoch(3, 3) }]);
         let (refusal, _) = s.check_follower(epoch(2, 3), now).unwrap();
@@ -561,7 +547,7 @@ mod tests {
     #[test]
     fn hearing_the_primary_outweighs_a_timed_out_probe_for_one_ping_timeout() {
         let now = Instant::now();
-        let mut s = state(true, false, now);
+        let mut s = state(true, now);
         s.follow(epoch(3, 3), 1, now).unwrap();
         assert!(s.primary_recently_heard(now + TIMEOUT / 2));
         assert!(!s.primary_recently_heard(now + TIMEOUT));
@@ -574,7 +560,7 @@ mod tests {
     #[test]
     fn ties_go_to_the_newer_epoch_then_the_preferred_broker_then_the_higher_node() {
         let now = Instant::now();
-        let fresh = state(false, false, now);
+        let fresh = state(false, now);
         assert!(!fresh.wins_tie(&peer(Role::Backup, epoch(1, 3)), now));
         assert!(
             fresh.wins_tie(&peer(Role::Backup, Epoch::default()), now),
@@ -591,13 +577,13 @@ mod tests {
     fn the_start_up_grace_holds_a_fresh_backup_only() {
         let now = Instant::now();
         let later = now + Duration::from_secs(3);
-        let fresh = state(false, false, now);
+        let fresh = state(false, now);
         assert!(fresh.in_startup_grace(now) && !fresh.in_startup_grace(later));
         assert!(
-            !state(true, false, now).in_startup_grace(now),
+            !state(true, now).in_startup_grace(now),
             "the preferred needs none"
         );
-        let mut heard = state(false, false, now);
+        let mut heard = state(false, now);
         heard
             .peer_answered(peer(Role::Backup, Epoch::default()), now)
             .unwrap();
