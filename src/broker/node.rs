@@ -168,16 +168,15 @@ impl Node {
         self.state.lock().is_primary_in(epoch)
     }
 
-    /// The pinger starts a probe; the returned ticket covers every request made so far.
-    pub fn probe_started(&self) -> u64 {
-        self.state.lock().probes.0
-    }
-
-    /// The pinger finished the probe started with `ticket`.
-    pub fn probe_finished(&self, ticket: u64) {
+    /// Runs the pinger's `probe`, which answers every request made before it starts: a
+    /// publish waiting in [`Node::settle_role`] for one of them learns its outcome.
+    pub fn probe<T>(&self, probe: impl FnOnce() -> T) -> T {
+        let ticket = self.state.lock().probes.0;
+        let outcome = probe();
         let mut s = self.state.lock();
         s.probes.1 = s.probes.1.max(ticket);
         self.state_changed.notify_all();
+        outcome
     }
 
     /// Asks the pinger to probe the primary now (a broken link, a publish on the backup).

@@ -32,17 +32,11 @@ pub fn run_pinger(node: Arc<Node>, probe_now: Receiver<()>) {
         refusal_logged: false,
         conn: None,
     };
-    let witness_addr = node.config.witness.clone();
-    let mut witness = witness_addr.map(|addr| Witness::new(&node, addr));
+    let mut witness = (node.config.witness.clone()).map(|addr| Witness::new(&node, addr));
     loop {
         node.gate();
         let pause = match node.role().0 {
-            Role::Backup => {
-                let ticket = node.probe_started();
-                let pause = watch_primary(&node, &mut prober, witness.as_mut());
-                node.probe_finished(ticket);
-                pause
-            }
+            Role::Backup => node.probe(|| watch_primary(&node, &mut prober, witness.as_mut())),
             Role::Primary => match witness.as_mut() {
                 Some(witness) => witness.renew(),
                 None if node.wait_for_role(Role::Backup) => continue,
@@ -78,7 +72,7 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
         }
         Ok(peer) => {
             node.peer_answered(peer);
-            if !node.wins_tie(&peer) {
+            if !node.with_state(|s, now| s.wins_tie(&peer, now)) {
                 debug!("the peer is a backup too and ranks higher; waiting for it to lead");
                 return interval;
             }
@@ -109,7 +103,9 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
             interval
         }
         Err(Error::Shutdown) => interval,
-        Err(Error::Timeout | Error::Closed | Error::Io(_)) if node.in_startup_grace() => {
+        Err(Error::Timeout | Error::Closed | Error::Io(_))
+            if node.with_state(|s, now| s.in_startup_grace(now)) =>
+        {
             debug!("peer {addr} not up yet; waiting out the start-up grace");
             interval
         }
@@ -118,7 +114,9 @@ fn watch_primary(node: &Node, prober: &mut Prober, witness: Option<&mut Witness>
             node.take_over(&format!("peer {addr} {}", describe(&e)), None);
             interval
         }
-        Err(Error::Timeout | Error::Io(_)) if node.primary_recently_heard() => {
+        Err(Error::Timeout | Error::Io(_))
+            if node.with_state(|s, now| s.primary_recently_heard(now)) =>
+        {
             debug!("probe failed, but the primary's link spoke just now; not taking over");
             interval
         }

@@ -215,24 +215,10 @@ impl Node {
         adopted
     }
 
-    /// `State::primary_recently_heard`, now.
-    pub fn primary_recently_heard(&self) -> bool {
-        self.state.lock().primary_recently_heard(Instant::now())
-    }
-
-    /// `State::in_startup_grace`, now.
-    pub fn in_startup_grace(&self) -> bool {
-        self.state.lock().in_startup_grace(Instant::now())
-    }
-
-    /// The newest epoch we know of, ours or the peer's: a claim asks for the one after it.
-    pub fn seen_epoch(&self) -> Epoch {
-        self.state.lock().seen()
-    }
-
-    /// `State::wins_tie`, now.
-    pub fn wins_tie(&self, peer: &PeerState) -> bool {
-        self.state.lock().wins_tie(peer, Instant::now())
+    /// Asks our state `question` under the role lock, now: what the pinger weighs before a
+    /// takeover (`State::wins_tie`, `State::in_startup_grace`, `State::seen`, ...).
+    pub fn with_state<T>(&self, question: impl FnOnce(&State, Instant) -> T) -> T {
+        question(&self.state.lock(), Instant::now())
     }
 
     /// Installs a freshly synced replication session (`State::install_link`).

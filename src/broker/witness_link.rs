@@ -78,7 +78,8 @@ impl Witness {
     /// out of reach grants nothing: on silence alone, nobody takes over.
     pub(super) fn claim(&mut self, reason: &str, certain: bool) -> Duration {
         let interval = self.node.config.ping_interval;
-        let answer = self.client.claim(self.node.seen_epoch(), self.node.id);
+        let seen = self.node.with_state(|s, _| s.seen());
+        let answer = self.client.claim(seen, self.node.id);
         match self.heard(answer) {
             Ok(Claim::Granted(lease)) => {
                 self.node.take_over(
