@@ -15,11 +15,11 @@
 //! ```
 //!
 //! The verdict is the one the broker gives when asked without waiting ([`Verdicts`], which
-//! the node answers with `Node::await_safe_until`; a refusal that `Refusal::is_undecided`
-//! may still turn into an ACK), so each answer (ACK, degraded ACK, `--require-backup`,
-//! timeout, role change, shutting down) reads as it would had the connection's thread waited
-//! itself. The book asks the broker only through that trait, so it does not depend on the
-//! node that holds it.
+//! the node answers with `Node::await_safe_until`; a refusal that is not decided yet,
+//! `Refusal::TimedOut` or `Refusal::Undelivered`, may still turn into an ACK), so each answer
+//! (ACK, degraded ACK, `--require-backup`, timeout, role change, shutting down) reads as it
+//! would had the connection's thread waited itself. The book asks the broker only through
+//! that trait, so it does not depend on the node that holds it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +38,8 @@ pub trait Verdicts {
     /// The book.
     fn acks(&self) -> &Acks;
     /// The answer to `admitted` now, without waiting: `ack`, or the refusal in words; `None`
-    /// while it is not decided yet (`Refusal::is_undecided`), unless `give_up`.
+    /// while it is not decided yet (`Refusal::TimedOut`, `Refusal::Undelivered`), unless
+    /// `give_up`.
     fn answer_now(&self, admitted: &Admitted, ack: &Reply, give_up: bool) -> Option<Reply>;
     /// How long a publish may wait for its verdict.
     fn ack_timeout(&self) -> Duration;

@@ -65,16 +65,10 @@ impl Node {
         // another topic's publishers.
         let (waiting, waiting_bytes) = self.computing.get();
         if waiting >= self.config.max_pending {
-            return Err(Refusal::Overloaded {
-                pending: waiting,
-                unit: "messages",
-            });
+            return Err(Refusal::Overloaded(waiting, "messages"));
         }
         if waiting_bytes.saturating_add(message.size()) > self.config.max_pending_bytes {
-            return Err(Refusal::Overloaded {
-                pending: waiting_bytes,
-                unit: "bytes",
-            });
+            return Err(Refusal::Overloaded(waiting_bytes, "bytes"));
         }
         let id = message.id;
         let generation = self.safety.generation();
@@ -109,7 +103,7 @@ impl Node {
     }
 
     /// Waits until `admitted` may be ACKed, at most until `deadline`; a deadline already passed
-    /// asks without waiting (a refusal that [`Refusal::is_undecided`]: not decided yet).
+    /// asks without waiting (`Refusal::TimedOut` or `Refusal::Undelivered`: not decided yet).
     pub fn await_safe_until(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
         let (id, index, generation) = (admitted.id, admitted.index, admitted.generation);
         match self.safety.wait_to_ack(index, generation, deadline) {
@@ -182,9 +176,7 @@ impl Node {
                 Some(peer) => format!("not primary; the primary is {peer}"),
                 None => "not primary".into(),
             },
-            Refusal::Overloaded { pending, unit } => {
-                format!("overloaded: {pending} {unit} pending")
-            }
+            Refusal::Overloaded(pending, unit) => format!("overloaded: {pending} {unit} pending"),
             Refusal::TooLarge(max) => format!(
                 "message too large: topic and payload may take at most {max} bytes \
                  (--max-line-bytes less {} for the fields brokers add)",
@@ -311,7 +303,7 @@ impl Verdicts for Node {
     fn answer_now(&self, admitted: &Admitted, ack: &Reply, give_up: bool) -> Option<Reply> {
         match self.await_safe_until(admitted, Instant::now()) {
             Ok(()) => Some(ack.clone()),
-            Err(refusal) if refusal.is_undecided() && !give_up => None,
+            Err(Refusal::TimedOut | Refusal::Undelivered) if !give_up => None,
             Err(refusal) => Some(Reply::Err(self.explain(&refusal))),
         }
     }

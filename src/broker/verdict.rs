@@ -9,36 +9,25 @@ use crate::protocol::MsgId;
 pub enum Refusal {
     /// We are the backup and the primary is alive, or we stopped being primary.
     NotPrimary,
-    /// Too many messages (or bytes of them) wait for the compute step.
-    Overloaded {
-        /// How many wait.
-        pending: usize,
-        /// `messages` or `bytes`.
-        unit: &'static str,
-    },
+    /// Too many messages (or bytes of them) wait for the compute step: how many wait, and
+    /// in what unit (`messages` or `bytes`).
+    Overloaded(usize, &'static str),
     /// The message is too large to be replicated and delivered: its topic and payload may take
     /// at most this many bytes.
     TooLarge(usize),
     /// `--require-backup` and the backup is silent.
     BackupSilent,
-    /// The backup neither confirmed nor was declared down in time.
+    /// The backup neither confirmed nor was declared down in time (not decided yet: asking
+    /// again later may give another answer).
     TimedOut,
     /// With a witness and no backup: the message was not delivered in time (a primary alone
-    /// ACKs only what it delivered).
+    /// ACKs only what it delivered; not decided yet, like `TimedOut`).
     Undelivered,
     /// With a witness: no backup holds the message and nobody vouches that we are still the
     /// only primary ([`super::mandate`]).
     CutOff,
     /// The broker is shutting down.
     Stopping,
-}
-
-impl Refusal {
-    /// Whether asking again later may give another answer: the deadline passed before the
-    /// backup confirmed, or before a witnessed primary alone delivered the message.
-    pub fn is_undecided(&self) -> bool {
-        matches!(self, Refusal::TimedOut | Refusal::Undelivered)
-    }
 }
 
 /// A publish that was admitted: its verdict comes from `Node::await_safe_until`.
