@@ -58,19 +58,6 @@ struct Filed {
     deadline: Instant,
 }
 
-impl Filed {
-    /// Fills in the ACK's place if it is decided (or past its deadline); `false` if it is not
-    /// decided yet.
-    fn answer(&self, broker: &impl Verdicts) -> bool {
-        let give_up = Instant::now() >= self.deadline;
-        let Some(reply) = broker.answer_now(&self.admitted, &self.ack, give_up) else {
-            return false;
-        };
-        self.writer.fill(self.ticket, &reply);
-        true
-    }
-}
-
 /// A filed ACK's key: its log index, then its connection.
 type Key = (u64, u64);
 
@@ -152,17 +139,20 @@ impl Acks {
         }
     }
 
-    /// Answers every entry of `entries` that is decided, and files the others again (then
-    /// returns `true`). Each connection's ACKs are filled in first and then leave in one
-    /// write.
+    /// Answers every entry of `entries` that is decided (or past its deadline), filling in
+    /// its ACK's place, and files the others again (then returns `true`). Each connection's
+    /// ACKs are filled in first and then leave in one write.
     fn answer_all(&self, broker: &impl Verdicts, entries: BTreeMap<Key, Filed>) -> bool {
         let mut answered: Vec<Arc<Writer>> = Vec::new();
         let mut undecided = Vec::new();
         for (key, filed) in entries {
-            if filed.answer(broker) {
-                answered.push(filed.writer);
-            } else {
-                undecided.push((key, filed));
+            let give_up = Instant::now() >= filed.deadline;
+            match broker.answer_now(&filed.admitted, &filed.ack, give_up) {
+                Some(reply) => {
+                    filed.writer.fill(filed.ticket, &reply);
+                    answered.push(filed.writer);
+                }
+                None => undecided.push((key, filed)),
             }
         }
         answered.sort_by_key(|w| w.conn);

@@ -197,11 +197,7 @@ impl Safety {
     pub fn confirm(&self, index: u64) {
         let mut inner = self.inner.lock();
         inner.confirmed = inner.confirmed.max(index);
-        inner.unconfirmed_since = if inner.confirmed >= inner.sent {
-            None
-        } else {
-            Some(Instant::now())
-        };
+        inner.unconfirmed_since = (inner.confirmed < inner.sent).then(Instant::now);
         self.changed.notify_all();
     }
 
