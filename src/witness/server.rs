@@ -18,8 +18,7 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use super::lease::Snapshot;
-use super::pairs::Pairs;
+use super::lease::{Pairs, Snapshot};
 use super::protocol::{Pair, Reply, Request};
 use crate::auth;
 use crate::config::WitnessConfig;
