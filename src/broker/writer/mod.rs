@@ -37,7 +37,8 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::connection::{Stream, is_timeout};
+use crate::connection::Stream;
+use crate::error::is_timeout;
 use crate::protocol::Reply;
 
 use super::status::{Counters, bump};
