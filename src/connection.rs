@@ -6,16 +6,15 @@
 //!   replicator, the pinger, the hand-off, the publisher, the subscriber, the STATUS query)
 //!   dials, authenticates, sends requests and reads replies through it, and
 //!   [`Connection::ask`] is the request/answer call they share.
-//! - [`accept`] and [`wake_listener`] are a server's two ends of its listener (the broker's
-//!   and the witness's): the next connection in, and the dial that wakes the accepting
-//!   thread when the server stops.
+//! - [`wake_listener`] is the dial that wakes a server's accepting thread (the broker's or
+//!   the witness's, in `Registry::accept`) when the server stops.
 //!
 //! Errors come as the crate's [`Error`]: [`Error::LineTooLong`], [`Error::Timeout`] (the
 //! socket's read or write timeout passed; a partly read line stays buffered),
 //! [`Error::Closed`], or [`Error::Io`] for the rest.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,11 +131,6 @@ impl<R: Read> LineReader<R> {
     }
 }
 
-/// Whether an I/O error is a read or write timeout rather than a broken connection.
-pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
-
 /// One connection to a broker, in both directions: requests out, replies in.
 pub struct Connection {
     stream: Stream,
@@ -152,14 +146,12 @@ impl Connection {
         max_line: usize,
         auth: Option<(AuthKind, &Secret)>,
     ) -> Result<Connection> {
-        // The first of the addresses `addr` resolves to that answers.
-        let no_address = format!("{addr}: no address");
-        let mut tried = Err(io::Error::new(ErrorKind::InvalidInput, no_address));
+        // The first of the addresses `addr` resolves to that answers (the rest are not dialled
+        // then), else the last failure.
+        let none = io::Error::new(ErrorKind::InvalidInput, format!("{addr}: no address"));
+        let mut tried = Err(none);
         for sock in addr.to_socket_addrs()? {
-            tried = TcpStream::connect_timeout(&sock, timeout);
-            if tried.is_ok() {
-                break;
-            }
+            tried = tried.or_else(|_| TcpStream::connect_timeout(&sock, timeout));
         }
         let stream = tried?;
         // Every line we send is worth sending at once: no Nagle.
@@ -256,24 +248,6 @@ impl Connection {
     /// Shuts the socket both ways.
     pub fn close(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
-    }
-}
-
-/// The next connection on a server's `listener`, shared, with its peer's address; a failed
-/// accept (out of file descriptors, say) is logged and, after a breath, tried again.
-pub fn accept(listener: &TcpListener) -> (Stream, SocketAddr) {
-    loop {
-        match listener.accept() {
-            Ok((stream, addr)) => {
-                // Every line a server sends is worth sending at once: no Nagle.
-                let _ = stream.set_nodelay(true);
-                return (Stream::new(stream), addr);
-            }
-            Err(e) => {
-                log::warn!("accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
     }
 }
 

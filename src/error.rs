@@ -1,7 +1,7 @@
 //! The library's error type.
 
 use std::fmt;
-use std::io;
+use std::io::{self, ErrorKind};
 
 /// Everything that can go wrong in the library, as one enum.
 #[derive(Debug)]
@@ -58,13 +58,18 @@ impl std::error::Error for Error {
     }
 }
 
-/// An I/O error, with a read or write timeout as [`Error::Timeout`] and a connection closed by
-/// the other side as [`Error::Closed`].
+/// Whether an I/O error is a read or write timeout rather than a broken connection.
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// An I/O error, with a read or write timeout ([`is_timeout`]) as [`Error::Timeout`] and a
+/// connection closed by the other side as [`Error::Closed`].
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
-        use io::ErrorKind::*;
+        use ErrorKind::*;
         match e.kind() {
-            WouldBlock | TimedOut => Error::Timeout,
+            _ if is_timeout(&e) => Error::Timeout,
             UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => Error::Closed,
             _ => Error::Io(e),
         }

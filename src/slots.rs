@@ -48,11 +48,8 @@ pub struct Source(IpAddr);
 
 impl Source {
     pub fn of(ip: IpAddr) -> Source {
-        Source(match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6((u128::from(v6) & u128::MAX << 64).into()),
-            },
+        Source(match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & u128::MAX << 64).into()),
             v4 => v4,
         })
     }

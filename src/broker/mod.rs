@@ -144,9 +144,8 @@ impl Broker {
         node.safety.watch(node.acks.alarm());
         threads.push(spawn(&node, "acks", acks::run_acks)?);
         threads.push(spawn(&node, "pinger", |n| pinger::run_pinger(n, probe_rx))?);
-        threads.push(spawn(&node, "handoff", |n| {
-            handoff::run_handoff(n, handoff_rx)
-        })?);
+        let hand_off = |n| handoff::run_handoff(n, handoff_rx);
+        threads.push(spawn(&node, "handoff", hand_off)?);
         let accept = |n| thread::scope(|scope| accept_loop(scope, n, listener));
         threads.push(spawn(&node, "accept", accept)?);
         Ok(Broker {
@@ -231,8 +230,7 @@ where
 
 /// Accepts connections until the broker stops, each served by a thread of `scope`.
 fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListener) {
-    loop {
-        let (stream, addr) = connection::accept(&listener);
+    while let Some((stream, addr)) = node.sockets.accept(&listener) {
         // Paused, as a stopped process, we accept no more: dials wait in the listen queue.
         node.gate();
         // Once the broker stops, every socket is closed and none is registered: not the
@@ -242,28 +240,24 @@ fn accept_loop<'a>(scope: &'a Scope<'a, '_>, node: Arc<Node>, listener: TcpListe
         };
         let (source, prove_open) = (Source::of(addr.ip()), node.config.client_secret.is_some());
         let admission = node.slots.lock().admit(key, source, prove_open);
-        let peer_slot = match admission {
-            Admission::Granted { slot, evicted } => {
-                if let Some(evicted) = evicted {
-                    // An unproven connection gives up its slot to the newcomer (`crate::slots`).
-                    debug!("conn-{evicted} hung up on: its slot went to a newcomer");
-                    bump(&node.counters.refused_connections);
-                    node.sockets.hang_up(evicted);
-                }
-                slot == Slot::Reserved
-            }
-            Admission::Refused => {
-                node.unregister(key);
-                bump(&node.counters.refused_connections);
-                let open = node.counters.connections.load(Ordering::Relaxed);
-                let max = node.config.max_connections;
-                node.warnings.refused.warn(|| {
-                    format!("refusing a connection: {open} already open (--max-connections {max})")
-                });
-                let _ = (&*stream).write_all(&Reply::Err("too many connections".into()).to_bytes());
-                continue;
-            }
+        let Admission::Granted { slot, evicted } = admission else {
+            node.unregister(key);
+            bump(&node.counters.refused_connections);
+            let open = node.counters.connections.load(Ordering::Relaxed);
+            let max = node.config.max_connections;
+            node.warnings.refused.warn(|| {
+                format!("refusing a connection: {open} already open (--max-connections {max})")
+            });
+            let _ = (&*stream).write_all(&Reply::Err("too many connections".into()).to_bytes());
+            continue;
         };
+        if let Some(evicted) = evicted {
+            // An unproven connection gives up its slot to the newcomer (`crate::slots`).
+            debug!("conn-{evicted} hung up on: its slot went to a newcomer");
+            bump(&node.counters.refused_connections);
+            node.sockets.hang_up(evicted);
+        }
+        let peer_slot = slot == Slot::Reserved;
         bump(&node.counters.connections);
         debug!("conn-{key} from {}", addr.ip());
         let n = Arc::clone(&node);

@@ -5,8 +5,7 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`lease`] | the rules, a pure state machine on an injected clock: lease, claim, fence |
-//! | `pairs` | one set of rules per pair name, so one witness serves many pairs |
+//! | [`lease`] | the rules, a pure state machine on an injected clock: lease, claim, fence; one set per pair name, so one witness serves many pairs |
 //! | [`protocol`] | the witness's lines as Rust values: parse and encode bytes, no sockets |
 //! | [`server`] | the `witness` program's engine: a listener, and a thread per connection that answers its lines and remembers what its peer has proved |
 //! | [`client`] | what a broker calls: renew its lease, claim an epoch, over one connection |
@@ -20,7 +19,6 @@
 
 pub mod client;
 pub mod lease;
-mod pairs;
 pub mod protocol;
 pub mod server;
 

@@ -237,7 +237,10 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// Parses one line a witness sent (without its `\n`).
+    /// Parses one of the lines a broker reads from a witness (without its `\n`): the answers
+    /// to `LEASE`, `CLAIM` and `STATUS`, and `ERR`. The handshake's lines are read through the
+    /// brokers' protocol ([`crate::connection::Connection::authenticate`]), and no broker
+    /// sends the witness `PING`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -272,12 +275,6 @@ impl Reply {
             "RESTARTING" => Reply::Restarting(millis(&mut f, "time left")?),
             "FENCED" => Reply::Fenced(f.epoch()?),
             "STATUS" => Reply::Status(f.status_pairs()?),
-            "PONG" => return Ok(Reply::Pong),
-            "CHALLENGE" => Reply::Challenge {
-                nonce: f.hex("nonce")?,
-                proof: f.hex("proof")?,
-            },
-            "WELCOME" => Reply::Welcome,
             "ERR" => Reply::Err(f.tail("reason")?.to_string()),
             verb => return Err(ParseError::new(format!("unknown reply '{verb}'"))),
         };
@@ -375,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn every_reply_round_trips() {
+    fn every_reply_a_broker_reads_round_trips() {
         let replies = [
             Reply::Leased {
                 epoch: epoch(3, 7),
@@ -393,12 +390,6 @@ mod tests {
             Reply::Restarting(Duration::from_millis(2250)),
             Reply::Fenced(epoch(5, 1)),
             Reply::Status(vec![("role".into(), "witness".into())]),
-            Reply::Pong,
-            Reply::Challenge {
-                nonce: "aa".into(),
-                proof: "bb".into(),
-            },
-            Reply::Welcome,
             Reply::Err("no | trouble".into()),
         ];
         for reply in replies {
@@ -406,6 +397,14 @@ mod tests {
             let line = bytes.strip_suffix(b"\n").expect("a line");
             assert_eq!(Reply::parse(line).unwrap(), reply);
         }
+        // The answers no broker parses here: to PING, and the handshake's.
+        assert_eq!(Reply::Pong.to_bytes(), b"PONG\n");
+        let challenge = Reply::Challenge {
+            nonce: "aa".into(),
+            proof: "bb".into(),
+        };
+        assert_eq!(challenge.to_bytes(), b"CHALLENGE|aa|bb\n");
+        assert_eq!(Reply::Welcome.to_bytes(), b"WELCOME\n");
     }
 
     #[test]

@@ -18,8 +18,7 @@ use std::time::Instant;
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use super::lease::Snapshot;
-use super::pairs::Pairs;
+use super::lease::{Pairs, Snapshot};
 use super::protocol::{Pair, Reply, Request};
 use crate::auth;
 use crate::config::WitnessConfig;
@@ -143,8 +142,7 @@ impl Drop for Witness {
 
 /// Accepts connections, each served by a thread of `scope`, until the witness stops.
 fn accept_loop<'a>(scope: &'a Scope<'a, '_>, shared: &'a Shared, listener: TcpListener) {
-    loop {
-        let (stream, addr) = connection::accept(&listener);
+    while let Some((stream, addr)) = shared.sockets.accept(&listener) {
         // Once the witness stops, every socket is closed and none is registered: not the
         // connection that wakes this loop either.
         let Some(key) = shared.sockets.register(&stream) else {

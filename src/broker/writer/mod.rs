@@ -37,7 +37,8 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::connection::{Stream, is_timeout};
+use crate::connection::Stream;
+use crate::error::is_timeout;
 use crate::protocol::Reply;
 
 use super::status::{Counters, bump};
@@ -105,9 +106,7 @@ impl Writer {
 
     /// Keeps a place for an ACK not yet decided; everything queued after it waits for it.
     pub fn reserve(&self) -> Ticket {
-        let mut q = self.queue.lock();
-        let seq = q.head_seq + q.entries.len() as u64;
-        Ticket(q.push(Entry::Kept(seq)))
+        Ticket(self.queue.lock().push(Entry::Kept))
     }
 
     /// Fills the place kept for `ticket` with `reply`; it leaves at the next flush.
@@ -115,9 +114,7 @@ impl Writer {
         let mut q = self.queue.lock();
         // Found by its number, not by a search: a client that pipelines a great many
         // publishes and reads nothing costs no more per ACK.
-        if let Some(entry) = q.get_mut(ticket.0)
-            && matches!(entry, Entry::Kept(t) if *t == ticket.0)
-        {
+        if let Some(entry @ Entry::Kept) = q.get_mut(ticket.0) {
             let frame = Frame::reply(reply);
             let len = frame.bytes.len();
             *entry = Entry::Ready(frame);
@@ -243,10 +240,7 @@ impl Writer {
     /// closed.
     pub fn run(&self) {
         let mut q = self.queue.lock();
-        loop {
-            if q.done() {
-                break;
-            }
+        while !q.done() {
             let (bytes, batch) = q.take_ready();
             if batch.is_empty() {
                 if q.closing && q.entries.is_empty() {

@@ -91,8 +91,8 @@ pub struct Ticket(pub(super) u64);
 pub(super) enum Entry {
     /// A line to write.
     Ready(Frame),
-    /// A place kept for an ACK; `.0` is its number in the queue (its ticket).
-    Kept(u64),
+    /// A place kept for an ACK, found by its number in the queue (its ticket).
+    Kept,
 }
 
 /// The queue and who is writing, under the writer's one lock.
@@ -151,15 +151,14 @@ impl Queue {
     pub(super) fn take_ready(&mut self) -> (Vec<u8>, Vec<Frame>) {
         let mut bytes = Vec::new();
         let mut batch = Vec::new();
+        let ready = |entry: &mut Entry| matches!(entry, Entry::Ready(_));
         while !self.writing
             && bytes.len() < BATCH_BYTES
-            && matches!(self.entries.front(), Some(Entry::Ready(_)))
+            && let Some(Entry::Ready(frame)) = self.entries.pop_front_if(ready)
         {
-            if let Some(Entry::Ready(frame)) = self.entries.pop_front() {
-                self.head_seq += 1;
-                bytes.extend_from_slice(&frame.bytes);
-                batch.push(frame);
-            }
+            self.head_seq += 1;
+            bytes.extend_from_slice(&frame.bytes);
+            batch.push(frame);
         }
         (bytes, batch)
     }
@@ -178,16 +177,15 @@ impl Queue {
             offset += len;
             if frame.is_delivery() {
                 self.delivery_bytes = self.delivery_bytes.saturating_sub(done);
+                if done == len {
+                    self.deliveries = self.deliveries.saturating_sub(1);
+                }
             } else {
                 self.answer_bytes = self.answer_bytes.saturating_sub(done);
             }
-            if done == len {
-                if frame.is_delivery() {
-                    self.deliveries = self.deliveries.saturating_sub(1);
-                }
-                continue;
+            if done < len {
+                unwritten.push(if done == 0 { frame } else { frame.rest(done) });
             }
-            unwritten.push(if done == 0 { frame } else { frame.rest(done) });
         }
         // Back at the head, each as the number before it.
         for frame in unwritten.into_iter().rev() {
