@@ -116,10 +116,8 @@ impl Topics {
     /// Adds a subscription the connection does not have yet ([`Topics::is_subscribed`]; only
     /// its own thread subscribes it).
     pub fn subscribe(&self, topic: &str, format: Format, writer: &Arc<Writer>) {
-        let sub = Subscription {
-            format,
-            writer: Arc::clone(writer),
-        };
+        let writer = Arc::clone(writer);
+        let sub = Subscription { format, writer };
         let mut map = self.map.lock();
         match map.get_mut(topic) {
             None => {

@@ -60,7 +60,19 @@ impl Conn {
     /// Whether the connection may have `request` served; if not, it has been answered why.
     pub(super) fn let_through(&mut self, request: &Request) -> bool {
         if !self.may_use_peer_slot(request) {
-            self.refuse_peer_slot();
+            // A stranger in a slot kept for the peer broker: it gets what any connection past
+            // the limit gets.
+            let node = &self.node;
+            bump(&node.counters.refused_connections);
+            node.warnings.refused.warn(|| {
+                format!(
+                    "refusing a connection: {} client connections are open (--max-connections) \
+                     and the slots kept for the peer broker are for it alone",
+                    node.config.max_connections
+                )
+            });
+            self.writer.push(&Reply::Err("too many connections".into()));
+            self.hang_up = true;
             return false;
         }
         if let Some(refusal) = self.check_access(request) {
@@ -104,22 +116,6 @@ impl Conn {
                 let _ = self.stream.set_read_timeout(None);
             }
         }
-    }
-
-    /// A stranger in a slot kept for the peer broker: it gets what any connection past the
-    /// limit gets.
-    fn refuse_peer_slot(&mut self) {
-        let node = &self.node;
-        bump(&node.counters.refused_connections);
-        node.warnings.refused.warn(|| {
-            format!(
-                "refusing a connection: {} client connections are open (--max-connections) and \
-                 the slots kept for the peer broker are for it alone",
-                node.config.max_connections
-            )
-        });
-        self.writer.push(&Reply::Err("too many connections".into()));
-        self.hang_up = true;
     }
 
     /// The deadline to authenticate passed.
