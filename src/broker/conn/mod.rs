@@ -202,7 +202,7 @@ impl Conn {
                 fenced
             }
             Request::Clear { epoch, index } => self.node.accept_clear(epoch, index),
-            Request::Handover { epoch } => Some(self.node.accept_handover(epoch)),
+            Request::Handover(epoch) => Some(self.node.accept_handover(epoch)),
         };
         if let Some(reply) = reply {
             self.writer.push(&reply);
