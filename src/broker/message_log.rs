@@ -34,11 +34,8 @@ struct Seen {
 impl Seen {
     /// Nothing accepted yet at or below `seq`: the caller inserts or fills it next.
     fn new(seq: u64, index: u64) -> Self {
-        Seen {
-            seq,
-            index,
-            below: [0; (WINDOW / 64) as usize],
-        }
+        let below = [0; (WINDOW / 64) as usize];
+        Seen { seq, index, below }
     }
 
     /// The word of `below` and the bit in it that stand for `seq`.
@@ -71,11 +68,8 @@ impl Seen {
     /// Everything up to `seq` was accepted (a SEEN line from a syncing primary).
     fn fill_to(&mut self, seq: u64, index: u64) {
         if seq >= self.seq {
-            *self = Seen {
-                seq,
-                index,
-                below: [u64::MAX; (WINDOW / 64) as usize],
-            };
+            let below = [u64::MAX; (WINDOW / 64) as usize];
+            *self = Seen { seq, index, below };
         }
     }
 }
