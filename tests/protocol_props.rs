@@ -84,7 +84,7 @@ fn request() -> impl Strategy<Value = Request> {
             }
         }),
         (epoch(), any::<u64>()).prop_map(|(epoch, index)| Request::Clear { epoch, index }),
-        epoch().prop_map(|epoch| Request::Handover { epoch }),
+        epoch().prop_map(Request::Handover),
         (kind(), hex()).prop_map(|(kind, nonce)| Request::Hello { kind, nonce }),
         hex().prop_map(|proof| Request::Proof { proof }),
     ]

@@ -93,7 +93,7 @@ impl Link {
             }
             LinkCmd::Clear(index) => Request::Clear { epoch, index }.encode(&mut bytes),
             LinkCmd::Seen(id) => Request::Seen(id).encode(&mut bytes),
-            LinkCmd::Handover => Request::Handover { epoch }.encode(&mut bytes),
+            LinkCmd::Handover => Request::Handover(epoch).encode(&mut bytes),
         }
         // The receiver lives in `self`: the send cannot fail.
         let _ = self.tx.send((bytes, index));

@@ -157,9 +157,8 @@ impl Mandate {
     /// The witness as last heard, and how long the witness's lease has left.
     pub fn witness(&self) -> (WitnessView, Duration) {
         let inner = self.inner.lock();
-        let left = inner.lease.map_or(Duration::ZERO, |t| {
-            t.saturating_duration_since(Instant::now())
-        });
+        let now = Instant::now();
+        let left = inner.lease.unwrap_or(now).saturating_duration_since(now);
         let view = match (self.witnessed, inner.witness_up) {
             (false, _) => WitnessView::None,
             (true, true) => WitnessView::Up,

@@ -34,11 +34,8 @@ struct Seen {
 impl Seen {
     /// Nothing accepted yet at or below `seq`: the caller inserts or fills it next.
     fn new(seq: u64, index: u64) -> Self {
-        Seen {
-            seq,
-            index,
-            below: [0; (WINDOW / 64) as usize],
-        }
+        let below = [0; (WINDOW / 64) as usize];
+        Seen { seq, index, below }
     }
 
     /// The word of `below` and the bit in it that stand for `seq`.
@@ -71,11 +68,8 @@ impl Seen {
     /// Everything up to `seq` was accepted (a SEEN line from a syncing primary).
     fn fill_to(&mut self, seq: u64, index: u64) {
         if seq >= self.seq {
-            *self = Seen {
-                seq,
-                index,
-                below: [u64::MAX; (WINDOW / 64) as usize],
-            };
+            let below = [u64::MAX; (WINDOW / 64) as usize];
+            *self = Seen { seq, index, below };
         }
     }
 }
@@ -122,12 +116,7 @@ impl Log {
 
     /// Stores a message at `index` (the backup's side of REPLICATE, and [`Log::admit`]'s).
     pub fn insert(&mut self, index: u64, message: Arc<Message>) {
-        let id = message.id;
-        self.seen
-            .entry(id.publisher)
-            .or_insert_with(|| Seen::new(id.seq, index))
-            .insert(id.seq, index);
-        self.bound_table();
+        self.note(message.id, index, Seen::insert);
         self.next_index = self.next_index.max(index.saturating_add(1));
         self.pending.insert(index, message);
     }
@@ -135,15 +124,14 @@ impl Log {
     /// Records that a publisher's messages up to `id` were accepted, without holding them
     /// (SEEN, from a primary syncing us).
     pub fn note_seen(&mut self, id: MsgId, index: u64) {
-        self.seen
-            .entry(id.publisher)
-            .or_insert_with(|| Seen::new(id.seq, index))
-            .fill_to(id.seq, index);
-        self.bound_table();
+        self.note(id, index, Seen::fill_to);
     }
 
-    /// Once the table is over its bound, forgets the least recently active half.
-    fn bound_table(&mut self) {
+    /// Records `id` at `index` in its publisher's entry (`Seen::insert` or `Seen::fill_to`);
+    /// once the table is over its bound, forgets the least recently active half.
+    fn note(&mut self, id: MsgId, index: u64, record: fn(&mut Seen, u64, u64)) {
+        let new = Seen::new(id.seq, index);
+        record(self.seen.entry(id.publisher).or_insert(new), id.seq, index);
         if self.seen.len() <= self.max_publishers {
             return;
         }
@@ -177,13 +165,8 @@ impl Log {
 
     /// The highest sequence accepted from each publisher, with its index, for a sync.
     pub fn seen(&self) -> impl Iterator<Item = (MsgId, u64)> + '_ {
-        self.seen.iter().map(|(&publisher, s)| {
-            let id = MsgId {
-                publisher,
-                seq: s.seq,
-            };
-            (id, s.index)
-        })
+        let entry = |(&publisher, &Seen { seq, index, .. })| (MsgId { publisher, seq }, index);
+        self.seen.iter().map(entry)
     }
 
     /// How many messages wait to be processed.

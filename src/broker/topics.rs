@@ -116,10 +116,8 @@ impl Topics {
     /// Adds a subscription the connection does not have yet ([`Topics::is_subscribed`]; only
     /// its own thread subscribes it).
     pub fn subscribe(&self, topic: &str, format: Format, writer: &Arc<Writer>) {
-        let sub = Subscription {
-            format,
-            writer: Arc::clone(writer),
-        };
+        let writer = Arc::clone(writer);
+        let sub = Subscription { format, writer };
         let mut map = self.map.lock();
         match map.get_mut(topic) {
             None => {
@@ -166,8 +164,7 @@ impl Topics {
         // Each format is encoded once, for every subscriber that asked for it.
         let mut frames: [Option<Frame>; 2] = [None, None];
         let mut delivered = 0;
-        let mut slow = Vec::new();
-        let mut gone = Vec::new();
+        let mut refused = Vec::new();
         for sub in subs.iter() {
             let frame = frames[sub.format as usize].get_or_insert_with(|| {
                 let mut line = Vec::new();
@@ -179,16 +176,15 @@ impl Topics {
             });
             match sub.writer.deliver(frame.clone(), direct) {
                 Ok(()) => delivered += 1,
-                Err(Refused::SlowConsumer) => slow.push(Arc::clone(&sub.writer)),
-                Err(Refused::Gone) => gone.push(sub.writer.conn),
+                Err(why) => refused.push((Arc::clone(&sub.writer), why)),
             }
         }
         drop(subs);
-        for conn in gone {
-            self.remove_conn(conn);
-        }
-        for writer in &slow {
-            self.cut_off(writer, "its queue is full");
+        for (writer, why) in refused {
+            match why {
+                Refused::SlowConsumer => self.cut_off(&writer, "its queue is full"),
+                Refused::Gone => self.remove_conn(writer.conn),
+            }
         }
         if self.held_bytes() > self.max_held
             && let Some(longest) = self.longest_queue()

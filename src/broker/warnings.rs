@@ -22,20 +22,18 @@ impl Repeated {
     /// ago; then it is only counted, and the next one logged says how many were left out.
     pub fn warn(&self, text: impl FnOnce() -> String) {
         let mut last = self.last.lock();
-        let left_out = match *last {
-            Some((at, ref mut count)) if at.elapsed() < QUIET => {
-                *count += 1;
-                return;
-            }
-            Some((_, count)) => count,
-            None => 0,
-        };
+        if let Some((at, count)) = last.as_mut()
+            && at.elapsed() < QUIET
+        {
+            *count += 1;
+            return;
+        }
+        let left_out = last.map_or(0, |(_, count)| count);
         *last = Some((Instant::now(), 0));
         drop(last);
-        let text = text();
         match left_out {
-            0 => warn!("{text}"),
-            n => warn!("{text} ({n} more like it since the last such warning)"),
+            0 => warn!("{}", text()),
+            n => warn!("{} ({n} more like it since the last such warning)", text()),
         }
     }
 }

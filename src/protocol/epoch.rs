@@ -37,10 +37,8 @@ impl Epoch {
     /// The epoch a broker that takes over after seeing `self` starts; `None` once the term
     /// reached [`Epoch::MAX_TERM`].
     pub fn next(self, node: u32) -> Option<Epoch> {
-        (self.term < Epoch::MAX_TERM).then(|| Epoch {
-            term: self.term + 1,
-            node,
-        })
+        let term = self.term.saturating_add(1);
+        (term <= Epoch::MAX_TERM).then_some(Epoch { term, node })
     }
 
     /// Whether a broker or the witness, `known` the newest epoch it knows, may adopt `self`
@@ -109,10 +107,8 @@ impl FromStr for Epoch {
         if term > Epoch::MAX_TERM {
             return Err(format!("epoch term {term} is beyond any a broker can reach").into());
         }
-        Ok(Epoch {
-            term,
-            node: number(node, "epoch node")?,
-        })
+        let node = number(node, "epoch node")?;
+        Ok(Epoch { term, node })
     }
 }
 

@@ -70,10 +70,7 @@ pub enum Request {
     },
     /// `HANDOVER|<epoch>`: the primary of `epoch` is shutting down; the backup takes over now
     /// and answers `FENCED|<its new epoch>`.
-    Handover {
-        /// The sender's epoch.
-        epoch: Epoch,
-    },
+    Handover(Epoch),
     /// `ADOPT|<publisher>|<seq>|<topic>|<payload>`: a primary that stepped down hands the new
     /// primary one message it accepted and had not delivered, under the message's own id;
     /// answered by `ACK|<publisher>|<seq>`.
@@ -120,7 +117,7 @@ impl Request {
                 | Request::Seen(_)
                 | Request::Replicate { .. }
                 | Request::Clear { .. }
-                | Request::Handover { .. }
+                | Request::Handover(_)
                 | Request::Adopt(_)
         )
     }
@@ -166,7 +163,7 @@ impl Request {
                 epoch: f.epoch()?,
                 index: f.number("index")?,
             },
-            "HANDOVER" => Request::Handover { epoch: f.epoch()? },
+            "HANDOVER" => Request::Handover(f.epoch()?),
             "ADOPT" => Request::Adopt(f.message("publisher")?),
             "HELLO" => Request::Hello {
                 kind: f.field("kind")?.parse()?,
@@ -210,7 +207,7 @@ impl fmt::Display for Request {
                 message,
             } => write!(f, "REPLICATE|{epoch}|{index}|{message}"),
             Request::Clear { epoch, index } => write!(f, "CLEAR|{epoch}|{index}"),
-            Request::Handover { epoch } => write!(f, "HANDOVER|{epoch}"),
+            Request::Handover(epoch) => write!(f, "HANDOVER|{epoch}"),
             Request::Adopt(m) => write!(f, "ADOPT|{m}"),
             Request::Hello { kind, nonce } => write!(f, "HELLO|{}|{nonce}", kind.as_str()),
             Request::Proof { proof } => write!(f, "PROOF|{proof}"),
@@ -327,7 +324,7 @@ mod tests {
                 message: msg(1, 2, "topicC", "42"),
             },
             Request::Clear { epoch, index: 12 },
-            Request::Handover { epoch },
+            Request::Handover(epoch),
             Request::Adopt(msg(5, 6, "t", "a|b")),
             Request::Hello {
                 kind: AuthKind::Client,

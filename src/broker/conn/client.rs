@@ -16,11 +16,9 @@ use super::Conn;
 impl Conn {
     /// PUBLISH: a message under an id of the broker's, answered by ACK.
     pub(super) fn publish_anonymous(&mut self, topic: String, payload: String) -> Option<Reply> {
-        let message = Message {
-            id: MsgId::default(),
-            topic,
-            payload,
-        };
+        // The node gives it an id of its own as it appends it.
+        let id = MsgId::default();
+        let message = Message { id, topic, payload };
         self.publish(|node| node.admit_anonymous(message.clone()), Reply::Ack)
     }
 

@@ -29,9 +29,8 @@ impl Conn {
             self.handoff_unconfirmed = replies.len() > 1;
             // The primary heartbeats every quarter ping timeout; half a timeout of
             // silence is worth a probe.
-            let _ = self
-                .stream
-                .set_read_timeout(Some(self.node.config.ping_timeout / 2));
+            let quiet = self.node.config.ping_timeout / 2;
+            let _ = self.stream.set_read_timeout(Some(quiet));
         }
         let last = replies.pop();
         for handoff in &replies {

@@ -12,37 +12,23 @@ use super::super::node::Node;
 use super::super::status::bump;
 use super::Conn;
 
-/// A connection that must prove itself within a deadline, or be closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Probation {
-    /// Nothing to prove.
-    None,
+/// What a connection must prove, and by when, or be closed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Probation {
     /// It took one of the slots kept for the peer broker (all others were taken): it must
-    /// authenticate as the peer (or, without `--secret`, speak a peer verb first).
-    PeerSlot(Instant),
-    /// A client secret is set: it must authenticate.
-    Authenticate(Instant),
+    /// authenticate as the peer (or, without `--secret`, speak a peer verb first). Else a
+    /// client secret is set: it must authenticate.
+    peer_slot: bool,
+    /// When it must have proved it.
+    until: Instant,
 }
 
 impl Probation {
-    /// What a new connection must prove: `peer_slot` says it took one of the slots kept for
-    /// the peer broker.
-    pub(super) fn at_start(node: &Node, peer_slot: bool) -> Probation {
-        let deadline = Instant::now() + node.config.auth_timeout;
-        if peer_slot {
-            Probation::PeerSlot(deadline)
-        } else if node.config.client_secret.is_some() {
-            Probation::Authenticate(deadline)
-        } else {
-            Probation::None
-        }
-    }
-
-    pub(super) fn deadline(self) -> Option<Instant> {
-        match self {
-            Probation::None => None,
-            Probation::PeerSlot(t) | Probation::Authenticate(t) => Some(t),
-        }
+    /// What a new connection must prove, if anything: `peer_slot` says it took one of the
+    /// slots kept for the peer broker.
+    pub(super) fn at_start(node: &Node, peer_slot: bool) -> Option<Probation> {
+        let until = Instant::now() + node.config.auth_timeout;
+        (peer_slot || node.config.client_secret.is_some()).then_some(Probation { peer_slot, until })
     }
 }
 
@@ -50,17 +36,29 @@ impl Conn {
     /// Before a read: a connection on probation may wait only what is left of its deadline
     /// (the read times out then); `false` once nothing is left.
     pub(super) fn time_left_to_prove(&self) -> bool {
-        let Some(deadline) = self.probation.deadline() else {
+        let Some(probation) = self.probation else {
             return true;
         };
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = probation.until.saturating_duration_since(Instant::now());
         !(left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err())
     }
 
     /// Whether the connection may have `request` served; if not, it has been answered why.
     pub(super) fn let_through(&mut self, request: &Request) -> bool {
         if !self.may_use_peer_slot(request) {
-            self.refuse_peer_slot();
+            // A stranger in a slot kept for the peer broker: it gets what any connection past
+            // the limit gets.
+            let node = &self.node;
+            bump(&node.counters.refused_connections);
+            node.warnings.refused.warn(|| {
+                format!(
+                    "refusing a connection: {} client connections are open (--max-connections) \
+                     and the slots kept for the peer broker are for it alone",
+                    node.config.max_connections
+                )
+            });
+            self.writer.push(&Reply::Err("too many connections".into()));
+            self.hang_up = true;
             return false;
         }
         if let Some(refusal) = self.check_access(request) {
@@ -73,7 +71,7 @@ impl Conn {
     /// In a peer slot, only the peer's handshake (or, without a secret, a peer verb) is
     /// served.
     fn may_use_peer_slot(&self, request: &Request) -> bool {
-        if !matches!(self.probation, Probation::PeerSlot(_)) {
+        if !self.probation.is_some_and(|p| p.peer_slot) {
             return true;
         }
         match request {
@@ -89,14 +87,14 @@ impl Conn {
     /// After a line: a connection that proved what it had to comes off probation.
     pub(super) fn end_probation_if_proven(&mut self, spoke_peer_verb: bool) {
         let proven = match self.probation {
-            Probation::None => return,
-            Probation::PeerSlot(_) => {
+            None => return,
+            Some(p) if p.peer_slot => {
                 self.peer_proven || (spoke_peer_verb && self.node.config.secret.is_none())
             }
-            Probation::Authenticate(_) => self.peer_proven || self.client_proven,
+            Some(_) => self.peer_proven || self.client_proven,
         };
         if proven {
-            self.probation = Probation::None;
+            self.probation = None;
             // A proven connection keeps its slot: no newcomer may take it any more.
             self.node.slots.lock().prove(self.id);
             // A replication link sets its own read timeout once synced.
@@ -106,26 +104,10 @@ impl Conn {
         }
     }
 
-    /// A stranger in a slot kept for the peer broker: it gets what any connection past the
-    /// limit gets.
-    fn refuse_peer_slot(&mut self) {
-        let node = &self.node;
-        bump(&node.counters.refused_connections);
-        node.warnings.refused.warn(|| {
-            format!(
-                "refusing a connection: {} client connections are open (--max-connections) and \
-                 the slots kept for the peer broker are for it alone",
-                node.config.max_connections
-            )
-        });
-        self.writer.push(&Reply::Err("too many connections".into()));
-        self.hang_up = true;
-    }
-
     /// The deadline to authenticate passed.
     pub(super) fn probation_expired(&mut self) {
         let why = match self.probation {
-            Probation::PeerSlot(_) => {
+            Some(p) if p.peer_slot => {
                 bump(&self.node.counters.refused_connections);
                 "too many connections"
             }

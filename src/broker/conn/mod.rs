@@ -62,7 +62,7 @@ struct Conn {
     /// Set when the connection must close after the current line (failed authentication).
     hang_up: bool,
     /// What the connection must prove, and by when, before it is served like any other.
-    probation: Probation,
+    probation: Option<Probation>,
     /// How many topics it subscribed to, and what they are charged (each its name plus
     /// `SUBSCRIPTION_OVERHEAD`), against `--max-subscriptions` and `--max-subscription-bytes`.
     subscribed: usize,
@@ -76,7 +76,6 @@ struct Conn {
 /// `peer_slot` says it took one of the slots kept for the peer broker.
 pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
     let mut reader = LineReader::new(stream.clone(), node.config.max_line_bytes);
-    let probation = Probation::at_start(&node, peer_slot);
     let writer = node.topics.writer(id, stream.clone());
     let w = Arc::clone(&writer);
     let writer_thread = std::thread::Builder::new()
@@ -86,6 +85,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         .inspect_err(|e| log::warn!("cannot start a writer thread: {e}; closing the connection"))
         .ok();
     let mut conn = Conn {
+        probation: Probation::at_start(&node, peer_slot),
         node,
         id,
         stream,
@@ -97,7 +97,6 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
         client_proven: false,
         handshake: auth::Listener::default(),
         hang_up: false,
-        probation,
         subscribed: 0,
         subscribed_bytes: 0,
         held: None,
@@ -131,7 +130,7 @@ pub fn serve(node: Arc<Node>, stream: Stream, id: u64, peer_slot: bool) {
                 conn.writer.push(&Reply::Err("line too long".into()));
                 break;
             }
-            Err(Error::Timeout) if conn.probation.deadline().is_some() => {
+            Err(Error::Timeout) if conn.probation.is_some() => {
                 conn.probation_expired();
                 break;
             }
@@ -203,7 +202,7 @@ impl Conn {
                 fenced
             }
             Request::Clear { epoch, index } => self.node.accept_clear(epoch, index),
-            Request::Handover { epoch } => Some(self.node.accept_handover(epoch)),
+            Request::Handover(epoch) => Some(self.node.accept_handover(epoch)),
         };
         if let Some(reply) = reply {
             self.writer.push(&reply);
