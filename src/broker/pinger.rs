@@ -32,7 +32,11 @@ pub fn run_pinger(node: Arc<Node>, probe_now: Receiver<()>) {
         refusal_logged: false,
         conn: None,
     };
-    let mut witness = (node.config.witness.clone()).map(|addr| Witness::new(&node, addr));
+    let mut witness = node
+        .config
+        .witness
+        .clone()
+        .map(|addr| Witness::new(&node, addr));
     loop {
         node.gate();
         let pause = match node.role().0 {

@@ -107,7 +107,8 @@ impl Witness {
                 left.min(interval)
             }
             Err(_) if certain => {
-                (self.node).take_over(&format!("{reason} (the witness is out of reach)"), None);
+                self.node
+                    .take_over(&format!("{reason} (the witness is out of reach)"), None);
                 interval
             }
             Err(_) => interval,
