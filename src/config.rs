@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,36 @@ impl fmt::Debug for ComputeStep {
             ComputeStep::Off => f.write_str("Off"),
             ComputeStep::BusyLoop(r) => write!(f, "BusyLoop({}-{} ms)", r.start(), r.end()),
             ComputeStep::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// When the log on disk (`--data-dir`) is synced, and so what an ACK has survived.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before the ACK: one fsync covers every message waiting (a group commit). An ACKed
+    /// message survives a power cut.
+    #[default]
+    Always,
+    /// At most every `journal::BATCH_INTERVAL` (100 ms); the ACK waits for the write only.
+    /// A process crash loses nothing ACKed, a power cut at most the last 100 ms.
+    Batch,
+    /// Never by the broker, by the OS when it likes; the ACK waits for the write only. A
+    /// process crash loses nothing ACKed, a power cut what the OS had not written yet.
+    Never,
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "always" => Ok(Fsync::Always),
+            "batch" => Ok(Fsync::Batch),
+            "never" => Ok(Fsync::Never),
+            _ => Err(format!(
+                "--fsync: bad value '{text}' (want always, batch or never)"
+            )),
         }
     }
 }
@@ -92,6 +123,10 @@ pub struct BrokerConfig {
     pub auth_timeout: Duration,
     /// How many publishers the dedup table remembers.
     pub dedup_publishers: usize,
+    /// Where the log on disk lives (`--data-dir`); `None` keeps everything in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// When the log on disk is synced (`--fsync`).
+    pub fsync: Fsync,
     /// The broker-to-broker secret: when set, peer verbs need an authenticated connection.
     pub secret: Option<Secret>,
     /// The client secret: when set, every client verb but PING needs an authenticated
@@ -125,6 +160,8 @@ impl Default for BrokerConfig {
             max_subscription_bytes: 64 * 1024,
             auth_timeout: Duration::from_secs(10),
             dedup_publishers: 100_000,
+            data_dir: None,
+            fsync: Fsync::Always,
             secret: None,
             client_secret: None,
         }

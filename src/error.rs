@@ -27,6 +27,8 @@ pub enum Error {
     Closed,
     /// The operation was abandoned because the program is shutting down.
     Shutdown,
+    /// The log on disk (`--data-dir`) cannot be used; the text says why.
+    DataDir(String),
 }
 
 /// The library's result type.
@@ -45,6 +47,7 @@ impl fmt::Display for Error {
             Error::LineTooLong => write!(f, "line too long"),
             Error::Closed => write!(f, "the other side closed the connection"),
             Error::Shutdown => write!(f, "shutting down"),
+            Error::DataDir(why) => write!(f, "--data-dir: {why}"),
         }
     }
 }

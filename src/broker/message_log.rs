@@ -1,12 +1,15 @@
 //! The ordered log of messages accepted but not yet processed, plus the table that recognises
 //! resends. The primary appends to it and removes what its worker has processed; the backup
 //! mirrors it from REPLICATE and CLEAR lines. On takeover the backup's log is exactly the work
-//! the new primary must redo, in order.
+//! the new primary must redo, in order. With `--data-dir` every change is also a line of the
+//! log on disk ([`super::journal`]), appended here, where the change is made.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::protocol::{Message, MsgId};
+use crate::protocol::{Epoch, Message, MsgId};
+
+use super::journal::{Journal, Record};
 
 /// What [`Log::admit`] decided about a message.
 #[derive(Debug, PartialEq, Eq)]
@@ -87,7 +90,14 @@ pub struct Log {
     seen: HashMap<u64, Seen>,
     next_index: u64,
     max_publishers: usize,
+    /// The log on disk, if there is one.
+    journal: Option<Arc<Journal>>,
+    /// About how many bytes a rewrite of the log on disk takes (`Log::held_bytes`).
+    pending_bytes: usize,
 }
+
+/// About what one line of the log on disk adds to a message's topic and payload.
+const LINE_BYTES: usize = 64;
 
 impl Log {
     /// An empty log whose dedup table remembers up to `max_publishers` publishers.
@@ -97,7 +107,67 @@ impl Log {
             seen: HashMap::new(),
             next_index: 1,
             max_publishers: max_publishers.max(1),
+            journal: None,
+            pending_bytes: 0,
         }
+    }
+
+    /// From now on, every change is appended to `journal` too.
+    pub fn attach(&mut self, journal: Arc<Journal>) {
+        self.journal = Some(journal);
+    }
+
+    /// Appends `record` to the log on disk, if there is one, and rewrites it once it grew
+    /// past its bound.
+    fn record(&self, record: Record) {
+        if let Some(journal) = &self.journal {
+            journal.append(&record);
+            journal.compact_if_due(self.held_bytes(), |epoch, out| {
+                self.write_snapshot(epoch, out);
+            });
+        }
+    }
+
+    /// About how many bytes [`Log::write_snapshot`] writes.
+    fn held_bytes(&self) -> usize {
+        let seen = self.seen.len().saturating_mul(LINE_BYTES);
+        self.pending_bytes.saturating_add(seen)
+    }
+
+    /// What the log holds, as the lines that make it again: the epoch (with the next index),
+    /// every publisher's highest accepted sequence, every pending message in order.
+    pub fn write_snapshot(&self, epoch: Epoch, out: &mut Vec<u8>) {
+        let next_index = self.next_index;
+        Record::Epoch { epoch, next_index }.encode(out);
+        for (&publisher, seen) in &self.seen {
+            let (index, seq) = (seen.index, seen.seq);
+            Record::Seen {
+                index,
+                id: MsgId { publisher, seq },
+            }
+            .encode(out);
+        }
+        for (&index, message) in &self.pending {
+            let message = Arc::clone(message);
+            Record::Hold { index, message }.encode(out);
+        }
+    }
+
+    /// We lead or follow `epoch` from now on (a line of the log on disk).
+    pub fn begin_epoch(&self, epoch: Epoch) {
+        let next_index = self.next_index;
+        self.record(Record::Epoch { epoch, next_index });
+    }
+
+    /// The index the next admitted message gets.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Counts indexes on from `next_index` at least (read back from the log on disk, so
+    /// indexes are never reused across a restart).
+    pub fn resume_at(&mut self, next_index: u64) {
+        self.next_index = self.next_index.max(next_index);
     }
 
     /// Accepts a message on the primary: a resend of an accepted id is a duplicate, anything
@@ -118,13 +188,18 @@ impl Log {
     pub fn insert(&mut self, index: u64, message: Arc<Message>) {
         self.note(message.id, index, Seen::insert);
         self.next_index = self.next_index.max(index.saturating_add(1));
-        self.pending.insert(index, message);
+        self.pending_bytes += message.size() + LINE_BYTES;
+        if let Some(old) = self.pending.insert(index, Arc::clone(&message)) {
+            self.pending_bytes -= old.size() + LINE_BYTES;
+        }
+        self.record(Record::Hold { index, message });
     }
 
     /// Records that a publisher's messages up to `id` were accepted, without holding them
     /// (SEEN, from a primary syncing us).
     pub fn note_seen(&mut self, id: MsgId, index: u64) {
         self.note(id, index, Seen::fill_to);
+        self.record(Record::Seen { index, id });
     }
 
     /// Records `id` at `index` in its publisher's entry (`Seen::insert` or `Seen::fill_to`);
@@ -143,7 +218,10 @@ impl Log {
 
     /// Drops the message at `index` once processed (CLEAR); returns it if it was held.
     pub fn remove(&mut self, index: u64) -> Option<Arc<Message>> {
-        self.pending.remove(&index)
+        let message = self.pending.remove(&index)?;
+        self.pending_bytes -= message.size() + LINE_BYTES;
+        self.record(Record::Done { index });
+        Some(message)
     }
 
     /// Whether the message at `index` still waits to be processed.
@@ -156,6 +234,8 @@ impl Log {
     pub fn clear(&mut self) {
         self.pending.clear();
         self.seen.clear();
+        self.pending_bytes = 0;
+        self.record(Record::Reset);
     }
 
     /// The pending messages in log order.

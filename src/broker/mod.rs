@@ -20,6 +20,7 @@ mod acks;
 mod compute;
 mod conn;
 mod handoff;
+mod journal;
 mod link;
 mod mandate;
 mod message_log;
@@ -52,6 +53,7 @@ use crate::error::{Error, Result};
 use crate::protocol::Reply;
 use crate::slots::{Admission, Slot, Source};
 
+use journal::Journal;
 pub use mandate::WitnessView;
 use node::Node;
 pub use safety::BackupHealth;
@@ -123,7 +125,14 @@ impl Broker {
         let (worker_txs, worker_rxs): (Vec<_>, Vec<_>) = (0..config.workers.max(1))
             .map(|_| crossbeam_channel::unbounded())
             .unzip();
-        let node = Node::new(config, worker_txs, probe_tx, redial_tx, handoff_tx);
+        let disk = match &config.data_dir {
+            Some(dir) => {
+                let (journal, restored) = Journal::open(dir, &config, Node::fresh_id())?;
+                Some((Arc::new(journal), restored))
+            }
+            None => None,
+        };
+        let node = Node::new(config, disk, worker_txs, probe_tx, redial_tx, handoff_tx);
         let node = Arc::new(node);
         info!("listening on {addr} (node {})", node.id);
         if node.config.secret.is_none() && !addr.ip().is_loopback() {
@@ -144,6 +153,10 @@ impl Broker {
         node.safety.watch(node.acks.alarm());
         threads.push(spawn(&node, "acks", acks::run_acks)?);
         threads.push(spawn(&node, "pinger", |n| pinger::run_pinger(n, probe_rx))?);
+        if let Some(journal) = node.journal.clone() {
+            let write = move |n: Arc<Node>| journal.run(|durable| n.answer_durable(durable));
+            threads.push(spawn(&node, "journal", write)?);
+        }
         let hand_off = |n| handoff::run_handoff(n, handoff_rx);
         threads.push(spawn(&node, "handoff", hand_off)?);
         let accept = |n| thread::scope(|scope| accept_loop(scope, n, listener));

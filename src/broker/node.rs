@@ -21,6 +21,7 @@ use crate::registry::Registry;
 use crate::slots::Slots;
 
 use super::acks::Acks;
+use super::journal::{Journal, Restored};
 use super::mandate::Mandate;
 use super::role::{Job, RoleState, State};
 use super::safety::{BackupHealth, Safety};
@@ -98,6 +99,8 @@ pub struct Node {
     pub warnings: Warnings,
     /// ACKs filed to be written by the thread that learns their verdict.
     pub acks: Acks,
+    /// The log on disk (`--data-dir`), if there is one.
+    pub journal: Option<Arc<Journal>>,
     /// Why the last replication session failed, until one confirms a message again.
     link_error: Mutex<Option<String>>,
     pub(super) workers: Vec<Sender<Task>>,
@@ -116,22 +119,47 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node id for a broker without one on disk.
+    pub fn fresh_id() -> u32 {
+        rand::random_range(1..=999_999)
+    }
+
     /// Builds the core; `workers`, `probe_now` and `redial_now` are the senders of the compute
-    /// workers', the pinger's and the replicator's wake-up channels.
+    /// workers', the pinger's and the replicator's wake-up channels. With `disk`, the log on
+    /// disk and what was read back from it, the node keeps its id, epoch and log.
     pub fn new(
         config: BrokerConfig,
+        disk: Option<(Arc<Journal>, Restored)>,
         workers: Vec<Sender<Task>>,
         probe_now: Sender<()>,
         redial_now: Sender<()>,
         handoff_now: Sender<()>,
     ) -> Self {
-        let id = rand::random_range(1..=999_999);
+        let (id, journal, state) = match disk {
+            Some((
+                journal,
+                Restored {
+                    node,
+                    epoch,
+                    mut log,
+                },
+            )) => {
+                log.attach(Arc::clone(&journal));
+                let state = State::new(node, &config, Instant::now()).restore(epoch, log);
+                (node, Some(journal), state)
+            }
+            None => {
+                let id = Node::fresh_id();
+                (id, None, State::new(id, &config, Instant::now()))
+            }
+        };
         let counters = Arc::new(Counters::default());
         Node {
             safety: Safety::new(config.require_backup),
             mandate: Mandate::new(config.witness.is_some(), config.ping_timeout),
-            state: Mutex::new(State::new(id, &config, Instant::now())),
+            state: Mutex::new(state),
             id,
+            journal,
             state_changed: Condvar::new(),
             topics: Topics::new(&config, Arc::clone(&counters)),
             counters,
@@ -241,6 +269,9 @@ impl Node {
             self.state_changed.notify_all();
         }
         self.safety.interrupt(BackupHealth::Down);
+        if let Some(journal) = &self.journal {
+            journal.stop();
+        }
         for w in &self.workers {
             let _ = w.send(Task::Stop);
         }
@@ -329,6 +360,6 @@ impl Node {
         let (probe, _) = crossbeam_channel::bounded(1);
         let (redial, _) = crossbeam_channel::bounded(1);
         let (handoff, _) = crossbeam_channel::bounded(1);
-        Node::new(config, workers, probe, redial, handoff)
+        Node::new(config, None, workers, probe, redial, handoff)
     }
 }

@@ -56,6 +56,9 @@ impl Node {
         if health != BackupHealth::Up && !self.mandate.may_act() {
             return Err(Refusal::CutOff);
         }
+        if let Some(why) = self.journal.as_ref().and_then(|j| j.failure()) {
+            return Err(Refusal::Disk(why));
+        }
         let max_line = self.config.max_line_bytes;
         if !message.fits(max_line) {
             return Err(Refusal::TooLarge(max_line - Message::ENVELOPE_BYTES));
@@ -103,8 +106,21 @@ impl Node {
     }
 
     /// Waits until `admitted` may be ACKed, at most until `deadline`; a deadline already passed
-    /// asks without waiting (`Refusal::TimedOut` or `Refusal::Undelivered`: not decided yet).
+    /// asks without waiting (`Refusal::TimedOut`, `Refusal::Undelivered` or
+    /// `Refusal::Unwritten`: not decided yet). It is safe once the backup holds it (or we may
+    /// ACK alone) and, with a log on disk, once its line is there: the disk is not waited
+    /// for, the journal thread answers what it covers (`Node::answer_durable`).
     pub fn await_safe_until(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
+        self.await_copied_until(admitted, deadline)?;
+        match self.journal.as_ref().map(|j| j.covers(admitted.index)) {
+            None | Some(Ok(true)) => Ok(()),
+            Some(Ok(false)) => Err(Refusal::Unwritten),
+            Some(Err(why)) => Err(Refusal::Disk(why)),
+        }
+    }
+
+    /// The backup's part of [`Node::await_safe_until`].
+    fn await_copied_until(&self, admitted: &Admitted, deadline: Instant) -> Result<(), Refusal> {
         let (id, index, generation) = (admitted.id, admitted.index, admitted.generation);
         match self.safety.wait_to_ack(index, generation, deadline) {
             Verdict::Replicated => {
@@ -192,6 +208,8 @@ impl Node {
                     .into()
             }
             Refusal::Stopping => "shutting down".into(),
+            Refusal::Disk(why) => why.clone(),
+            Refusal::Unwritten => "the log on disk did not take the message in time".into(),
         }
     }
 
@@ -293,6 +311,19 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The journal thread's news: every index up to `durable` is on disk. Answers the ACKs
+    /// that waited only for that: up to what the backup confirmed, or all of them while no
+    /// backup is up (they are ACKed alone).
+    pub fn answer_durable(&self, durable: u64) {
+        let up_to = match self.safety.health() {
+            BackupHealth::Up => self.safety.confirmed().min(durable),
+            _ => durable,
+        };
+        self.acks.answer_confirmed(self, up_to);
+    }
+}
+
 /// The ACK book asks the node through this: the verdict is `Node::await_safe_until`'s,
 /// asked without waiting.
 impl Verdicts for Node {
@@ -303,7 +334,7 @@ impl Verdicts for Node {
     fn answer_now(&self, admitted: &Admitted, ack: &Reply, give_up: bool) -> Option<Reply> {
         match self.await_safe_until(admitted, Instant::now()) {
             Ok(()) => Some(ack.clone()),
-            Err(Refusal::TimedOut | Refusal::Undelivered) if !give_up => None,
+            Err(Refusal::TimedOut | Refusal::Undelivered | Refusal::Unwritten) if !give_up => None,
             Err(refusal) => Some(Reply::Err(self.explain(&refusal))),
         }
     }
@@ -313,8 +344,10 @@ impl Verdicts for Node {
         self.config.ping_interval + self.config.ping_timeout * 2
     }
 
+    /// Confirmed by the backup and, with a log on disk, on disk.
     fn confirmed(&self) -> u64 {
-        self.safety.confirmed()
+        let on_disk = self.journal.as_ref().map_or(u64::MAX, |j| j.durable());
+        self.safety.confirmed().min(on_disk)
     }
 
     fn stopping(&self) -> bool {

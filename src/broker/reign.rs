@@ -32,6 +32,10 @@ impl Node {
             match effect {
                 Effect::Dispatch(job) => self.dispatch(job),
                 Effect::Reign { epoch, until } => {
+                    // On disk before anyone hears of it: a restart never claims it again.
+                    if let Some(journal) = &self.journal {
+                        journal.sync_now();
+                    }
                     self.mandate.begin(epoch, until.is_none(), until);
                     // Our backup (the old primary) is unknown until the replicator reaches
                     // it: a strict pair must not ACK alone before it knows the old primary is

@@ -14,6 +14,7 @@ use crate::connection::{Connection, LineReader, Stream};
 use crate::error::Error;
 use crate::protocol::{Epoch, Message, Reply, Request, Role};
 
+use super::acks::Verdicts;
 use super::link::Link;
 use super::node::Node;
 use super::safety::BackupHealth;
@@ -261,7 +262,7 @@ fn read_confirmations(node: &Node, mut reader: LineReader<Stream>, link: &Link) 
         if confirmed > 0 && !reader.has_buffered_line() {
             node.safety.confirm(confirmed);
             // The publishers these cover wait in `read`, their ACKs filed: write them here.
-            node.acks.answer_confirmed(node, confirmed);
+            node.acks.answer_confirmed(node, Verdicts::confirmed(node));
             confirmed = 0;
         }
         let line = match reader.read_line() {

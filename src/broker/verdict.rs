@@ -28,6 +28,10 @@ pub enum Refusal {
     CutOff,
     /// The broker is shutting down.
     Stopping,
+    /// The log on disk cannot be written (a full disk): why.
+    Disk(String),
+    /// The message's line is not yet on disk (not decided yet, like `TimedOut`).
+    Unwritten,
 }
 
 /// A publish that was admitted: its verdict comes from `Node::await_safe_until`.

@@ -115,6 +115,16 @@ const BROKER_FLAGS: &[Flag] = &[
         "how long a connection that must authenticate may take [10000]",
     ),
     Flag::value(
+        "--data-dir",
+        "DIR",
+        "keep a log on disk in DIR, read back at start: an ACKed message survives losing both brokers [none: memory only]",
+    ),
+    Flag::value(
+        "--fsync",
+        "WHEN",
+        "with --data-dir: always (sync before the ACK; survives a power cut), batch (every 100 ms; a power cut loses at most that) or never (the OS decides; survives a process crash) [always]",
+    ),
+    Flag::value(
         "--secret",
         "S",
         "broker-to-broker secret; peer verbs need it [$BROKER_SECRET]",
@@ -176,6 +186,14 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
     let millis = |name: &str, default: Duration| -> Result<Duration> {
         Ok(positive_millis(args, name)?.unwrap_or(default))
     };
+    let data_dir = args.raw("--data-dir").map(std::path::PathBuf::from);
+    let fsync = match args.raw("--fsync") {
+        Some(_) if data_dir.is_none() => {
+            return Err(Error::Usage("--fsync needs --data-dir".into()));
+        }
+        Some(when) => when.parse().map_err(Error::Usage)?,
+        None => defaults.fsync,
+    };
     Ok(BrokerConfig {
         listen,
         peer,
@@ -208,6 +226,8 @@ pub fn broker_config(args: &Args, preferred_primary: bool) -> Result<BrokerConfi
         max_subscription_bytes: count("--max-subscription-bytes", defaults.max_subscription_bytes)?,
         auth_timeout: millis("--auth-timeout-ms", defaults.auth_timeout)?,
         dedup_publishers: defaults.dedup_publishers,
+        data_dir,
+        fsync,
         secret: secret(args, "--secret", BROKER_SECRET_ENV),
         client_secret: secret(args, "--client-secret", CLIENT_SECRET_ENV),
     })

@@ -114,7 +114,7 @@ impl<'a> Fields<'a> {
         Ok(MsgId { publisher, seq })
     }
 
-    pub(super) fn message(&mut self, publisher: &str) -> Result<Message, ParseError> {
+    pub(crate) fn message(&mut self, publisher: &str) -> Result<Message, ParseError> {
         let id = self.id(publisher)?;
         let topic = self.topic()?;
         let payload = self.payload()?;

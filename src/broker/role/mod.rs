@@ -154,6 +154,23 @@ impl State {
         }
     }
 
+    /// The same broker read back from its log on disk: in `epoch`, holding `log`, whose
+    /// pending messages are also its orphans, as a primary's are when it steps down (were it
+    /// the primary, no newer one may hold them: every SYNC hands them over, and the dedup
+    /// table of whoever leads recognises the ones it holds).
+    pub fn restore(self, epoch: Epoch, log: Log) -> State {
+        let orphans = log.pending().map(|(_, m)| Arc::clone(m)).collect();
+        State {
+            epoch,
+            log,
+            role: RoleState::Backup(BackupState {
+                orphans,
+                ..BackupState::default()
+            }),
+            ..self
+        }
+    }
+
     // ---- what the state says ----
 
     pub fn role(&self) -> Role {
@@ -224,16 +241,26 @@ impl State {
     }
 
     /// Whether we should lead when both brokers are backups: the one with the newer epoch
-    /// (it holds the newer log), then the preferred one, then the higher node id. A backup
+    /// (it holds the newer log), then the one that led it (both read it back from disk),
+    /// then the preferred one, then the higher node id. A backup
     /// whose primary spoke within the last ping timeout never wins: the peer's answer is
     /// older than that (it was still a backup when it answered, and has since taken over and
     /// synced us).
     pub fn wins_tie(&self, peer: &PeerState, now: Instant) -> bool {
-        let me = (self.epoch, self.rules.preferred, self.rules.node);
-        !self.primary_recently_heard(now) && me > (peer.epoch, peer.preferred, peer.node)
+        let led = |epoch: Epoch, node| epoch.node == node;
+        let me = (self.epoch, led(self.epoch, self.rules.node));
+        let me = (me, self.rules.preferred, self.rules.node);
+        let them = (peer.epoch, led(peer.epoch, peer.node));
+        !self.primary_recently_heard(now) && me > (them, peer.preferred, peer.node)
     }
 
     // ---- the transitions ----
+
+    /// Moves to `epoch`, a line of the log on disk too.
+    fn set_epoch(&mut self, epoch: Epoch) {
+        self.epoch = epoch;
+        self.log.begin_epoch(epoch);
+    }
 
     /// Backup → primary: starts a new epoch and queues the held messages on the workers,
     /// oldest first, before anything published later. With `grant`, the witness's, the epoch
@@ -263,7 +290,7 @@ impl State {
             self.log.admit(Message::clone(&orphan));
         }
         self.role = RoleState::Primary(PrimaryState::default());
-        self.epoch = epoch;
+        self.set_epoch(epoch);
         let mut effects = vec![Effect::Reign {
             epoch,
             until: grant.map(|lease| lease.until),
@@ -294,7 +321,7 @@ impl State {
             return Vec::new();
         }
         let effects = self.step_down(epoch);
-        self.epoch = epoch;
+        self.set_epoch(epoch);
         effects
     }
 
