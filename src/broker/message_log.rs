@@ -16,7 +16,9 @@ use super::journal::{Journal, Record};
 pub enum Admit {
     /// New: appended at this index (the message, now shared with the log).
     New(u64, Arc<Message>),
-    /// Its id was already accepted; it is safe once the log up to this index is.
+    /// Its id was already accepted; it is safe once the log up to this index is: the
+    /// highest still pending at or below its publisher's latest (0 once all of those were
+    /// processed, so a resend after a restart or a takeover waits for nothing new).
     Duplicate(u64),
 }
 
@@ -176,7 +178,8 @@ impl Log {
         if let Some(seen) = self.seen.get(&message.id.publisher)
             && seen.contains(message.id.seq)
         {
-            return Admit::Duplicate(seen.index);
+            let held = self.pending.range(..=seen.index).next_back();
+            return Admit::Duplicate(held.map_or(0, |(&index, _)| index));
         }
         let index = self.next_index;
         let message = Arc::new(message);
@@ -290,6 +293,14 @@ mod tests {
         assert_eq!(admitted(log.admit(msg(1, 2))), (false, 2));
         assert_eq!(admitted(log.admit(msg(1, 3))), (true, 4));
         assert_eq!(log.len(), 4);
+        // Once processed, a resend waits for the highest still held below, or nothing.
+        log.remove(4);
+        assert_eq!(admitted(log.admit(msg(1, 3))), (false, 3));
+        log.remove(3);
+        log.remove(2);
+        assert_eq!(admitted(log.admit(msg(1, 3))), (false, 1));
+        log.remove(1);
+        assert_eq!(admitted(log.admit(msg(1, 3))), (false, 0));
     }
 
     #[test]
@@ -309,7 +320,7 @@ mod tests {
         assert_eq!(order, vec![8]);
         // After a takeover the mirrored table recognises resends of both publishers.
         assert_eq!(admitted(backup.admit(msg(1, 6))), (false, 8));
-        assert_eq!(admitted(backup.admit(msg(2, 9))), (false, 3));
+        assert_eq!(admitted(backup.admit(msg(2, 9))), (false, 0), "none held");
         assert_eq!(admitted(backup.admit(msg(2, 10))), (true, 9));
     }
 

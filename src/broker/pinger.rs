@@ -24,6 +24,10 @@ use super::witness_link::Witness;
 /// The pinger thread's loop.
 pub fn run_pinger(node: Arc<Node>, probe_now: Receiver<()>) {
     let Some(peer_addr) = node.config.peer.clone() else {
+        // Read back from disk: the subscribers come back before the replay.
+        while node.with_state(|s, now| s.in_restart_grace(now)) && !node.stopping() {
+            let _ = probe_now.recv_timeout(node.config.ping_interval);
+        }
         node.take_over("no peer configured", None);
         return;
     };

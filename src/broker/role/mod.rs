@@ -85,6 +85,8 @@ pub struct Rules {
     pub ping_timeout: Duration,
     pub startup_grace: Duration,
     pub started: Instant,
+    /// Started from a log read back from disk.
+    pub restored: bool,
 }
 
 /// Everything the role lock guards.
@@ -150,6 +152,7 @@ impl State {
                 ping_timeout: config.ping_timeout,
                 startup_grace: config.startup_grace,
                 started,
+                restored: false,
             },
         }
     }
@@ -167,6 +170,10 @@ impl State {
                 orphans,
                 ..BackupState::default()
             }),
+            rules: Rules {
+                restored: true,
+                ..self.rules
+            },
             ..self
         }
     }
@@ -233,16 +240,29 @@ impl State {
     /// otherwise find it not listening yet and take over; the preferred broker needs no
     /// grace, so two fresh brokers settle as the programs' names say.
     pub fn in_startup_grace(&self, now: Instant) -> bool {
-        !self.rules.preferred
+        let fresh = !self.rules.preferred
             && self.peer.is_none()
             && self.epoch == Epoch::default()
-            && self.log.is_empty()
-            && now.saturating_duration_since(self.rules.started) < self.rules.startup_grace
+            && self.log.is_empty();
+        (fresh && self.within_grace(now)) || self.in_restart_grace(now)
+    }
+
+    /// Whether we were read back from disk less than `--startup-grace-ms` ago: then we take
+    /// over neither on a silent peer nor on a tie, whatever our name. The peer may be coming
+    /// back with a newer log (it should lead), and the subscribers that lost both brokers
+    /// need the time to subscribe again before the log is replayed.
+    pub fn in_restart_grace(&self, now: Instant) -> bool {
+        self.rules.restored && self.within_grace(now)
+    }
+
+    fn within_grace(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.rules.started) < self.rules.startup_grace
     }
 
     /// Whether we should lead when both brokers are backups: the one with the newer epoch
     /// (it holds the newer log), then the one that led it (both read it back from disk),
-    /// then the preferred one, then the higher node id. A backup
+    /// then the preferred one, then the higher node id; never within a restart grace
+    /// ([`State::in_restart_grace`]). A backup
     /// whose primary spoke within the last ping timeout never wins: the peer's answer is
     /// older than that (it was still a backup when it answered, and has since taken over and
     /// synced us).
@@ -251,7 +271,9 @@ impl State {
         let me = (self.epoch, led(self.epoch, self.rules.node));
         let me = (me, self.rules.preferred, self.rules.node);
         let them = (peer.epoch, led(peer.epoch, peer.node));
-        !self.primary_recently_heard(now) && me > (them, peer.preferred, peer.node)
+        !self.primary_recently_heard(now)
+            && !self.in_restart_grace(now)
+            && me > (them, peer.preferred, peer.node)
     }
 
     // ---- the transitions ----
