@@ -366,3 +366,86 @@ fn rewrite(dir: &Path, whole: &[u8]) -> io::Result<File> {
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::thread;
+
+    use super::*;
+    use crate::broker::message_log::Log;
+    use crate::protocol::{Message, MsgId};
+
+    fn message(seq: u64) -> Arc<Message> {
+        let id = MsgId { publisher: 9, seq };
+        let (topic, payload) = ("t".into(), "x".repeat(100));
+        Arc::new(Message { id, topic, payload })
+    }
+
+    /// A journal in a fresh folder with `slack`, its log, and its thread.
+    fn journal(name: &str, slack: usize) -> (PathBuf, Arc<Journal>, Log, thread::JoinHandle<()>) {
+        let dir =
+            std::env::temp_dir().join(format!("edgebroker-journal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (mut journal, restored) = Journal::open(&dir, &BrokerConfig::fast(), 42).unwrap();
+        journal.slack = slack;
+        let journal = Arc::new(journal);
+        let mut log = restored.log;
+        log.attach(Arc::clone(&journal));
+        let writer = Arc::clone(&journal);
+        let thread = thread::spawn(move || writer.run(|_| {}));
+        (dir, journal, log, thread)
+    }
+
+    /// Waits until `index` is on disk.
+    fn wait_durable(journal: &Journal, index: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while journal.durable() < index {
+            assert!(Instant::now() < deadline, "{index} never reached the disk");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_file_stays_within_three_times_what_is_held_plus_the_slack() {
+        let slack = 4096;
+        let (dir, journal, mut log, thread) = journal("compact", slack);
+        // Ten messages held at any time, each its size plus a line's bytes, one publisher.
+        let held = 10 * (101 + 64) + 64;
+        let mut largest = 0;
+        for index in 1..=3000 {
+            log.insert(index, message(index));
+            if index > 10 {
+                log.remove(index - 10);
+            }
+            if index % 50 == 0 {
+                wait_durable(&journal, index);
+                largest = largest.max(fs::metadata(dir.join(FILE)).unwrap().len() as usize);
+            }
+        }
+        assert!(
+            largest <= 3 * held + slack,
+            "{largest} bytes for {held} held"
+        );
+        journal.stop();
+        thread.join().unwrap();
+        drop((log, journal));
+        let (_, restored) = Journal::open(&dir, &BrokerConfig::fast(), 7).unwrap();
+        assert_eq!(restored.node, 42, "the node id is kept");
+        let pending: Vec<u64> = restored.log.pending().map(|(i, _)| i).collect();
+        assert_eq!(pending, (2991..=3000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_sync_now_puts_every_line_appended_on_disk_at_once() {
+        let (dir, journal, log, thread) = journal("sync", SLACK);
+        journal.stop();
+        thread.join().unwrap();
+        let epoch = Epoch { term: 5, node: 42 };
+        log.begin_epoch(epoch);
+        journal.sync_now();
+        let text = fs::read_to_string(dir.join(FILE)).unwrap();
+        assert!(text.ends_with(&format!("EPOCH|{epoch}|1\n")), "{text}");
+        assert_eq!(journal.covers(0), Ok(true));
+    }
+}

@@ -623,6 +623,42 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_read_back_from_disk_holds_its_log_as_orphans_and_waits_out_its_grace() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(3);
+        let mut log = Log::new(100);
+        log.admit(message(1));
+        log.admit(message(2));
+        let mut s = state(true, now).restore(epoch(4, NODE), log);
+        assert_eq!((s.role(), s.epoch), (Role::Backup, epoch(4, NODE)));
+        assert_eq!(s.orphans().len(), 2, "handed to a newer primary's SYNC");
+        // Preferred as it is, it waits: the peer may come back with a newer log.
+        assert!(s.in_startup_grace(now) && !s.in_startup_grace(later));
+        let backup = peer(Role::Backup, epoch(1, 3));
+        assert!(!s.wins_tie(&backup, now) && s.wins_tie(&backup, later));
+        let effects = s.take_over(None).unwrap();
+        assert_eq!(
+            jobs(&effects),
+            vec![(1, epoch(5, NODE)), (2, epoch(5, NODE))],
+            "replayed once, in order"
+        );
+    }
+
+    #[test]
+    fn between_two_logs_of_one_epoch_the_one_that_led_it_wins() {
+        let later = Instant::now() + Duration::from_secs(3);
+        let s = state(false, later).restore(epoch(4, NODE), Log::new(10));
+        let grace_over = later + Duration::from_secs(3);
+        let follower = PeerState {
+            preferred: true,
+            ..peer(Role::Backup, epoch(4, NODE))
+        };
+        assert!(s.wins_tie(&follower, grace_over), "led beats preferred");
+        let newer = peer(Role::Backup, epoch(5, 3));
+        assert!(!s.wins_tie(&newer, grace_over), "a newer epoch beats led");
+    }
+
+    #[test]
     fn the_start_up_grace_holds_a_fresh_backup_only() {
         let now = Instant::now();
         let later = now + Duration::from_secs(3);
