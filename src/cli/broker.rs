@@ -278,9 +278,12 @@ pub fn parse_compute(spec: &str) -> Result<ComputeStep> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::cli::PRIMARY;
     use crate::cli::args_of as args;
+    use crate::config::Fsync;
 
     #[test]
     fn seed_positionals_and_flags() {
@@ -307,6 +310,28 @@ mod tests {
         match config("0 --pair a|b") {
             Err(Error::Usage(why)) => assert!(why.starts_with("--pair: bad pair name"), "{why}"),
             other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_log_on_disk_is_off_by_default_and_fsync_needs_it() {
+        let config = |line: &str| broker_config(&args(&PRIMARY, line).unwrap(), true);
+        let memory = config("0").unwrap();
+        assert_eq!((memory.data_dir, memory.fsync), (None, Fsync::Always));
+        let disk = config("0 --data-dir /var/lib/edge --fsync batch").unwrap();
+        assert_eq!(disk.data_dir.as_deref(), Some(Path::new("/var/lib/edge")));
+        assert_eq!(disk.fsync, Fsync::Batch);
+        for (line, wanted) in [
+            ("0 --fsync never", "--fsync needs --data-dir"),
+            (
+                "0 --data-dir d --fsync sometimes",
+                "--fsync: bad value 'sometimes' (want always, batch or never)",
+            ),
+        ] {
+            match config(line) {
+                Err(Error::Usage(why)) => assert_eq!(why, wanted),
+                other => panic!("expected a usage error, got {other:?}"),
+            }
         }
     }
 
