@@ -160,8 +160,10 @@ impl State {
     /// The same broker read back from its log on disk: in `epoch`, holding `log`, whose
     /// pending messages are also its orphans, as a primary's are when it steps down (were it
     /// the primary, no newer one may hold them: every SYNC hands them over, and the dedup
-    /// table of whoever leads recognises the ones it holds).
+    /// table of whoever leads recognises the ones it holds). A log that knows of no epoch and
+    /// holds nothing is a fresh start, without the restart grace.
     pub fn restore(self, epoch: Epoch, log: Log) -> State {
+        let restored = epoch != Epoch::default() || !log.is_empty();
         let orphans = log.pending().map(|(_, m)| Arc::clone(m)).collect();
         State {
             epoch,
@@ -171,7 +173,7 @@ impl State {
                 ..BackupState::default()
             }),
             rules: Rules {
-                restored: true,
+                restored,
                 ..self.rules
             },
             ..self
@@ -629,6 +631,8 @@ mod tests {
         let mut log = Log::new(100);
         log.admit(message(1));
         log.admit(message(2));
+        let fresh = state(true, now).restore(Epoch::default(), Log::new(10));
+        assert!(!fresh.in_startup_grace(now), "an empty log is a fresh start");
         let mut s = state(true, now).restore(epoch(4, NODE), log);
         assert_eq!((s.role(), s.epoch), (Role::Backup, epoch(4, NODE)));
         assert_eq!(s.orphans().len(), 2, "handed to a newer primary's SYNC");
