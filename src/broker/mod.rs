@@ -212,11 +212,16 @@ impl Broker {
 
     /// Stops the broker cleanly. A primary with a synced backup first hands over: it stops
     /// accepting publishes, tells the backup to take over at once (a planned failover, faster
-    /// than detection, nothing lost), and waits for the backup's new epoch. Then it closes the
-    /// listener and every connection and joins every thread.
+    /// than detection, nothing lost), and waits for the backup's new epoch. Then it syncs its
+    /// log on disk, if it has one, closes the listener and every connection and joins every
+    /// thread.
     pub fn shutdown(self) {
         info!("shutting down");
         self.node.hand_over();
+        // What was appended is on disk before the threads stop (a crash, `kill`, leaves it).
+        if let Some(journal) = &self.node.journal {
+            journal.sync_now();
+        }
     }
 }
 

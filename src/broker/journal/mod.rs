@@ -265,10 +265,10 @@ impl Journal {
                 _ => None,
             };
             match due {
-                Some(at) if at <= now => return true,
-                Some(at) => {
-                    let _ = self.work.wait_until(&mut book, at);
+                Some(at) if at <= now || self.work.wait_until(&mut book, at).timed_out() => {
+                    return true;
                 }
+                Some(_) => {}
                 None => self.work.wait(&mut book),
             }
         }
@@ -382,12 +382,18 @@ mod tests {
         Arc::new(Message { id, topic, payload })
     }
 
-    /// A journal in a fresh folder with `slack`, its log, and its thread.
-    fn journal(name: &str, slack: usize) -> (PathBuf, Arc<Journal>, Log, thread::JoinHandle<()>) {
-        let dir =
-            std::env::temp_dir().join(format!("edgebroker-journal-{name}-{}", std::process::id()));
+    type Running = (PathBuf, Arc<Journal>, Log, thread::JoinHandle<()>);
+
+    /// A journal syncing as `fsync` says in a fresh folder with `slack`, its log, its thread.
+    fn journal(name: &str, slack: usize, fsync: Fsync) -> Running {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("edgebroker-journal-{name}-{pid}"));
         let _ = fs::remove_dir_all(&dir);
-        let (mut journal, restored) = Journal::open(&dir, &BrokerConfig::fast(), 42).unwrap();
+        let config = BrokerConfig {
+            fsync,
+            ..BrokerConfig::fast()
+        };
+        let (mut journal, restored) = Journal::open(&dir, &config, 42).unwrap();
         journal.slack = slack;
         let journal = Arc::new(journal);
         let mut log = restored.log;
@@ -409,7 +415,7 @@ mod tests {
     #[test]
     fn the_file_stays_within_three_times_what_is_held_plus_the_slack() {
         let slack = 4096;
-        let (dir, journal, mut log, thread) = journal("compact", slack);
+        let (dir, journal, mut log, thread) = journal("compact", slack, Fsync::Always);
         // Ten messages held at any time, each its size plus a line's bytes, one publisher.
         let held = 10 * (101 + 64) + 64;
         let mut largest = 0;
@@ -437,8 +443,50 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_fails_the_writes_until_it_has_room_and_then_nothing_is_lost() {
+        let (dir, journal, mut log, thread) = journal("full", SLACK, Fsync::Always);
+        wait_durable(&journal, 0);
+        let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let real = std::mem::replace(&mut journal.disk.lock().file, full);
+        log.insert(1, message(1));
+        log.insert(2, message(2));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while journal.failure().is_none() {
+            assert!(Instant::now() < deadline, "the full disk went unnoticed");
+            thread::sleep(Duration::from_millis(1));
+        }
+        let why = journal.covers(2).unwrap_err();
+        assert!(why.contains("No space left on device"), "{why}");
+        // Room again: the next try writes what the failed one left, whole.
+        journal.disk.lock().file = real;
+        wait_durable(&journal, 2);
+        assert_eq!(journal.failure(), None);
+        journal.stop();
+        thread.join().unwrap();
+        drop((log, journal));
+        let (_, restored) = Journal::open(&dir, &BrokerConfig::fast(), 7).unwrap();
+        assert_eq!(restored.log.len(), 2);
+    }
+
+    #[test]
+    fn with_fsync_batch_a_written_line_is_synced_within_the_interval_though_nothing_follows() {
+        let (_dir, journal, mut log, thread) = journal("batch", SLACK, Fsync::Batch);
+        // The header was synced at once; a line right after it waits for the timer.
+        wait_durable(&journal, 0);
+        log.insert(1, message(1));
+        let written = Instant::now();
+        wait_durable(&journal, 1);
+        while journal.book.lock().synced < 1 {
+            assert!(written.elapsed() < BATCH_INTERVAL * 10, "never synced");
+            thread::sleep(Duration::from_millis(1));
+        }
+        journal.stop();
+        thread.join().unwrap();
+    }
+
+    #[test]
     fn a_sync_now_puts_every_line_appended_on_disk_at_once() {
-        let (dir, journal, log, thread) = journal("sync", SLACK);
+        let (dir, journal, log, thread) = journal("sync", SLACK, Fsync::Never);
         journal.stop();
         thread.join().unwrap();
         let epoch = Epoch { term: 5, node: 42 };

@@ -632,7 +632,10 @@ mod tests {
         log.admit(message(1));
         log.admit(message(2));
         let fresh = state(true, now).restore(Epoch::default(), Log::new(10));
-        assert!(!fresh.in_startup_grace(now), "an empty log is a fresh start");
+        assert!(
+            !fresh.in_startup_grace(now),
+            "an empty log is a fresh start"
+        );
         let mut s = state(true, now).restore(epoch(4, NODE), log);
         assert_eq!((s.role(), s.epoch), (Role::Backup, epoch(4, NODE)));
         assert_eq!(s.orphans().len(), 2, "handed to a newer primary's SYNC");
