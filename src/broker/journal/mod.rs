@@ -403,13 +403,18 @@ mod tests {
         (dir, journal, log, thread)
     }
 
-    /// Waits until `index` is on disk.
-    fn wait_durable(journal: &Journal, index: u64) {
+    /// Waits until `done` holds, failing after 10 s.
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while journal.durable() < index {
-            assert!(Instant::now() < deadline, "{index} never reached the disk");
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
             thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Waits until `index` is on disk.
+    fn wait_durable(journal: &Journal, index: u64) {
+        wait_until(&format!("{index} on disk"), || journal.durable() >= index);
     }
 
     #[test]
@@ -450,11 +455,7 @@ mod tests {
         let real = std::mem::replace(&mut journal.disk.lock().file, full);
         log.insert(1, message(1));
         log.insert(2, message(2));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while journal.failure().is_none() {
-            assert!(Instant::now() < deadline, "the full disk went unnoticed");
-            thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the full disk noticed", || journal.failure().is_some());
         let why = journal.covers(2).unwrap_err();
         assert!(why.contains("No space left on device"), "{why}");
         // Room again: the next try writes what the failed one left, whole.
@@ -472,16 +473,12 @@ mod tests {
     fn with_fsync_batch_a_written_line_is_synced_within_the_interval_though_nothing_follows() {
         let (_dir, journal, mut log, thread) = journal("batch", SLACK, Fsync::Batch);
         // The header is synced at once; a line right after it waits for the timer.
-        while journal.book.lock().last_sync.is_none() {
-            thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the header synced", || {
+            journal.book.lock().last_sync.is_some()
+        });
         log.insert(1, message(1));
-        let written = Instant::now();
         wait_durable(&journal, 1);
-        while journal.book.lock().synced < 1 {
-            assert!(written.elapsed() < BATCH_INTERVAL * 10, "never synced");
-            thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("the line synced", || journal.book.lock().synced >= 1);
         journal.stop();
         thread.join().unwrap();
     }
