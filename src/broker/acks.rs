@@ -11,13 +11,15 @@
 //!  publisher ─PUB─▶ [conn-N] admit ─ not safe yet: keep a place, file (index, ticket) ─▶ read on
 //!                                                       │
 //!  backup ─REPLICATED|i─▶ [repl-reader] confirm(i) ─ every ACK filed at ≤ i ─▶ fill ─▶ writer
+//!  disk ─ written or synced to i ─▶ [journal] ───── every ACK filed at ≤ i ─▶ fill ─▶ writer
 //!  health or role change, a deadline ─▶ [acks] ─ every ACK it decides ──────▶ fill ─▶ writer
 //! ```
 //!
 //! The verdict is the one the broker gives when asked without waiting ([`Verdicts`], which
 //! the node answers with `Node::await_safe_until`; a refusal that is not decided yet,
-//! `Refusal::TimedOut` or `Refusal::Undelivered`, may still turn into an ACK), so each answer
-//! (ACK, degraded ACK, `--require-backup`, timeout, role change, shutting down) reads as it
+//! `Refusal::TimedOut`, `Refusal::Undelivered` or `Refusal::Unwritten`, may still turn into an
+//! ACK), so each answer (ACK, degraded ACK, `--require-backup`, timeout, role change, a full
+//! disk, shutting down) reads as it
 //! would had the connection's thread waited itself. The book asks the broker only through
 //! that trait, so it does not depend on the node that holds it.
 
@@ -43,7 +45,8 @@ pub trait Verdicts {
     fn answer_now(&self, admitted: &Admitted, ack: &Reply, give_up: bool) -> Option<Reply>;
     /// How long a publish may wait for its verdict.
     fn ack_timeout(&self) -> Duration;
-    /// The highest log index the backup has confirmed.
+    /// The highest log index the backup has confirmed (and, with a log on disk, that is on
+    /// disk too).
     fn confirmed(&self) -> u64;
     /// Whether the broker is stopping.
     fn stopping(&self) -> bool;

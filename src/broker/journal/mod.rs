@@ -102,8 +102,8 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens the log in `config.data_dir` (creating it), reads back what it holds and
-    /// rewrites it from that. A fresh log gets the node id `fresh_node`.
+    /// Opens the log in `dir` (creating it), reads back what it holds and rewrites it from
+    /// that. A fresh log gets the node id `fresh_node`.
     pub fn open(dir: &Path, config: &BrokerConfig, fresh_node: u32) -> Result<(Journal, Restored)> {
         let failed =
             |what: &str, e: io::Error| Error::DataDir(format!("{what} {}: {e}", dir.display()));
@@ -127,7 +127,7 @@ impl Journal {
         let restored = read.unwrap_or_else(|| Restored::fresh(node, config));
         restored.log.write_snapshot(restored.epoch, &mut whole);
         // What was read back is on disk already: every index in it counts as synced.
-        let on_disk = restored.log.next_index() - 1;
+        let on_disk = restored.log.next_index().saturating_sub(1);
         let mut book = Book {
             epoch: restored.epoch,
             appended: on_disk,
