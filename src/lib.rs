@@ -81,6 +81,9 @@
 //! | `broker::role::peer` | the role machine's side of the peer: SYNC and fencing, probes, the session's link, hand-over and orphans |
 //! | `broker::reign` | each change of role under the role lock, its effects carried out; the lock order |
 //! | `broker::message_log` | the ordered log of undelivered messages and the dedup table |
+//! | `broker::journal` | the log on disk (`--data-dir`): its file, the `journal` thread that writes and syncs it, what an ACK waits for |
+//! | `broker::journal::record` | one line of the log on disk: its checksum, encoding and parsing |
+//! | `broker::journal::recover` | reading the log back at start: each line applied again, a torn tail dropped, a foreign log refused |
 //! | `broker::safety` | what the primary knows of the backup's copy; waiting until a message is safe |
 //! | `broker::acks` | ACKs filed by publishers' threads, filled in by the thread that learns their verdict; what it asks of the broker (`Verdicts`) |
 //! | `broker::verdict` | why a publish is refused, and the admitted publish its verdict is asked for |
@@ -118,6 +121,7 @@
 //!                            └─ else queue ─▶ [writer-N] ─▶ subscriber
 //!       [acks]: ACKs decided by a change of health or role, or a deadline
 //!       [pinger]: while backup, PROBE the primary every interval or on demand; take over
+//!       [journal]: with --data-dir, writes and syncs the log's lines; the ACKs that waited for it
 //! ```
 //!
 //! ## The life of one message
@@ -134,7 +138,10 @@
 //!    recorded the confirmation fills it in and writes it
 //!    (`broker::acks::Acks::answer_confirmed`, asking
 //!    `broker::node::Node::await_safe_until` without waiting). A change of the backup's
-//!    health or of the role, or a deadline, is answered by the `acks` thread instead.
+//!    health or of the role, or a deadline, is answered by the `acks` thread instead. With
+//!    `--data-dir` the ACK also waits for the message's line in the log on disk
+//!    (`broker::journal::Journal::covers`): whichever of the `repl-reader` and the `journal`
+//!    thread learns last writes it.
 //! 4. **Compute** — the worker (`broker::compute::run_worker`) waits until the message is
 //!    replicated (`broker::safety::Safety::wait_replicated`), busy-loops 50–150 ms and
 //!    checks that its epoch is still current.

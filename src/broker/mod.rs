@@ -12,6 +12,8 @@
 //!   deadline (`acks`).
 //! - `handoff`: hands the messages a stepped-down primary still holds to the new primary
 //!   (`handoff`).
+//! - `journal`: with `--data-dir`, writes the log on disk and syncs it, and answers the ACKs
+//!   that waited for it (`journal`).
 //!
 //! Before it starts them, it lowers `--max-connections` to what the machine's limits fit
 //! (`connection_capacity`).
