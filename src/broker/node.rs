@@ -153,6 +153,10 @@ impl Node {
                 (id, None, State::new(id, &config, Instant::now()))
             }
         };
+        // Seed-form ids read back from disk are taken: ours go on above them.
+        let anon_seq = (state.log.seen())
+            .find(|(seen, _)| seen.publisher == u64::from(id))
+            .map_or(0, |(seen, _)| seen.seq);
         let counters = Arc::new(Counters::default());
         Node {
             safety: Safety::new(config.require_backup),
@@ -173,7 +177,7 @@ impl Node {
             handoff_now,
             sockets: Registry::default(),
             slots: Mutex::new(Slots::new(config.max_connections, super::PEER_SLOTS)),
-            anon_seq: AtomicU64::new(0),
+            anon_seq: AtomicU64::new(anon_seq),
             stopping: AtomicBool::new(false),
             gate: Gate::default(),
             config,
