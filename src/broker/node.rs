@@ -136,17 +136,11 @@ impl Node {
         handoff_now: Sender<()>,
     ) -> Self {
         let (id, journal, state) = match disk {
-            Some((
-                journal,
-                Restored {
-                    node,
-                    epoch,
-                    mut log,
-                },
-            )) => {
-                log.attach(Arc::clone(&journal));
-                let state = State::new(node, &config, Instant::now()).restore(epoch, log);
-                (node, Some(journal), state)
+            Some((journal, mut restored)) => {
+                restored.log.attach(Arc::clone(&journal));
+                let state = State::new(restored.node, &config, Instant::now());
+                let state = state.restore(restored.epoch, restored.log);
+                (restored.node, Some(journal), state)
             }
             None => {
                 let id = Node::fresh_id();

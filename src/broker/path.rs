@@ -299,19 +299,6 @@ impl Node {
         self.as_follower(epoch, |log| log.note_seen(id, 0))
     }
 
-    /// A line from the primary of `epoch`: applied to our log under the role lock if we
-    /// follow that primary, else refused (the refusal returned).
-    fn as_follower(&self, epoch: Epoch, apply: impl FnOnce(&mut Log)) -> Option<Reply> {
-        let mut s = self.state.lock();
-        let refused = self.check_follower(&mut s, epoch);
-        if refused.is_none() {
-            apply(&mut s.log);
-        }
-        refused
-    }
-}
-
-impl Node {
     /// The journal thread's news: every index up to `durable` is on disk. Answers the ACKs
     /// that waited only for that: up to what the backup confirmed, or all of them while no
     /// backup is up (they are ACKed alone).
@@ -321,6 +308,17 @@ impl Node {
             _ => durable,
         };
         self.acks.answer_confirmed(self, up_to);
+    }
+
+    /// A line from the primary of `epoch`: applied to our log under the role lock if we
+    /// follow that primary, else refused (the refusal returned).
+    fn as_follower(&self, epoch: Epoch, apply: impl FnOnce(&mut Log)) -> Option<Reply> {
+        let mut s = self.state.lock();
+        let refused = self.check_follower(&mut s, epoch);
+        if refused.is_none() {
+            apply(&mut s.log);
+        }
+        refused
     }
 }
 

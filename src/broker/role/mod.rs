@@ -240,7 +240,8 @@ impl State {
     /// `backup`, have never heard the peer, hold nothing, and started less than
     /// `--startup-grace-ms` ago. Started at the same instant as its primary, a backup would
     /// otherwise find it not listening yet and take over; the preferred broker needs no
-    /// grace, so two fresh brokers settle as the programs' names say.
+    /// grace, so two fresh brokers settle as the programs' names say. A broker read back from
+    /// disk waits it out too, whatever its name ([`State::in_restart_grace`]).
     pub fn in_startup_grace(&self, now: Instant) -> bool {
         let fresh = !self.rules.preferred
             && self.peer.is_none()
@@ -269,13 +270,10 @@ impl State {
     /// older than that (it was still a backup when it answered, and has since taken over and
     /// synced us).
     pub fn wins_tie(&self, peer: &PeerState, now: Instant) -> bool {
-        let led = |epoch: Epoch, node| epoch.node == node;
-        let me = (self.epoch, led(self.epoch, self.rules.node));
-        let me = (me, self.rules.preferred, self.rules.node);
-        let them = (peer.epoch, led(peer.epoch, peer.node));
-        !self.primary_recently_heard(now)
-            && !self.in_restart_grace(now)
-            && me > (them, peer.preferred, peer.node)
+        let rank = |epoch: Epoch, node, preferred| (epoch, epoch.node == node, preferred, node);
+        let me = rank(self.epoch, self.rules.node, self.rules.preferred);
+        let them = rank(peer.epoch, peer.node, peer.preferred);
+        !self.primary_recently_heard(now) && !self.in_restart_grace(now) && me > them
     }
 
     // ---- the transitions ----
