@@ -10,9 +10,10 @@
 //! falls back to loopback ports ([`site::Site::Loopback`]) where only process faults are
 //! possible.
 //!
-//! The faults: `kill -9` and restart of a broker or the witness, SIGSTOP/SIGCONT, cutting and
-//! healing the link between any two hosts (the brokers', a broker's and the witness's; both
-//! still reach every other host), and cutting a host off entirely. Everything a run creates — processes, namespaces, links — is removed when the
+//! The faults: `kill -9` and restart of a broker, of both brokers at once or of the witness,
+//! SIGSTOP/SIGCONT, cutting and healing the link between any two hosts (the brokers', a
+//! broker's and the witness's; both still reach every other host), and cutting a host off
+//! entirely. Everything a run creates — processes, namespaces, links — is removed when the
 //! value that made it is dropped, also when a test fails.
 //!
 //! ## Layout
