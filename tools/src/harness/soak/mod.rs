@@ -18,6 +18,14 @@
 //! rule: no broker ACKed a publish alone after the witness had granted a newer epoch
 //! ([`check::acks_after_newer_grants`], from the brokers' debug logs and the witness's).
 //!
+//! Every broker keeps a log on disk, synced before each ACK (`--data-dir`, `--fsync always`):
+//! a folder per broker in the run's folder, `primary-data/` and `backup-data/`, kept across
+//! its restarts. So a restarted broker reads back what it held, and the faults include a
+//! power cut of the pair ([`FaultKind::KillBoth`]): both brokers killed at one moment and
+//! started again, each waiting out its start-up grace (longer than the subscribers' longest
+//! redial backoff, so they are back) before the one with the newer log leads and replays what
+//! was ACKed and not yet delivered. The verdict is the same: nothing ACKed may be lost.
+//!
 //! "Primary" in a fault's name means the broker holding that role when the fault strikes, as
 //! STATUS says — not the program that started it.
 //!
@@ -91,7 +99,8 @@ pub struct SoakConfig {
 impl SoakConfig {
     /// The defaults: 10 faults, gaps of 2–6 s, a healthy pair within 30 s, the third
     /// subscriber restarted every 15 s, brokers logging at debug level (the evidence of a
-    /// failed run).
+    /// failed run) and keeping a log on disk synced before each ACK (`--fsync always`: what
+    /// [`FaultKind::KillBoth`] needs to lose nothing).
     pub fn new(programs: Programs, dir: PathBuf) -> SoakConfig {
         SoakConfig {
             faults: 10,
@@ -104,6 +113,7 @@ impl SoakConfig {
             cluster: ClusterConfig {
                 topic: "soak".into(),
                 log_level: "debug".into(),
+                fsync: Some("always".into()),
                 ..ClusterConfig::default()
             },
             healthy_deadline: Duration::from_secs(30),

@@ -32,11 +32,16 @@ pub enum FaultKind {
     CutWitnessBackup,
     /// Cut the witness's host off entirely (from both brokers) for 2–5 s.
     IsolateWitness,
+    /// SIGKILL both brokers at once (a power cut of the pair), start both again 1–3 s later
+    /// with the same command lines; each reads its log on disk back, waits out its start-up
+    /// grace, and the one with the newer log leads and replays what was ACKed and not yet
+    /// delivered.
+    KillBoth,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::KillPrimary,
         FaultKind::KillBackup,
         FaultKind::StopPrimary,
@@ -46,6 +51,7 @@ impl FaultKind {
         FaultKind::CutWitnessPrimary,
         FaultKind::CutWitnessBackup,
         FaultKind::IsolateWitness,
+        FaultKind::KillBoth,
     ];
 
     /// Whether it needs hosts in network namespaces.
@@ -74,9 +80,10 @@ impl FaultKind {
     /// How long the fault lasts before it is undone, in ms.
     fn hold_ms(self) -> RangeInclusive<u64> {
         match self {
-            FaultKind::KillPrimary | FaultKind::KillBackup | FaultKind::KillWitness => {
-                1_000..=3_000
-            }
+            FaultKind::KillPrimary
+            | FaultKind::KillBackup
+            | FaultKind::KillWitness
+            | FaultKind::KillBoth => 1_000..=3_000,
             FaultKind::StopPrimary => 1_000..=4_000,
             FaultKind::CutLink
             | FaultKind::IsolatePrimary
@@ -99,6 +106,7 @@ impl fmt::Display for FaultKind {
             FaultKind::CutWitnessPrimary => "cut primary-witness link, heal",
             FaultKind::CutWitnessBackup => "cut backup-witness link, heal",
             FaultKind::IsolateWitness => "cut witness host off, rejoin",
+            FaultKind::KillBoth => "kill -9 both brokers, restart",
         })
     }
 }
@@ -157,6 +165,12 @@ mod tests {
         config
     }
 
+    /// The first 50 faults a schedule for `config` draws.
+    fn draw(config: &SoakConfig, network: bool) -> Vec<(Duration, FaultKind, Duration)> {
+        let mut schedule = Schedule::new(config, network);
+        (0..50).map(|_| schedule.next()).collect()
+    }
+
     #[test]
     fn witness_faults_are_drawn_only_with_a_witness() {
         assert!(FaultKind::ALL.iter().filter(|k| k.needs_witness()).count() == 4);
@@ -169,10 +183,6 @@ mod tests {
 
     #[test]
     fn a_seed_always_draws_the_same_faults_and_only_those_the_run_can_inject() {
-        let draw = |config: &SoakConfig, network| {
-            let mut schedule = Schedule::new(config, network);
-            (0..50).map(|_| schedule.next()).collect::<Vec<_>>()
-        };
         let plain = config(false);
         assert_eq!(draw(&plain, true), draw(&plain, true));
         for (gap, kind, hold) in draw(&plain, false) {
@@ -183,5 +193,14 @@ mod tests {
         }
         let witnessed = draw(&config(true), true);
         assert!(witnessed.iter().any(|(_, kind, _)| kind.needs_witness()));
+    }
+
+    #[test]
+    fn killing_both_brokers_needs_neither_namespaces_nor_a_witness_and_is_drawn_on_loopback() {
+        let both = FaultKind::KillBoth;
+        assert!(!both.needs_network() && !both.needs_witness());
+        assert_eq!(both.hold_ms(), FaultKind::KillPrimary.hold_ms());
+        let local = draw(&config(false), false);
+        assert!(local.iter().any(|&(_, kind, _)| kind == both), "{local:?}");
     }
 }
