@@ -26,7 +26,7 @@
 //! | [`cluster`] | a broker pair and its clients as processes: start, fault, restart, wait until healthy |
 //! | [`check`] | judging a run from its output files: losses, duplicates, order, epochs claimed twice, ACKs alone after a newer grant |
 //! | [`soak`] | the chaos soak: random faults, then the verdict and a summary table |
-//! | [`soak_program`] | the `soak` program's work: flags to a soak, building the programs, logs, outcome |
+//! | [`soak_program`] | the `soak` program's work: its command line, flags to a soak, building the programs, logs, outcome |
 //!
 //! The tests in `tools/tests/netns.rs` use [`cluster`] for the separate-host scenarios; the `soak`
 //! program is a thin wrapper around [`soak_program::run`], which calls [`soak::run`].

@@ -26,6 +26,8 @@
 //! redial backoff, so they are back) before the one with the newer log leads and replays what
 //! was ACKed and not yet delivered. The verdict is the same: nothing ACKed may be lost.
 //!
+//! `soak --only` ([`SoakConfig::only`]) injects only the kinds it names.
+//!
 //! "Primary" in a fault's name means the broker holding that role when the fault strikes, as
 //! STATUS says — not the program that started it.
 //!
@@ -34,7 +36,7 @@
 //! | file | its one job |
 //! |---|---|
 //! | `soak/mod.rs` | what a soak does ([`SoakConfig`]), and the state of one in progress |
-//! | `soak/schedule.rs` | the faults: their kinds ([`FaultKind`]) and the seeded draw of kind, gap and hold |
+//! | `soak/schedule.rs` | the faults: their kinds ([`FaultKind`]) and names (`--only`), and the seeded draw of kind, gap and hold |
 //! | `soak/run_loop.rs` | the run: hosts chosen, the cluster started, pauses and faults until the end ([`run`]) |
 //! | `soak/inject.rs` | one fault: struck at the role it names, held, undone, the pair healthy again ([`FaultRecord`]) |
 //! | `soak/verdict.rs` | the end: the publisher stopped, the subscribers drained, every rule judged ([`WitnessVerdict`]) |
@@ -94,6 +96,8 @@ pub struct SoakConfig {
     pub healthy_deadline: Duration,
     /// How often the third subscriber is restarted.
     pub restart_every: Duration,
+    /// The only fault kinds to inject (`soak --only`); empty: every kind the run can inject.
+    pub only: Vec<FaultKind>,
 }
 
 impl SoakConfig {
@@ -118,6 +122,7 @@ impl SoakConfig {
             },
             healthy_deadline: Duration::from_secs(30),
             restart_every: Duration::from_secs(15),
+            only: Vec::new(),
         }
     }
 }
