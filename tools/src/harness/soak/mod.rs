@@ -16,7 +16,8 @@
 //! primary holds its lease, the faults include the witness's ([`FaultKind::needs_witness`]):
 //! killed and restarted, cut off from one broker or from both — and the verdict adds one
 //! rule: no broker ACKed a publish alone after the witness had granted a newer epoch
-//! ([`check::acks_after_newer_grants`], from the brokers' debug logs and the witness's).
+//! ([`super::check::acks_after_newer_grants`], from the brokers' debug logs and the
+//! witness's).
 //!
 //! Every broker keeps a log on disk, synced before each ACK (`--data-dir`, `--fsync always`):
 //! a folder per broker in the run's folder, `primary-data/` and `backup-data/`, kept across
