@@ -10,7 +10,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`harness`] | separate hosts in network namespaces, fault injection and the chaos soak |
-//! | [`harness::soak_program`] | the `soak` program's work: flags to a soak, building the programs, logs, outcome |
+//! | [`harness::soak_program`] | the `soak` program's work: its command line, flags to a soak, building the programs, logs, outcome |
 //! | [`bench`](mod@bench) | load-testing a broker: publishers and subscribers on threads, latency and loss figures |
 //! | [`pairstat`] | the pair's live view: both brokers' STATUS as one refreshing table |
 //!

@@ -8,7 +8,7 @@ use edgebroker_tools::harness::soak_program::{self, Outcome};
 
 fn main() -> ExitCode {
     let mut outcome = Outcome::Passed;
-    let code = cli::run(&cli::SOAK, |args| {
+    let code = cli::run(&soak_program::COMMAND, |args| {
         outcome = soak_program::run(&args)?;
         Ok(())
     });

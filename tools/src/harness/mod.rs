@@ -10,9 +10,10 @@
 //! falls back to loopback ports ([`site::Site::Loopback`]) where only process faults are
 //! possible.
 //!
-//! The faults: `kill -9` and restart of a broker or the witness, SIGSTOP/SIGCONT, cutting and
-//! healing the link between any two hosts (the brokers', a broker's and the witness's; both
-//! still reach every other host), and cutting a host off entirely. Everything a run creates — processes, namespaces, links — is removed when the
+//! The faults: `kill -9` and restart of a broker, of both brokers at once or of the witness,
+//! SIGSTOP/SIGCONT, cutting and healing the link between any two hosts (the brokers', a
+//! broker's and the witness's; both still reach every other host), and cutting a host off
+//! entirely. Everything a run creates — processes, namespaces, links — is removed when the
 //! value that made it is dropped, also when a test fails.
 //!
 //! ## Layout
@@ -25,7 +26,7 @@
 //! | [`cluster`] | a broker pair and its clients as processes: start, fault, restart, wait until healthy |
 //! | [`check`] | judging a run from its output files: losses, duplicates, order, epochs claimed twice, ACKs alone after a newer grant |
 //! | [`soak`] | the chaos soak: random faults, then the verdict and a summary table |
-//! | [`soak_program`] | the `soak` program's work: flags to a soak, building the programs, logs, outcome |
+//! | [`soak_program`] | the `soak` program's work: its command line, flags to a soak, building the programs, logs, outcome |
 //!
 //! The tests in `tools/tests/netns.rs` use [`cluster`] for the separate-host scenarios; the `soak`
 //! program is a thin wrapper around [`soak_program::run`], which calls [`soak::run`].

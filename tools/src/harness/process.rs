@@ -181,6 +181,14 @@ impl Proc {
         wait_for(within, || self.try_exit())
     }
 
+    /// Sends it SIGKILL and returns at once, not waiting for it to die: for killing several
+    /// at one moment ([`Proc::kill`] then reaps each).
+    pub fn kill_now(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+        }
+    }
+
     /// SIGKILLs it (a stopped process dies too) and reaps it.
     pub fn kill(&mut self) {
         if self.try_exit().is_none() {

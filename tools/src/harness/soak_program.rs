@@ -1,15 +1,43 @@
-//! The `soak` program's work around [`soak::run`]: its flags turned into a [`SoakConfig`], the
-//! other programs built under `cargo run`, the log folder made, kept or removed, the summary
-//! printed, and the [`Outcome`] its exit code comes from.
+//! The `soak` program's work around [`soak::run`]: its command line ([`COMMAND`]), its flags
+//! turned into a [`SoakConfig`], the other programs built under `cargo run`, the log folder
+//! made, kept or removed, the summary printed, and the [`Outcome`] its exit code comes from.
 
 use std::path::{Path, PathBuf};
 
-use edgebroker::cli::{self, Args};
+use edgebroker::cli::{self, Args, Command, Flag};
 use edgebroker::error::{Error, Result};
 
 use crate::harness::cluster::Programs;
 use crate::harness::netns::Network;
-use crate::harness::soak::{self, Mode, SoakConfig};
+use crate::harness::soak::{self, FaultKind, Mode, SoakConfig};
+
+/// The `soak` command line: [`cli::SOAK`]'s table with the tools' own `--only` after its
+/// flags.
+pub const COMMAND: Command = Command {
+    flags: &FLAGS,
+    ..cli::SOAK
+};
+
+/// [`cli::SOAK`]'s flags, then [`ONLY`].
+const FLAGS: [Flag; cli::SOAK.flags.len() + 1] = with_flag(cli::SOAK.flags, ONLY);
+
+/// `--only`: the fault kinds to inject, by [`FaultKind::name`].
+const ONLY: Flag = Flag::value(
+    "--only",
+    "KINDS",
+    "inject only these kinds, comma-separated: kill-primary, kill-backup, stop-primary, kill-both (both brokers killed at once, restarted 1-3 s later from their logs on disk); with namespaces cut-link, isolate-primary; with --witness kill-witness, cut-witness-primary, cut-witness-backup, isolate-witness [all]",
+);
+
+/// `flags`, then `extra`: a table's flags with one more.
+const fn with_flag<const N: usize>(flags: &[Flag], extra: Flag) -> [Flag; N] {
+    let mut all = [extra; N];
+    let mut i = 0;
+    while i < flags.len() {
+        all[i] = flags[i];
+        i += 1;
+    }
+    all
+}
 
 /// How a soak that ran to its end came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +50,7 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// Runs the soak the `soak` command line ([`cli::SOAK`]) asks for: checks the flags, builds the
+/// Runs the soak the `soak` command line ([`COMMAND`]) asks for: checks the flags, builds the
 /// other programs under `cargo run` ([`Programs::of_this_build`]), makes the log folder, runs
 /// [`soak::run`], prints the timeline and summary (also written to `summary.txt`) and keeps or
 /// removes the logs.
@@ -103,6 +131,7 @@ pub fn run(args: &Args) -> Result<Outcome> {
         config.cluster.log_level = level;
     }
     config.cluster.witness = args.switch("--witness");
+    config.only = only(args, mode, config.cluster.witness)?;
     if let Some(ms) = args.value::<u64>("--lease-ms")? {
         if !config.cluster.witness {
             return Err(Error::Usage("--lease-ms needs --witness".into()));
@@ -154,4 +183,79 @@ pub fn run(args: &Args) -> Result<Outcome> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(outcome)
+}
+
+/// The kinds `--only` names (empty without it); a usage error for a name that is no kind, or
+/// for a kind the run cannot inject: a witness's without `--witness`, a network fault with
+/// `--local`.
+fn only(args: &Args, mode: Mode, witness: bool) -> Result<Vec<FaultKind>> {
+    let Some(list) = args.value::<String>("--only")? else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(|name| {
+            let kind = FaultKind::named(name.trim()).ok_or_else(|| {
+                let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                Error::Usage(format!(
+                    "--only: no fault kind '{name}' (the kinds: {})",
+                    names.join(", ")
+                ))
+            })?;
+            if kind.needs_witness() && !witness {
+                return Err(Error::Usage(format!("--only {name} needs --witness")));
+            }
+            if kind.needs_network() && mode == Mode::Local {
+                return Err(Error::Usage(format!(
+                    "--only {name} needs network namespaces, not --local"
+                )));
+            }
+            Ok(kind)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Args {
+        match cli::parse(&COMMAND, line.split_whitespace().map(String::from)) {
+            Ok(cli::Parsed::Run(args)) => args,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_the_soak_table_with_only() {
+        assert_eq!(COMMAND.flags.len(), cli::SOAK.flags.len() + 1);
+        assert!(
+            cli::SOAK
+                .flags
+                .iter()
+                .all(|f| COMMAND.flags.iter().any(|g| g.name == f.name))
+        );
+        let usage = COMMAND.usage();
+        assert!(usage.contains("  --only KINDS "), "{usage}");
+        assert!(
+            usage
+                .lines()
+                .all(|l| l.len() <= 92 || !l.starts_with("  --")),
+            "{usage}"
+        );
+    }
+
+    #[test]
+    fn only_names_kinds_the_run_can_inject() {
+        let kinds = |line: &str, mode, witness| only(&args(line), mode, witness);
+        assert_eq!(kinds("", Mode::Local, false).unwrap(), Vec::new());
+        assert_eq!(
+            kinds("--only kill-both,kill-primary", Mode::Local, false).unwrap(),
+            vec![FaultKind::KillBoth, FaultKind::KillPrimary]
+        );
+        assert!(kinds("--only kill-all", Mode::Local, false).is_err());
+        assert!(kinds("--only kill-witness", Mode::Local, false).is_err());
+        assert!(kinds("--only kill-witness", Mode::Local, true).is_ok());
+        assert!(kinds("--only cut-link", Mode::Local, false).is_err());
+        assert!(kinds("--only cut-link", Mode::Auto, false).is_ok());
+    }
 }

@@ -1,6 +1,7 @@
-//! The faults a cluster injects from outside, the way an operator would meet them: a broker
-//! or the witness killed (`kill -9`), a broker hung (SIGSTOP) and resumed (SIGCONT), the link
-//! between two hosts cut and healed, a host cut off and brought back.
+//! The faults a cluster injects from outside, the way an operator would meet them: a broker,
+//! both brokers at once or the witness killed (`kill -9`), a broker hung (SIGSTOP) and
+//! resumed (SIGCONT), the link between two hosts cut and healed, a host cut off and brought
+//! back.
 
 use edgebroker::error::Result;
 use log::info;
@@ -19,6 +20,20 @@ impl Cluster {
             info!("{} (pid {}) killed", proc.name(), proc.pid());
         }
         slot.stopped = false;
+    }
+
+    /// SIGKILLs both brokers at one moment: a power cut of the pair. Both are sent SIGKILL
+    /// before either is reaped, so they die within a moment of each other. They stay
+    /// dead until [`Cluster::start_broker`].
+    pub fn kill_both_brokers(&mut self) {
+        for slot in &mut self.brokers {
+            if let Some(proc) = slot.proc.as_mut() {
+                proc.kill_now();
+            }
+        }
+        for id in BrokerId::BOTH {
+            self.kill_broker(id);
+        }
     }
 
     /// SIGSTOPs a broker: a hang.

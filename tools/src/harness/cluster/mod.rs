@@ -3,12 +3,14 @@
 //! `test_publisher` on the `publisher` host, any number of `subscriber`s on the `subscriber`
 //! host, and, with [`ClusterConfig::witness`], the pair's `witness` on the `witness` host
 //! (started first; both brokers get `--witness`). A [`Cluster`] starts them, injects the
-//! faults (kill, restart, stop, resume, cut a link between any two hosts, cut a host off),
-//! waits until the pair is healthy again, and hands the output files to [`super::check`].
+//! faults (kill one broker or both at once, restart, stop, resume, cut a link between any two
+//! hosts, cut a host off), waits until the pair is healthy again, and hands the output files
+//! to [`super::check`].
 //!
 //! Every process writes into the run's folder, one pair of files per process run
 //! (`primary.1.out`, `primary.1.err`, `primary.2.err` after a restart, `witness.1.err`,
-//! `sub-1.1.out`, …).
+//! `sub-1.1.out`, …). With [`ClusterConfig::fsync`], each broker keeps its log on disk there
+//! too, in a folder every run of it shares (`primary-data/`, `backup-data/`).
 //! Dropping the cluster kills every process it started, then drops the site (and with it the
 //! namespaces).
 //!

@@ -144,8 +144,17 @@ pub struct ClusterConfig {
     pub ping_interval_ms: u64,
     /// The brokers' `--ping-timeout-ms`.
     pub ping_timeout_ms: u64,
+    /// The brokers' `--startup-grace-ms`. A broker read back from its log on disk waits it out
+    /// before it leads and replays what it holds, so it must comfortably outlast the
+    /// subscribers' longest wait between redials (`SubscriberConfig::max_backoff`): those
+    /// that lost both brokers are subscribed again before the replay.
+    pub startup_grace_ms: u64,
     /// Both brokers get `--require-backup`.
     pub require_backup: bool,
+    /// Give each broker a log on disk with this `--fsync` (`always`, `batch`, `never`):
+    /// `--data-dir` a folder of its own in the run's folder (`primary-data`, `backup-data`),
+    /// kept across its restarts. `None` keeps the brokers in memory only.
+    pub fsync: Option<String>,
     /// `test_publisher`'s `--rate-hz`.
     pub rate_hz: u32,
     /// `test_publisher`'s `--window`: how many messages may wait for their ACKs at once.
@@ -165,15 +174,19 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     /// The seed's compute step and rate (no pipelining), with fast failure detection (probes every 200 ms,
-    /// 300 ms timeout); no witness, and a 1000 ms lease when there is one (it must outlast a
-    /// lost renewal and its retry, 200 + 300 + 50 ms, PROTOCOL.md "Default timings").
+    /// 300 ms timeout); the brokers' start-up grace of 3000 ms (three times the subscribers'
+    /// longest backoff of 1 s); no log on disk; no witness, and a 1000 ms lease when there is
+    /// one (it must outlast a lost renewal and its retry, 200 + 300 + 50 ms, PROTOCOL.md
+    /// "Default timings").
     fn default() -> Self {
         ClusterConfig {
             topic: "topicC".into(),
             compute: "50-150".into(),
             ping_interval_ms: 200,
             ping_timeout_ms: 300,
+            startup_grace_ms: 3000,
             require_backup: false,
+            fsync: None,
             rate_hz: 10,
             window: 1,
             log_level: "info".into(),
@@ -192,5 +205,23 @@ impl ClusterConfig {
             witness: true,
             ..self
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use edgebroker::SubscriberConfig;
+
+    use super::*;
+
+    #[test]
+    fn the_start_up_grace_outlasts_a_subscribers_longest_redial_with_room_to_spare() {
+        // A subscriber that lost both brokers dials again at most this long after a restarted
+        // one listens, and its dial (1 s at most) must be done before the grace is out.
+        let backoff = SubscriberConfig::new("t", "a:1", "b:2").max_backoff;
+        let grace = Duration::from_millis(ClusterConfig::default().startup_grace_ms);
+        assert!(grace >= 3 * backoff, "{grace:?} against {backoff:?}");
     }
 }

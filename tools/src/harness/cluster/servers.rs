@@ -2,6 +2,7 @@
 //! cluster's settings give them; whether they run; and asking a broker a line.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use edgebroker::error::Result;
 use log::info;
@@ -33,9 +34,15 @@ impl Cluster {
             c.ping_interval_ms.to_string(),
             "--ping-timeout-ms".into(),
             c.ping_timeout_ms.to_string(),
+            "--startup-grace-ms".into(),
+            c.startup_grace_ms.to_string(),
         ];
         if c.require_backup {
             args.push("--require-backup".into());
+        }
+        if let Some(fsync) = &c.fsync {
+            let dir = self.data_dir(id).to_string_lossy().into_owned();
+            args.extend(["--data-dir".into(), dir, "--fsync".into(), fsync.clone()]);
         }
         if let Some(witness) = self.witness_addr() {
             args.extend(["--witness".into(), witness.to_string()]);
@@ -51,6 +58,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// The folder of a broker's log on disk (`--data-dir`, with [`ClusterConfig::fsync`]):
+    /// `primary-data` or `backup-data` in the run's folder, the same for every run of it.
+    ///
+    /// [`ClusterConfig::fsync`]: super::ClusterConfig::fsync
+    pub fn data_dir(&self, id: BrokerId) -> PathBuf {
+        self.dir.join(format!("{}-data", id.name()))
+    }
+
     /// Whether a broker's process runs (stopped counts as running).
     pub fn broker_running(&mut self, id: BrokerId) -> bool {
         self.slot(id).running()
@@ -59,6 +74,14 @@ impl Cluster {
     /// The pid of a broker's current run.
     pub fn broker_pid(&self, id: BrokerId) -> Option<u32> {
         self.brokers[id.index()].proc.as_ref().map(Proc::pid)
+    }
+
+    /// Starts (or restarts) both brokers, the one started as `primary` first, each with its
+    /// own command line; the second is started even if the first fails.
+    pub fn start_brokers(&mut self) -> Result<()> {
+        let primary = self.start_broker(BrokerId::Primary);
+        let backup = self.start_broker(BrokerId::Backup);
+        primary.and(backup)
     }
 
     /// Kills both brokers.

@@ -20,8 +20,8 @@ pub struct FaultRecord {
     pub number: usize,
     /// What it was.
     pub kind: FaultKind,
-    /// The broker it struck (for a cut link or a witness fault: the primary of the moment; for
-    /// the backup-witness link, the backup).
+    /// The broker it struck (for a cut link, both brokers killed or a witness fault: the
+    /// primary of the moment; for the backup-witness link, the backup).
     pub target: BrokerId,
     /// The epoch of the pair when it struck.
     pub epoch: String,
@@ -127,6 +127,11 @@ impl Soak<'_> {
                 self.cluster.isolate_broker(target)?;
                 self.pause(hold);
                 self.cluster.rejoin_broker(target)
+            }
+            FaultKind::KillBoth => {
+                self.cluster.kill_both_brokers();
+                self.pause(hold);
+                self.cluster.start_brokers()
             }
             FaultKind::KillWitness => {
                 self.cluster.kill_witness();

@@ -16,7 +16,18 @@
 //! primary holds its lease, the faults include the witness's ([`FaultKind::needs_witness`]):
 //! killed and restarted, cut off from one broker or from both — and the verdict adds one
 //! rule: no broker ACKed a publish alone after the witness had granted a newer epoch
-//! ([`check::acks_after_newer_grants`], from the brokers' debug logs and the witness's).
+//! ([`super::check::acks_after_newer_grants`], from the brokers' debug logs and the
+//! witness's).
+//!
+//! Every broker keeps a log on disk, synced before each ACK (`--data-dir`, `--fsync always`):
+//! a folder per broker in the run's folder, `primary-data/` and `backup-data/`, kept across
+//! its restarts. So a restarted broker reads back what it held, and the faults include a
+//! power cut of the pair ([`FaultKind::KillBoth`]): both brokers killed at one moment and
+//! started again, each waiting out its start-up grace (longer than the subscribers' longest
+//! redial backoff, so they are back) before the one with the newer log leads and replays what
+//! was ACKed and not yet delivered. The verdict is the same: nothing ACKed may be lost.
+//!
+//! `soak --only` ([`SoakConfig::only`]) injects only the kinds it names.
 //!
 //! "Primary" in a fault's name means the broker holding that role when the fault strikes, as
 //! STATUS says — not the program that started it.
@@ -26,7 +37,7 @@
 //! | file | its one job |
 //! |---|---|
 //! | `soak/mod.rs` | what a soak does ([`SoakConfig`]), and the state of one in progress |
-//! | `soak/schedule.rs` | the faults: their kinds ([`FaultKind`]) and the seeded draw of kind, gap and hold |
+//! | `soak/schedule.rs` | the faults: their kinds ([`FaultKind`]) and names (`--only`), and the seeded draw of kind, gap and hold |
 //! | `soak/run_loop.rs` | the run: hosts chosen, the cluster started, pauses and faults until the end ([`run`]) |
 //! | `soak/inject.rs` | one fault: struck at the role it names, held, undone, the pair healthy again ([`FaultRecord`]) |
 //! | `soak/verdict.rs` | the end: the publisher stopped, the subscribers drained, every rule judged ([`WitnessVerdict`]) |
@@ -86,12 +97,15 @@ pub struct SoakConfig {
     pub healthy_deadline: Duration,
     /// How often the third subscriber is restarted.
     pub restart_every: Duration,
+    /// The only fault kinds to inject (`soak --only`); empty: every kind the run can inject.
+    pub only: Vec<FaultKind>,
 }
 
 impl SoakConfig {
     /// The defaults: 10 faults, gaps of 2–6 s, a healthy pair within 30 s, the third
     /// subscriber restarted every 15 s, brokers logging at debug level (the evidence of a
-    /// failed run).
+    /// failed run) and keeping a log on disk synced before each ACK (`--fsync always`: what
+    /// [`FaultKind::KillBoth`] needs to lose nothing).
     pub fn new(programs: Programs, dir: PathBuf) -> SoakConfig {
         SoakConfig {
             faults: 10,
@@ -104,10 +118,12 @@ impl SoakConfig {
             cluster: ClusterConfig {
                 topic: "soak".into(),
                 log_level: "debug".into(),
+                fsync: Some("always".into()),
                 ..ClusterConfig::default()
             },
             healthy_deadline: Duration::from_secs(30),
             restart_every: Duration::from_secs(15),
+            only: Vec::new(),
         }
     }
 }

@@ -34,7 +34,7 @@ pub fn run(config: &SoakConfig, interrupts: &Receiver<()>) -> Result<SoakReport>
     if let Some(why) = &skipped_kinds {
         info!("not injected: {why}");
     }
-    let mut schedule = Schedule::new(config, site.has_network_faults());
+    let mut schedule = Schedule::new(config, site.has_network_faults())?;
     let programs = config.programs.snapshot(&config.dir.join("bin"))?;
     let mut cluster = Cluster::start(site, programs, config.cluster.clone(), &config.dir)?;
     for i in 0..SUBSCRIBERS {

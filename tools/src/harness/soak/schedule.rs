@@ -5,10 +5,12 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use edgebroker::error::Result;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::SoakConfig;
+use crate::harness::failure;
 
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,11 +34,16 @@ pub enum FaultKind {
     CutWitnessBackup,
     /// Cut the witness's host off entirely (from both brokers) for 2–5 s.
     IsolateWitness,
+    /// SIGKILL both brokers at once (a power cut of the pair), start both again 1–3 s later
+    /// with the same command lines; each reads its log on disk back, waits out its start-up
+    /// grace, and the one with the newer log leads and replays what was ACKed and not yet
+    /// delivered.
+    KillBoth,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::KillPrimary,
         FaultKind::KillBackup,
         FaultKind::StopPrimary,
@@ -46,7 +53,29 @@ impl FaultKind {
         FaultKind::CutWitnessPrimary,
         FaultKind::CutWitnessBackup,
         FaultKind::IsolateWitness,
+        FaultKind::KillBoth,
     ];
+
+    /// Its name on the command line (`soak --only kill-both`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillPrimary => "kill-primary",
+            FaultKind::KillBackup => "kill-backup",
+            FaultKind::StopPrimary => "stop-primary",
+            FaultKind::CutLink => "cut-link",
+            FaultKind::IsolatePrimary => "isolate-primary",
+            FaultKind::KillWitness => "kill-witness",
+            FaultKind::CutWitnessPrimary => "cut-witness-primary",
+            FaultKind::CutWitnessBackup => "cut-witness-backup",
+            FaultKind::IsolateWitness => "isolate-witness",
+            FaultKind::KillBoth => "kill-both",
+        }
+    }
+
+    /// The kind with this [`FaultKind::name`].
+    pub fn named(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+    }
 
     /// Whether it needs hosts in network namespaces.
     pub fn needs_network(self) -> bool {
@@ -74,9 +103,10 @@ impl FaultKind {
     /// How long the fault lasts before it is undone, in ms.
     fn hold_ms(self) -> RangeInclusive<u64> {
         match self {
-            FaultKind::KillPrimary | FaultKind::KillBackup | FaultKind::KillWitness => {
-                1_000..=3_000
-            }
+            FaultKind::KillPrimary
+            | FaultKind::KillBackup
+            | FaultKind::KillWitness
+            | FaultKind::KillBoth => 1_000..=3_000,
             FaultKind::StopPrimary => 1_000..=4_000,
             FaultKind::CutLink
             | FaultKind::IsolatePrimary
@@ -99,6 +129,7 @@ impl fmt::Display for FaultKind {
             FaultKind::CutWitnessPrimary => "cut primary-witness link, heal",
             FaultKind::CutWitnessBackup => "cut backup-witness link, heal",
             FaultKind::IsolateWitness => "cut witness host off, rejoin",
+            FaultKind::KillBoth => "kill -9 both brokers, restart",
         })
     }
 }
@@ -116,20 +147,29 @@ pub(super) struct Schedule {
 
 impl Schedule {
     /// The faults `config` asks for, of the kinds the run can inject: those needing network
-    /// namespaces only with `network_faults`, the witness's only with a witness.
-    pub(super) fn new(config: &SoakConfig, network_faults: bool) -> Schedule {
+    /// namespaces only with `network_faults`, the witness's only with a witness, and only
+    /// those of [`SoakConfig::only`] if it names any. An error if that leaves no kind.
+    pub(super) fn new(config: &SoakConfig, network_faults: bool) -> Result<Schedule> {
         let witnessed = config.cluster.witness;
-        let kinds = FaultKind::ALL
+        let kinds: Vec<FaultKind> = FaultKind::ALL
             .into_iter()
             .filter(|k| network_faults || !k.needs_network())
             .filter(|k| witnessed || !k.needs_witness())
+            .filter(|k| config.only.is_empty() || config.only.contains(k))
             .collect();
-        Schedule {
+        if kinds.is_empty() {
+            let only: Vec<&str> = config.only.iter().map(|k| k.name()).collect();
+            return Err(failure(&format!(
+                "no fault of the kinds asked for ({}) can be injected here",
+                only.join(", ")
+            )));
+        }
+        Ok(Schedule {
             rng: StdRng::seed_from_u64(config.seed),
             kinds,
             min_gap: config.min_gap,
             max_gap: config.max_gap,
-        }
+        })
     }
 
     /// The next fault: the pause before it, its kind, and how long it is held.
@@ -157,6 +197,12 @@ mod tests {
         config
     }
 
+    /// The first 50 faults a schedule for `config` draws.
+    fn draw(config: &SoakConfig, network: bool) -> Vec<(Duration, FaultKind, Duration)> {
+        let mut schedule = Schedule::new(config, network).expect("a kind to draw");
+        (0..50).map(|_| schedule.next()).collect()
+    }
+
     #[test]
     fn witness_faults_are_drawn_only_with_a_witness() {
         assert!(FaultKind::ALL.iter().filter(|k| k.needs_witness()).count() == 4);
@@ -169,10 +215,6 @@ mod tests {
 
     #[test]
     fn a_seed_always_draws_the_same_faults_and_only_those_the_run_can_inject() {
-        let draw = |config: &SoakConfig, network| {
-            let mut schedule = Schedule::new(config, network);
-            (0..50).map(|_| schedule.next()).collect::<Vec<_>>()
-        };
         let plain = config(false);
         assert_eq!(draw(&plain, true), draw(&plain, true));
         for (gap, kind, hold) in draw(&plain, false) {
@@ -183,5 +225,31 @@ mod tests {
         }
         let witnessed = draw(&config(true), true);
         assert!(witnessed.iter().any(|(_, kind, _)| kind.needs_witness()));
+    }
+
+    #[test]
+    fn killing_both_brokers_needs_neither_namespaces_nor_a_witness_and_is_drawn_on_loopback() {
+        let both = FaultKind::KillBoth;
+        assert!(!both.needs_network() && !both.needs_witness());
+        assert_eq!(both.hold_ms(), FaultKind::KillPrimary.hold_ms());
+        let local = draw(&config(false), false);
+        assert!(local.iter().any(|&(_, kind, _)| kind == both), "{local:?}");
+    }
+
+    #[test]
+    fn only_the_kinds_asked_for_are_drawn_and_none_that_cannot_be_injected() {
+        for k in FaultKind::ALL {
+            assert_eq!(FaultKind::named(k.name()), Some(k));
+        }
+        assert_eq!(FaultKind::named("kill -9 both brokers, restart"), None);
+        let mut only = config(false);
+        only.only = vec![FaultKind::KillBoth];
+        assert!(
+            draw(&only, false)
+                .iter()
+                .all(|&(_, kind, _)| kind == FaultKind::KillBoth)
+        );
+        only.only = vec![FaultKind::CutLink, FaultKind::KillWitness];
+        assert!(Schedule::new(&only, false).is_err());
     }
 }
