@@ -52,7 +52,7 @@ use log::{debug, info, warn};
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::error::{Error, Result};
-use crate::protocol::Reply;
+use crate::protocol::{Reply, Role};
 use crate::slots::{Admission, Slot, Source};
 
 use journal::Journal;
@@ -156,7 +156,10 @@ impl Broker {
         threads.push(spawn(&node, "acks", acks::run_acks)?);
         threads.push(spawn(&node, "pinger", |n| pinger::run_pinger(n, probe_rx))?);
         if let Some(journal) = node.journal.clone() {
-            let write = move |n: Arc<Node>| journal.run(|durable| n.answer_durable(durable));
+            let write = move |n: Arc<Node>| {
+                let leading = || n.role().0 == Role::Primary;
+                journal.run(leading, |durable| n.answer_durable(durable));
+            };
             threads.push(spawn(&node, "journal", write)?);
         }
         let hand_off = |n| handoff::run_handoff(n, handoff_rx);

@@ -230,15 +230,20 @@ impl Journal {
 
     /// The journal thread: writes what is appended as it comes, syncs it as `--fsync` says,
     /// and tells `on_durable` the new [`Journal::durable`]; ends when the broker stops.
-    pub fn run(&self, on_durable: impl Fn(u64)) {
+    ///
+    /// With `always`, only while `leading` says we are the primary: a backup's lines wait for
+    /// no ACK (the primary's log holds every message it ACKed, synced), so it leaves them to
+    /// the OS and syncs them when it takes over (`Journal::sync_now`). On one host the two
+    /// brokers' syncs would otherwise queue for the same disk.
+    pub fn run(&self, leading: impl Fn() -> bool, on_durable: impl Fn(u64)) {
         while self.wait_for_work() {
-            let sync = {
-                let book = self.book.lock();
-                match self.fsync {
-                    Fsync::Always => true,
-                    Fsync::Batch => book.last_sync.is_none_or(|t| t.elapsed() >= BATCH_INTERVAL),
-                    Fsync::Never => false,
+            let sync = match self.fsync {
+                Fsync::Always => leading(),
+                Fsync::Batch => {
+                    let last = self.book.lock().last_sync;
+                    last.is_none_or(|t| t.elapsed() >= BATCH_INTERVAL)
                 }
+                Fsync::Never => false,
             };
             self.write_out(&mut self.disk.lock(), sync);
             on_durable(self.durable());
@@ -399,7 +404,7 @@ mod tests {
         let mut log = restored.log;
         log.attach(Arc::clone(&journal));
         let writer = Arc::clone(&journal);
-        let thread = thread::spawn(move || writer.run(|_| {}));
+        let thread = thread::spawn(move || writer.run(|| true, |_| {}));
         (dir, journal, log, thread)
     }
 
