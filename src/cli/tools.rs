@@ -94,8 +94,10 @@ Runs a primary and a backup broker, a test_publisher (10 Hz, --rate-hz; with --w
 pipelining one) and three subscribers (the third restarted every 15 s), and injects N faults at random moments, each undone after a while:
   kill -9 the primary, restart it 1-3 s later     kill -9 the backup, restart it 1-3 s later
   SIGSTOP the primary for 1-4 s, then SIGCONT     cut the link between the brokers for 2-5 s
-  cut the primary's host off for 2-5 s
-(primary and backup mean the brokers holding those roles at the time). Before each fault it
+  cut the primary's host off for 2-5 s             kill -9 both brokers, restart both 1-3 s later
+(primary and backup mean the brokers holding those roles at the time). Every broker keeps a
+log on disk in the run's folder (--data-dir, --fsync always), so killing both loses nothing.
+--only KINDS limits the faults to the kinds named. Before each fault it
 waits until the pair is healthy again (one primary with a synced backup). At the end it checks
 that every subscriber that stayed up printed every ACKed message once and in order, that the
 restarted one printed nothing twice, and that no two brokers were primary in one epoch; it
