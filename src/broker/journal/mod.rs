@@ -135,7 +135,9 @@ impl Journal {
             synced: on_disk,
             ..Book::default()
         };
-        let file = if read_back {
+        // A torn first line, if that is all there was, is written over.
+        let torn = fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0);
+        let file = if read_back || torn {
             rewrite(dir, &whole).map_err(|e| failed("cannot rewrite the log in", e))?
         } else {
             // A fresh log is appended to the file as it is, its header written by the journal

@@ -53,6 +53,11 @@ pub fn read(path: &Path, config: &BrokerConfig) -> Result<Option<Restored>> {
         number += 1;
         let record = match line.strip_suffix(b"\n").map(Record::decode) {
             Some(Ok(record)) => record,
+            // The first line is torn only if it could be the start of a header: any other
+            // file is no log of ours, and is not overwritten.
+            _ if restored.is_none() && !could_start_a_header(line) => {
+                return Err(refuse("not a message log (no EDGELOG header)".into()));
+            }
             Some(Err(e)) if lines.peek().is_some() => {
                 return Err(refuse(format!("line {number} is damaged: {e}")));
             }
@@ -95,6 +100,17 @@ pub fn read(path: &Path, config: &BrokerConfig) -> Result<Option<Restored>> {
         );
     }
     Ok(restored)
+}
+
+/// Whether `line` is what a crash in the middle of writing the header leaves: eight hex
+/// digits, a space and `EDGELOG|`, or the start of them, and no newline.
+fn could_start_a_header(line: &[u8]) -> bool {
+    let shape = b"00000000 EDGELOG|";
+    let fits = |(i, &b): (usize, &u8)| match i {
+        0..8 => b.is_ascii_hexdigit(),
+        _ => b == shape[i],
+    };
+    !line.ends_with(b"\n") && line.iter().take(shape.len()).enumerate().all(fits)
 }
 
 /// The whole file, as long as it was when opened.
@@ -192,6 +208,11 @@ mod tests {
     fn nothing_to_read_is_a_fresh_log_and_a_torn_tail_is_dropped() {
         assert!(read_back("empty", &[], b"").unwrap().is_none());
         assert!(read_back("torn-header", &[], b"0000").unwrap().is_none());
+        assert!(
+            read_back("torn-header-2", &[], b"3a0c51f2 EDGELOG|1|de")
+                .unwrap()
+                .is_none()
+        );
         let records = [header(VERSION, "default"), hold(1, 1)];
         let r = read_back("torn", &records, b"1234abcd HOLD|2|9|")
             .unwrap()
@@ -216,6 +237,17 @@ mod tests {
             why.ends_with("not a message log (no EDGELOG header)"),
             "{why}"
         );
+        for other in [
+            &b"hello\n"[..],
+            b"hello",
+            b"3a0c51f2 EDGELOG|1|default|42\n",
+        ] {
+            let why = refusal(read_back("other", &[], other));
+            assert!(
+                why.ends_with("not a message log (no EDGELOG header)"),
+                "{why}"
+            );
+        }
         let twice = [header(VERSION, "default"), header(VERSION, "default")];
         let why = refusal(read_back("twice", &twice, b""));
         assert!(why.ends_with("line 2 is a second header"), "{why}");
