@@ -209,7 +209,10 @@ fn a_log_of_another_pair_or_a_damaged_one_is_refused_with_a_clear_error() {
 
     fs::write(&log, "hello\nworld\n").unwrap();
     let why = refusal(site("site-1"));
-    assert!(why.ends_with("not a message log (no EDGELOG header)"), "{why}");
+    assert!(
+        why.ends_with("not a message log (no EDGELOG header)"),
+        "{why}"
+    );
 }
 
 #[test]
