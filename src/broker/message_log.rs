@@ -123,10 +123,8 @@ impl Log {
     /// past its bound.
     fn record(&self, record: Record) {
         if let Some(journal) = &self.journal {
-            journal.append(&record);
-            journal.compact_if_due(self.held_bytes(), |epoch, out| {
-                self.write_snapshot(epoch, out);
-            });
+            let snapshot = |epoch, out: &mut Vec<u8>| self.write_snapshot(epoch, out);
+            journal.append(&record, self.held_bytes(), snapshot);
         }
     }
 

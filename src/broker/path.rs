@@ -304,7 +304,7 @@ impl Node {
     /// backup is up (they are ACKed alone).
     pub fn answer_durable(&self, durable: u64) {
         let up_to = match self.safety.health() {
-            BackupHealth::Up => self.safety.confirmed().min(durable),
+            BackupHealth::Up => Verdicts::confirmed(self),
             _ => durable,
         };
         self.acks.answer_confirmed(self, up_to);

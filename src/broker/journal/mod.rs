@@ -15,7 +15,7 @@
 //! written (`never`, `batch`) or synced (`always`); `Node::await_safe_until` asks [`Journal::covers`].
 //!
 //! The file is rewritten from what the log holds once it has grown past twice that plus
-//! [`SLACK`] (`Journal::compact_if_due`, run where the log changes): its size stays within
+//! [`SLACK`] (in `Journal::append`, where the log changes): its size stays within
 //! three times what is held, plus the slack.
 
 mod record;
@@ -162,7 +162,10 @@ impl Journal {
     }
 
     /// Appends `record`'s line. Called under the role lock, so the lines keep the log's order.
-    pub fn append(&self, record: &Record) {
+    /// Once the file has grown past twice the `held` bytes plus the slack, what waits to be
+    /// written is replaced by a rewrite of the whole file: the header, then what `snapshot`
+    /// writes for the epoch (`Log::write_snapshot`).
+    pub fn append(&self, record: &Record, held: usize, snapshot: impl FnOnce(Epoch, &mut Vec<u8>)) {
         let mut book = self.book.lock();
         let before = book.lines.len();
         record.encode(&mut book.lines);
@@ -172,24 +175,15 @@ impl Journal {
             Record::Epoch { epoch, .. } => book.epoch = *epoch,
             _ => {}
         }
-        self.work.notify_one();
-    }
-
-    /// Once the file has grown past twice the `held` bytes plus the slack, replaces what
-    /// waits to be written by a rewrite of the whole file: the header, then what `snapshot`
-    /// writes for the epoch (`Log::write_snapshot`).
-    pub fn compact_if_due(&self, held: usize, snapshot: impl FnOnce(Epoch, &mut Vec<u8>)) {
-        let mut book = self.book.lock();
-        if book.since_rewrite <= held.saturating_mul(2).saturating_add(self.slack) {
-            return;
+        if book.since_rewrite > held.saturating_mul(2).saturating_add(self.slack) {
+            let mut whole = Vec::new();
+            self.header.encode(&mut whole);
+            snapshot(book.epoch, &mut whole);
+            // The rewrite holds what the lines waiting said: they need not be written.
+            book.lines.clear();
+            book.since_rewrite = 0;
+            book.snapshot = Some(whole);
         }
-        let mut whole = Vec::new();
-        self.header.encode(&mut whole);
-        snapshot(book.epoch, &mut whole);
-        // The rewrite holds what the lines waiting said: they need not be written.
-        book.lines.clear();
-        book.since_rewrite = 0;
-        book.snapshot = Some(whole);
         self.work.notify_one();
     }
 
@@ -206,10 +200,15 @@ impl Journal {
     /// Whether the message at `index` is on disk as `--fsync` asks; `Err` says why it cannot
     /// be written.
     pub fn covers(&self, index: u64) -> std::result::Result<bool, String> {
-        if self.durable() >= index {
-            return Ok(true);
+        let book = self.book.lock();
+        let durable = match self.fsync {
+            Fsync::Always => book.synced,
+            Fsync::Batch | Fsync::Never => book.written,
+        };
+        match &book.failure {
+            Some(why) if durable < index => Err(why.clone()),
+            _ => Ok(durable >= index),
         }
-        self.failure().map_or(Ok(false), Err)
     }
 
     /// Why the log cannot be written now, if it cannot.
